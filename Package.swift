@@ -1,0 +1,39 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Offload",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "OffloadCore", targets: ["OffloadCore"]),
+        .library(name: "OffloadWire", targets: ["OffloadWire"]),
+        .library(name: "OffloadLink", targets: ["OffloadLink"]),
+        .library(name: "OffloadSim", targets: ["OffloadSim"]),
+        .library(name: "OffloadHost", targets: ["OffloadHost"]),
+        .executable(name: "offload", targets: ["offload"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "COffloadShim"),
+        .target(name: "OffloadCore", dependencies: ["COffloadShim"]),
+        .target(name: "OffloadWire", dependencies: ["OffloadCore"]),
+        .target(name: "OffloadLink", dependencies: ["OffloadCore", "OffloadWire", "COffloadShim"]),
+        .target(name: "OffloadSim", dependencies: ["OffloadCore"]),
+        .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink"]),
+        .executableTarget(
+            name: "offload",
+            dependencies: [
+                "OffloadHost", "OffloadLink", "COffloadShim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore"]),
+        .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "OffloadLinkTests", dependencies: ["OffloadLink", "OffloadSim"]),
+        .testTarget(name: "OffloadSimTests", dependencies: ["OffloadSim"]),
+        .testTarget(name: "OffloadHostTests", dependencies: ["OffloadHost", "OffloadSim"]),
+        .testTarget(name: "InteropTests", dependencies: ["OffloadHost", "OffloadLink"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,88 @@
+/// A fixed number of packet buffers, allocated once, handed out and taken back in O(1).
+///
+/// The pool is the engine's packet buffer memory: one slab of `count` slots of
+/// `bufferSize` bytes, and a stack of free slot numbers. `take()` pops a slot; a buffer's
+/// end of life pushes it back. Nothing is allocated after `init`. When every slot is out,
+/// `take()` returns nil and counts the failure in `exhaustions`.
+public final class BufferPool {
+    /// The pool's bookkeeping, at a fixed address so that buffers can reach it without
+    /// reference counting.
+    public struct State {
+        @usableFromInline var freeSlots: UnsafeMutablePointer<Int32>
+        @usableFromInline var freeCount: Int
+        @usableFromInline let slotCount: Int
+        @usableFromInline var takes: UInt64 = 0
+        @usableFromInline var exhaustions: UInt64 = 0
+
+        @inlinable
+        init(freeSlots: UnsafeMutablePointer<Int32>, slotCount: Int) {
+            self.freeSlots = freeSlots
+            self.freeCount = slotCount
+            self.slotCount = slotCount
+        }
+
+        @inlinable
+        mutating func giveBack(_ slot: Int32) {
+            precondition(freeCount < slotCount, "BufferPool: a slot was given back twice")
+            freeSlots[freeCount] = slot
+            freeCount &+= 1
+        }
+    }
+
+    public let count: Int
+    public let bufferSize: Int
+    public let headroom: Int
+    @usableFromInline let slab: UnsafeMutableRawPointer
+    @usableFromInline let state: UnsafeMutablePointer<State>
+
+    /// - Parameters:
+    ///   - count: number of buffers.
+    ///   - bufferSize: bytes per buffer, headroom included.
+    ///   - headroom: bytes kept free in front of the data of a new buffer.
+    public init(count: Int, bufferSize: Int = 2048, headroom: Int = 128) {
+        precondition(count > 0 && count <= Int(Int32.max), "BufferPool: count out of range")
+        precondition(bufferSize > headroom && bufferSize <= Int(Int32.max), "BufferPool: bad buffer size")
+        self.count = count
+        self.bufferSize = bufferSize
+        self.headroom = headroom
+        slab = UnsafeMutableRawPointer.allocate(byteCount: count * bufferSize, alignment: 64)
+        let free = UnsafeMutablePointer<Int32>.allocate(capacity: count)
+        // Lowest slots on top of the stack: a lightly loaded pool keeps reusing a few warm slots.
+        for i in 0..<count { free[i] = Int32(count - 1 - i) }
+        state = .allocate(capacity: 1)
+        state.initialize(to: State(freeSlots: free, slotCount: count))
+    }
+
+    deinit {
+        // A buffer still out would point into freed memory: keep the memory instead.
+        guard state.pointee.freeCount == count else { return }
+        state.pointee.freeSlots.deallocate()
+        state.deinitialize(count: 1)
+        state.deallocate()
+        slab.deallocate()
+    }
+
+    /// A free buffer with the pool's headroom, or nil (counted) when every buffer is out.
+    @inlinable
+    public func take() -> PacketBuffer? {
+        guard state.pointee.freeCount > 0 else {
+            state.pointee.exhaustions &+= 1
+            return nil
+        }
+        state.pointee.freeCount &-= 1
+        state.pointee.takes &+= 1
+        let slot = state.pointee.freeSlots[state.pointee.freeCount]
+        return PacketBuffer(
+            base: slab + Int(slot) &* bufferSize, pool: state, slot: slot,
+            capacity: Int32(bufferSize), headroom: Int32(headroom))
+    }
+
+    /// Buffers handed out and not yet back: the engine's buffered-packet counter.
+    @inlinable public var inUse: Int { count - state.pointee.freeCount }
+    /// Buffers free to take.
+    @inlinable public var available: Int { state.pointee.freeCount }
+    /// Successful `take()` calls.
+    @inlinable public var takes: UInt64 { state.pointee.takes }
+    /// `take()` calls that found the pool empty.
+    @inlinable public var exhaustions: UInt64 { state.pointee.exhaustions }
+}

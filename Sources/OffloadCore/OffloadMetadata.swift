@@ -1,0 +1,26 @@
+/// What a device still has to do to a frame: the offload work that travels with it.
+///
+/// These are the two offloads of the virtio-net header (and of Linux's `skb`): a partial
+/// L4 checksum, where the checksum field holds only the pseudo-header sum and the ones'
+/// complement of the bytes from `checksumStart` on still has to be folded in; and TCP
+/// segmentation, where one super-frame of up to 64 KiB stands for several MSS-sized frames.
+public enum OffloadMetadata: Equatable, Hashable, Sendable {
+    /// The frame is complete: every checksum is final.
+    case none
+    /// The checksum at `checksumStart + checksumOffset` covers only the pseudo-header.
+    case partialChecksum(checksumStart: UInt16, checksumOffset: UInt16)
+    /// A TCP super-segment: cut the payload after `headerLength` bytes into `segmentSize`
+    /// pieces; each resulting frame's checksum is partial as in `partialChecksum`.
+    case tcpSegmentation(
+        segmentSize: UInt16, headerLength: UInt16, checksumStart: UInt16, checksumOffset: UInt16)
+
+    /// Where the partial checksum starts and where its field lies, if the checksum is partial.
+    @inlinable
+    public var partialChecksumLocation: (start: Int, offset: Int)? {
+        switch self {
+        case .none: return nil
+        case .partialChecksum(let start, let offset): return (Int(start), Int(offset))
+        case .tcpSegmentation(_, _, let start, let offset): return (Int(start), Int(offset))
+        }
+    }
+}

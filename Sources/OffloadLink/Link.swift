@@ -1,0 +1,113 @@
+import OffloadCore
+
+/// Something that moves Ethernet frames: a TAP device, a packet socket, one end of a
+/// memory wire, a pcap file. Capture and impairment wrap any link.
+///
+/// Receive is by bursts into pool buffers; transmit is a gather list (headers from engine
+/// memory, then payload slices from wherever the payload lives).
+public protocol Link: ~Copyable {
+    /// What the link can carry and how to wait for it.
+    var capabilities: LinkCapabilities { get }
+
+    /// Receives up to `max` frames, each into a buffer taken from `pool`, and hands each to
+    /// `body` in arrival order. Returns how many were received: 0 when nothing is waiting
+    /// (or the pool is empty: the frames wait in the link). Never blocks.
+    mutating func receive(
+        into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void
+    ) throws(LinkError) -> Int
+
+    /// Sends one frame: `header`, then each payload slice in order, as one frame on the wire.
+    /// `metadata` says what offload work is left for the device (only where `capabilities`
+    /// allow it). Never blocks: a full device is `LinkError.wouldBlock`.
+    mutating func transmit(
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata
+    ) throws(LinkError)
+}
+
+extension Link where Self: ~Copyable {
+    /// Sends the whole buffer as one frame, with its offload metadata.
+    @inlinable
+    public mutating func transmit(_ frame: borrowing PacketBuffer) throws(LinkError) {
+        try transmit(header: frame.bytes, payloads: .none, metadata: frame.offload)
+    }
+
+    /// Sends bytes as one finished frame.
+    @inlinable
+    public mutating func transmit(_ frame: UnsafeRawBufferPointer) throws(LinkError) {
+        try transmit(header: frame, payloads: .none, metadata: .none)
+    }
+}
+
+/// The payload part of a gather list: slices of memory that follow the header on the wire.
+/// It borrows the memory of its slices and of the slice list; it owns nothing.
+public struct PayloadSlices {
+    public let slices: UnsafeBufferPointer<UnsafeRawBufferPointer>
+
+    @inlinable
+    public init(_ slices: UnsafeBufferPointer<UnsafeRawBufferPointer>) { self.slices = slices }
+
+    /// No payload: the header is the whole frame.
+    @inlinable
+    public static var none: PayloadSlices { PayloadSlices(UnsafeBufferPointer(start: nil, count: 0)) }
+
+    /// Total payload bytes.
+    @inlinable
+    public var byteCount: Int {
+        var n = 0
+        for s in slices { n &+= s.count }
+        return n
+    }
+
+    @inlinable public var isEmpty: Bool { slices.isEmpty }
+}
+
+/// What a link can do.
+public struct LinkCapabilities: Sendable, Equatable {
+    /// Largest frame the link takes or gives, Ethernet header included (a TSO link: 64 KiB and more).
+    public var maxFrameSize: Int
+    /// The link accepts and delivers frames with partial checksums.
+    public var partialChecksums: Bool
+    /// The link accepts and delivers TCP super-frames (TSO/GSO) over IPv4.
+    public var tcpSegmentation: Bool
+    /// A descriptor that becomes readable when frames are waiting, for poll/epoll; nil for
+    /// links that are polled only (memory, pcap).
+    public var readinessDescriptor: Int32?
+    /// The link's own hardware address, where it has one.
+    public var address: MACAddress?
+
+    public init(maxFrameSize: Int, partialChecksums: Bool = false, tcpSegmentation: Bool = false,
+                readinessDescriptor: Int32? = nil, address: MACAddress? = nil) {
+        self.maxFrameSize = maxFrameSize
+        self.partialChecksums = partialChecksums
+        self.tcpSegmentation = tcpSegmentation
+        self.readinessDescriptor = readinessDescriptor
+        self.address = address
+    }
+}
+
+/// Why a link operation failed.
+public enum LinkError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The device is full for now; try again after waiting.
+    case wouldBlock
+    /// The frame is larger than the link carries.
+    case frameTooLarge(size: Int, max: Int)
+    /// The frame carries offload metadata the link cannot pass on.
+    case unsupportedOffload(String)
+    /// The other end is gone, or the file ended.
+    case closed
+    /// A system call failed: which one, on what, and errno.
+    case system(operation: String, errno: Int32, detail: String)
+    /// A file is not what it should be (a pcap file with a bad header, a truncated record).
+    case badFile(String)
+
+    public var description: String {
+        switch self {
+        case .wouldBlock: return "the link is busy; try again"
+        case .frameTooLarge(let s, let m): return "frame of \(s) bytes is larger than the link's \(m)"
+        case .unsupportedOffload(let what): return "the link cannot carry \(what)"
+        case .closed: return "the link is closed"
+        case .system(let op, let e, let detail): return "\(op) failed: \(detail) (errno \(e))"
+        case .badFile(let why): return why
+        }
+    }
+}
