@@ -1,0 +1,60 @@
+import Testing
+@testable import OffloadCore
+
+@Suite struct BufferPoolTests {
+    @Test func takeAndReturnInConstantSlots() {
+        let pool = BufferPool(count: 4, bufferSize: 256, headroom: 32)
+        #expect(pool.available == 4)
+        do {
+            guard let a = pool.take(), let b = pool.take() else { Issue.record("pool empty"); return }
+            #expect(pool.inUse == 2)
+            _ = consume a
+            #expect(pool.inUse == 1)
+            _ = b
+        }
+        #expect(pool.inUse == 0)
+        #expect(pool.takes == 2)
+    }
+
+    @Test func exhaustionIsCountedNotFatal() {
+        let pool = BufferPool(count: 2, bufferSize: 128, headroom: 0)
+        let a = pool.take(), b = pool.take()
+        if pool.take() != nil { Issue.record("a third buffer from a pool of two") }
+        #expect(pool.exhaustions == 1)
+        _ = a; _ = b
+    }
+
+    @Test func everySlotIsDistinctAndReused() {
+        let pool = BufferPool(count: 8, bufferSize: 64, headroom: 0)
+        var seen = Set<Int>()
+        for _ in 0..<100 {
+            guard let b = pool.take() else { Issue.record("pool empty"); return }
+            seen.insert(b.slotIndex)
+        }
+        #expect(pool.inUse == 0)
+        #expect(seen.count == 1, "a lightly used pool keeps reusing its warmest slot")
+    }
+
+    @Test func headroomPrependAndBounds() throws {
+        let pool = BufferPool(count: 1, bufferSize: 128, headroom: 16)
+        guard var b = pool.take() else { Issue.record("pool empty"); return }
+        #expect(b.headroom == 16 && b.count == 0 && b.tailroom == 112)
+        let payload: [UInt8] = [1, 2, 3, 4]
+        try payload.withUnsafeBytes { try b.append(contentsOf: $0) }
+        let header = try b.prepend(14)
+        header.initializeMemory(as: UInt8.self, repeating: 0xee)
+        #expect(b.count == 18 && b.headroom == 2)
+        #expect(Array(b.bytes.suffix(4)) == payload)
+        #expect(throws: BufferError.noHeadroom(requested: 3, available: 2)) { try b.prepend(3) }
+        #expect(throws: BufferError.noTailroom(requested: 200, available: 108)) { try b.append(200) }
+        try b.removeFront(14)
+        #expect(Array(b.bytes) == payload)
+        #expect(throws: BufferError.outOfRange(requested: 5, available: 4)) { try b.removeBack(5) }
+        try b.setCount(100)
+        #expect(b.count == 100)
+        #expect(throws: BufferError.outOfRange(requested: 1000, available: 112)) { try b.setCount(1000) }
+        b.offload = OffloadMetadata.partialChecksum(checksumStart: 34, checksumOffset: 16)
+        try b.reset(headroom: 8)
+        #expect(b.count == 0 && b.headroom == 8 && b.offload == .none)
+    }
+}
