@@ -24,3 +24,22 @@ public enum OffloadMetadata: Equatable, Hashable, Sendable {
         }
     }
 }
+
+extension OffloadMetadata {
+    /// Finishes a partial checksum in `frame`: folds in the bytes from `start` on and stores
+    /// the final value at `start + offset`. This is what a device does on transmit, and what
+    /// a capture does so that a file shows frames as they are on the wire. Returns false
+    /// (and changes nothing) when the location lies outside the frame.
+    @discardableResult
+    public static func finishChecksum(in frame: UnsafeMutableRawBufferPointer, start: Int, offset: Int) -> Bool {
+        guard start >= 0, offset >= 0, start + offset + 2 <= frame.count, let base = frame.baseAddress else {
+            return false
+        }
+        // The field holds the pseudo-header sum; summing over it includes it.
+        var value = InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: frame[start...]))
+        // As Linux does (CSUM_MANGLED_0): 0 and 0xffff verify alike, and 0 means "no checksum" to UDP.
+        if value == 0 { value = 0xffff }
+        base.storeBytes(of: value.bigEndian, toByteOffset: start + offset, as: UInt16.self)
+        return true
+    }
+}

@@ -1,0 +1,86 @@
+import OffloadCore
+
+/// One end of an in-memory wire between two stacks in the same process.
+///
+/// The wire is a wire: `transmit` copies the frame (header and payload slices) into the
+/// wire's own preallocated frame slots, as a cable would carry bytes; `receive` copies it
+/// into a pool buffer on the other side once its delivery time has come. Offload metadata
+/// crosses with the frame when the wire is made with `carriesOffloadMetadata` (two of our
+/// own stacks, like two virtio peers); otherwise a partial checksum is finished on the way
+/// and a TSO super-frame is refused.
+///
+/// Not thread-safe: both ends belong to one thread (the simulator's or one poll loop's).
+public struct MemoryLink: Link {
+    @usableFromInline let wire: MemoryWire
+    /// 0 transmits on direction 0 and receives from 1; 1 the other way round.
+    @usableFromInline let side: Int
+
+    /// A connected pair of ends. `forward` applies to frames from the first end to the
+    /// second, `backward` to the other direction.
+    public static func pair(
+        clock: any Clock, seed: UInt64, forward: Impairments = .none, backward: Impairments = .none,
+        maxFrameSize: Int = 2048, framesInFlight: Int = 1024, carriesOffloadMetadata: Bool = false,
+        addresses: (MACAddress, MACAddress)? = nil
+    ) -> (MemoryLink, MemoryLink) {
+        let wire = MemoryWire(
+            clock: clock, seed: seed, impairments: [forward, backward], maxFrameSize: maxFrameSize,
+            framesInFlight: framesInFlight, carriesOffloadMetadata: carriesOffloadMetadata,
+            addresses: addresses)
+        return (MemoryLink(wire: wire, side: 0), MemoryLink(wire: wire, side: 1))
+    }
+
+    public var capabilities: LinkCapabilities {
+        LinkCapabilities(
+            maxFrameSize: wire.maxFrameSize, partialChecksums: wire.carriesOffloadMetadata,
+            tcpSegmentation: wire.carriesOffloadMetadata, readinessDescriptor: nil,
+            address: wire.addresses.map { side == 0 ? $0.0 : $0.1 })
+    }
+
+    /// What happened to frames sent from this end.
+    public var sentCounters: MemoryWireCounters { wire.directions[side].counters }
+    /// What happened to frames sent to this end.
+    public var receivedCounters: MemoryWireCounters { wire.directions[1 - side].counters }
+    /// Frames on their way to this end.
+    public var framesWaiting: Int { wire.directions[1 - side].inFlight }
+    /// When the next frame for this end can be received, if any is on its way.
+    public var nextDelivery: Instant? { wire.directions[1 - side].nextDelivery }
+
+    public mutating func receive(
+        into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void
+    ) throws(LinkError) -> Int {
+        wire.directions[1 - side].receive(into: pool, max: max, now: wire.clock.now, body)
+    }
+
+    public mutating func transmit(
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata
+    ) throws(LinkError) {
+        try wire.directions[side].transmit(
+            header: header, payloads: payloads, metadata: metadata, clock: wire.clock,
+            carriesMetadata: wire.carriesOffloadMetadata)
+    }
+}
+
+/// The wire itself: two directions and the clock they share.
+@usableFromInline
+final class MemoryWire {
+    let clock: any Clock
+    let maxFrameSize: Int
+    let carriesOffloadMetadata: Bool
+    let addresses: (MACAddress, MACAddress)?
+    @usableFromInline var directions: [MemoryWireDirection]
+
+    init(clock: any Clock, seed: UInt64, impairments: [Impairments], maxFrameSize: Int,
+         framesInFlight: Int, carriesOffloadMetadata: Bool, addresses: (MACAddress, MACAddress)?) {
+        self.clock = clock
+        self.maxFrameSize = maxFrameSize
+        self.carriesOffloadMetadata = carriesOffloadMetadata
+        self.addresses = addresses
+        var random = SeededRandom(seed: seed)
+        directions = impairments.map {
+            MemoryWireDirection(impairments: $0, random: random.fork(), maxFrameSize: maxFrameSize,
+                                slots: framesInFlight)
+        }
+    }
+
+    deinit { for d in directions { d.deallocate() } }
+}
