@@ -1,0 +1,60 @@
+/// Why the host dropped a frame. Every dropped frame is counted under one of these.
+public enum HostDropReason: String, CaseIterable, Sendable {
+    case malformedEthernet = "malformed-ethernet"
+    case malformedARP = "malformed-arp"
+    case malformedIPv4 = "malformed-ipv4"
+    case malformedICMP = "malformed-icmp"
+    case badChecksum = "bad-checksum"
+    case ipFragment = "ip-fragment"
+    case notForUs = "not-for-us"
+    case unsupportedEtherType = "unsupported-ethertype"
+    case unsupportedProtocol = "unsupported-protocol"
+    case unsupportedICMP = "unsupported-icmp-type"
+    case resolutionFailed = "resolution-failed"
+    case resolutionQueueFull = "resolution-queue-full"
+    case neighborTableFull = "neighbor-table-full"
+    case noRoute = "no-route"
+    case tooLargeToAnswer = "too-large-to-answer"
+    case transmitFailed = "transmit-failed"
+}
+
+/// What the host has done, for the table printed when it stops.
+public struct HostCounters: Sendable, Equatable {
+    public var framesReceived: UInt64 = 0
+    public var framesTransmitted: UInt64 = 0
+    public var arpRequestsAnswered: UInt64 = 0
+    public var arpRequestsSent: UInt64 = 0
+    public var arpRepliesReceived: UInt64 = 0
+    public var echoRequestsAnswered: UInt64 = 0
+    public var echoRequestsSent: UInt64 = 0
+    public var echoRepliesReceived: UInt64 = 0
+    public var icmpErrorsReceived: UInt64 = 0
+    public private(set) var drops = [UInt64](repeating: 0, count: HostDropReason.allCases.count)
+
+    public init() {}
+
+    public subscript(drop reason: HostDropReason) -> UInt64 {
+        get { drops[HostDropReason.allCases.firstIndex(of: reason)!] }
+        set { drops[HostDropReason.allCases.firstIndex(of: reason)!] = newValue }
+    }
+
+    public var totalDrops: UInt64 { drops.reduce(0, +) }
+
+    /// Name and value of every counter, in a stable order (drops last, by reason).
+    public var rows: [(String, UInt64)] {
+        [("frames received", framesReceived), ("frames transmitted", framesTransmitted),
+         ("arp requests answered", arpRequestsAnswered), ("arp requests sent", arpRequestsSent),
+         ("arp replies received", arpRepliesReceived), ("echo requests answered", echoRequestsAnswered),
+         ("echo requests sent", echoRequestsSent), ("echo replies received", echoRepliesReceived),
+         ("icmp errors received", icmpErrorsReceived)]
+            + HostDropReason.allCases.map { ("dropped: \($0.rawValue)", self[drop: $0]) }
+    }
+
+    /// The counters as an aligned two-column table.
+    public var table: String {
+        let width = rows.map(\.0.count).max() ?? 0
+        return rows.map { name, value in
+            name + String(repeating: " ", count: width - name.count + 2) + String(value)
+        }.joined(separator: "\n")
+    }
+}

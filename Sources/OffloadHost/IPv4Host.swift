@@ -1,0 +1,219 @@
+import OffloadCore
+import OffloadWire
+
+/// The first host: one IPv4 address on one Ethernet link. It answers ARP requests for its
+/// address, resolves and caches neighbours (RFC 826, with timeouts and retries), answers
+/// ICMP echo requests, and can send echo requests of its own.
+///
+/// It does no I/O: frames are handed to `receive`, time to `poll`, and every frame it
+/// wants sent is given to the `transmit` closure of the call (see `HostLoop` for a loop
+/// that runs it on a link).
+public final class IPv4Host {
+    public struct Configuration: Sendable {
+        public var interface: IPv4CIDR
+        public var hardwareAddress: MACAddress
+        /// Next hop for destinations outside `interface`; nil answers only the local subnet.
+        public var gateway: IPv4Address?
+        public var neighbors = NeighborCache.Configuration()
+        /// IP packets held per neighbour while it is being resolved.
+        public var pendingPerNeighbor = 4
+
+        public init(interface: IPv4CIDR, hardwareAddress: MACAddress, gateway: IPv4Address? = nil) {
+            self.interface = interface
+            self.hardwareAddress = hardwareAddress
+            self.gateway = gateway
+        }
+    }
+
+    public let configuration: Configuration
+    public private(set) var neighbors: NeighborCache
+    public private(set) var counters = HostCounters()
+    /// Echo replies received, as (identifier, sequence number), in arrival order.
+    public private(set) var echoReplies: [(identifier: UInt16, sequence: UInt16)] = []
+    /// IP packets (without Ethernet header) waiting for their next hop to resolve.
+    private var pending: [IPv4Address: [[UInt8]]] = [:]
+    /// Where outgoing frames are built: one frame at a time, allocated once.
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
+    private var identification: UInt16 = 0
+
+    public var address: IPv4Address { configuration.interface.address }
+    public var hardwareAddress: MACAddress { configuration.hardwareAddress }
+
+    public init(_ configuration: Configuration) {
+        self.configuration = configuration
+        neighbors = NeighborCache(configuration: configuration.neighbors)
+    }
+
+    deinit { scratch.deallocate() }
+
+    public typealias Transmit = (UnsafeRawBufferPointer) -> Void
+
+    // MARK: Receive
+
+    /// Handles one received frame.
+    public func receive(_ frame: borrowing PacketBuffer, now: Instant, transmit: Transmit) {
+        counters.framesReceived &+= 1
+        let ethernet: EthernetFrame
+        do { ethernet = try EthernetFrame(checking: frame.bytes) } catch { return drop(.malformedEthernet) }
+        let destination = ethernet.destination
+        guard destination == hardwareAddress || destination.isBroadcast else { return drop(.notForUs) }
+        switch ethernet.etherType {
+        case .arp: receiveARP(ethernet.payload, now: now, transmit: transmit)
+        case .ipv4: receiveIPv4(ethernet, metadata: frame.offload, now: now, transmit: transmit)
+        default: drop(.unsupportedEtherType)
+        }
+    }
+
+    private func receiveARP(_ bytes: UnsafeRawBufferPointer, now: Instant, transmit: Transmit) {
+        let arp: ARPRepr
+        do { arp = try ARPRepr.parse(ARPPacket(checking: bytes)) } catch { return drop(.malformedARP) }
+        let forUs = arp.targetProtocolAddress == address
+        if !neighbors.learn(arp.senderProtocolAddress, is: arp.senderHardwareAddress, now: now, add: forUs) {
+            drop(.neighborTableFull)
+        }
+        if arp.operation == .reply { counters.arpRepliesReceived &+= 1 }
+        if neighbors.lookup(arp.senderProtocolAddress, now: now) != nil {
+            flushPending(arp.senderProtocolAddress, now: now, transmit: transmit)
+        }
+        guard forUs, arp.operation == .request else { return }
+        let reply = ARPRepr(
+            operation: .reply, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
+            targetHardwareAddress: arp.senderHardwareAddress, targetProtocolAddress: arp.senderProtocolAddress)
+        sendFrame(to: arp.senderHardwareAddress, type: .arp, transmit: transmit) { reply.emit(into: $0); return reply.bufferLength }
+        counters.arpRequestsAnswered &+= 1
+    }
+
+    private func receiveIPv4(_ ethernet: EthernetFrame, metadata: OffloadMetadata, now: Instant, transmit: Transmit) {
+        let policy = ChecksumPolicy(metadata)
+        let packet: IPv4Packet
+        let ip: IPv4Repr
+        do {
+            packet = try IPv4Packet(checking: ethernet.payload)
+            ip = try IPv4Repr.parse(packet, checksums: policy)
+        } catch {
+            switch error {
+            case .badChecksum: return drop(.badChecksum)
+            case .unsupported: return drop(.ipFragment)
+            default: return drop(.malformedIPv4)
+            }
+        }
+        guard ip.destination == address else { return drop(.notForUs) }
+        guard ip.protocol == .icmp else { return drop(.unsupportedProtocol) }
+        let icmp: ICMPv4Repr
+        let message: ICMPv4Packet
+        do {
+            message = try ICMPv4Packet(checking: packet.payload)
+            icmp = try ICMPv4Repr.parse(message, checksums: policy)
+        } catch {
+            if case .badChecksum = error { return drop(.badChecksum) }
+            return drop(.malformedICMP)
+        }
+        switch icmp {
+        case .echoRequest(let id, let seq, _):
+            let data = message.data
+            let reply = ICMPv4Repr.echoReply(identifier: id, sequenceNumber: seq, dataLength: data.count)
+            sendIPv4(to: ip.source, protocol: .icmp, payloadLength: reply.bufferLength, now: now, transmit: transmit) { out in
+                UnsafeMutableRawBufferPointer(rebasing: out[ICMPv4Packet.headerLength...]).copyMemory(from: data)
+                reply.emit(into: out, checksums: .verify)
+            }
+            counters.echoRequestsAnswered &+= 1
+        case .echoReply(let id, let seq, _):
+            counters.echoRepliesReceived &+= 1
+            echoReplies.append((id, seq))
+        case .destinationUnreachable, .timeExceeded:
+            counters.icmpErrorsReceived &+= 1
+        }
+    }
+
+    // MARK: Send
+
+    /// Sends an ICMP echo request with `dataLength` bytes of pattern data.
+    public func ping(_ destination: IPv4Address, identifier: UInt16, sequence: UInt16, dataLength: Int = 56,
+                     now: Instant, transmit: Transmit) {
+        let request = ICMPv4Repr.echoRequest(identifier: identifier, sequenceNumber: sequence, dataLength: dataLength)
+        sendIPv4(to: destination, protocol: .icmp, payloadLength: request.bufferLength, now: now, transmit: transmit) { out in
+            for i in 0..<dataLength { out[ICMPv4Packet.headerLength + i] = UInt8(truncatingIfNeeded: i) }
+            request.emit(into: out, checksums: .verify)
+        }
+        counters.echoRequestsSent &+= 1
+    }
+
+    /// Advances timers: resends ARP requests, gives up on silent neighbours (dropping what
+    /// waited for them), expires old entries.
+    public func poll(now: Instant, transmit: Transmit) {
+        let (retry, failed) = neighbors.expire(now: now)
+        for ip in retry { sendARPRequest(for: ip, transmit: transmit) }
+        for ip in failed {
+            for _ in pending.removeValue(forKey: ip) ?? [] { drop(.resolutionFailed) }
+        }
+    }
+
+    /// When `poll` next has work to do.
+    public var nextDeadline: Instant? { neighbors.nextDeadline }
+
+    /// The next hop for `destination`: itself on the local subnet, else the gateway.
+    private func nextHop(_ destination: IPv4Address) -> IPv4Address? {
+        if configuration.interface.contains(destination) { return destination }
+        return configuration.gateway
+    }
+
+    /// Builds an IPv4 packet (header by us, payload by `fill` into the buffer it is given)
+    /// and sends it, or holds it until the next hop resolves.
+    private func sendIPv4(to destination: IPv4Address, protocol proto: IPProtocol, payloadLength: Int, now: Instant,
+                          transmit: Transmit, fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        guard let hop = nextHop(destination) else { return drop(.noRoute) }
+        guard EthernetFrame.headerLength + IPv4Packet.minimumHeaderLength + payloadLength <= scratch.count else {
+            return drop(.tooLargeToAnswer)
+        }
+        identification &+= 1
+        let ip = IPv4Repr(source: address, destination: destination, protocol: proto, payloadLength: payloadLength,
+                          identification: identification)
+        let start = EthernetFrame.headerLength
+        let packet = UnsafeMutableRawBufferPointer(rebasing: scratch[start..<start + ip.bufferLength])
+        fill(UnsafeMutableRawBufferPointer(rebasing: packet[IPv4Packet.minimumHeaderLength...]))
+        ip.emit(into: packet, checksums: .verify)
+        if let mac = neighbors.lookup(hop, now: now) {
+            sendFrame(to: mac, type: .ipv4, transmit: transmit) { _ in ip.bufferLength }
+            return
+        }
+        var queue = pending[hop] ?? []
+        guard queue.count < configuration.pendingPerNeighbor else { return drop(.resolutionQueueFull) }
+        queue.append(Array(UnsafeRawBufferPointer(packet)))
+        pending[hop] = queue
+        if neighbors.startResolving(hop, now: now) { sendARPRequest(for: hop, transmit: transmit) }
+    }
+
+    private func flushPending(_ hop: IPv4Address, now: Instant, transmit: Transmit) {
+        guard let queue = pending.removeValue(forKey: hop), let mac = neighbors.lookup(hop, now: now) else { return }
+        for packet in queue {
+            sendFrame(to: mac, type: .ipv4, transmit: transmit) { out in
+                packet.withUnsafeBytes { out.copyMemory(from: $0) }
+                return packet.count
+            }
+        }
+    }
+
+    private func sendARPRequest(for ip: IPv4Address, transmit: Transmit) {
+        let request = ARPRepr(operation: .request, senderHardwareAddress: hardwareAddress, senderProtocolAddress: address,
+                              targetHardwareAddress: .zero, targetProtocolAddress: ip)
+        sendFrame(to: .broadcast, type: .arp, transmit: transmit) { request.emit(into: $0); return request.bufferLength }
+        counters.arpRequestsSent &+= 1
+    }
+
+    /// Writes an Ethernet header in front of what `fill` writes after it (fill returns its
+    /// length), pads to the 60-byte minimum, and transmits.
+    private func sendFrame(to destination: MACAddress, type: EtherType, transmit: Transmit,
+                           fill: (UnsafeMutableRawBufferPointer) -> Int) {
+        let start = EthernetFrame.headerLength
+        var length = start + fill(UnsafeMutableRawBufferPointer(rebasing: scratch[start...]))
+        if length < 60 {
+            UnsafeMutableRawBufferPointer(rebasing: scratch[length..<60]).initializeMemory(as: UInt8.self, repeating: 0)
+            length = 60
+        }
+        EthernetRepr(destination: destination, source: hardwareAddress, etherType: type).emit(into: scratch)
+        transmit(UnsafeRawBufferPointer(rebasing: scratch[0..<length]))
+        counters.framesTransmitted &+= 1
+    }
+
+    private func drop(_ reason: HostDropReason) { counters[drop: reason] &+= 1 }
+}

@@ -1,0 +1,104 @@
+import OffloadCore
+
+/// IPv4-to-Ethernet address resolution state (the ARP cache): resolved neighbours that
+/// expire, and resolutions in progress that are retried and then given up.
+public struct NeighborCache: Sendable {
+    public enum State: Equatable, Sendable {
+        /// Known; valid until `expires`.
+        case reachable(MACAddress, expires: Instant)
+        /// A request is out; `attempts` sent so far, the next one due at `retryAt`.
+        case incomplete(attempts: Int, retryAt: Instant)
+    }
+
+    public struct Configuration: Sendable {
+        /// How long a learned address stays valid.
+        public var lifetime: Duration = .seconds(60)
+        /// Time between requests for an address that has not answered.
+        public var retryInterval: Duration = .seconds(1)
+        /// Requests sent before a resolution fails.
+        public var maxAttempts = 3
+        /// Entries kept at most; when full, the entry closest to expiry makes room.
+        public var capacity = 1024
+        public init() {}
+    }
+
+    public let configuration: Configuration
+    public private(set) var entries: [IPv4Address: State] = [:]
+
+    public init(configuration: Configuration = Configuration()) { self.configuration = configuration }
+
+    /// The address of `ip` if it is known and fresh.
+    public func lookup(_ ip: IPv4Address, now: Instant) -> MACAddress? {
+        if case .reachable(let mac, let expires)? = entries[ip], expires > now { return mac }
+        return nil
+    }
+
+    /// Records what an ARP packet told us (RFC 826: update a known sender; add it when the
+    /// packet was for us). Returns false when the table was full and the entry not added.
+    @discardableResult
+    public mutating func learn(_ ip: IPv4Address, is mac: MACAddress, now: Instant, add: Bool) -> Bool {
+        guard ip != .any, !mac.isMulticast else { return true }
+        guard add || entries[ip] != nil else { return true }
+        if entries[ip] == nil, entries.count >= configuration.capacity, !evictOne() { return false }
+        entries[ip] = .reachable(mac, expires: now + configuration.lifetime)
+        return true
+    }
+
+    /// Starts resolving `ip` if nothing is known or under way. Returns true when a request
+    /// should be sent now.
+    public mutating func startResolving(_ ip: IPv4Address, now: Instant) -> Bool {
+        switch entries[ip] {
+        case .reachable(_, let expires)? where expires > now: return false
+        case .incomplete?: return false
+        default:
+            if entries[ip] == nil, entries.count >= configuration.capacity, !evictOne() { return false }
+            entries[ip] = .incomplete(attempts: 1, retryAt: now + configuration.retryInterval)
+            return true
+        }
+    }
+
+    /// Advances timers. Returns the addresses to send another request for, and those whose
+    /// resolution failed (removed from the table).
+    public mutating func expire(now: Instant) -> (retry: [IPv4Address], failed: [IPv4Address]) {
+        var retry: [IPv4Address] = [], failed: [IPv4Address] = []
+        for (ip, state) in entries {
+            switch state {
+            case .reachable(_, let expires) where expires <= now:
+                entries[ip] = nil
+            case .incomplete(let attempts, let retryAt) where retryAt <= now:
+                if attempts >= configuration.maxAttempts {
+                    entries[ip] = nil
+                    failed.append(ip)
+                } else {
+                    entries[ip] = .incomplete(attempts: attempts + 1, retryAt: now + configuration.retryInterval)
+                    retry.append(ip)
+                }
+            default: break
+            }
+        }
+        return (retry.sorted(), failed.sorted())
+    }
+
+    /// When `expire` next has work to do.
+    public var nextDeadline: Instant? {
+        entries.values.map { state -> Instant in
+            switch state {
+            case .reachable(_, let expires): return expires
+            case .incomplete(_, let retryAt): return retryAt
+            }
+        }.min()
+    }
+
+    /// Drops the resolved entry closest to expiry. False when every entry is in progress.
+    private mutating func evictOne() -> Bool {
+        var victim: (IPv4Address, Instant)?
+        for (ip, state) in entries {
+            if case .reachable(_, let expires) = state, victim == nil || expires < victim!.1 || (expires == victim!.1 && ip < victim!.0) {
+                victim = (ip, expires)
+            }
+        }
+        guard let v = victim else { return false }
+        entries[v.0] = nil
+        return true
+    }
+}
