@@ -92,7 +92,8 @@ enum Root {
     /// First line of a root test: false (with a recorded failure) when root is missing.
     static func check(sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
         if isRoot { return true }
-        Issue.record("OFFLOAD_REQUIRE_ROOT=1 but not running as root: \(reason)", sourceLocation: sourceLocation)
+        Issue.record("not running as root, and OFFLOAD_REQUIRE_ROOT=1 makes that a failure: \(reason)",
+                     sourceLocation: sourceLocation)
         return false
     }
 }

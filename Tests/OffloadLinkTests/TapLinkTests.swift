@@ -1,5 +1,6 @@
 import OffloadCore
-import OffloadLink
+@testable import OffloadLink
+import OffloadWire
 import Testing
 
 #if canImport(Glibc)
@@ -154,5 +155,154 @@ struct TapLinkTests {
         poller.wake()
         #expect(try poller.wait(timeoutMilliseconds: 1000) == true)
         #expect(try poller.wait(timeoutMilliseconds: 10) == false, "the wake-up was consumed")
+    }
+}
+
+/// The frame I/O under both Linux links, run over a SOCK_SEQPACKET socket pair (one message
+/// per frame, like a TAP): header handling, drops by reason, gather and the software checksum.
+/// Needs no privileges.
+@Suite("Link frame I/O (socket pair, no root)")
+struct FrameIOTests {
+    /// Two connected non-blocking descriptors; the first plays the device.
+    final class Pair {
+        let device: Int32
+        let peer: Int32
+        init() throws {
+            var fds: [Int32] = [-1, -1]
+            let rc = socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds)
+            try #require(rc == 0, "socketpair: errno \(errno)")
+            device = fds[0]
+            peer = fds[1]
+        }
+        deinit {
+            close(device)
+            close(peer)
+        }
+        func send(_ bytes: [UInt8]) {
+            let n = bytes.withUnsafeBytes { write(peer, $0.baseAddress, $0.count) }
+            #expect(n == bytes.count)
+        }
+        func readBack() -> [UInt8]? {
+            var space = [UInt8](repeating: 0, count: 70000)
+            let n = space.withUnsafeMutableBytes { read(peer, $0.baseAddress, $0.count) }
+            return n < 0 ? nil : Array(space[0..<n])
+        }
+    }
+
+    static func header(_ h: VirtioNetHeader) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: VirtioNetHeader.size)
+        bytes.withUnsafeMutableBytes { h.emit(into: $0) }
+        return bytes
+    }
+
+    @Test("virtio-net receive: metadata from the header; bad headers, runts and short reads are counted drops")
+    func virtioReceive() throws {
+        let pair = try Pair()
+        var io = FrameIO(descriptor: pair.device, source: .device, virtioNetHeader: true)
+        var counters = SystemLinkCounters()
+        let frame = [UInt8](repeating: 0xab, count: 60)
+        let partial = VirtioNetHeader(.partialChecksum(checksumStart: 34, checksumOffset: 16))
+        pair.send(Self.header(VirtioNetHeader(gsoType: VirtioNetHeader.gsoUDP)) + frame)   // unsupported GSO
+        pair.send(Self.header(VirtioNetHeader(flags: 1, checksumStart: 50, checksumOffset: 16)) + frame)  // outside
+        pair.send(Self.header(partial) + frame)                                           // good
+        pair.send(Self.header(VirtioNetHeader()) + [1, 2, 3])                             // runt
+        pair.send([1, 2, 3, 4, 5])                                                       // no whole header
+        pair.send(Self.header(VirtioNetHeader()) + frame)                                 // good
+        let pool = BufferPool(count: 4, bufferSize: 128 + 70000, headroom: 128)
+        var got: [(Int, OffloadMetadata)] = []
+        let n = try io.receive(into: pool, max: 32, minimumSpace: 65550, counters: &counters) { buffer in
+            got.append((buffer.count, buffer.offload))
+        }
+        #expect(n == 2)
+        #expect(got.map(\.0) == [60, 60])
+        #expect(got.map(\.1) == [.partialChecksum(checksumStart: 34, checksumOffset: 16), .none])
+        #expect(counters.drops.badVirtioNetHeader == 3)
+        #expect(counters.drops.runt == 1)
+        #expect(counters.framesReceived == 2 && counters.bytesReceived == 120)
+        #expect(pool.available == 4, "every buffer is back")
+        // Nothing left: a receive returns 0 without blocking.
+        #expect(try io.receive(into: pool, max: 32, minimumSpace: 0, counters: &counters) { _ in } == 0)
+    }
+
+    @Test("receive stops at max and when the pool is empty; frames wait in the device")
+    func burstLimits() throws {
+        let pair = try Pair()
+        var io = FrameIO(descriptor: pair.device, source: .device, virtioNetHeader: false)
+        var counters = SystemLinkCounters()
+        for i in 0..<5 { pair.send([UInt8](repeating: UInt8(i), count: 64)) }
+        let pool = BufferPool(count: 2, bufferSize: 2048, headroom: 128)
+        var first: [UInt8] = []
+        #expect(try io.receive(into: pool, max: 1, minimumSpace: 1518, counters: &counters) { first.append($0.bytes[0]) } == 1)
+        // The body here keeps nothing, so a pool of 2 serves any burst.
+        #expect(try io.receive(into: pool, max: 32, minimumSpace: 1518, counters: &counters) { first.append($0.bytes[0]) } == 4)
+        #expect(first == [0, 1, 2, 3, 4], "arrival order")
+    }
+
+    @Test("plain transmit finishes a partial checksum whose field lies inside a payload slice")
+    func softwareChecksumInSlice() throws {
+        let pair = try Pair()
+        var io = FrameIO(descriptor: pair.device, source: .device, virtioNetHeader: false)
+        var counters = SystemLinkCounters()
+        let payload = Array("gathered across three slices, odd length!".utf8)
+        let (frameHeader, metadata) = Frames.udp(
+            from: [2, 0, 0, 0, 0, 1], Frames.ip("10.77.9.2"), port: 1234, to: [2, 0, 0, 0, 0, 2],
+            Frames.ip("10.77.9.1"), port: 5678, payload: payload, partial: true)
+        let ipPart = Array(frameHeader[0..<34])     // Ethernet + IPv4
+        let udpPart = Array(frameHeader[34...])     // UDP header: holds the checksum field
+        let tail1 = Array(payload[0..<7]), tail2 = Array(payload[7...])
+        try ipPart.withUnsafeBytes { h in
+            try udpPart.withUnsafeBytes { u in
+                try tail1.withUnsafeBytes { a in
+                    try tail2.withUnsafeBytes { b in
+                        let list = [u, a, b]
+                        try list.withUnsafeBufferPointer { l in
+                            try io.transmit(header: h, payloads: PayloadSlices(l), metadata: metadata,
+                                            maxFrameSize: 1518, counters: &counters)
+                        }
+                    }
+                }
+            }
+        }
+        let sent = try #require(pair.readBack())
+        #expect(sent.count == frameHeader.count + payload.count)
+        #expect(Array(sent[0..<40]) == Array(frameHeader[0..<40]) && Array(sent[42...]) == Array((frameHeader + payload)[42...]),
+                "only the checksum field changed")
+        var verify = InternetChecksum()
+        (Frames.ip("10.77.9.2") + Frames.ip("10.77.9.1") + [0, 17] + Frames.be16(UInt16(8 + payload.count)))
+            .withUnsafeBytes { verify.add($0) }
+        sent[34...].withUnsafeBytes { verify.add($0) }
+        #expect(verify.value == 0, "the finished UDP checksum verifies")
+        #expect(counters.checksumsCompletedInSoftware == 1)
+
+        // A field split across two slices cannot be replaced in the gather list.
+        let splitA = Array((frameHeader + payload)[0..<41]), splitB = Array((frameHeader + payload)[41...])
+        #expect(throws: LinkError.unsupportedOffload("a partial checksum field split across two gather slices")) {
+            try splitA.withUnsafeBytes { a in
+                try splitB.withUnsafeBytes { b in
+                    try [b].withUnsafeBufferPointer { l in
+                        try io.transmit(header: a, payloads: PayloadSlices(l), metadata: metadata,
+                                        maxFrameSize: 1518, counters: &counters)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("virtio-net transmit puts the header describing the metadata in front, once per frame")
+    func virtioTransmit() throws {
+        let pair = try Pair()
+        var io = FrameIO(descriptor: pair.device, source: .device, virtioNetHeader: true)
+        var counters = SystemLinkCounters()
+        let frame = [UInt8](repeating: 7, count: 100)
+        let tso = OffloadMetadata.tcpSegmentation(segmentSize: 1448, headerLength: 66, checksumStart: 34, checksumOffset: 16)
+        try frame.withUnsafeBytes { f in
+            try io.transmit(header: f, payloads: .none, metadata: tso, maxFrameSize: 65550, counters: &counters)
+            try io.transmit(header: f, payloads: .none, metadata: .none, maxFrameSize: 65550, counters: &counters)
+        }
+        let first = try #require(pair.readBack())
+        #expect(Array(first[0..<10]) == Self.header(VirtioNetHeader(tso)) && Array(first[10...]) == frame)
+        let second = try #require(pair.readBack())
+        #expect(Array(second[0..<10]) == [UInt8](repeating: 0, count: 10) && second.count == 110)
+        #expect(counters.framesTransmitted == 2 && counters.bytesTransmitted == 200)
     }
 }
