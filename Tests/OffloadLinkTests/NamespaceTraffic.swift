@@ -69,11 +69,41 @@ enum Frames {
     }
 }
 
+extension Frames {
+    static func be32(_ v: UInt32) -> [UInt8] { be16(UInt16(v >> 16)) + be16(UInt16(v & 0xffff)) }
+
+    /// An Ethernet + IPv4 + TCP frame with no payload, its checksum partial (pseudo-header
+    /// sum only) and the metadata saying so.
+    static func tcp(from ourMAC: [UInt8], _ ourIP: [UInt8], port sourcePort: UInt16,
+                    to theirMAC: [UInt8], _ theirIP: [UInt8], port destinationPort: UInt16,
+                    sequence: UInt32, acknowledgement: UInt32, flags: UInt8, options: [UInt8] = [],
+                    window: UInt16 = 65535) -> (frame: [UInt8], metadata: OffloadMetadata) {
+        let tcpLength = 20 + options.count
+        var ipHeader: [UInt8] = [0x45, 0] + be16(UInt16(20 + tcpLength)) + [0, 0, 0x40, 0, 64, 6, 0, 0]
+            + ourIP + theirIP
+        let ipChecksum = ipHeader.withUnsafeBytes { InternetChecksum.checksum($0) }
+        ipHeader[10] = UInt8(ipChecksum >> 8)
+        ipHeader[11] = UInt8(ipChecksum & 0xff)
+        let pseudo = pseudoHeaderSum(source: ourIP, destination: theirIP, protocol: 6, length: tcpLength)
+        let tcpHeader = be16(sourcePort) + be16(destinationPort) + be32(sequence) + be32(acknowledgement)
+            + [UInt8(tcpLength / 4) << 4, flags] + be16(window) + be16(pseudo) + [0, 0] + options
+        return (theirMAC + ourMAC + [0x08, 0x00] + ipHeader + tcpHeader,
+                .partialChecksum(checksumStart: 34, checksumOffset: 16))
+    }
+}
+
 /// One test's view of a link: a pool, a poller on the link's descriptor, and helpers that
 /// wait for frames.
 struct LinkProbe {
     let pool: BufferPool
     let poller: Poller
+    /// Ethernet source addresses of every frame received so far.
+    var sources: Set<[UInt8]> { seen.sources }
+    private let seen = Seen()
+
+    private final class Seen {
+        var sources: Set<[UInt8]> = []
+    }
 
     init(descriptor: Int32?, bufferSize: Int) throws {
         pool = BufferPool(count: 64, bufferSize: bufferSize, headroom: 128)
@@ -91,6 +121,7 @@ struct LinkProbe {
             _ = try link.receive(into: pool, max: 32) { buffer in
                 guard found == nil else { return }
                 let frame = Frames.Captured(bytes: Array(buffer.bytes), offload: buffer.offload)
+                seen.sources.insert(Array(frame.bytes[6..<12]))
                 if matches(frame) { found = frame }
             }
             if let found { return found }
@@ -210,5 +241,52 @@ enum Exchanges {
         finished[l4...].withUnsafeBytes { verify.add($0) }
         #expect(verify.value == 0, "the finished checksum verifies")
         return syn.offload
+    }
+
+    /// A TCP connection from the namespace to `ourIP:port`, accepted by hand (SYN-ACK with
+    /// MSS 1460, 64 KiB window): the kernel's first data should leave as one TSO super-frame.
+    /// Returns the metadata of the first data frame and its TCP payload length; the
+    /// connection is then reset.
+    static func superFrame<L: Link & ~Copyable>(
+        _ link: inout L, probe: LinkProbe, namespace: borrowing NetworkNamespace, device: String,
+        kernelMAC: [UInt8], kernelIP: String, ourIP: String, ourMAC: MACAddress, port: UInt16
+    ) throws -> (OffloadMetadata, Int)? {
+        namespace.must("ip neigh replace \(ourIP) lladdr \(ourMAC) dev \(device)")
+        let client = namespace.start(
+            "socat -u OPEN:/dev/zero,readbytes=200000 TCP4:\(ourIP):\(port),connect-timeout=2", timeout: 4)
+        defer { _ = client.finish() }
+        let syn = try probe.await(&link) { frame in
+            frame.isIPv4 && frame.ipProtocol == 6 && frame.u16(frame.l4 + 2) == port
+                && frame.bytes[frame.l4 + 13] & 0x02 != 0
+        }
+        guard let syn else {
+            Issue.record("no SYN to port \(port)")
+            return nil
+        }
+        let clientPort = syn.u16(syn.l4)
+        let clientSequence = UInt32(syn.u16(syn.l4 + 4)) << 16 | UInt32(syn.u16(syn.l4 + 6))
+        let ours: UInt32 = 1000
+        let synAck = Frames.tcp(from: Frames.mac(ourMAC), Frames.ip(ourIP), port: port, to: kernelMAC,
+                                Frames.ip(kernelIP), port: clientPort, sequence: ours,
+                                acknowledgement: clientSequence &+ 1, flags: 0x12, options: [2, 4, 0x05, 0xb4])
+        try synAck.frame.withUnsafeBytes { bytes in
+            try link.transmit(header: bytes, payloads: .none, metadata: synAck.metadata)
+        }
+        let data = try probe.await(&link) { frame in
+            frame.isIPv4 && frame.ipProtocol == 6 && frame.u16(frame.l4) == clientPort
+                && frame.bytes.count > frame.l4 + Int(frame.bytes[frame.l4 + 12] >> 4) * 4
+        }
+        let reset = Frames.tcp(from: Frames.mac(ourMAC), Frames.ip(ourIP), port: port, to: kernelMAC,
+                               Frames.ip(kernelIP), port: clientPort, sequence: ours &+ 1, acknowledgement: 0,
+                               flags: 0x04, window: 0)
+        try reset.frame.withUnsafeBytes { bytes in
+            try link.transmit(header: bytes, payloads: .none, metadata: reset.metadata)
+        }
+        guard let data else {
+            Issue.record("no data after our SYN-ACK")
+            return nil
+        }
+        let payload = data.bytes.count - data.l4 - Int(data.bytes[data.l4 + 12] >> 4) * 4
+        return (data.offload, payload)
     }
 }

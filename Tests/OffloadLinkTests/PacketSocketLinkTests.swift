@@ -51,6 +51,18 @@ struct PacketSocketLinkTests {
                                   ourIP: "10.77.2.2", ourMAC: Self.ourMAC, partial: false, pieces: 3, port: 5560)
         try Exchanges.udpDelivery(&link, namespace: namespace, kernelMAC: kernelMAC, kernelIP: "10.77.2.1",
                                   ourIP: "10.77.2.2", ourMAC: Self.ourMAC, partial: true, pieces: 3, port: 5561)
+        let data = try Exchanges.superFrame(
+            &link, probe: probe, namespace: namespace, device: peer, kernelMAC: kernelMAC,
+            kernelIP: "10.77.2.1", ourIP: "10.77.2.2", ourMAC: Self.ourMAC, port: 7)
+        print("AF_PACKET on veth: first TCP data frame: \(String(describing: data))")
+        if let (metadata, payload) = data {
+            #expect(payload > 1460, "a GSO super-frame carries more than one MSS")
+            guard case .tcpSegmentation(1460, _, 34, 16) = metadata else {
+                Issue.record("expected TSO metadata with MSS 1460 and a partial checksum at 34+16, got \(metadata)")
+                return
+            }
+        }
+        #expect(!probe.sources.contains(Self.ourMAC.bytes), "PACKET_IGNORE_OUTGOING: our own frames are not read back")
         try link.updateKernelStatistics()
         #expect(link.kernelPackets >= link.counters.framesReceived)
         #expect(link.kernelDrops == 0)

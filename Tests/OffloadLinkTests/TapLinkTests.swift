@@ -77,6 +77,19 @@ struct TapLinkTests {
         try Exchanges.udpDelivery(&tap, namespace: namespace, kernelMAC: kernelMAC, kernelIP: "10.77.1.1",
                                   ourIP: "10.77.1.2", ourMAC: Self.ourMAC, partial: true, pieces: 3, port: 5557)
         #expect(tap.counters.checksumsCompletedInSoftware == 0)
+
+        // The kernel's first data on a connection we accept by hand leaves as a TSO super-frame.
+        let data = try Exchanges.superFrame(
+            &tap, probe: probe, namespace: namespace, device: name, kernelMAC: kernelMAC,
+            kernelIP: "10.77.1.1", ourIP: "10.77.1.2", ourMAC: Self.ourMAC, port: 7)
+        print("virtio-net TAP: first TCP data frame: \(String(describing: data))")
+        if let (metadata, payload) = data {
+            #expect(payload > 1460, "a super-frame carries more than one MSS")
+            guard case .tcpSegmentation(1460, _, 34, 16) = metadata else {
+                Issue.record("expected TSO metadata with MSS 1460 and a partial checksum at 34+16, got \(metadata)")
+                return
+            }
+        }
         #expect(tap.counters.drops.total == 0)
     }
 
