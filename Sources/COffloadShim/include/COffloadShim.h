@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include "OffloadLinux.h"
 
 /// Reads CLOCK_MONOTONIC in nanoseconds.
 int64_t offload_monotonic_ns(void);

@@ -1,0 +1,76 @@
+#ifndef COFFLOAD_LINUX_H
+#define COFFLOAD_LINUX_H
+
+// Linux link plumbing: TUN/TAP and AF_PACKET setup, packet statistics, epoll and eventfd.
+// Every function returns a descriptor or 0 on success, and -errno on failure. The Swift side
+// (OffloadLink) does the logic; this file only reaches the ioctls and constants Swift's
+// Glibc overlay does not import.
+
+#include <stdint.h>
+
+#ifdef __linux__
+
+/// Bytes in the virtio-net header the TAP and packet-socket links use (struct virtio_net_hdr).
+#define OFFLOAD_VNET_HEADER_SIZE 10
+
+/// Opens /dev/net/tun as the TAP device `name` (IFF_TAP|IFF_NO_PI), non-blocking and
+/// close-on-exec. With `virtio_net_header` set it adds IFF_VNET_HDR, a 10-byte header and
+/// checksum + TSO4 offload (TUN_F_CSUM|TUN_F_TSO4). The device's actual name is written to
+/// `actual_name` (at least 16 bytes) when not NULL. Returns the descriptor or -errno
+/// (-EBUSY: another descriptor holds a device of that name).
+int offload_tap_open(const char *name, int virtio_net_header, char *actual_name);
+
+/// Reads the TAP device's hardware address through its descriptor (works wherever the
+/// device's network side lives, even in another namespace). 0 or -errno.
+int offload_tap_hardware_address(int fd, uint8_t address[6]);
+
+/// Reads a network interface's hardware address by name (in the caller's namespace).
+int offload_interface_hardware_address(const char *name, uint8_t address[6]);
+
+/// Reads an interface's MTU by name. The MTU (> 0) or -errno.
+int offload_interface_mtu(const char *name);
+
+/// Sets (up != 0) or clears IFF_UP on an interface by name. 0 or -errno.
+int offload_interface_set_up(const char *name, int up);
+
+/// Opens an AF_PACKET SOCK_RAW socket on interface `name` for every protocol (ETH_P_ALL),
+/// non-blocking and close-on-exec, ignoring frames this host sends on the interface
+/// (PACKET_IGNORE_OUTGOING), with PACKET_VNET_HDR when `virtio_net_header` is set, and a
+/// receive buffer of `receive_buffer_bytes` (SO_RCVBUFFORCE, falling back to SO_RCVBUF;
+/// 0 keeps the default). The interface index goes to `interface_index` when not NULL.
+/// Returns the descriptor or -errno (-ENODEV: no such interface).
+int offload_packet_socket_open(const char *name, int virtio_net_header, int receive_buffer_bytes,
+                               int *interface_index);
+
+/// Reads and resets the socket's PACKET_STATISTICS: frames the socket saw (drops included)
+/// and frames dropped for want of buffer space since the last call. 0 or -errno.
+int offload_packet_socket_statistics(int fd, uint32_t *packets, uint32_t *drops);
+
+/// The receive buffer size the kernel granted (SO_RCVBUF), or -errno.
+int offload_socket_receive_buffer(int fd);
+
+/// Creates an epoll instance (close-on-exec). Descriptor or -errno.
+int offload_epoll_create(void);
+
+/// Adds `fd` to `epoll_fd`, level-triggered, for readability; `token` comes back from wait.
+int offload_epoll_add(int epoll_fd, int fd, uint64_t token);
+
+/// Removes `fd` from `epoll_fd`.
+int offload_epoll_remove(int epoll_fd, int fd);
+
+/// Waits up to `timeout_ms` (-1: forever) and writes up to `max` ready tokens. The number
+/// of ready descriptors (0 on timeout), or -errno (-EINTR when a signal came).
+int offload_epoll_wait(int epoll_fd, uint64_t *tokens, int max, int timeout_ms);
+
+/// Creates a non-blocking, close-on-exec eventfd. Descriptor or -errno.
+int offload_eventfd_create(void);
+
+/// Adds 1 to the eventfd (wakes a waiter). 0 or -errno.
+int offload_eventfd_signal(int fd);
+
+/// Reads and clears the eventfd's count. The count (0 if it was clear) or -errno.
+int64_t offload_eventfd_drain(int fd);
+
+#endif // __linux__
+
+#endif

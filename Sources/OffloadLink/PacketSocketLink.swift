@@ -1,0 +1,107 @@
+#if os(Linux)
+import Glibc
+import COffloadShim
+import OffloadCore
+import OffloadWire
+
+/// An AF_PACKET raw socket bound to an existing interface (a veth end, a NIC): every frame
+/// the interface receives is read here, and frames written here leave through it. Frames
+/// this host itself sends on the interface are not read back (PACKET_IGNORE_OUTGOING).
+///
+/// With `virtioNetHeader` (the default) the socket uses PACKET_VNET_HDR: frames from Linux
+/// that still carry a partial checksum (veth checksum offload) or are GSO super-frames (up
+/// to 64 KiB) arrive as such in `buffer.offload`, and frames sent may carry the same
+/// metadata. Without it, received frames are what the kernel holds, which on a veth may be
+/// unfinished (turn checksum and segmentation offload off on the sender with `ethtool -K`),
+/// and sent partial checksums are finished in software (TSO is refused), as on a plain TAP.
+///
+/// Kernel drops (receive buffer overflow) are in `kernelDrops` after `updateKernelStatistics()`.
+public struct PacketSocketLink: ~Copyable, Link {
+    /// The default receive buffer: 8 MiB, enough for TCP bursts at tens of Gbit/s between
+    /// two polls (the kernel default of 208 KiB overflows).
+    public static let defaultReceiveBufferBytes = 8 << 20
+
+    public let interface: String
+    public let interfaceIndex: Int32
+    public let virtioNetHeader: Bool
+    public let capabilities: LinkCapabilities
+    /// The receive buffer the kernel granted (it reports twice the bytes asked for).
+    public let receiveBufferBytes: Int
+    /// Frames and bytes in and out, drops by reason (`drops.kernelBuffer` = `kernelDrops`).
+    public private(set) var counters = SystemLinkCounters()
+    /// Frames the kernel saw for this socket and frames it dropped for want of buffer space,
+    /// accumulated over every `updateKernelStatistics()` (the kernel resets its own on read).
+    public private(set) var kernelPackets: UInt64 = 0
+    public private(set) var kernelDrops: UInt64 = 0
+    private var io: FrameIO
+    private let minimumReceiveSpace: Int
+
+    /// The socket's descriptor (also `capabilities.readinessDescriptor`).
+    public var descriptor: Int32 { io.descriptor }
+
+    /// Opens the socket on `interface` (which must exist in this namespace; ENODEV if not).
+    /// Needs CAP_NET_RAW (and CAP_NET_ADMIN for a receive buffer above the system maximum).
+    public init(
+        interface: String, virtioNetHeader: Bool = true,
+        receiveBufferBytes: Int = PacketSocketLink.defaultReceiveBufferBytes
+    ) throws(LinkError) {
+        var index: Int32 = 0
+        let requested = Int32(clamping: receiveBufferBytes)
+        let fd = offload_packet_socket_open(interface, virtioNetHeader ? 1 : 0, requested, &index)
+        guard fd >= 0 else {
+            let code = -fd
+            var subject = "interface \(interface)"
+            if code == ENODEV { subject += " (no such interface in this network namespace)" }
+            if code == EPERM || code == EACCES { subject += " (needs CAP_NET_RAW)" }
+            throw SystemCall.error("open packet socket", code, subject)
+        }
+        let mtu = offload_interface_mtu(interface)
+        let plainMax = (mtu > 0 ? Int(mtu) : 1500) + 18
+        let maxFrame = virtioNetHeader ? 65536 + 14 : plainMax
+        self.interface = interface
+        self.interfaceIndex = index
+        self.virtioNetHeader = virtioNetHeader
+        self.receiveBufferBytes = Int(offload_socket_receive_buffer(fd))
+        self.capabilities = LinkCapabilities(
+            maxFrameSize: maxFrame,
+            partialChecksums: virtioNetHeader,
+            tcpSegmentation: virtioNetHeader,
+            readinessDescriptor: fd,
+            address: SystemCall.hardwareAddress(interface: interface))
+        // Without the header a veth may still hand over GSO super-frames; those that do not
+        // fit are counted as truncated.
+        minimumReceiveSpace = maxFrame
+        io = FrameIO(descriptor: fd, source: .socket, virtioNetHeader: virtioNetHeader)
+    }
+
+    deinit { SystemCall.close(io.descriptor) }
+
+    /// Reads up to `max` frames, one per `recvmsg`, until the socket is empty or the pool is.
+    /// Throws when the pool's buffers are smaller than `capabilities.maxFrameSize`.
+    public mutating func receive(
+        into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void
+    ) throws(LinkError) -> Int {
+        try io.receive(into: pool, max: max, minimumSpace: minimumReceiveSpace, counters: &counters, body)
+    }
+
+    /// Sends one frame with one `writev` on the bound socket.
+    public mutating func transmit(
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata
+    ) throws(LinkError) {
+        try io.transmit(header: header, payloads: payloads, metadata: metadata,
+                        maxFrameSize: capabilities.maxFrameSize, counters: &counters)
+    }
+
+    /// Reads the kernel's PACKET_STATISTICS (which resets them) and adds them to
+    /// `kernelPackets`, `kernelDrops` and `counters.drops.kernelBuffer`.
+    public mutating func updateKernelStatistics() throws(LinkError) {
+        var packets: UInt32 = 0
+        var drops: UInt32 = 0
+        try SystemCall.check(offload_packet_socket_statistics(io.descriptor, &packets, &drops),
+                             "getsockopt(PACKET_STATISTICS)", "interface \(interface)")
+        kernelPackets &+= UInt64(packets)
+        kernelDrops &+= UInt64(drops)
+        counters.drops.kernelBuffer = kernelDrops
+    }
+}
+#endif

@@ -1,0 +1,155 @@
+import Foundation
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shell commands with a time limit, for tests that drive Linux networking (ip, socat, ping).
+enum Shell {
+    struct Result {
+        let status: Int32
+        /// Standard output and standard error together.
+        let output: String
+        var succeeded: Bool { status == 0 }
+    }
+
+    /// A command running in the background; `finish()` waits for it (its time limit still holds).
+    final class Background {
+        fileprivate let process: Process
+        fileprivate let pipe: Pipe
+        let command: String
+
+        fileprivate init(process: Process, pipe: Pipe, command: String) {
+            self.process = process
+            self.pipe = pipe
+            self.command = command
+        }
+
+        var isRunning: Bool { process.isRunning }
+
+        func finish() -> Result {
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return Result(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+        }
+    }
+
+    /// Starts `/bin/sh -c command` under `timeout` (the whole process group is killed
+    /// after `seconds`, and with SIGKILL a second later).
+    static func start(_ command: String, timeout seconds: Int = 5) -> Background {
+        let process = Process()
+        let pipe = Pipe()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["-k", "1", String(seconds), "/bin/sh", "-c", command]
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            Issue.record("could not start `\(command)`: \(error)")
+        }
+        return Background(process: process, pipe: pipe, command: command)
+    }
+
+    /// Runs `command` to completion (at most `seconds`) and returns its status and output.
+    @discardableResult
+    static func run(_ command: String, timeout seconds: Int = 5) -> Result {
+        start(command, timeout: seconds).finish()
+    }
+
+    /// Runs `command` and records a test issue when it fails.
+    @discardableResult
+    static func must(_ command: String, timeout seconds: Int = 5,
+                     sourceLocation: SourceLocation = #_sourceLocation) -> Result {
+        let result = run(command, timeout: seconds)
+        if !result.succeeded {
+            Issue.record("`\(command)` failed (\(result.status)): \(result.output)", sourceLocation: sourceLocation)
+        }
+        return result
+    }
+}
+
+/// Whether tests that need root (namespaces, TAP devices, packet sockets) can run.
+///
+/// Without root they are skipped with a reason, unless `OFFLOAD_REQUIRE_ROOT=1` is set: then a
+/// missing root is a failure (CI sets it, so a skipped interop test cannot pass unseen).
+enum Root {
+    static let reason = "needs root (network namespaces, TAP devices, packet sockets); run as root, "
+        + "or set OFFLOAD_REQUIRE_ROOT=1 to turn this skip into a failure"
+
+    static var isRoot: Bool { geteuid() == 0 }
+    static var isRequired: Bool { ProcessInfo.processInfo.environment["OFFLOAD_REQUIRE_ROOT"] == "1" }
+
+    /// The `.enabled(if:)` condition: run when root, or when root is required (to fail).
+    static var shouldRun: Bool {
+        if !isRoot && !isRequired { print("skipped: \(reason)") }
+        return isRoot || isRequired
+    }
+
+    /// First line of a root test: false (with a recorded failure) when root is missing.
+    static func check(sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
+        if isRoot { return true }
+        Issue.record("not running as root, and OFFLOAD_REQUIRE_ROOT=1 makes that a failure: \(reason)",
+                     sourceLocation: sourceLocation)
+        return false
+    }
+}
+
+/// A network namespace made for one test, with IPv6 off (no router solicitations or MLD
+/// chatter on its links), plus names for the interfaces the test makes. `tearDown()`
+/// deletes the namespace and every interface registered with `own(interface:)`.
+///
+/// Only 10.77.x.x addresses are ever used inside these namespaces.
+struct NetworkNamespace: ~Copyable {
+    private static let counter = Atomic<Int>(0)
+
+    let name: String
+    /// A short per-test tag for interface names (at most 15 bytes with a 3-letter prefix).
+    let tag: String
+    private var ownedInterfaces: [String] = []
+
+    /// Creates `<prefix>-<pid>-<n>`.
+    init(prefix: String) {
+        let n = Self.counter.add(1, ordering: .relaxed).newValue
+        let pid = getpid()
+        name = "\(prefix)-\(pid)-\(n)"
+        tag = "\(pid % 1_000_000)x\(n)"
+        Shell.must("ip netns add \(name)")
+        Shell.must("ip netns exec \(name) sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+        Shell.must("ip -n \(name) link set lo up")
+    }
+
+    /// An interface name unique to this test: `<prefix><pid>x<n>`.
+    func interfaceName(_ prefix: String) -> String { "\(prefix)\(tag)" }
+
+    /// Remembers a root-namespace interface to delete in `tearDown()`.
+    mutating func own(interface: String) { ownedInterfaces.append(interface) }
+
+    /// Runs `command` inside the namespace.
+    @discardableResult
+    func run(_ command: String, timeout: Int = 5) -> Shell.Result {
+        Shell.run("ip netns exec \(name) \(command)", timeout: timeout)
+    }
+
+    /// Runs `command` inside the namespace, recording an issue if it fails.
+    @discardableResult
+    func must(_ command: String, timeout: Int = 5, sourceLocation: SourceLocation = #_sourceLocation) -> Shell.Result {
+        Shell.must("ip netns exec \(name) \(command)", timeout: timeout, sourceLocation: sourceLocation)
+    }
+
+    /// Starts `command` inside the namespace in the background.
+    func start(_ command: String, timeout: Int = 5) -> Shell.Background {
+        Shell.start("ip netns exec \(name) \(command)", timeout: timeout)
+    }
+
+    /// Deletes what the test made; safe to call when parts of it were never made.
+    func tearDown() {
+        for interface in ownedInterfaces {
+            Shell.run("ip link show \(interface) >/dev/null 2>&1 && ip link del \(interface)")
+        }
+        Shell.run("ip netns del \(name)")
+    }
+}

@@ -1,0 +1,110 @@
+import OffloadCore
+import OffloadLink
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Packet-socket links on a veth pair: our end in the root namespace (up, no address, IPv6
+/// off), the peer in the test's namespace at 10.77.2.1/24; we play 10.77.2.2.
+@Suite("PacketSocketLink", .serialized)
+struct PacketSocketLinkTests {
+    static let ourMAC = MACAddress(0x02, 0x77, 0x00, 0x00, 0x02, 0x02)
+
+    /// Creates the pair; returns (our end, the peer's name in the namespace).
+    static func vethPair(_ namespace: inout NetworkNamespace) -> (String, String) {
+        let ours = namespace.interfaceName("lva")
+        let peer = namespace.interfaceName("lvb")
+        namespace.own(interface: ours)
+        Shell.must("ip link add \(ours) type veth peer name \(peer) netns \(namespace.name)")
+        Shell.must("sysctl -qw net.ipv6.conf.\(ours).disable_ipv6=1")
+        Shell.must("ip link set \(ours) up")
+        namespace.must("ip addr add 10.77.2.1/24 dev \(peer)")
+        namespace.must("ip link set \(peer) up")
+        return (ours, peer)
+    }
+
+    @Test("veth + virtio-net header: ARP both ways, TCP SYN arrives partial, 3-slice gather UDP delivered",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func vethWithVirtioNetHeader() throws {
+        guard Root.check() else { return }
+        var namespace = NetworkNamespace(prefix: "lpkt")
+        defer { namespace.tearDown() }
+        let (ours, peer) = Self.vethPair(&namespace)
+        var link = try PacketSocketLink(interface: ours)
+        #expect(link.virtioNetHeader == true)
+        #expect(link.capabilities.partialChecksums && link.capabilities.tcpSegmentation)
+        #expect(link.capabilities.readinessDescriptor == link.descriptor)
+        #expect(link.capabilities.address != nil)
+        #expect(link.receiveBufferBytes >= PacketSocketLink.defaultReceiveBufferBytes)
+        let probe = try LinkProbe(descriptor: link.descriptor, bufferSize: 128 + link.capabilities.maxFrameSize)
+
+        let kernelMAC = try Exchanges.arp(&link, probe: probe, namespace: namespace, device: peer,
+                                          kernelIP: "10.77.2.1", ourIP: "10.77.2.2", ourMAC: Self.ourMAC)
+        guard let kernelMAC else { return }
+        let metadata = try Exchanges.partialChecksumSYN(
+            &link, probe: probe, namespace: namespace, device: peer,
+            kernelIP: "10.77.2.1", ourIP: "10.77.2.2", ourMAC: Self.ourMAC, port: 9)
+        print("AF_PACKET on veth: TCP SYN arrived with offload metadata \(String(describing: metadata))")
+        try Exchanges.udpDelivery(&link, namespace: namespace, kernelMAC: kernelMAC, kernelIP: "10.77.2.1",
+                                  ourIP: "10.77.2.2", ourMAC: Self.ourMAC, partial: false, pieces: 3, port: 5560)
+        try Exchanges.udpDelivery(&link, namespace: namespace, kernelMAC: kernelMAC, kernelIP: "10.77.2.1",
+                                  ourIP: "10.77.2.2", ourMAC: Self.ourMAC, partial: true, pieces: 3, port: 5561)
+        let data = try Exchanges.superFrame(
+            &link, probe: probe, namespace: namespace, device: peer, kernelMAC: kernelMAC,
+            kernelIP: "10.77.2.1", ourIP: "10.77.2.2", ourMAC: Self.ourMAC, port: 7)
+        print("AF_PACKET on veth: first TCP data frame: \(String(describing: data))")
+        if let (metadata, payload) = data {
+            #expect(payload > 1460, "a GSO super-frame carries more than one MSS")
+            guard case .tcpSegmentation(1460, _, 34, 16) = metadata else {
+                Issue.record("expected TSO metadata with MSS 1460 and a partial checksum at 34+16, got \(metadata)")
+                return
+            }
+        }
+        #expect(!probe.sources.contains(Self.ourMAC.bytes), "PACKET_IGNORE_OUTGOING: our own frames are not read back")
+        try link.updateKernelStatistics()
+        #expect(link.kernelPackets >= link.counters.framesReceived)
+        #expect(link.kernelDrops == 0)
+        #expect(link.counters.drops.total == 0)
+        print("AF_PACKET statistics: \(link.kernelPackets) seen by the kernel, \(link.kernelDrops) dropped; \(link.counters)")
+    }
+
+    @Test("veth without the virtio-net header: ARP, and partial-checksum UDP finished in software",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func vethPlain() throws {
+        guard Root.check() else { return }
+        var namespace = NetworkNamespace(prefix: "lpkt")
+        defer { namespace.tearDown() }
+        let (ours, peer) = Self.vethPair(&namespace)
+        var link = try PacketSocketLink(interface: ours, virtioNetHeader: false, receiveBufferBytes: 1 << 20)
+        #expect(!link.capabilities.partialChecksums && !link.capabilities.tcpSegmentation)
+        #expect(link.capabilities.maxFrameSize == 1518)
+        let probe = try LinkProbe(descriptor: link.descriptor, bufferSize: 2048)
+        let kernelMAC = try Exchanges.arp(&link, probe: probe, namespace: namespace, device: peer,
+                                          kernelIP: "10.77.2.1", ourIP: "10.77.2.2", ourMAC: Self.ourMAC)
+        guard let kernelMAC else { return }
+        try Exchanges.udpDelivery(&link, namespace: namespace, kernelMAC: kernelMAC, kernelIP: "10.77.2.1",
+                                  ourIP: "10.77.2.2", ourMAC: Self.ourMAC, partial: true, pieces: 3, port: 5562)
+        #expect(link.counters.checksumsCompletedInSoftware > 0)
+    }
+
+    @Test("a packet socket on a missing interface fails with ENODEV and says so",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func missingInterface() throws {
+        guard Root.check() else { return }
+        let name = "nosuch\(getpid() % 1_000_000)"
+        do {
+            let link = try PacketSocketLink(interface: name)
+            Issue.record("opened a packet socket on \(link.interface), which should not exist")
+        } catch {
+            guard case .system(_, let code, let detail) = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+            #expect(code == ENODEV)
+            #expect(detail.contains(name) && detail.contains("no such interface"), "\(error)")
+            print("packet socket on a missing interface: \(error)")
+        }
+    }
+}
