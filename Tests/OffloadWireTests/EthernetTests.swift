@@ -19,7 +19,7 @@ struct EthernetTests {
     @Test func roundTrip() {
         let repr = EthernetRepr(destination: .broadcast, source: macA, etherType: .arp)
         let bytes = emitting(repr.bufferLength(payloadLength: 4), payloadAt: 14, payload: [1, 2, 3, 4]) { repr.emit(into: $0) }
-        #expect(bytes == hex("ffffffffffff 5ad0f1da1117 0806 01020304"))
+        #expect(bytes == hex("ffffffffffff ba19aa7dfb71 0806 01020304"))
         let parsed = try? with(bytes) { raw throws(WireError) in EthernetRepr.parse(try EthernetFrame(checking: raw)) }
         #expect(parsed == repr)
     }

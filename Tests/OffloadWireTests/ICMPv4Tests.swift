@@ -17,10 +17,10 @@ struct ICMPv4Tests {
     @Test func fixtureEcho() throws {
         let frames = try fixtureFrames("ping.pcap")
         let expected: [(ICMPv4Repr, IPv4Address)] = [
-            (.echoRequest(identifier: 5424, sequenceNumber: 1, dataLength: 56), hostA),
-            (.echoReply(identifier: 5424, sequenceNumber: 1, dataLength: 56), hostB),
-            (.echoRequest(identifier: 5424, sequenceNumber: 2, dataLength: 56), hostA),
-            (.echoReply(identifier: 5424, sequenceNumber: 2, dataLength: 56), hostB),
+            (.echoRequest(identifier: 14364, sequenceNumber: 1, dataLength: 56), hostA),
+            (.echoReply(identifier: 14364, sequenceNumber: 1, dataLength: 56), hostB),
+            (.echoRequest(identifier: 14364, sequenceNumber: 2, dataLength: 56), hostA),
+            (.echoReply(identifier: 14364, sequenceNumber: 2, dataLength: 56), hostB),
         ]
         for (frame, (icmp, source)) in zip(frames[2...], expected) {
             let parsed = try parseFrame(frame)
@@ -38,7 +38,7 @@ struct ICMPv4Tests {
         let frames = try fixtureFrames("unreachable.pcap")
         let parsed = try parseFrame(frames[1])
         let quoted = IPv4Repr(source: hostA, destination: hostB, protocol: .udp, payloadLength: 19, timeToLive: 64,
-                              typeOfService: 0, identification: 63818, dontFragment: true)
+                              typeOfService: 0, identification: 65311, dontFragment: true)
         // Linux quotes the whole (short) datagram: 8 UDP header bytes and 11 of payload.
         #expect(parsed.icmp == .destinationUnreachable(code: ICMPv4Packet.UnreachableCode.port, nextHopMTU: 0,
                                                        quoted: quoted, quotedDataLength: 19))

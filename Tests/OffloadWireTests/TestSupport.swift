@@ -6,8 +6,8 @@ import Testing
 // Addresses of the fixture captures (see Fixtures/README.md).
 let hostA = IPv4Address(10, 99, 0, 1)
 let hostB = IPv4Address(10, 99, 0, 2)
-let macA = MACAddress(0x5a, 0xd0, 0xf1, 0xda, 0x11, 0x17)
-let macB = MACAddress(0xba, 0xf1, 0xa6, 0xba, 0x73, 0xee)
+let macA = MACAddress(0xba, 0x19, 0xaa, 0x7d, 0xfb, 0x71)
+let macB = MACAddress(0x86, 0x10, 0x06, 0x95, 0x19, 0x3d)
 
 struct FixtureMissing: Error { let name: String }
 
@@ -41,7 +41,8 @@ struct ParsedFrame: Equatable {
     var udp: UDPRepr?
     var tcp: TCPRepr?
     var rtp: RTPRepr?
-    /// Where the innermost payload (application data, echo data, quoted bytes) starts.
+    /// Where the innermost payload (application data, echo data, quoted bytes, RTP
+    /// extension data) starts: the bytes before it are what the Reprs emit.
     var payloadOffset: Int
 }
 
@@ -72,7 +73,8 @@ func parseFrame(_ frame: UnsafeRawBufferPointer, checksums: ChecksumPolicy = .ve
             if udp.destinationPort == rtpPort, udp.payload.count >= RTPPacket.fixedHeaderLength, udp.payload[0] >> 6 == 2 {
                 let rtp = try RTPPacket(checking: udp.payload)
                 parsed.rtp = RTPRepr.parse(rtp)
-                parsed.payloadOffset += rtp.headerLength
+                // The extension's data is payload-like: emit leaves it in place.
+                parsed.payloadOffset += rtp.headerLength - rtp.extensionData.count
             }
         case .tcp:
             let tcp = try TCPPacket(checking: ip.payload)

@@ -32,12 +32,16 @@ tcp() {
   wait $srv || true
 }
 cap tcp tcp
-# 3. UDP: one datagram, then one whose payload is an RTP packet (V=2, M=1, PT=96, seq
-#    0x1234, timestamp 0x11223344, SSRC 0xdeadbeef, one CSRC 0x01020304, then 4 bytes).
+# 3. UDP: one datagram, then two whose payloads are RTP packets: V=2, M=1, PT=96, seq
+#    0x1234, timestamp 0x11223344, SSRC 0xdeadbeef, one CSRC 0x01020304, payload "abcd";
+#    and V=2 with padding and extension, PT=0, seq 1, timestamp 160, SSRC 0xdeadbeef,
+#    extension profile 0xbede with one word 0x10203040, payload "xy", 2 bytes of padding.
 udp() {
   ip netns exec $B socat -u UDP-RECV:5004 - >/dev/null & local srv=$!; sleep 0.5
   printf 'hello udp' | ip netns exec $A socat -u - UDP:10.99.0.2:5004,sourceport=40000
-  printf '\x91\xe0\x12\x34\x11\x22\x33\x44\xde\xad\xbe\xef\x01\x02\x03\x04abcd' \
+  printf '\x81\xe0\x12\x34\x11\x22\x33\x44\xde\xad\xbe\xef\x01\x02\x03\x04abcd' \
+    | ip netns exec $A socat -u - UDP:10.99.0.2:5004,sourceport=40002
+  printf '\xb0\x00\x00\x01\x00\x00\x00\xa0\xde\xad\xbe\xef\xbe\xde\x00\x01\x10\x20\x30\x40xy\x00\x02' \
     | ip netns exec $A socat -u - UDP:10.99.0.2:5004,sourceport=40002
   sleep 0.3; kill $srv 2>/dev/null || true; wait $srv 2>/dev/null || true
 }
