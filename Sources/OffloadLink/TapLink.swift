@@ -55,6 +55,10 @@ public struct TapLink: ~Copyable, Link {
             let code = -fd
             var subject = "TAP \(name)"
             if code == EBUSY { subject += " (the name is held by another open TAP device)" }
+            if code == EINVAL {
+                subject += name.utf8.count > 15 || name.isEmpty
+                    ? " (a name is 1 to 15 bytes)" : " (an interface of another kind may have this name)"
+            }
             if code == EPERM || code == EACCES { subject += " (needs CAP_NET_ADMIN)" }
             throw SystemCall.error("open TAP", code, subject)
         }

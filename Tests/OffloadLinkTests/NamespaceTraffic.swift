@@ -1,3 +1,4 @@
+#if os(Linux)
 import OffloadCore
 import OffloadLink
 import Testing
@@ -290,3 +291,4 @@ enum Exchanges {
         return (data.offload, payload)
     }
 }
+#endif

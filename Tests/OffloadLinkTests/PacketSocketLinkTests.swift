@@ -1,3 +1,4 @@
+#if os(Linux)
 import OffloadCore
 import OffloadLink
 import Testing
@@ -108,3 +109,4 @@ struct PacketSocketLinkTests {
         }
     }
 }
+#endif

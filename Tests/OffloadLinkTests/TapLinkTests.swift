@@ -1,3 +1,4 @@
+#if os(Linux)
 import OffloadCore
 @testable import OffloadLink
 import OffloadWire
@@ -160,6 +161,17 @@ struct TapLinkTests {
         #expect(tap.counters.framesTransmitted == 0)
     }
 
+    @Test("a TAP name over 15 bytes fails with EINVAL and says why (no root needed)")
+    func nameTooLong() {
+        do {
+            let tap = try TapLink(name: "offload-tap-name-too-long")
+            Issue.record("opened \(tap.name)")
+        } catch {
+            #expect(error == .system(operation: "open TAP", errno: EINVAL,
+                                     detail: "TAP offload-tap-name-too-long (a name is 1 to 15 bytes): Invalid argument"))
+        }
+    }
+
     @Test("Poller: wake() makes wait return at once; a quiet wait times out")
     func pollerWake() throws {
         let poller = try Poller()
@@ -319,3 +331,4 @@ struct FrameIOTests {
         #expect(counters.framesTransmitted == 2 && counters.bytesTransmitted == 200)
     }
 }
+#endif
