@@ -134,13 +134,15 @@ public struct MutableIPv4Packet {
         setChecksum(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<packet.headerLength])))
     }
 
-    /// Decrements the TTL (which must be above 0) and updates the checksum incrementally.
-    @inlinable
-    public func decrementTimeToLive() {
+    /// Decrements the TTL and updates the checksum incrementally. Returns false, changing
+    /// nothing, when the TTL is already 0.
+    @inlinable @discardableResult
+    public func decrementTimeToLive() -> Bool {
         let old = UInt16(bytes[Field.timeToLive]) << 8 | UInt16(bytes[Field.protocol])
-        precondition(old >> 8 > 0, "decrementTimeToLive: TTL is 0")
+        guard old >> 8 > 0 else { return false }
         bytes[Field.timeToLive] &-= 1
         setChecksum(InternetChecksum.update(packet.checksum, old: old, new: old &- 0x100))
+        return true
     }
 
     /// Replaces the source address, updating the header checksum incrementally.
