@@ -1,3 +1,5 @@
+import OffloadCore
+
 /// Why the host dropped a frame. Every dropped frame is counted under one of these.
 public enum HostDropReason: String, CaseIterable, Sendable {
     case malformedEthernet = "malformed-ethernet"
@@ -19,7 +21,7 @@ public enum HostDropReason: String, CaseIterable, Sendable {
 }
 
 /// What the host has done, for the table printed when it stops.
-public struct HostCounters: Sendable, Equatable {
+public struct HostCounters: Sendable, Equatable, CounterTable {
     public var framesReceived: UInt64 = 0
     public var framesTransmitted: UInt64 = 0
     public var arpRequestsAnswered: UInt64 = 0
@@ -50,11 +52,4 @@ public struct HostCounters: Sendable, Equatable {
             + HostDropReason.allCases.map { ("dropped: \($0.rawValue)", self[drop: $0]) }
     }
 
-    /// The counters as an aligned two-column table.
-    public var table: String {
-        let width = rows.map(\.0.count).max() ?? 0
-        return rows.map { name, value in
-            name + String(repeating: " ", count: width - name.count + 2) + String(value)
-        }.joined(separator: "\n")
-    }
 }

@@ -216,4 +216,10 @@ public final class IPv4Host {
     }
 
     private func drop(_ reason: HostDropReason) { counters[drop: reason] &+= 1 }
+
+    /// Counts a frame the link refused to send.
+    public func countTransmitFailure() {
+        counters.framesTransmitted &-= 1
+        drop(.transmitFailed)
+    }
 }

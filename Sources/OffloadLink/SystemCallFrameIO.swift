@@ -41,6 +41,18 @@ public struct SystemLinkCounters: Sendable, Equatable {
     public init() {}
 }
 
+extension SystemLinkCounters: CounterTable {
+    public var rows: [(String, UInt64)] {
+        [("link frames received", framesReceived), ("link bytes received", bytesReceived),
+         ("link frames transmitted", framesTransmitted), ("link bytes transmitted", bytesTransmitted),
+         ("link checksums finished in software", checksumsCompletedInSoftware),
+         ("link dropped: truncated", drops.truncated), ("link dropped: runt", drops.runt),
+         ("link dropped: bad virtio-net header", drops.badVirtioNetHeader),
+         ("link dropped: kernel handover", drops.kernelHandover),
+         ("link dropped: kernel buffer", drops.kernelBuffer)]
+    }
+}
+
 /// The per-link I/O state shared by TAP and packet sockets: a preallocated gather list for
 /// `writev`, the receive vector and scratch space for virtio-net headers and a checksum
 /// finished in software. Nothing here allocates per frame.

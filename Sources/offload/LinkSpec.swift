@@ -1,0 +1,41 @@
+import ArgumentParser
+import OffloadCore
+import OffloadLink
+
+/// Which link a command runs on: `tap:NAME` (a TAP device the command creates) or
+/// `afpacket:IFNAME` (an existing interface, for example one end of a veth pair).
+enum LinkSpec: ExpressibleByArgument, CustomStringConvertible {
+    case tap(String)
+    case packetSocket(String)
+
+    init?(argument: String) {
+        let parts = argument.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2, !parts[1].isEmpty, parts[1].utf8.count <= 15 else { return nil }
+        switch parts[0] {
+        case "tap": self = .tap(parts[1])
+        case "afpacket": self = .packetSocket(parts[1])
+        default: return nil
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .tap(let n): return "tap:\(n)"
+        case .packetSocket(let n): return "afpacket:\(n)"
+        }
+    }
+
+    static var defaultValueDescription: String { "tap:NAME | afpacket:IFNAME" }
+}
+
+extension IPv4CIDR: ExpressibleByArgument {
+    public init?(argument: String) { try? self.init(parsing: argument) }
+}
+
+extension MACAddress: ExpressibleByArgument {
+    public init?(argument: String) { try? self.init(parsing: argument) }
+}
+
+extension IPv4Address: ExpressibleByArgument {
+    public init?(argument: String) { try? self.init(parsing: argument) }
+}

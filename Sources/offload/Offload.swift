@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct Offload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "offload",
+        abstract: "A software offloading network interface: engine, host software, and real links.",
+        subcommands: [HostCommand.self, BenchCommand.self])
+}
