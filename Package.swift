@@ -28,12 +28,14 @@ let package = Package(
                 "OffloadHost", "OffloadLink", "COffloadShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // Namespaces, shell commands with time limits, the root check: shared by the tests that touch Linux.
+        .target(name: "OffloadTestSupport", path: "Tests/OffloadTestSupport"),
         .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore"]),
         .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "OffloadLinkTests", dependencies: ["OffloadLink", "OffloadSim"]),
+        .testTarget(name: "OffloadLinkTests", dependencies: ["OffloadLink", "OffloadSim", "OffloadTestSupport"]),
         .testTarget(name: "OffloadSimTests", dependencies: ["OffloadSim"]),
         .testTarget(name: "OffloadHostTests", dependencies: ["OffloadHost", "OffloadSim"]),
-        .testTarget(name: "InteropTests", dependencies: ["OffloadHost", "OffloadLink"]),
+        .testTarget(name: "InteropTests", dependencies: ["OffloadHost", "OffloadLink", "OffloadTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -20,7 +20,9 @@ public struct HostLoop {
     /// Runs until `shouldStop` returns true (checked at least every 100 ms).
     public mutating func run<L: Link & ~Copyable>(on link: inout L, poller: Poller?,
                                                   shouldStop: () -> Bool) throws(LinkError) {
-        if let fd = link.capabilities.readinessDescriptor { try poller?.add(fd) }
+        let descriptor = link.capabilities.readinessDescriptor
+        if let descriptor { try poller?.add(descriptor) }
+        defer { if let descriptor { try? poller?.remove(descriptor) } }
         while !shouldStop() {
             let received = try runOnce(on: &link)
             if received == 0 {
@@ -28,7 +30,7 @@ public struct HostLoop {
                 if let next = host.nextDeadline {
                     timeout = min(timeout, max(0, (next.nanoseconds - clock.now.nanoseconds + 999_999) / 1_000_000))
                 }
-                if let poller, link.capabilities.readinessDescriptor != nil {
+                if let poller, descriptor != nil {
                     _ = try poller.wait(timeoutMilliseconds: Int32(timeout))
                 }
             }

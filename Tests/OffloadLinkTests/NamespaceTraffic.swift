@@ -1,4 +1,5 @@
 #if os(Linux)
+import OffloadTestSupport
 import OffloadCore
 import OffloadLink
 import Testing

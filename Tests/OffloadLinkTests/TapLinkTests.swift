@@ -1,4 +1,5 @@
 #if os(Linux)
+import OffloadTestSupport
 import OffloadCore
 @testable import OffloadLink
 import OffloadWire

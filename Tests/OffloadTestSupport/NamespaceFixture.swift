@@ -7,19 +7,19 @@ import Glibc
 #endif
 
 /// Shell commands with a time limit, for tests that drive Linux networking (ip, socat, ping).
-enum Shell {
-    struct Result {
-        let status: Int32
+public enum Shell {
+    public struct Result {
+        public let status: Int32
         /// Standard output and standard error together.
-        let output: String
-        var succeeded: Bool { status == 0 }
+        public let output: String
+        public var succeeded: Bool { status == 0 }
     }
 
     /// A command running in the background; `finish()` waits for it (its time limit still holds).
-    final class Background {
+    public final class Background {
         fileprivate let process: Process
         fileprivate let pipe: Pipe
-        let command: String
+        public let command: String
 
         fileprivate init(process: Process, pipe: Pipe, command: String) {
             self.process = process
@@ -27,9 +27,9 @@ enum Shell {
             self.command = command
         }
 
-        var isRunning: Bool { process.isRunning }
+        public var isRunning: Bool { process.isRunning }
 
-        func finish() -> Result {
+        public func finish() -> Result {
             let data = pipe.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
             return Result(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
@@ -38,7 +38,7 @@ enum Shell {
 
     /// Starts `/bin/sh -c command` under `timeout` (the whole process group is killed
     /// after `seconds`, and with SIGKILL a second later).
-    static func start(_ command: String, timeout seconds: Int = 5) -> Background {
+    public static func start(_ command: String, timeout seconds: Int = 5) -> Background {
         let process = Process()
         let pipe = Pipe()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
@@ -56,13 +56,13 @@ enum Shell {
 
     /// Runs `command` to completion (at most `seconds`) and returns its status and output.
     @discardableResult
-    static func run(_ command: String, timeout seconds: Int = 5) -> Result {
+    public static func run(_ command: String, timeout seconds: Int = 5) -> Result {
         start(command, timeout: seconds).finish()
     }
 
     /// Runs `command` and records a test issue when it fails.
     @discardableResult
-    static func must(_ command: String, timeout seconds: Int = 5,
+    public static func must(_ command: String, timeout seconds: Int = 5,
                      sourceLocation: SourceLocation = #_sourceLocation) -> Result {
         let result = run(command, timeout: seconds)
         if !result.succeeded {
@@ -76,21 +76,21 @@ enum Shell {
 ///
 /// Without root they are skipped with a reason, unless `OFFLOAD_REQUIRE_ROOT=1` is set: then a
 /// missing root is a failure (CI sets it, so a skipped interop test cannot pass unseen).
-enum Root {
-    static let reason = "needs root (network namespaces, TAP devices, packet sockets); run as root, "
+public enum Root {
+    public static let reason = "needs root (network namespaces, TAP devices, packet sockets); run as root, "
         + "or set OFFLOAD_REQUIRE_ROOT=1 to turn this skip into a failure"
 
-    static var isRoot: Bool { geteuid() == 0 }
-    static var isRequired: Bool { ProcessInfo.processInfo.environment["OFFLOAD_REQUIRE_ROOT"] == "1" }
+    public static var isRoot: Bool { geteuid() == 0 }
+    public static var isRequired: Bool { ProcessInfo.processInfo.environment["OFFLOAD_REQUIRE_ROOT"] == "1" }
 
     /// The `.enabled(if:)` condition: run when root, or when root is required (to fail).
-    static var shouldRun: Bool {
+    public static var shouldRun: Bool {
         if !isRoot && !isRequired { print("skipped: \(reason)") }
         return isRoot || isRequired
     }
 
     /// First line of a root test: false (with a recorded failure) when root is missing.
-    static func check(sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
+    public static func check(sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
         if isRoot { return true }
         Issue.record("not running as root, and OFFLOAD_REQUIRE_ROOT=1 makes that a failure: \(reason)",
                      sourceLocation: sourceLocation)
@@ -103,16 +103,16 @@ enum Root {
 /// deletes the namespace and every interface registered with `own(interface:)`.
 ///
 /// Only 10.77.x.x addresses are ever used inside these namespaces.
-struct NetworkNamespace: ~Copyable {
+public struct NetworkNamespace: ~Copyable {
     private static let counter = Atomic<Int>(0)
 
-    let name: String
+    public let name: String
     /// A short per-test tag for interface names (at most 15 bytes with a 3-letter prefix).
-    let tag: String
+    public let tag: String
     private var ownedInterfaces: [String] = []
 
     /// Creates `<prefix>-<pid>-<n>`.
-    init(prefix: String) {
+    public init(prefix: String) {
         let n = Self.counter.add(1, ordering: .relaxed).newValue
         let pid = getpid()
         name = "\(prefix)-\(pid)-\(n)"
@@ -123,30 +123,30 @@ struct NetworkNamespace: ~Copyable {
     }
 
     /// An interface name unique to this test: `<prefix><pid>x<n>`.
-    func interfaceName(_ prefix: String) -> String { "\(prefix)\(tag)" }
+    public func interfaceName(_ prefix: String) -> String { "\(prefix)\(tag)" }
 
     /// Remembers a root-namespace interface to delete in `tearDown()`.
-    mutating func own(interface: String) { ownedInterfaces.append(interface) }
+    public mutating func own(interface: String) { ownedInterfaces.append(interface) }
 
     /// Runs `command` inside the namespace.
     @discardableResult
-    func run(_ command: String, timeout: Int = 5) -> Shell.Result {
+    public func run(_ command: String, timeout: Int = 5) -> Shell.Result {
         Shell.run("ip netns exec \(name) \(command)", timeout: timeout)
     }
 
     /// Runs `command` inside the namespace, recording an issue if it fails.
     @discardableResult
-    func must(_ command: String, timeout: Int = 5, sourceLocation: SourceLocation = #_sourceLocation) -> Shell.Result {
+    public func must(_ command: String, timeout: Int = 5, sourceLocation: SourceLocation = #_sourceLocation) -> Shell.Result {
         Shell.must("ip netns exec \(name) \(command)", timeout: timeout, sourceLocation: sourceLocation)
     }
 
     /// Starts `command` inside the namespace in the background.
-    func start(_ command: String, timeout: Int = 5) -> Shell.Background {
+    public func start(_ command: String, timeout: Int = 5) -> Shell.Background {
         Shell.start("ip netns exec \(name) \(command)", timeout: timeout)
     }
 
     /// Deletes what the test made; safe to call when parts of it were never made.
-    func tearDown() {
+    public func tearDown() {
         for interface in ownedInterfaces {
             Shell.run("ip link show \(interface) >/dev/null 2>&1 && ip link del \(interface)")
         }
