@@ -97,6 +97,8 @@ public enum LinkError: Error, Equatable, Sendable, CustomStringConvertible {
     case closed
     /// A system call failed: which one, on what, and errno.
     case system(operation: String, errno: Int32, detail: String)
+    /// The link was asked to do something its set-up cannot (a pool too small for its frames).
+    case configuration(String)
     /// A file is not what it should be (a pcap file with a bad header, a truncated record).
     case badFile(String)
 
@@ -107,6 +109,7 @@ public enum LinkError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unsupportedOffload(let what): return "the link cannot carry \(what)"
         case .closed: return "the link is closed"
         case .system(let op, let e, let detail): return "\(op) failed: \(detail) (errno \(e))"
+        case .configuration(let why): return why
         case .badFile(let why): return why
         }
     }

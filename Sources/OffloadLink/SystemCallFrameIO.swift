@@ -98,9 +98,8 @@ struct FrameIO: ~Copyable {
     ) throws(LinkError) -> Int {
         let space = pool.bufferSize - pool.headroom
         guard space >= minimumSpace else {
-            throw .system(
-                operation: "receive", errno: EINVAL,
-                detail: "pool buffers hold \(space) bytes after their headroom, this link needs \(minimumSpace)"
+            throw .configuration(
+                "pool buffers hold \(space) bytes after their headroom, this link needs \(minimumSpace)"
                     + (virtioNetHeader ? " (virtio-net header mode receives 64 KiB TSO frames)" : ""))
         }
         let headerSize = virtioNetHeader ? VirtioNetHeader.size : 0

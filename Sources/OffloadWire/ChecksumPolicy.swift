@@ -52,18 +52,13 @@ public func ipv4L4Checksum(_ bytes: UnsafeRawBufferPointer, source: IPv4Address,
 /// Finishes a partial checksum (`OffloadMetadata.partialChecksum`) in place, as a device
 /// would: the ones' complement sum of `frame[start...]` (whose checksum field, at
 /// `start + offset`, holds the pseudo-header sum) is complemented and stored big-endian
-/// in that field. Used by capture to write frames with real checksums.
+/// in that field (a typed-error form of `OffloadMetadata.finishChecksum`).
 ///
 /// Throws `.badField` when the field does not lie inside the frame.
-@inlinable
 public func completePartialChecksum(frame: UnsafeMutableRawBufferPointer, start: Int, offset: Int) throws(WireError) {
-    guard start >= 0, offset >= 0, start <= frame.count, offset <= frame.count - start,
-          frame.count - start - offset >= 2, let base = frame.baseAddress else {
+    guard OffloadMetadata.finishChecksum(in: frame, start: start, offset: offset) else {
         throw .badField(format: .virtioNet, field: "checksum start+offset", value: start + offset)
     }
-    let region = UnsafeRawBufferPointer(start: base + start, count: frame.count - start)
-    let value = InternetChecksum.checksum(region)
-    base.storeBytes(of: value.bigEndian, toByteOffset: start + offset, as: UInt16.self)
 }
 
 // MARK: - Byte access helpers (internal, inlinable)
