@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "OffloadWire", targets: ["OffloadWire"]),
         .library(name: "OffloadLink", targets: ["OffloadLink"]),
         .library(name: "OffloadSim", targets: ["OffloadSim"]),
+        .library(name: "OffloadEngine", targets: ["OffloadEngine"]),
         .library(name: "OffloadHost", targets: ["OffloadHost"]),
         .executable(name: "offload", targets: ["offload"]),
     ],
@@ -21,6 +22,7 @@ let package = Package(
         .target(name: "OffloadWire", dependencies: ["OffloadCore"]),
         .target(name: "OffloadLink", dependencies: ["OffloadCore", "OffloadWire", "COffloadShim"]),
         .target(name: "OffloadSim", dependencies: ["OffloadCore"]),
+        .target(name: "OffloadEngine", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "COffloadShim"]),
         .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink"]),
         .executableTarget(
             name: "offload",
@@ -33,6 +35,7 @@ let package = Package(
         .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore"]),
         .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire"], resources: [.copy("Fixtures")]),
         .testTarget(name: "OffloadLinkTests", dependencies: ["OffloadLink", "OffloadSim", "OffloadTestSupport"]),
+        .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadSim"]),
         .testTarget(name: "OffloadSimTests", dependencies: ["OffloadSim"]),
         .testTarget(name: "OffloadHostTests", dependencies: ["OffloadHost", "OffloadSim"]),
         .testTarget(name: "InteropTests", dependencies: ["OffloadHost", "OffloadLink", "OffloadTestSupport"]),
