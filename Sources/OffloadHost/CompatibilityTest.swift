@@ -1,0 +1,107 @@
+import OffloadCore
+import OffloadWire
+
+/// Why a re-inserted packet failed the compatibility test of audit mode (B7, seed 000
+/// claims 1 and 2). Each is a drop counter of its own.
+public enum CompatibilityFailure: String, CaseIterable, Sendable, Error {
+    case unsupportedEtherType = "unsupported-ethertype"
+    case truncated = "truncated"
+    case badIPVersion = "bad-ip-version"
+    case badHeaderLength = "bad-header-length"
+    case totalLengthMismatch = "total-length-mismatch"
+    case badHeaderChecksum = "bad-header-checksum"
+    case ttlExpired = "ttl-expired"
+    case ipOptions = "ip-options"
+    case fragment = "fragment"
+    case badL4Length = "bad-l4-length"
+    case badL4Checksum = "bad-l4-checksum"
+    case badOffloadMetadata = "bad-offload-metadata"
+    case oversize = "oversize"
+}
+
+/// The compatibility test a packet from the software must pass before the engine takes it
+/// back, unless it carries a valid engine mark: supported EtherType (IPv4), version and
+/// header length, total length consistent with the frame, header checksum, TTL, no options
+/// or fragments, L4 length and checksum (or offload metadata that says where the device
+/// finishes it), and size within the MTU (or valid TSO metadata).
+public struct CompatibilityTest: Sendable {
+    /// Largest IPv4 packet (header included) a frame may carry without TSO metadata.
+    public var mtu: Int
+
+    public init(mtu: Int = 1500) { self.mtu = mtu }
+
+    /// Checks an Ethernet frame; throws the first failure found.
+    public func check(_ frame: UnsafeRawBufferPointer, metadata: OffloadMetadata) throws(CompatibilityFailure) {
+        let ethernet: EthernetFrame
+        do { ethernet = try EthernetFrame(checking: frame) } catch { throw .truncated }
+        guard ethernet.etherType == .ipv4 else { throw .unsupportedEtherType }
+        let ipBytes = ethernet.payload
+        let packet: IPv4Packet
+        do { packet = try IPv4Packet(checking: ipBytes) } catch {
+            switch error {
+            case .badField: throw .badIPVersion
+            case .badHeaderLength: throw .badHeaderLength
+            case .badLength: throw .totalLengthMismatch
+            default: throw .truncated
+            }
+        }
+        // Anything after the IP packet may only be the padding of a minimum-size frame.
+        if ipBytes.count > packet.totalLength, frame.count > 60 { throw .totalLengthMismatch }
+        guard packet.verifyChecksum else { throw .badHeaderChecksum }
+        guard packet.headerLength == IPv4Packet.minimumHeaderLength else { throw .ipOptions }
+        guard !packet.isFragment else { throw .fragment }
+        guard packet.timeToLive > 0 else { throw .ttlExpired }
+
+        let l4Start = EthernetFrame.headerLength + packet.headerLength
+        switch metadata {
+        case .none:
+            guard packet.totalLength <= mtu else { throw .oversize }
+            try checkL4(packet, partial: false)
+        case .partialChecksum(let start, let offset):
+            guard packet.totalLength <= mtu else { throw .oversize }
+            try checkPartialLocation(packet, start: Int(start), offset: Int(offset), l4Start: l4Start)
+            try checkL4(packet, partial: true)
+        case .tcpSegmentation(let segmentSize, _, let start, let offset):
+            guard packet.protocol == .tcp, segmentSize > 0, Int(segmentSize) + 40 <= mtu else {
+                throw .badOffloadMetadata
+            }
+            try checkPartialLocation(packet, start: Int(start), offset: Int(offset), l4Start: l4Start)
+            try checkL4(packet, partial: true)
+        }
+    }
+
+    /// A partial checksum must start at the L4 header and point at its checksum field.
+    private func checkPartialLocation(_ packet: IPv4Packet, start: Int, offset: Int, l4Start: Int) throws(CompatibilityFailure) {
+        let field: Int
+        switch packet.protocol {
+        case .tcp: field = 16
+        case .udp: field = 6
+        default: throw .badOffloadMetadata
+        }
+        guard start == l4Start, offset == field else { throw .badOffloadMetadata }
+    }
+
+    private func checkL4(_ packet: IPv4Packet, partial: Bool) throws(CompatibilityFailure) {
+        let payload = packet.payload
+        switch packet.protocol {
+        case .tcp:
+            let segment: TCPPacket
+            do { segment = try TCPPacket(checking: payload) } catch { throw .badL4Length }
+            guard partial || segment.verifyChecksum(source: packet.source, destination: packet.destination) else {
+                throw .badL4Checksum
+            }
+        case .udp:
+            let datagram: UDPPacket
+            do { datagram = try UDPPacket(checking: payload) } catch { throw .badL4Length }
+            guard datagram.length == payload.count else { throw .badL4Length }
+            guard partial || datagram.verifyChecksum(source: packet.source, destination: packet.destination) else {
+                throw .badL4Checksum
+            }
+        case .icmp:
+            guard payload.count >= ICMPv4Packet.headerLength else { throw .badL4Length }
+            guard InternetChecksum.checksum(payload) == 0 else { throw .badL4Checksum }
+        default:
+            break
+        }
+    }
+}
