@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A fixed number of packet buffers, allocated once, handed out and taken back in O(1).
 ///
 /// The pool is the engine's packet buffer memory: one slab of `count` slots of
@@ -7,18 +9,30 @@
 public final class BufferPool {
     /// The pool's bookkeeping, at a fixed address so that buffers can reach it without
     /// reference counting.
-    public struct State {
+    public struct State: ~Copyable {
         @usableFromInline var freeSlots: UnsafeMutablePointer<Int32>
         @usableFromInline var freeCount: Int
         @usableFromInline let slotCount: Int
         @usableFromInline var takes: UInt64 = 0
         @usableFromInline var exhaustions: UInt64 = 0
+        /// Slots of buffers that ended their life on another thread, waiting for the
+        /// owner to take them back (`reclaim()`).
+        @usableFromInline let remote: Mutex<RemoteReturns>
 
         @inlinable
         init(freeSlots: UnsafeMutablePointer<Int32>, slotCount: Int) {
             self.freeSlots = freeSlots
             self.freeCount = slotCount
             self.slotCount = slotCount
+            remote = Mutex(RemoteReturns(slots: .allocate(capacity: slotCount)))
+        }
+
+        @usableFromInline
+        func giveBackFromAway(_ slot: Int32) {
+            remote.withLock { r in
+                r.slots[r.count] = slot
+                r.count &+= 1
+            }
         }
 
         @inlinable
@@ -54,8 +68,10 @@ public final class BufferPool {
     }
 
     deinit {
+        reclaim()
         // A buffer still out would point into freed memory: keep the memory instead.
         guard state.pointee.freeCount == count else { return }
+        state.pointee.remote.withLock { $0.slots.deallocate() }
         state.pointee.freeSlots.deallocate()
         state.deinitialize(count: 1)
         state.deallocate()
@@ -65,7 +81,7 @@ public final class BufferPool {
     /// A free buffer with the pool's headroom, or nil (counted) when every buffer is out.
     @inlinable
     public func take() -> PacketBuffer? {
-        guard state.pointee.freeCount > 0 else {
+        if state.pointee.freeCount == 0 && reclaim() == 0 {
             state.pointee.exhaustions &+= 1
             return nil
         }
@@ -77,6 +93,21 @@ public final class BufferPool {
             capacity: Int32(bufferSize), headroom: Int32(headroom))
     }
 
+    /// Takes back the slots of buffers that ended on another thread (see
+    /// `PacketBuffer.isAway`). `take()` does this when the pool looks empty; the owner may
+    /// call it at any time. Returns how many came back.
+    @discardableResult
+    public func reclaim() -> Int {
+        state.pointee.remote.withLock { r in
+            for i in 0..<r.count {
+                state.pointee.freeSlots[state.pointee.freeCount] = r.slots[i]
+                state.pointee.freeCount &+= 1
+            }
+            defer { r.count = 0 }
+            return r.count
+        }
+    }
+
     /// Buffers handed out and not yet back: the engine's buffered-packet counter.
     @inlinable public var inUse: Int { count - state.pointee.freeCount }
     /// Buffers free to take.
@@ -85,4 +116,13 @@ public final class BufferPool {
     @inlinable public var takes: UInt64 { state.pointee.takes }
     /// `take()` calls that found the pool empty.
     @inlinable public var exhaustions: UInt64 { state.pointee.exhaustions }
+}
+
+/// Slots returned from other threads: a preallocated list behind the pool's mutex.
+public struct RemoteReturns: @unchecked Sendable {
+    // Unchecked: only ever touched inside the pool's mutex.
+    @usableFromInline let slots: UnsafeMutablePointer<Int32>
+    @usableFromInline var count = 0
+
+    @usableFromInline init(slots: UnsafeMutablePointer<Int32>) { self.slots = slots }
 }

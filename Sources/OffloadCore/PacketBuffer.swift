@@ -5,8 +5,9 @@
 /// lets it go (it is consumed or goes out of scope), its slot returns to the pool: a buffer
 /// cannot leak and cannot be used after it was given back, because it cannot be copied.
 ///
-/// A pool and its buffers belong to one thread at a time; buffers that cross threads come
-/// back through a queue, never by being dropped on the other thread.
+/// A pool belongs to one thread (the engine's). A buffer handed to another thread (the host
+/// software's) is marked `isAway` first; if it ends there, its slot goes back through the
+/// pool's locked side list, which the owner drains. Unmarked buffers return with no lock.
 public struct PacketBuffer: ~Copyable {
     @usableFromInline let base: UnsafeMutableRawPointer
     @usableFromInline let pool: UnsafeMutablePointer<BufferPool.State>
@@ -16,6 +17,9 @@ public struct PacketBuffer: ~Copyable {
     @usableFromInline var end: Int32
     /// Offload work that travels with the frame (partial checksum, TSO).
     public var offload: OffloadMetadata
+    /// Set while the buffer is on a thread other than its pool's: its end of life then
+    /// returns the slot under the pool's lock instead of on the owner's free stack.
+    public var isAway = false
 
     @inlinable
     init(base: UnsafeMutableRawPointer, pool: UnsafeMutablePointer<BufferPool.State>, slot: Int32,
@@ -30,7 +34,9 @@ public struct PacketBuffer: ~Copyable {
     }
 
     @inlinable
-    deinit { pool.pointee.giveBack(slot) }
+    deinit {
+        if isAway { pool.pointee.giveBackFromAway(slot) } else { pool.pointee.giveBack(slot) }
+    }
 
     /// Number of data bytes.
     @inlinable public var count: Int { Int(end &- start) }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import OffloadCore
 
@@ -56,5 +57,30 @@ import Testing
         b.offload = OffloadMetadata.partialChecksum(checksumStart: 34, checksumOffset: 16)
         try b.reset(headroom: 8)
         #expect(b.count == 0 && b.headroom == 8 && b.offload == .none)
+    }
+
+    @Test func buffersEndingOnAnotherThreadComeBackThroughReclaim() {
+        let pool = BufferPool(count: 64, bufferSize: 128, headroom: 0)
+        let ring = SPSCRing<PacketBuffer>(capacity: 64)
+        for _ in 0..<64 {
+            guard var b = pool.take() else { Issue.record("pool empty"); return }
+            b.isAway = true
+            if ring.push(b) != nil { Issue.record("ring full") }
+        }
+        #expect(pool.available == 0)
+        let done = DispatchSemaphore(value: 0)
+        let software = Thread {
+            // The other thread lets every buffer go.
+            while ring.pop() != nil {}
+            done.signal()
+        }
+        software.start()
+        done.wait()
+        #expect(pool.inUse == 64, "not back until the owner reclaims")
+        // take() reclaims when the free stack is empty.
+        guard let again = pool.take() else { Issue.record("reclaim did not happen"); return }
+        _ = consume again
+        #expect(pool.inUse == 0)
+        #expect(pool.exhaustions == 0)
     }
 }

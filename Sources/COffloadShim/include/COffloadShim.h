@@ -18,6 +18,11 @@ int offload_stop_signals_install(void);
 /// The signal number that asked the process to stop, or 0.
 int offload_stop_requested(void);
 
+/// The Internet checksum's inner loop with 256-bit vectors where the CPU has them: sums the
+/// longest multiple of 64 bytes as native 32-bit words into a 64-bit total and says how many
+/// bytes it took in `consumed` (0 on a CPU without AVX2: the caller sums everything).
+uint64_t offload_checksum_wide_sum(const void *bytes, size_t count, size_t *consumed);
+
 /// Reads CLOCK_REALTIME in nanoseconds (for capture time stamps).
 int64_t offload_realtime_ns(void);
 
