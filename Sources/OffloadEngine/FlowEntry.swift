@@ -28,8 +28,9 @@ public struct FlowEntry: Sendable {
     @usableFromInline var newDestination: UInt32
     /// Both ports, network order as stored in the header.
     @usableFromInline var newPorts: UInt32
-    /// RFC 1624 deltas (sum of ~old + new over the changed 16-bit words) in network order,
-    /// never 0 (0xffff instead) so that an update never produces the negative zero 0xffff.
+    /// RFC 1624 deltas (sum of ~old + new over the rewritten 16-bit words) in network order,
+    /// in 1...0xffff: with a nonzero delta an update never produces the negative zero 0xffff,
+    /// which a full computation cannot give.
     @usableFromInline var ipChecksumDelta: UInt16
     @usableFromInline var l4ChecksumDelta: UInt16
     @usableFromInline var outputPortValue: UInt16
@@ -122,7 +123,8 @@ public struct FlowEntry: Sendable {
         addChange(&sum, old: UInt16(truncatingIfNeeded: old), new: UInt16(truncatingIfNeeded: new))
     }
 
-    /// Folds a host-order sum of changes to 16 bits, 0 as 0xffff, in network order. The ones'
+    /// Folds a host-order sum of changes to 16 bits, in network order. (The fold of a nonzero
+    /// sum is never 0, and the sum always has a nonzero term; 0 would be mapped to 0xffff.) The ones'
     /// complement sum commutes with the byte swap, so the delta can be added to a checksum
     /// field loaded from the packet without swapping it.
     @usableFromInline
