@@ -1,0 +1,277 @@
+import COffloadShim
+import OffloadCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The engine's connection table (B2, B4, B9): exact match on `FlowKey`, one 64-byte entry
+/// per flow, no allocation after `init`.
+///
+/// **Layout.** Open addressing with linear probing over a power-of-two array of `FlowEntry`
+/// slots, at most half full (`slotCount >= 2 * capacity`): an average hit probes 1.5 slots
+/// and a miss 2.5, and the next slot of a probe is the next cache line, which the hardware
+/// prefetcher already streams. The slots are one block aligned to 64 bytes (to 2 MiB and
+/// advised as huge pages when the block is that large: at 1M flows the slots span 128 MiB
+/// and TLB misses cost as much as cache misses). Counters that the fast path does not touch
+/// live in a parallel array of 8-byte `FlowEntryCold`.
+///
+/// **Deletion by backward shift, no tombstones.** Flows come and go all the time (TCP
+/// teardown, idle expiry, eviction); tombstones would pile up under that churn and lengthen
+/// every miss until a rehash, which is a stall of the whole table. Backward shift (Knuth 6.4
+/// Algorithm R) keeps every probe chain exactly as short as if the remaining keys had been
+/// inserted alone, and a miss stops at the first empty slot. The cost is that entries move
+/// on removal, so an `EntryHandle` is valid only until the next insert or removal.
+///
+/// **Eviction.** When `count == capacity`, an insert of a new key evicts one entry among the
+/// first `evictionWindow` occupied slots from the key's home slot (the entries its probe
+/// would walk past, so the work is bounded and local). Entries with packets in the software
+/// (`inSoftwareCount > 0`) are never evicted: their re-inserted packets must find the entry
+/// to keep the flow's order (B4/B5). Among the others, a stale entry (older policy epoch)
+/// goes first, then the least recently used; ties go to the first in probe order. With no
+/// candidate the insert returns `.full` and changes nothing: the software keeps the flow on
+/// the slow path, and the fast path is never blocked (B9).
+///
+/// **Invalidation.** Each entry records the policy epoch it was built under.
+/// `invalidateAll()` advances the epoch in O(1): older entries become stale. A stale entry is
+/// still found by `lookup` (so the engine can count the flow's packets in the software
+/// against it, as for do-not-use) but is not `isUsable`; an insert of its key replaces it,
+/// and eviction and `expireIdle` reclaim it first.
+///
+/// **Threads.** One owner (the engine's loop). The fast-path calls (`lookup`, `recordHit`,
+/// the B4 primitives) are non-mutating: they write only through the slot pointer, so a table
+/// held in a class costs no exclusivity check per packet.
+public struct ConnectionTable: ~Copyable {
+    @usableFromInline let slots: UnsafeMutablePointer<FlowEntry>
+    @usableFromInline let cold: UnsafeMutablePointer<FlowEntryCold>
+    /// Entries per epoch value, so that an epoch value is reused only when no entry holds it.
+    @usableFromInline let epochPopulation: UnsafeMutablePointer<Int>
+    @usableFromInline let mask: Int
+    @usableFromInline let hashSeed: UInt64
+    /// The most entries the table holds.
+    public let capacity: Int
+    /// How many occupied slots an insert into a full table considers for eviction.
+    public let evictionWindow: Int
+    /// Entries held, stale ones included.
+    public internal(set) var count = 0
+    /// The current policy epoch (wraps at 256; see `invalidateAll`).
+    public internal(set) var epoch: UInt8 = 0
+    public internal(set) var counters = ConnectionTableCounters()
+    /// Where `expireIdle` continues.
+    var expiryCursor = 0
+
+    /// A table for up to `capacity` entries. `hashSeed` keys the hash (pass a random value in
+    /// production so that senders cannot aim new flows at one probe chain).
+    public init(capacity: Int, hashSeed: UInt64 = 0x6f66_666c_6f61_6421, evictionWindow: Int = 8) {
+        precondition(capacity >= 1 && capacity <= 1 << 30, "ConnectionTable: capacity must be 1 to 2^30")
+        precondition(evictionWindow >= 1, "ConnectionTable: the eviction window needs at least one entry")
+        precondition(MemoryLayout<FlowEntry>.stride == 64, "FlowEntry must be one cache line")
+        var n = 2
+        while n < 2 * capacity { n <<= 1 }
+        let byteCount = n * MemoryLayout<FlowEntry>.stride
+        let hugePage = 2 << 20
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: byteCount >= hugePage ? hugePage : 64)
+        #if canImport(Glibc)
+        if byteCount >= hugePage { _ = madvise(raw, byteCount, MADV_HUGEPAGE) }
+        #endif
+        slots = raw.bindMemory(to: FlowEntry.self, capacity: n)
+        slots.initialize(repeating: FlowEntry(), count: n)
+        cold = UnsafeMutablePointer<FlowEntryCold>.allocate(capacity: n)
+        cold.initialize(repeating: FlowEntryCold(), count: n)
+        epochPopulation = UnsafeMutablePointer<Int>.allocate(capacity: 256)
+        epochPopulation.initialize(repeating: 0, count: 256)
+        mask = n - 1
+        self.hashSeed = hashSeed
+        self.capacity = capacity
+        self.evictionWindow = evictionWindow
+    }
+
+    deinit {
+        slots.deinitialize(count: mask + 1)
+        UnsafeMutableRawPointer(slots).deallocate()
+        cold.deallocate()
+        epochPopulation.deallocate()
+    }
+
+    /// Slots in the array (a power of two, at least twice the capacity).
+    public var slotCount: Int { mask + 1 }
+
+    /// Bytes of table memory per slot: the entry and its cold part.
+    public static var bytesPerSlot: Int { MemoryLayout<FlowEntry>.stride + MemoryLayout<FlowEntryCold>.stride }
+
+    /// All the table's memory.
+    public var memoryBytes: Int { slotCount * ConnectionTable.bytesPerSlot + 256 * MemoryLayout<Int>.stride }
+
+    /// Table memory per entry of capacity, rounded up (the price of the 0.5 load factor).
+    public var memoryBytesPerEntry: Int { (memoryBytes + capacity - 1) / capacity }
+
+    /// Entries of the current policy epoch.
+    public var currentCount: Int { epochPopulation[Int(epoch)] }
+
+    // MARK: time
+
+    /// Entries keep time in ticks of 2^20 ns (about 1.05 ms) in 32 bits, which wrap after
+    /// about 52 days; ages are wrapping differences, so idle times up to that are exact to a tick.
+    public static let tickShift: Int64 = 20
+
+    @inlinable
+    public static func tick(_ t: Instant) -> UInt32 { UInt32(truncatingIfNeeded: t.nanoseconds >> 20) }
+
+    /// A duration in ticks, rounded down, at most `UInt32.max`.
+    public static func ticks(_ d: Duration) -> UInt32 {
+        let t = max(0, d.nanoseconds >> tickShift)
+        return t > Int64(UInt32.max) ? UInt32.max : UInt32(t)
+    }
+
+    // MARK: lookup (fast path)
+
+    @inlinable
+    func home(_ a: UInt64, _ b: UInt64) -> Int {
+        Int(truncatingIfNeeded: FlowKey.tableHash(a, b, seed: hashSeed)) & mask
+    }
+
+    /// Walks the probe chain from `start` for the packed key (`b` with the occupied bit).
+    @inlinable
+    func probe(_ a: UInt64, _ b: UInt64, from start: Int) -> EntryHandle? {
+        var i = start
+        while true {
+            let e = slots + i
+            let low = e.pointee.keyLow
+            if low == b && e.pointee.keyHigh == a { return EntryHandle(slot: i) }
+            if low == 0 { return nil }
+            i = (i &+ 1) & mask
+        }
+    }
+
+    /// The entry for `key`, current or stale (check `isUsable`), or nil.
+    @inlinable
+    public func lookup(_ key: FlowKey) -> EntryHandle? {
+        let (a, b) = key.packed
+        return probe(a, b | FlowEntry.occupiedBit, from: home(a, b))
+    }
+
+    /// Looks up a burst: hashes every key and prefetches its home slot first, then probes,
+    /// so the cache misses of the burst overlap instead of following one another.
+    /// `handles[i]` gets the result for `keys[i]`; `handles` must be at least as long.
+    @inlinable
+    public func lookup(_ keys: UnsafeBufferPointer<FlowKey>, into handles: UnsafeMutableBufferPointer<EntryHandle?>) {
+        precondition(handles.count >= keys.count, "ConnectionTable.lookup: handles shorter than keys")
+        guard let k = keys.baseAddress, let out = handles.baseAddress else { return }
+        let n = keys.count
+        var j = 0
+        while j < n {
+            let (a, b) = k[j].packed
+            let s = home(a, b)
+            out[j] = EntryHandle(slot: s)
+            offload_prefetch(slots + s)
+            j &+= 1
+        }
+        j = 0
+        while j < n {
+            let (a, b) = k[j].packed
+            out[j] = probe(a, b | FlowEntry.occupiedBit, from: out[j].unsafelyUnwrapped.index)
+            j &+= 1
+        }
+    }
+
+    // MARK: entries by handle
+
+    /// The slot of a handle; a precondition keeps every access inside the table and on an entry.
+    @inlinable
+    func entry(at h: EntryHandle) -> UnsafeMutablePointer<FlowEntry> {
+        let i = h.index
+        precondition(i <= mask && slots[i].keyLow != 0, "ConnectionTable: handle to an empty slot (kept across a removal?)")
+        return slots + i
+    }
+
+    /// A copy of the entry (its key, action, flags), e.g. to apply its rewrite.
+    @inlinable public func entry(_ h: EntryHandle) -> FlowEntry { entry(at: h).pointee }
+
+    @inlinable public func key(_ h: EntryHandle) -> FlowKey { entry(at: h).pointee.key }
+
+    @inlinable public func kind(_ h: EntryHandle) -> FlowActionKind { entry(at: h).pointee.kind }
+
+    public func action(_ h: EntryHandle) -> FlowAction { entry(at: h).pointee.action }
+
+    /// Whether the fast path may run the entry's action: do-not-use clear and current epoch.
+    @inlinable
+    public func isUsable(_ h: EntryHandle) -> Bool {
+        let e = entry(at: h)
+        return e.pointee.control & FlowEntry.doNotUseBit == 0 && e.pointee.epoch == epoch
+    }
+
+    /// Whether the entry was built under an older policy epoch.
+    @inlinable public func isStale(_ h: EntryHandle) -> Bool { entry(at: h).pointee.epoch != epoch }
+
+    /// Applies the entry's `forward` rewrite to a frame (see `FlowEntry.applyRewrite`).
+    @inlinable
+    public func applyRewrite(_ h: EntryHandle, to frame: UnsafeMutableRawBufferPointer,
+                             ipOffset: Int = 14) -> FlowRewriteOutcome {
+        entry(at: h).pointee.applyRewrite(to: frame, ipOffset: ipOffset)
+    }
+
+    /// Counts a packet of `bytes` bytes that took the entry's action at `now`.
+    @inlinable
+    public func recordHit(_ h: EntryHandle, bytes: Int, now: Instant) {
+        let e = entry(at: h)
+        e.pointee.bytes &+= UInt64(truncatingIfNeeded: bytes)
+        e.pointee.packetsLow &+= 1
+        if e.pointee.packetsLow == 0 { cold[h.index].packetsHigh &+= 1 }
+        e.pointee.lastUsedTick = ConnectionTable.tick(now)
+    }
+
+    public func stats(_ h: EntryHandle) -> FlowEntryStats {
+        let e = entry(at: h)
+        let c = cold[h.index]
+        return FlowEntryStats(packets: UInt64(c.packetsHigh) << 32 | UInt64(e.pointee.packetsLow),
+                              bytes: e.pointee.bytes, lastUsedTick: e.pointee.lastUsedTick,
+                              inSoftwareCount: c.inSoftwareCount)
+    }
+
+    // MARK: B4 primitives
+
+    /// The do-not-use flag: while set, packets of the flow go to the software behind the earlier ones.
+    @inlinable public func doNotUse(_ h: EntryHandle) -> Bool { entry(at: h).pointee.doNotUse }
+
+    @inlinable public func setDoNotUse(_ h: EntryHandle) { entry(at: h).pointee.control |= FlowEntry.doNotUseBit }
+
+    /// Clears do-not-use; the engine does so when `decrementInSoftware` returns 0.
+    @inlinable public func clearDoNotUse(_ h: EntryHandle) { entry(at: h).pointee.control &= ~FlowEntry.doNotUseBit }
+
+    @inlinable public func inSoftwareCount(_ h: EntryHandle) -> UInt32 {
+        _ = entry(at: h)
+        return cold[h.index].inSoftwareCount
+    }
+
+    /// A packet of the flow went to the software. Returns the new count.
+    @inlinable @discardableResult
+    public func incrementInSoftware(_ h: EntryHandle) -> UInt32 {
+        _ = entry(at: h)
+        let c = cold + h.index
+        precondition(c.pointee.inSoftwareCount < UInt32.max, "ConnectionTable: inSoftwareCount overflow")
+        c.pointee.inSoftwareCount &+= 1
+        return c.pointee.inSoftwareCount
+    }
+
+    /// A packet of the flow came back from the software and left the engine. Returns the new
+    /// count; 0 means every packet sent to the software has cycled out (the seed's total count
+    /// signal). Below zero is an engine bug: a precondition.
+    @inlinable @discardableResult
+    public func decrementInSoftware(_ h: EntryHandle) -> UInt32 {
+        _ = entry(at: h)
+        let c = cold + h.index
+        precondition(c.pointee.inSoftwareCount > 0, "ConnectionTable: inSoftwareCount below zero")
+        c.pointee.inSoftwareCount &-= 1
+        return c.pointee.inSoftwareCount
+    }
+
+    /// Every entry with its counters, in slot order (a dump for the software and for tests).
+    public func forEach(_ body: (FlowEntry, FlowEntryStats) throws -> Void) rethrows {
+        for i in 0...mask where slots[i].keyLow != 0 {
+            try body(slots[i], stats(EntryHandle(slot: i)))
+        }
+    }
+}
+
+extension ConnectionTable: @unchecked Sendable {}
+// Unchecked: the table owns its memory alone and is move-only, so a value can change hands
+// between threads but never be shared by two.

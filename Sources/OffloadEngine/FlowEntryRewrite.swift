@@ -1,0 +1,79 @@
+/// What `FlowEntry.applyRewrite(to:ipOffset:)` did.
+public enum FlowRewriteOutcome: Sendable, Equatable {
+    /// The frame now carries the new headers, ready to go out of `outputPort`.
+    case rewritten
+    /// TTL was 0 or 1: the frame is unchanged, and the software answers with ICMP time exceeded.
+    case timeToLiveExceeded
+    /// An IPv4 fragment: its L4 header is absent or partial, so the software handles it. Unchanged.
+    case fragment
+    /// Too short for its headers, not IPv4, or not a `forward` entry. Unchanged.
+    case notApplicable
+}
+
+extension FlowEntry {
+    /// Applies a `forward` action to an Ethernet frame holding IPv4 at `ipOffset`: new
+    /// Ethernet addresses, TTL decremented, NAT addresses and ports, and the IPv4 header and
+    /// TCP/UDP checksums updated incrementally (RFC 1624 eqn. 3) with the entry's precomputed
+    /// deltas: one ones' complement addition per checksum, on the network-order field as
+    /// loaded, no byte swap. A UDP checksum of 0 (none) stays 0; a UDP result of 0 is sent
+    /// as 0xffff. The result equals a full recomputation for any packet whose checksums were
+    /// correct (the deltas are never 0, so a result is never the negative zero 0xffff that a
+    /// full computation cannot give).
+    ///
+    /// Nothing is written unless the whole rewrite can be done. The frame must match this
+    /// entry's key (the engine looked it up by that key); the checks here are the ones that
+    /// keep memory safe and the output well-formed, not a parser.
+    @inlinable
+    public func applyRewrite(to frame: UnsafeMutableRawBufferPointer, ipOffset: Int = 14) -> FlowRewriteOutcome {
+        guard control & FlowEntry.kindMask == FlowActionKind.forward.rawValue,
+              let base = frame.baseAddress, ipOffset >= 14, frame.count >= ipOffset &+ 20
+        else { return .notApplicable }
+        let ip = base + ipOffset
+        let versionAndLength = ip.load(as: UInt8.self)
+        let headerLength = Int(versionAndLength & 0x0f) &<< 2
+        guard versionAndLength >> 4 == 4, headerLength >= 20 else { return .notApplicable }
+        // More-fragments flag or a fragment offset.
+        guard ip.loadUnaligned(fromByteOffset: 6, as: UInt16.self) & UInt16(0x3fff).bigEndian == 0 else {
+            return .fragment
+        }
+        let ttl = ip.load(fromByteOffset: 8, as: UInt8.self)
+        guard ttl > 1 else { return .timeToLiveExceeded }
+        let proto = ip.load(fromByteOffset: 9, as: UInt8.self)
+        let l4Offset = ipOffset &+ headerLength
+        let l4ChecksumOffset: Int
+        switch proto {
+        case 6: l4ChecksumOffset = 16
+        case 17: l4ChecksumOffset = 6
+        default: l4ChecksumOffset = -1
+        }
+        guard frame.count >= (l4ChecksumOffset < 0 ? ipOffset &+ headerLength : l4Offset &+ l4ChecksumOffset &+ 2)
+        else { return .notApplicable }
+
+        base.storeBytes(of: ethernetFirst, as: UInt64.self)
+        base.storeBytes(of: ethernetLast, toByteOffset: 8, as: UInt32.self)
+        ip.storeBytes(of: ttl &- 1, toByteOffset: 8, as: UInt8.self)
+        let ipChecksum = ip.loadUnaligned(fromByteOffset: 10, as: UInt16.self)
+        ip.storeBytes(of: FlowEntry.addDelta(ipChecksum, ipChecksumDelta), toByteOffset: 10, as: UInt16.self)
+        ip.storeBytes(of: newSource, toByteOffset: 12, as: UInt32.self)
+        ip.storeBytes(of: newDestination, toByteOffset: 16, as: UInt32.self)
+        if l4ChecksumOffset >= 0 {
+            let l4 = base + l4Offset
+            l4.storeBytes(of: newPorts, as: UInt32.self)
+            let checksum = l4.loadUnaligned(fromByteOffset: l4ChecksumOffset, as: UInt16.self)
+            if proto == 6 {
+                l4.storeBytes(of: FlowEntry.addDelta(checksum, l4ChecksumDelta), toByteOffset: 16, as: UInt16.self)
+            } else if checksum != 0 {
+                let updated = FlowEntry.addDelta(checksum, l4ChecksumDelta)
+                l4.storeBytes(of: updated == 0 ? 0xffff : updated, toByteOffset: 6, as: UInt16.self)
+            }
+        }
+        return .rewritten
+    }
+
+    /// RFC 1624 eqn. 3, HC' = ~(~HC + delta), with delta in 1...0xffff: one fold suffices.
+    @inlinable
+    static func addDelta(_ checksum: UInt16, _ delta: UInt16) -> UInt16 {
+        let s = UInt32(~checksum) &+ UInt32(delta)
+        return ~UInt16(truncatingIfNeeded: (s & 0xffff) &+ (s >> 16))
+    }
+}
