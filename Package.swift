@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "OffloadLink", dependencies: ["OffloadCore", "OffloadWire", "COffloadShim"]),
         .target(name: "OffloadSim", dependencies: ["OffloadCore"]),
         .target(name: "OffloadEngine", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "COffloadShim"]),
-        .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink"]),
+        .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine"]),
         .executableTarget(
             name: "offload",
             dependencies: [
@@ -37,7 +37,7 @@ let package = Package(
         .testTarget(name: "OffloadLinkTests", dependencies: ["OffloadLink", "OffloadSim", "OffloadTestSupport"]),
         .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadSim"]),
         .testTarget(name: "OffloadSimTests", dependencies: ["OffloadSim"]),
-        .testTarget(name: "OffloadHostTests", dependencies: ["OffloadHost", "OffloadSim"]),
+        .testTarget(name: "OffloadHostTests", dependencies: ["OffloadHost", "OffloadSim", "OffloadEngine"]),
         .testTarget(name: "InteropTests", dependencies: ["OffloadHost", "OffloadLink", "OffloadTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

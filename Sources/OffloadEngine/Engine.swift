@@ -1,0 +1,209 @@
+import OffloadCore
+import OffloadLink
+
+/// The circuitry of seed 000: bursts into the engine's own buffer pool (whose `inUse` is the
+/// buffered-packet counter), a connection-table lookup per packet, the fast path for flows
+/// with a usable entry, and the exception queue to the software for the rest. Packets come
+/// back through the re-insertion queue; each entry counts its packets in the software and
+/// keeps its do-not-use flag until that count is zero (the total count signal), so a flow
+/// never overtakes itself across the slow-to-fast handoff (B1 to B6).
+///
+/// The engine talks to the software only through the two rings. It runs one `poll` at a
+/// time on one thread; the software may run on the same thread (simulation) or another.
+public final class Engine<Port: Link & ~Copyable> {
+    public struct Configuration: Sendable {
+        public var burstSize = 32
+        /// B5: keep do-not-use set until every earlier packet of the flow has cycled out of
+        /// the software. Off, the flag clears as soon as the software installs the action,
+        /// and the reordering this prevents becomes visible.
+        public var orderGuard = true
+        public var tableCapacity = 65_536
+        public var bufferCount = 4096
+        public var bufferSize = 2048
+        public var queueCapacity = 1024
+
+        public init() {}
+    }
+
+    public let configuration: Configuration
+    public let pool: BufferPool
+    public private(set) var table: ConnectionTable
+    public let exceptions: SPSCRing<ExceptionItem>
+    public let messages: SPSCRing<SoftwareMessage>
+    public private(set) var counters = EngineCounters()
+    private let ports: UnsafeMutablePointer<Port>
+    public let portCount: Int
+
+    /// - Parameter makePort: builds port `i` (0 ..< portCount).
+    public init(configuration: Configuration, portCount: Int, makePort: (Int) throws -> Port) rethrows {
+        self.configuration = configuration
+        pool = BufferPool(count: configuration.bufferCount, bufferSize: configuration.bufferSize, headroom: 64)
+        table = ConnectionTable(capacity: configuration.tableCapacity)
+        exceptions = SPSCRing(capacity: configuration.queueCapacity)
+        messages = SPSCRing(capacity: configuration.queueCapacity)
+        ports = .allocate(capacity: portCount)
+        self.portCount = 0 + portCount
+        for i in 0..<portCount { (ports + i).initialize(to: try makePort(i)) }
+    }
+
+    deinit {
+        ports.deinitialize(count: portCount)
+        ports.deallocate()
+    }
+
+    /// Packets buffered in the engine's memory right now (0 at rest).
+    public var buffered: Int { pool.inUse }
+
+    /// Runs a port's link directly (to read its counters, say).
+    public func withPort<R>(_ index: Int, _ body: (inout Port) throws -> R) rethrows -> R {
+        try body(&ports[index])
+    }
+
+    /// One round of the poll loop: the software's messages first (they free buffers and
+    /// clear flags), then a burst from each port. Returns whether anything was done.
+    @discardableResult
+    public func poll(now: Instant) -> Bool {
+        var work = messages.pop(max: configuration.burstSize) { message in
+            handle(message, now: now)
+        }
+        for port in 0..<portCount {
+            let received = (try? ports[port].receive(into: pool, max: configuration.burstSize) { buffer in
+                handle(buffer, port: UInt16(port), now: now)
+            }) ?? 0
+            work &+= received
+        }
+        return work > 0
+    }
+
+    // MARK: Packets from the ports
+
+    private func handle(_ buffer: consuming PacketBuffer, port: UInt16, now: Instant) {
+        counters.received &+= 1
+        guard let key = FlowKey(frame: buffer.bytes, port: port) else {
+            return toSoftware(buffer, port: port, reason: .notAFlow, counted: nil, key: nil)
+        }
+        if let h = table.lookup(key) {
+            if table.isUsable(h) {
+                switch table.kind(h) {
+                case .forward:
+                    return fastForward(buffer, entry: h, key: key, port: port, now: now)
+                case .drop:
+                    table.recordHit(h, bytes: buffer.count, now: now)
+                    return drop(.actionDrop)
+                case .deliver:
+                    return toSoftware(buffer, port: port, reason: .localDelivery, counted: nil, key: key)
+                case .toSoftware:
+                    break
+                }
+            }
+            // Do-not-use (or no action yet): behind the flow's earlier packets.
+            guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
+            _ = table.incrementInSoftware(h)
+            return toSoftware(buffer, port: port, reason: .doNotUse, counted: key, key: key)
+        }
+        guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
+        switch table.insert(key, action: .toSoftware, now: now, doNotUse: true) {
+        case .inserted(let h), .replaced(let h), .evicted(_, _, let h):
+            _ = table.incrementInSoftware(h)
+            toSoftware(buffer, port: port, reason: .miss, counted: key, key: key)
+        case .full:
+            toSoftware(buffer, port: port, reason: .tableFull, counted: nil, key: key)
+        }
+    }
+
+    private func fastForward(_ buffer: consuming PacketBuffer, entry h: EntryHandle, key: FlowKey, port: UInt16,
+                             now: Instant) {
+        switch table.applyRewrite(h, to: buffer.mutableBytes) {
+        case .rewritten:
+            guard case .forward(let forward) = table.action(h) else { return drop(.noEntryToComplete) }
+            table.recordHit(h, bytes: buffer.count, now: now)
+            if transmit(buffer, port: forward.outputPort) { counters.fastPath &+= 1 }
+        case .timeToLiveExceeded:
+            toSoftware(buffer, port: port, reason: .timeToLiveExceeded, counted: nil, key: key)
+        case .fragment, .notApplicable:
+            toSoftware(buffer, port: port, reason: .notAFlow, counted: nil, key: key)
+        }
+    }
+
+    private func toSoftware(_ buffer: consuming PacketBuffer, port: UInt16, reason: ExceptionReason,
+                            counted: FlowKey?, key: FlowKey?) {
+        buffer.isAway = true
+        let item = ExceptionItem(buffer: buffer, ingressPort: port, reason: reason, countedFlow: counted, key: key)
+        if let refused = exceptions.push(item) {
+            // Only packets that hold no count get here: counted ones checked for room first.
+            var back = refused.buffer
+            back.isAway = false
+            _ = consume back
+            return drop(.exceptionQueueFull)
+        }
+        counters[toSoftware: reason] &+= 1
+    }
+
+    // MARK: Messages from the software
+
+    private func handle(_ message: consuming SoftwareMessage, now: Instant) {
+        switch consume message {
+        case .install(let key, let action):
+            let waiting = table.lookup(key).map { table.inSoftwareCount($0) } ?? 0
+            // A full table keeps the flow in the software: its packets carry no count then.
+            _ = table.insert(key, action: action, now: now, doNotUse: configuration.orderGuard && waiting > 0)
+        case .reinsert(let reinsertion):
+            reinsert(reinsertion, now: now)
+        }
+    }
+
+    private func reinsert(_ reinsertion: consuming Reinsertion, now: Instant) {
+        let countedFlow = reinsertion.countedFlow
+        let verdict = reinsertion.verdict
+        var buffer = reinsertion.buffer
+        buffer.isAway = false
+        switch verdict {
+        case .transmit(let port):
+            if transmit(buffer, port: port) { counters.reinsertedOut &+= 1 }
+        case .complete:
+            // Only a packet that holds its flow's count has an entry to be completed with.
+            guard let h = countedFlow.flatMap({ table.lookup($0) }), case .forward(let forward) = table.action(h),
+                  table.applyRewrite(h, to: buffer.mutableBytes) == .rewritten else {
+                countOut(countedFlow)
+                return drop(.noEntryToComplete)
+            }
+            table.recordHit(h, bytes: buffer.count, now: now)
+            if transmit(buffer, port: forward.outputPort) {
+                counters.reinsertedOut &+= 1
+                counters.completedByEngine &+= 1
+            }
+        case .drop:
+            _ = consume buffer
+            drop(.softwareDrop)
+        }
+        countOut(countedFlow)
+    }
+
+    /// The packet that held a count for `flow` has cycled out: count it down, and clear the
+    /// do-not-use flag when none is left and the action is installed.
+    private func countOut(_ flow: FlowKey?) {
+        guard let flow, let h = table.lookup(flow), table.inSoftwareCount(h) > 0 else { return }
+        if table.decrementInSoftware(h) == 0, table.kind(h) != .toSoftware, table.doNotUse(h) {
+            table.clearDoNotUse(h)
+            counters.flagsCleared &+= 1
+        }
+    }
+
+    // MARK: Out
+
+    private func transmit(_ buffer: consuming PacketBuffer, port: UInt16) -> Bool {
+        guard Int(port) < portCount else {
+            drop(.noSuchPort)
+            return false
+        }
+        do {
+            try ports[Int(port)].transmit(buffer)
+            return true
+        } catch {
+            drop(.transmitFailed)
+            return false
+        }
+    }
+
+    private func drop(_ reason: EngineDropReason) { counters[drop: reason] &+= 1 }
+}

@@ -1,0 +1,72 @@
+import OffloadCore
+
+/// Why the engine sent a packet to the software.
+public enum ExceptionReason: UInt8, Sendable, CaseIterable {
+    /// No entry: the engine made a pending one (do-not-use set) and the software builds it.
+    case miss
+    /// The entry's do-not-use flag is set: earlier packets of the flow are in the software.
+    case doNotUse
+    /// No entry could be made (the table is full of flows with packets in the software).
+    case tableFull
+    /// Not an IPv4 TCP/UDP/other flow the table matches (ARP, IPv6, a fragment).
+    case notAFlow
+    /// The entry's TTL rewrite found TTL 0 or 1: the software answers with ICMP.
+    case timeToLiveExceeded
+    /// The entry delivers to a local connection: the host software's.
+    case localDelivery
+}
+
+/// A packet on its way from the engine to the software (the exception queue).
+@frozen
+public struct ExceptionItem: ~Copyable {
+    public var buffer: PacketBuffer
+    public let ingressPort: UInt16
+    public let reason: ExceptionReason
+    /// The flow whose in-software count this packet holds, if it holds one: it must come
+    /// back with the re-insertion so the engine can count it out.
+    public let countedFlow: FlowKey?
+    /// The flow's key (whether counted or not), when the packet is a flow packet.
+    public let key: FlowKey?
+
+    public init(buffer: consuming PacketBuffer, ingressPort: UInt16, reason: ExceptionReason,
+                countedFlow: FlowKey?, key: FlowKey?) {
+        self.buffer = buffer
+        self.ingressPort = ingressPort
+        self.reason = reason
+        self.countedFlow = countedFlow
+        self.key = key
+    }
+}
+
+/// What the software tells the engine, in order (the re-insertion queue).
+public enum SoftwareMessage: ~Copyable {
+    /// Set (or replace) the action of a flow's entry. The do-not-use flag stays set while
+    /// packets of the flow are still in the software (with the order guard on).
+    case install(FlowKey, FlowAction)
+    /// Take a packet back.
+    case reinsert(Reinsertion)
+}
+
+/// A packet the software gives back, and what the engine is to do with it.
+@frozen
+public struct Reinsertion: ~Copyable {
+    public enum Verdict: Sendable, Equatable {
+        /// The software processed it completely: send it out of `port` as it is.
+        case transmit(port: UInt16)
+        /// The software processed it partially: the engine completes it with the entry's action.
+        case complete
+        /// The software dropped it, for a reason it names.
+        case drop(String)
+    }
+
+    public var buffer: PacketBuffer
+    public let verdict: Verdict
+    /// Copied from the exception item: the flow whose in-software count this packet holds.
+    public let countedFlow: FlowKey?
+
+    public init(buffer: consuming PacketBuffer, verdict: Verdict, countedFlow: FlowKey?) {
+        self.buffer = buffer
+        self.verdict = verdict
+        self.countedFlow = countedFlow
+    }
+}
