@@ -11,8 +11,8 @@ import Glibc
 /// slots, at most half full (`slotCount >= 2 * capacity`): an average hit probes 1.5 slots
 /// and a miss 2.5, and the next slot of a probe is the next cache line, which the hardware
 /// prefetcher already streams. The slots are one block aligned to 64 bytes (to 2 MiB and
-/// advised as huge pages when the block is that large: at 1M flows the slots span 128 MiB
-/// and TLB misses cost as much as cache misses). Counters that the fast path does not touch
+/// advised as huge pages when the block is that large: at 1M flows the slots span 128 MiB,
+/// and the prototype in ARCHITECTURE.md gained 10 to 20% from huge pages). Counters that the fast path does not touch
 /// live in a parallel array of 8-byte `FlowEntryCold`.
 ///
 /// **Deletion by backward shift, no tombstones.** Flows come and go all the time (TCP
@@ -65,8 +65,7 @@ public struct ConnectionTable: ~Copyable {
         precondition(capacity >= 1 && capacity <= 1 << 30, "ConnectionTable: capacity must be 1 to 2^30")
         precondition(evictionWindow >= 1, "ConnectionTable: the eviction window needs at least one entry")
         precondition(MemoryLayout<FlowEntry>.stride == 64, "FlowEntry must be one cache line")
-        var n = 2
-        while n < 2 * capacity { n <<= 1 }
+        let n = ConnectionTable.slotCount(forCapacity: capacity)
         let byteCount = n * MemoryLayout<FlowEntry>.stride
         let hugePage = 2 << 20
         let raw = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: byteCount >= hugePage ? hugePage : 64)
@@ -95,13 +94,26 @@ public struct ConnectionTable: ~Copyable {
     /// Slots in the array (a power of two, at least twice the capacity).
     public var slotCount: Int { mask + 1 }
 
+    /// The slots a table of `capacity` entries has: the power of two at least twice as large.
+    public static func slotCount(forCapacity capacity: Int) -> Int {
+        var n = 2
+        while n < 2 * capacity { n <<= 1 }
+        return n
+    }
+
     /// Bytes of table memory per slot: the entry and its cold part.
     public static var bytesPerSlot: Int { MemoryLayout<FlowEntry>.stride + MemoryLayout<FlowEntryCold>.stride }
 
-    /// All the table's memory.
-    public var memoryBytes: Int { slotCount * ConnectionTable.bytesPerSlot + 256 * MemoryLayout<Int>.stride }
+    /// All the memory of a table of `capacity` entries.
+    public static func memoryBytes(forCapacity capacity: Int) -> Int {
+        slotCount(forCapacity: capacity) * bytesPerSlot + 256 * MemoryLayout<Int>.stride
+    }
 
-    /// Table memory per entry of capacity, rounded up (the price of the 0.5 load factor).
+    /// All the table's memory.
+    public var memoryBytes: Int { ConnectionTable.memoryBytes(forCapacity: capacity) }
+
+    /// Table memory per entry of capacity, rounded up (the price of the 0.5 load factor and
+    /// the power-of-two size: 144 B when the capacity is a power of two, up to twice that).
     public var memoryBytesPerEntry: Int { (memoryBytes + capacity - 1) / capacity }
 
     /// Entries of the current policy epoch.

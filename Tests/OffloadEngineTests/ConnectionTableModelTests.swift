@@ -130,7 +130,7 @@ import OffloadCore
 
     @Test(arguments: capacities)
     func randomSequencesAgreeWithModel(capacity: Int) {
-        let sequences = capacity >= 64 ? 12 : capacity >= 13 ? 90 : 250
+        let sequences = capacity >= 64 ? 8 : capacity >= 13 ? 60 : 180  // 1028 in all
         var rng = SeededRandom(seed: 0x7ab1e_0000 &+ UInt64(capacity))
         for sequence in 0..<sequences {
             var seqRng = rng.fork()

@@ -65,4 +65,6 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(buffer?.count ?? 0)
         }
     }
+
+    tableBenchmarks()
 }
