@@ -21,6 +21,7 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "OffloadCore", package: offload),
                 .product(name: "OffloadWire", package: offload),
+                .product(name: "OffloadEngine", package: offload),
             ],
             path: "Benchmarks/CoreBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

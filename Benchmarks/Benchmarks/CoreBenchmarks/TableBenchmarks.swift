@@ -1,4 +1,3 @@
-#if canImport(OffloadEngine)
 import Benchmark
 import OffloadCore
 import OffloadEngine
@@ -115,7 +114,3 @@ private func lookupAndHit(_ table: borrowing ConnectionTable, _ keys: UnsafeBuff
         if let h = handles[i], table.isUsable(h) { table.recordHit(h, bytes: 1500, now: now) }
     }
 }
-#else
-/// The benchmark package does not depend on OffloadEngine yet: no table benchmarks.
-func tableBenchmarks() {}
-#endif
