@@ -1,13 +1,15 @@
 import OffloadCore
 
 /// Why the engine dropped a packet. Each is a counter.
-public enum EngineDropReason: String, CaseIterable, Sendable {
+public enum EngineDropReason: String, CaseIterable, Sendable, CustomStringConvertible {
     case actionDrop = "action-drop"
     case exceptionQueueFull = "exception-queue-full"
     case softwareDrop = "software-drop"
     case noEntryToComplete = "no-entry-to-complete"
     case noSuchPort = "no-such-port"
     case transmitFailed = "transmit-failed"
+
+    public var description: String { rawValue }
 }
 
 /// The engine's counters. At rest: received = fastPath + reinsertedOut + dropped.
@@ -16,34 +18,33 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     /// Packets the fast path sent out (entry usable, action run in the engine).
     public var fastPath: UInt64 = 0
     /// Packets sent to the software, by reason.
-    public var toSoftware = [UInt64](repeating: 0, count: ExceptionReason.allCases.count)
+    public var toSoftware = ReasonCounters<ExceptionReason>()
     /// Packets the software gave back that the engine then sent out.
     public var reinsertedOut: UInt64 = 0
     /// Of those, completed by the engine with the entry's action (the software's partial processing).
     public var completedByEngine: UInt64 = 0
-    public var drops = [UInt64](repeating: 0, count: EngineDropReason.allCases.count)
+    public var drops = ReasonCounters<EngineDropReason>()
     /// Do-not-use flags cleared because a flow's in-software count reached zero.
     public var flagsCleared: UInt64 = 0
 
     public init() {}
 
     public subscript(toSoftware reason: ExceptionReason) -> UInt64 {
-        get { toSoftware[Int(reason.rawValue)] }
-        set { toSoftware[Int(reason.rawValue)] = newValue }
+        get { toSoftware[reason] }
+        set { toSoftware[reason] = newValue }
     }
 
     public subscript(drop reason: EngineDropReason) -> UInt64 {
-        get { drops[EngineDropReason.allCases.firstIndex(of: reason)!] }
-        set { drops[EngineDropReason.allCases.firstIndex(of: reason)!] = newValue }
+        get { drops[reason] }
+        set { drops[reason] = newValue }
     }
 
-    public var totalDrops: UInt64 { drops.reduce(0, +) }
-    public var totalToSoftware: UInt64 { toSoftware.reduce(0, +) }
+    public var totalDrops: UInt64 { drops.total }
+    public var totalToSoftware: UInt64 { toSoftware.total }
 
     public var rows: [(String, UInt64)] {
         [("received", received), ("fast path", fastPath), ("re-inserted and sent", reinsertedOut),
          ("completed by the engine", completedByEngine), ("do-not-use flags cleared", flagsCleared)]
-            + ExceptionReason.allCases.map { ("to software: \($0)", self[toSoftware: $0]) }
-            + EngineDropReason.allCases.map { ("dropped: \($0.rawValue)", self[drop: $0]) }
+            + toSoftware.rows("to software: ") + drops.rows("dropped: ")
     }
 }

@@ -1,7 +1,7 @@
 import OffloadCore
 
 /// Why the host dropped a frame. Every dropped frame is counted under one of these.
-public enum HostDropReason: String, CaseIterable, Sendable {
+public enum HostDropReason: String, CaseIterable, Sendable, CustomStringConvertible {
     case malformedEthernet = "malformed-ethernet"
     case malformedARP = "malformed-arp"
     case malformedIPv4 = "malformed-ipv4"
@@ -18,6 +18,8 @@ public enum HostDropReason: String, CaseIterable, Sendable {
     case noRoute = "no-route"
     case tooLargeToAnswer = "too-large-to-answer"
     case transmitFailed = "transmit-failed"
+
+    public var description: String { rawValue }
 }
 
 /// What the host has done, for the table printed when it stops.
@@ -31,16 +33,16 @@ public struct HostCounters: Sendable, Equatable, CounterTable {
     public var echoRequestsSent: UInt64 = 0
     public var echoRepliesReceived: UInt64 = 0
     public var icmpErrorsReceived: UInt64 = 0
-    public private(set) var drops = [UInt64](repeating: 0, count: HostDropReason.allCases.count)
+    public var drops = ReasonCounters<HostDropReason>()
 
     public init() {}
 
     public subscript(drop reason: HostDropReason) -> UInt64 {
-        get { drops[HostDropReason.allCases.firstIndex(of: reason)!] }
-        set { drops[HostDropReason.allCases.firstIndex(of: reason)!] = newValue }
+        get { drops[reason] }
+        set { drops[reason] = newValue }
     }
 
-    public var totalDrops: UInt64 { drops.reduce(0, +) }
+    public var totalDrops: UInt64 { drops.total }
 
     /// Name and value of every counter, in a stable order (drops last, by reason).
     public var rows: [(String, UInt64)] {
@@ -49,7 +51,7 @@ public struct HostCounters: Sendable, Equatable, CounterTable {
          ("arp replies received", arpRepliesReceived), ("echo requests answered", echoRequestsAnswered),
          ("echo requests sent", echoRequestsSent), ("echo replies received", echoRepliesReceived),
          ("icmp errors received", icmpErrorsReceived)]
-            + HostDropReason.allCases.map { ("dropped: \($0.rawValue)", self[drop: $0]) }
+            + drops.rows("dropped: ")
     }
 
 }
