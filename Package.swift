@@ -35,7 +35,7 @@ let package = Package(
         .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore"]),
         .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire"], resources: [.copy("Fixtures")]),
         .testTarget(name: "OffloadLinkTests", dependencies: ["OffloadLink", "OffloadSim", "OffloadTestSupport"]),
-        .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadSim"]),
+        .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadWire", "OffloadSim"]),
         .testTarget(name: "OffloadSimTests", dependencies: ["OffloadSim"]),
         .testTarget(name: "OffloadHostTests", dependencies: ["OffloadHost", "OffloadSim", "OffloadEngine"]),
         .testTarget(name: "InteropTests", dependencies: ["OffloadHost", "OffloadLink", "OffloadTestSupport"]),

@@ -21,6 +21,12 @@ public final class Engine<Port: Link & ~Copyable> {
         public var bufferCount = 4096
         public var bufferSize = 2048
         public var queueCapacity = 1024
+        /// Audit mode (B7), switchable at run time; shared with the host's audit stage.
+        public var audit = AuditSwitch()
+        /// Largest IPv4 packet a port carries without TSO metadata (for the compatibility test).
+        public var mtu = 1500
+        /// Seeds the unpredictable part of audit marks.
+        public var markSeed: UInt64 = 0x6d61_726b
 
         public init() {}
     }
@@ -28,19 +34,32 @@ public final class Engine<Port: Link & ~Copyable> {
     public let configuration: Configuration
     public let pool: BufferPool
     public private(set) var table: ConnectionTable
+    /// Packets for the software, in arrival order (engine to software).
     public let exceptions: SPSCRing<ExceptionItem>
-    public let messages: SPSCRing<SoftwareMessage>
+    /// The software's way back, through the audit stage (software to engine).
+    public let reinsertion: ReinsertionQueue
+    private let messages: SPSCRing<SoftwareMessage>
     public private(set) var counters = EngineCounters()
     private let ports: UnsafeMutablePointer<Port>
     public let portCount: Int
+    private var marks: AuditMarkBook
+    private let compatibility: CompatibilityTest
 
-    /// - Parameter makePort: builds port `i` (0 ..< portCount).
-    public init(configuration: Configuration, portCount: Int, makePort: (Int) throws -> Port) rethrows {
+    /// - Parameters:
+    ///   - clock: for the audit stage's rate-limited log;
+    ///   - log: where audit failures are reported (one line per reason per second);
+    ///   - makePort: builds port `i` (0 ..< portCount).
+    public init(configuration: Configuration, portCount: Int, clock: any Clock,
+                log: @escaping (String) -> Void = { print($0) }, makePort: (Int) throws -> Port) rethrows {
         self.configuration = configuration
         pool = BufferPool(count: configuration.bufferCount, bufferSize: configuration.bufferSize, headroom: 64)
         table = ConnectionTable(capacity: configuration.tableCapacity)
         exceptions = SPSCRing(capacity: configuration.queueCapacity)
         messages = SPSCRing(capacity: configuration.queueCapacity)
+        reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, mtu: configuration.mtu, clock: clock,
+                                       log: log)
+        marks = AuditMarkBook(capacity: 4 * configuration.queueCapacity, seed: configuration.markSeed)
+        compatibility = CompatibilityTest(mtu: configuration.mtu)
         ports = .allocate(capacity: portCount)
         self.portCount = 0 + portCount
         for i in 0..<portCount { (ports + i).initialize(to: try makePort(i)) }
@@ -128,7 +147,9 @@ public final class Engine<Port: Link & ~Copyable> {
     private func toSoftware(_ buffer: consuming PacketBuffer, port: UInt16, reason: ExceptionReason,
                             counted: FlowKey?, key: FlowKey?) {
         buffer.isAway = true
-        let item = ExceptionItem(buffer: buffer, ingressPort: port, reason: reason, countedFlow: counted, key: key)
+        let mark = configuration.audit.isOn ? marks.issue(for: key) : nil
+        let item = ExceptionItem(buffer: buffer, ingressPort: port, reason: reason, countedFlow: counted, key: key,
+                                 mark: mark)
         if let refused = exceptions.push(item) {
             // Only packets that hold no count get here: counted ones checked for room first.
             var back = refused.buffer
@@ -155,8 +176,25 @@ public final class Engine<Port: Link & ~Copyable> {
     private func reinsert(_ reinsertion: consuming Reinsertion, now: Instant) {
         let countedFlow = reinsertion.countedFlow
         let verdict = reinsertion.verdict
+        let mark = reinsertion.mark
+        let ingressPort = reinsertion.ingressPort
         var buffer = reinsertion.buffer
         buffer.isAway = false
+        if !verdict.isDrop, configuration.audit.isOn, let mark {
+            // The host's audit stage tested unmarked packets; marks are the engine's to check.
+            if marks.redeem(mark, key: FlowKey(frame: buffer.bytes, port: ingressPort)) {
+                counters.auditValidMarks &+= 1
+            } else {
+                counters.auditInvalidMarks &+= 1
+                do throws(CompatibilityFailure) {
+                    try compatibility.check(buffer.bytes, metadata: buffer.offload)
+                } catch {
+                    counters.auditFailures[error] &+= 1
+                    countOut(countedFlow)
+                    return drop(.auditFailed)
+                }
+            }
+        }
         switch verdict {
         case .transmit(let port):
             if transmit(buffer, port: port) { counters.reinsertedOut &+= 1 }

@@ -8,6 +8,7 @@ public enum EngineDropReason: String, CaseIterable, Sendable, CustomStringConver
     case noEntryToComplete = "no-entry-to-complete"
     case noSuchPort = "no-such-port"
     case transmitFailed = "transmit-failed"
+    case auditFailed = "audit-failed"
 
     public var description: String { rawValue }
 }
@@ -26,6 +27,12 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var drops = ReasonCounters<EngineDropReason>()
     /// Do-not-use flags cleared because a flow's in-software count reached zero.
     public var flagsCleared: UInt64 = 0
+    /// Audit mode: re-inserted packets whose engine mark was valid (they went straight on).
+    public var auditValidMarks: UInt64 = 0
+    /// Audit mode: packets with a forged, stale or mismatched mark, tested by the engine.
+    public var auditInvalidMarks: UInt64 = 0
+    /// Audit mode: packets that failed the compatibility test, by reason.
+    public var auditFailures = ReasonCounters<CompatibilityFailure>()
 
     public init() {}
 
@@ -45,6 +52,7 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var rows: [(String, UInt64)] {
         [("received", received), ("fast path", fastPath), ("re-inserted and sent", reinsertedOut),
          ("completed by the engine", completedByEngine), ("do-not-use flags cleared", flagsCleared)]
-            + toSoftware.rows("to software: ") + drops.rows("dropped: ")
+            + [("audit: valid marks", auditValidMarks), ("audit: invalid marks", auditInvalidMarks)]
+            + toSoftware.rows("to software: ") + drops.rows("dropped: ") + auditFailures.rows("audit failed: ")
     }
 }

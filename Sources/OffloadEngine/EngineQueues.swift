@@ -27,14 +27,18 @@ public struct ExceptionItem: ~Copyable {
     public let countedFlow: FlowKey?
     /// The flow's key (whether counted or not), when the packet is a flow packet.
     public let key: FlowKey?
+    /// In audit mode: the engine's mark, to be handed back with the packet if the software
+    /// leaves it as the engine classified it.
+    public let mark: AuditMark?
 
     public init(buffer: consuming PacketBuffer, ingressPort: UInt16, reason: ExceptionReason,
-                countedFlow: FlowKey?, key: FlowKey?) {
+                countedFlow: FlowKey?, key: FlowKey?, mark: AuditMark? = nil) {
         self.buffer = buffer
         self.ingressPort = ingressPort
         self.reason = reason
         self.countedFlow = countedFlow
         self.key = key
+        self.mark = mark
     }
 }
 
@@ -57,16 +61,28 @@ public struct Reinsertion: ~Copyable {
         case complete
         /// The software dropped it, for a reason it names.
         case drop(String)
+
+        public var isDrop: Bool {
+            if case .drop = self { return true }
+            return false
+        }
     }
 
     public var buffer: PacketBuffer
     public let verdict: Verdict
     /// Copied from the exception item: the flow whose in-software count this packet holds.
     public let countedFlow: FlowKey?
+    /// The engine's mark, copied from the exception item (audit mode).
+    public let mark: AuditMark?
+    /// The ingress port the packet was classified on (for checking its mark).
+    public let ingressPort: UInt16
 
-    public init(buffer: consuming PacketBuffer, verdict: Verdict, countedFlow: FlowKey?) {
+    public init(buffer: consuming PacketBuffer, verdict: Verdict, countedFlow: FlowKey?, mark: AuditMark? = nil,
+                ingressPort: UInt16 = 0) {
         self.buffer = buffer
         self.verdict = verdict
         self.countedFlow = countedFlow
+        self.mark = mark
+        self.ingressPort = ingressPort
     }
 }

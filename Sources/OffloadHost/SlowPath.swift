@@ -19,17 +19,17 @@ public final class SlowPath {
 
     public let processing: Processing
     private let exceptions: SPSCRing<ExceptionItem>
-    private let messages: SPSCRing<SoftwareMessage>
+    private let queue: ReinsertionQueue
     private let policy: Policy
     /// Actions decided so far, so later packets of a flow are processed like its first.
     public private(set) var actions: [FlowKey: FlowAction] = [:]
     public private(set) var processed: UInt64 = 0
     public private(set) var dropped: [String: UInt64] = [:]
 
-    public init(exceptions: SPSCRing<ExceptionItem>, messages: SPSCRing<SoftwareMessage>, processing: Processing,
+    public init(exceptions: SPSCRing<ExceptionItem>, reinsertion: ReinsertionQueue, processing: Processing,
                 policy: @escaping Policy) {
         self.exceptions = exceptions
-        self.messages = messages
+        self.queue = reinsertion
         self.processing = processing
         self.policy = policy
     }
@@ -40,7 +40,7 @@ public final class SlowPath {
     @discardableResult
     public func step(max: Int = 32) -> Int {
         var done = 0
-        while done < max, messages.capacity - messages.count >= 2, let item = exceptions.pop() {
+        while done < max, queue.room >= 2, let item = exceptions.pop() {
             handle(item)
             done += 1
         }
@@ -49,17 +49,17 @@ public final class SlowPath {
 
     private func send(_ message: consuming SoftwareMessage) {
         // Room was checked before the packet was taken; only this thread adds.
-        if messages.push(message) != nil { preconditionFailure("SlowPath: re-insertion queue overfilled") }
+        queue.send(message)
     }
 
     private func handle(_ item: consuming ExceptionItem) {
         processed &+= 1
-        let countedFlow = item.countedFlow
         let key = item.key
         let reason = item.reason
+        let origin = Origin(countedFlow: item.countedFlow, mark: item.mark, ingressPort: item.ingressPort)
         let buffer = item.buffer
         guard let key, reason == .miss || reason == .doNotUse || reason == .tableFull else {
-            return reinsertDrop(buffer, countedFlow, "\(reason)")
+            return reinsertDrop(buffer, origin, "\(reason)")
         }
         let action: FlowAction
         if let known = actions[key] {
@@ -70,24 +70,36 @@ public final class SlowPath {
         }
         // The first packet also carries the entry's action to the engine, ahead of itself.
         if reason == .miss { send(.install(key, action)) }
-        reinsert(buffer, countedFlow, action)
+        reinsert(buffer, origin, action)
     }
 
-    private func reinsert(_ buffer: consuming PacketBuffer, _ countedFlow: FlowKey?, _ action: FlowAction) {
-        guard case .forward(let forward) = action else { return reinsertDrop(buffer, countedFlow, "policy") }
-        if processing == .partial, countedFlow != nil {
-            return send(.reinsert(Reinsertion(buffer: buffer, verdict: .complete, countedFlow: countedFlow)))
+    /// What a re-inserted packet carries back from its exception item.
+    struct Origin {
+        let countedFlow: FlowKey?
+        let mark: AuditMark?
+        let ingressPort: UInt16
+
+        func reinsertion(_ buffer: consuming PacketBuffer, _ verdict: Reinsertion.Verdict) -> SoftwareMessage {
+            .reinsert(Reinsertion(buffer: buffer, verdict: verdict, countedFlow: countedFlow, mark: mark,
+                                  ingressPort: ingressPort))
+        }
+    }
+
+    private func reinsert(_ buffer: consuming PacketBuffer, _ origin: Origin, _ action: FlowAction) {
+        guard case .forward(let forward) = action else { return reinsertDrop(buffer, origin, "policy") }
+        if processing == .partial, origin.countedFlow != nil {
+            return send(origin.reinsertion(buffer, .complete))
         }
         let frame = buffer
         guard SlowPath.rewrite(frame.mutableBytes, forward) else {
-            return reinsertDrop(frame, countedFlow, "ttl-exceeded")
+            return reinsertDrop(frame, origin, "ttl-exceeded")
         }
-        send(.reinsert(Reinsertion(buffer: frame, verdict: .transmit(port: forward.outputPort), countedFlow: countedFlow)))
+        send(origin.reinsertion(frame, .transmit(port: forward.outputPort)))
     }
 
-    private func reinsertDrop(_ buffer: consuming PacketBuffer, _ countedFlow: FlowKey?, _ reason: String) {
+    private func reinsertDrop(_ buffer: consuming PacketBuffer, _ origin: Origin, _ reason: String) {
         dropped[reason, default: 0] += 1
-        send(.reinsert(Reinsertion(buffer: buffer, verdict: .drop(reason), countedFlow: countedFlow)))
+        send(origin.reinsertion(buffer, .drop(reason)))
     }
 
     /// Complete processing in software: MACs, NAT addresses and ports, TTL, and every

@@ -1,7 +1,7 @@
 import Testing
 import OffloadCore
 import OffloadWire
-import OffloadHost
+import OffloadEngine
 
 /// A valid Ethernet + IPv4 + UDP frame with `payload` bytes, full checksums.
 func udpFrame(payload: Int = 32, ttl: UInt8 = 64) -> [UInt8] {

@@ -3,7 +3,7 @@ import OffloadWire
 
 /// Why a re-inserted packet failed the compatibility test of audit mode (B7, seed 000
 /// claims 1 and 2). Each is a drop counter of its own.
-public enum CompatibilityFailure: String, CaseIterable, Sendable, Error {
+public enum CompatibilityFailure: String, CaseIterable, Sendable, Error, CustomStringConvertible {
     case unsupportedEtherType = "unsupported-ethertype"
     case truncated = "truncated"
     case badIPVersion = "bad-ip-version"
@@ -17,6 +17,8 @@ public enum CompatibilityFailure: String, CaseIterable, Sendable, Error {
     case badL4Checksum = "bad-l4-checksum"
     case badOffloadMetadata = "bad-offload-metadata"
     case oversize = "oversize"
+
+    public var description: String { rawValue }
 }
 
 /// The compatibility test a packet from the software must pass before the engine takes it

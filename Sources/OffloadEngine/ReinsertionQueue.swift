@@ -1,0 +1,62 @@
+import OffloadCore
+
+/// The software's only way back into the engine: the producer end of the re-insertion ring
+/// with audit mode's host-side stage at its entrance (B7, seed 000 claim 2). The engine makes
+/// it and keeps the ring to itself, so no software can skip the stage; `send` runs on the
+/// software's thread. In audit mode
+/// every packet that comes back without an engine mark is tested for compatibility here; a
+/// failing one is turned into a drop (so the engine still counts it out of its flow), counted
+/// by reason, and logged at most once a second per reason.
+public final class ReinsertionQueue {
+    private let ring: SPSCRing<SoftwareMessage>
+    public let audit: AuditSwitch
+    private let test: CompatibilityTest
+    private let clock: any Clock
+    private let log: (String) -> Void
+    private var lastLogged: [CompatibilityFailure: Instant] = [:]
+    /// Unmarked packets tested, and those that failed, by reason.
+    public private(set) var tested: UInt64 = 0
+    public private(set) var failures = ReasonCounters<CompatibilityFailure>()
+
+    init(ring: SPSCRing<SoftwareMessage>, audit: AuditSwitch, mtu: Int, clock: any Clock,
+                log: @escaping (String) -> Void = { print($0) }) {
+        self.ring = ring
+        self.audit = audit
+        test = CompatibilityTest(mtu: mtu)
+        self.clock = clock
+        self.log = log
+    }
+
+    /// Messages that fit before the ring is full.
+    public var room: Int { ring.capacity - ring.count }
+
+    /// Sends a message through the audit stage. The caller checked `room`.
+    public func send(_ message: consuming SoftwareMessage) {
+        var admitted = message
+        if audit.isOn { admitted = stage(admitted) }
+        if ring.push(admitted) != nil { preconditionFailure("ReinsertionQueue: sent without room") }
+    }
+
+    private func stage(_ message: consuming SoftwareMessage) -> SoftwareMessage {
+        switch consume message {
+        case .install(let key, let action):
+            return .install(key, action)
+        case .reinsert(let r):
+            guard r.mark == nil, !r.verdict.isDrop else { return .reinsert(r) }
+            tested &+= 1
+            do throws(CompatibilityFailure) {
+                try test.check(r.buffer.bytes, metadata: r.buffer.offload)
+                return .reinsert(r)
+            } catch {
+                failures[error] &+= 1
+                let now = clock.now
+                if lastLogged[error].map({ now - $0 >= .seconds(1) }) ?? true {
+                    lastLogged[error] = now
+                    log("audit: dropped a re-inserted packet: \(error) (\(failures[error]) so far)")
+                }
+                return .reinsert(Reinsertion(buffer: r.buffer, verdict: .drop("audit: \(error)"),
+                                             countedFlow: r.countedFlow, mark: nil, ingressPort: r.ingressPort))
+            }
+        }
+    }
+}

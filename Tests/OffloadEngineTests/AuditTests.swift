@@ -1,0 +1,153 @@
+import Testing
+import OffloadCore
+import OffloadEngine
+import OffloadLink
+import OffloadWire
+
+/// An engine in audit mode with a source on port 0 and a sink on port 1, and the test as the
+/// software: it takes exception items by hand and re-inserts them with chosen marks.
+final class AuditBench {
+    let clock = VirtualClock()
+    let engine: Engine<MemoryLink>
+    var source: MemoryLink
+    var sink: MemoryLink
+    let sinkPool = BufferPool(count: 16, bufferSize: 2048, headroom: 0)
+    var logged: [String] = []
+
+    init() {
+        var config = Engine<MemoryLink>.Configuration()
+        config.audit = AuditSwitch(true)
+        var outside: [MemoryLink] = []
+        let clock = self.clock
+        var lines: [String] = []
+        engine = Engine(configuration: config, portCount: 2, clock: clock, log: { lines.append($0) }) { i in
+            let (o, e) = MemoryLink.pair(clock: clock, seed: UInt64(i))
+            outside.append(o)
+            return e
+        }
+        source = outside[0]
+        sink = outside[1]
+        _ = lines
+    }
+
+    static let forward = FlowAction.forward(.init(outputPort: 1, destinationMAC: .local(0xbb), sourceMAC: .local(0xaa)))
+
+    /// Sends `frame` in on port 0 and returns the exception item the engine made of it.
+    func classify(_ frame: [UInt8]) -> ExceptionItem? {
+        try! frame.withUnsafeBytes { try source.transmit($0) }
+        engine.poll(now: clock.now)
+        return engine.exceptions.pop()
+    }
+
+    /// Frames the sink has received since the last call.
+    func delivered() -> Int {
+        engine.poll(now: clock.now)
+        return (try? sink.receive(into: sinkPool, max: 16) { _ in }) ?? 0
+    }
+
+    func reinsert(_ item: consuming ExceptionItem, mark: AuditMark?, verdict: Reinsertion.Verdict = .complete,
+                  damage: ((UnsafeMutableRawBufferPointer) -> Void)? = nil) {
+        let buffer = item.buffer
+        damage?(buffer.mutableBytes)
+        engine.reinsertion.send(.reinsert(Reinsertion(buffer: buffer, verdict: verdict, countedFlow: item.countedFlow,
+                                                      mark: mark, ingressPort: item.ingressPort)))
+    }
+
+    func inSoftware() -> UInt32 {
+        var total: UInt32 = 0
+        engine.table.forEach { _, stats in total += stats.inSoftwareCount }
+        return total
+    }
+}
+
+@Suite struct AuditTests {
+    @Test func validMarkGoesStraightOn() throws {
+        let b = AuditBench()
+        guard let item = b.classify(udpFrame()) else { Issue.record("no exception item"); return }
+        let itemKey = item.key
+        let key = try #require(itemKey)
+        #expect(item.mark != nil, "audit mode marks every packet it hands to the software")
+        b.engine.reinsertion.send(.install(key, AuditBench.forward))
+        let mark = item.mark
+        b.reinsert(item, mark: mark)
+        #expect(b.delivered() == 1)
+        #expect(b.engine.counters.auditValidMarks == 1 && b.engine.counters.auditInvalidMarks == 0)
+        #expect(b.engine.reinsertion.tested == 0)
+    }
+
+    @Test func forgedMarkIsTestedAndPassesWhenTheFrameIsSound() throws {
+        let b = AuditBench()
+        guard let item = b.classify(udpFrame()) else { Issue.record("no exception item"); return }
+        b.engine.reinsertion.send(.install(item.key!, AuditBench.forward))
+        b.reinsert(item, mark: AuditMark(token: 0x1234_5678_9abc_def0))
+        #expect(b.delivered() == 1)
+        #expect(b.engine.counters.auditInvalidMarks == 1 && b.engine.counters.auditValidMarks == 0)
+    }
+
+    @Test func forgedMarkOnAMalformedFrameIsDroppedWithItsReason() throws {
+        let b = AuditBench()
+        guard let item = b.classify(udpFrame()) else { Issue.record("no exception item"); return }
+        b.engine.reinsertion.send(.install(item.key!, AuditBench.forward))
+        b.reinsert(item, mark: AuditMark(token: 42), verdict: .transmit(port: 1)) { $0[24] ^= 0xff }
+        #expect(b.delivered() == 0)
+        #expect(b.engine.counters.auditFailures[.badHeaderChecksum] == 1)
+        #expect(b.engine.counters[drop: .auditFailed] == 1)
+        #expect(b.engine.buffered == 0 && b.inSoftware() == 0)
+    }
+
+    @Test func staleMarkIsAcceptedOnlyOnce() throws {
+        let b = AuditBench()
+        // Two packets of a new flow, both in the software before its entry is built.
+        guard let first = b.classify(udpFrame()), let second = b.classify(udpFrame()) else {
+            Issue.record("no exception items"); return
+        }
+        b.engine.reinsertion.send(.install(first.key!, AuditBench.forward))
+        let firstMark = first.mark
+        let mark = try #require(firstMark)
+        b.reinsert(first, mark: mark)
+        b.reinsert(second, mark: mark)  // the first packet's mark, again
+        #expect(b.delivered() == 2)
+        #expect(b.engine.counters.auditValidMarks == 1 && b.engine.counters.auditInvalidMarks == 1)
+        #expect(b.inSoftware() == 0)
+    }
+
+    @Test func markOfAnotherFlowCountsAsUnmarked() throws {
+        let b = AuditBench()
+        guard let a = b.classify(udpFrame()) else { Issue.record("no exception item"); return }
+        var otherFrame = udpFrame()
+        otherFrame[37] ^= 1  // another source port: another flow
+        otherFrame[40] = 0; otherFrame[41] = 0  // and no UDP checksum to fix up
+        guard let other = b.classify(otherFrame) else { Issue.record("no exception item"); return }
+        b.engine.reinsertion.send(.install(a.key!, AuditBench.forward))
+        b.engine.reinsertion.send(.install(other.key!, AuditBench.forward))
+        let markOfA = a.mark
+        b.reinsert(other, mark: markOfA)
+        b.reinsert(a, mark: nil)
+        #expect(b.delivered() == 2)
+        #expect(b.engine.counters.auditInvalidMarks == 1, "A's mark on B's packet")
+        #expect(b.engine.reinsertion.tested == 1, "A without a mark, tested at the queue's entrance")
+    }
+
+    @Test func unmarkedMalformedPacketIsDroppedAtTheEntranceAndNothingElseChanges() throws {
+        let b = AuditBench()
+        guard let bad = b.classify(udpFrame()) else { Issue.record("no exception item"); return }
+        var goodFrame = udpFrame()
+        goodFrame[37] ^= 1
+        goodFrame[40] = 0; goodFrame[41] = 0
+        guard let good = b.classify(goodFrame) else { Issue.record("no exception item"); return }
+        b.engine.reinsertion.send(.install(bad.key!, AuditBench.forward))
+        b.engine.reinsertion.send(.install(good.key!, AuditBench.forward))
+        // Unmarked, with its UDP length wrong: the host stage drops it, the engine counts it out.
+        b.reinsert(bad, mark: nil, verdict: .transmit(port: 1)) { $0[39] &+= 1 }
+        let goodMark = good.mark
+        b.reinsert(good, mark: goodMark)
+        #expect(b.delivered() == 1, "the other flow is untouched")
+        #expect(b.engine.reinsertion.failures[.badL4Length] == 1)
+        #expect(b.engine.counters[drop: .softwareDrop] == 1)
+        #expect(b.engine.buffered == 0 && b.inSoftware() == 0)
+        // The damaged flow's next packet takes the fast path: its entry was not harmed.
+        try udpFrame().withUnsafeBytes { try b.source.transmit($0) }
+        #expect(b.delivered() == 1)
+        #expect(b.engine.counters.fastPath == 1)
+    }
+}
