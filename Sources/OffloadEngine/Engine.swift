@@ -27,6 +27,10 @@ public final class Engine<Port: Link & ~Copyable> {
         public var mtu = 1500
         /// Seeds the unpredictable part of audit marks.
         public var markSeed: UInt64 = 0x6d61_726b
+        /// How long an entry may sit unused before it is removed (B9).
+        public var idleTimeouts = IdleTimeouts()
+        /// Table slots examined for idle entries per poll: bounded work, never a stall.
+        public var expiryBudget = 64
 
         public init() {}
     }
@@ -91,6 +95,8 @@ public final class Engine<Port: Link & ~Copyable> {
             }) ?? 0
             work &+= received
         }
+        counters.expired &+= UInt64(table.expireIdle(now: now, timeouts: configuration.idleTimeouts,
+                                                     budget: configuration.expiryBudget))
         return work > 0
     }
 
@@ -136,7 +142,14 @@ public final class Engine<Port: Link & ~Copyable> {
         case .rewritten:
             guard case .forward(let forward) = table.action(h) else { return drop(.noEntryToComplete) }
             table.recordHit(h, bytes: buffer.count, now: now)
+            let closing = key.protocol == 6 && Self.finOrReset(buffer.bytes)
             if transmit(buffer, port: forward.outputPort) { counters.fastPath &+= 1 }
+            if closing {
+                // B9: a FIN or RST ends the entry; what follows (the last ACKs) goes through
+                // the software, which may build a fresh entry that then idles out.
+                _ = table.remove(key)
+                counters.tornDown &+= 1
+            }
         case .timeToLiveExceeded:
             toSoftware(buffer, port: port, reason: .timeToLiveExceeded, counted: nil, key: key)
         case .fragment, .notApplicable:
@@ -244,4 +257,12 @@ public final class Engine<Port: Link & ~Copyable> {
     }
 
     private func drop(_ reason: EngineDropReason) { counters[drop: reason] &+= 1 }
+
+    /// Whether an Ethernet + IPv4 + TCP frame has FIN or RST set.
+    @inline(__always)
+    private static func finOrReset(_ frame: UnsafeRawBufferPointer) -> Bool {
+        let headerLength = Int(frame[14] & 0xf) * 4
+        let flagsAt = 14 + headerLength + 13
+        return flagsAt < frame.count && frame[flagsAt] & 0x05 != 0
+    }
 }

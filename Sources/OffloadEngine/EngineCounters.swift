@@ -27,6 +27,10 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var drops = ReasonCounters<EngineDropReason>()
     /// Do-not-use flags cleared because a flow's in-software count reached zero.
     public var flagsCleared: UInt64 = 0
+    /// Entries removed for being idle (B9).
+    public var expired: UInt64 = 0
+    /// Entries removed by a TCP FIN or RST on the fast path (B9).
+    public var tornDown: UInt64 = 0
     /// Audit mode: re-inserted packets whose engine mark was valid (they went straight on).
     public var auditValidMarks: UInt64 = 0
     /// Audit mode: packets with a forged, stale or mismatched mark, tested by the engine.
@@ -51,7 +55,8 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
 
     public var rows: [(String, UInt64)] {
         [("received", received), ("fast path", fastPath), ("re-inserted and sent", reinsertedOut),
-         ("completed by the engine", completedByEngine), ("do-not-use flags cleared", flagsCleared)]
+         ("completed by the engine", completedByEngine), ("do-not-use flags cleared", flagsCleared),
+         ("entries expired", expired), ("entries torn down", tornDown)]
             + [("audit: valid marks", auditValidMarks), ("audit: invalid marks", auditInvalidMarks)]
             + toSoftware.rows("to software: ") + drops.rows("dropped: ") + auditFailures.rows("audit failed: ")
     }

@@ -1,0 +1,105 @@
+import Testing
+import OffloadCore
+import OffloadEngine
+import OffloadLink
+import OffloadWire
+
+/// An engine with a small table, a source on port 0 and a sink on port 1; the test plays the
+/// software by installing a forward action for each new flow and completing its packets.
+final class LifecycleBench {
+    let clock = VirtualClock()
+    let engine: Engine<MemoryLink>
+    var source: MemoryLink, sink: MemoryLink
+    let sinkPool = BufferPool(count: 16, bufferSize: 2048, headroom: 0)
+
+    init() {
+        var config = Engine<MemoryLink>.Configuration()
+        config.tableCapacity = 64
+        config.expiryBudget = 256
+        config.idleTimeouts = IdleTimeouts(tcp: .seconds(60), udp: .seconds(5))
+        var outside: [MemoryLink] = []
+        let clock = self.clock
+        engine = Engine(configuration: config, portCount: 2, clock: clock) { i in
+            let (o, e) = MemoryLink.pair(clock: clock, seed: UInt64(i))
+            outside.append(o)
+            return e
+        }
+        source = outside[0]; sink = outside[1]
+    }
+
+    /// Sends a frame in and plays the software for anything that comes out of the engine.
+    /// Returns the frames delivered to the sink.
+    @discardableResult
+    func send(_ frame: [UInt8]) -> Int {
+        try! frame.withUnsafeBytes { try source.transmit($0) }
+        engine.poll(now: clock.now)
+        while let item = engine.exceptions.pop() {
+            if item.reason == .miss, let key = item.key {
+                engine.reinsertion.send(.install(key, .forward(.init(outputPort: 1, destinationMAC: .local(2),
+                                                                      sourceMAC: .local(1)))))
+            }
+            let countedFlow = item.countedFlow, port = item.ingressPort
+            engine.reinsertion.send(.reinsert(Reinsertion(buffer: item.buffer, verdict: .complete,
+                                                          countedFlow: countedFlow, ingressPort: port)))
+        }
+        engine.poll(now: clock.now)
+        return (try? sink.receive(into: sinkPool, max: 16) { _ in }) ?? 0
+    }
+
+    var entries: Int { engine.table.count }
+}
+
+func tcpSegment(flags: TCPFlags) -> [UInt8] {
+    let src = IPv4Address(10, 1, 0, 1), dst = IPv4Address(10, 2, 0, 1)
+    var frame = [UInt8](repeating: 0, count: 14 + 20 + 20)
+    frame.withUnsafeMutableBytes { raw in
+        EthernetRepr(destination: .local(0xaa), source: .local(1), etherType: .ipv4).emit(into: raw)
+        IPv4Repr(source: src, destination: dst, protocol: .tcp, payloadLength: 20)
+            .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
+        TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: 1, acknowledgmentNumber: 1, flags: flags,
+                windowSize: 1000)
+            .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[34...]), source: src, destination: dst, checksums: .verify)
+    }
+    return frame
+}
+
+@Suite struct EngineLifecycleTests {
+    @Test func idleEntriesExpireByProtocolTimeout() {
+        let b = LifecycleBench()
+        #expect(b.send(udpFrame()) == 1)
+        #expect(b.send(tcpSegment(flags: .ack)) == 1)
+        #expect(b.entries == 2)
+        #expect(b.send(udpFrame()) == 1 && b.engine.counters.fastPath == 1)
+        b.clock.advance(by: .seconds(10))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 1, "UDP idled out after 5 s; TCP has 60 s")
+        #expect(b.engine.counters.expired == 1)
+        b.clock.advance(by: .seconds(60))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 0 && b.engine.counters.expired == 2)
+    }
+
+    @Test func entryWithPacketsInTheSoftwareDoesNotExpire() {
+        let b = LifecycleBench()
+        try! udpFrame().withUnsafeBytes { try b.source.transmit($0) }
+        b.engine.poll(now: b.clock.now)
+        #expect(b.engine.exceptions.count == 1)
+        b.clock.advance(by: .seconds(100))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 1, "the pending entry holds a packet in the software")
+    }
+
+    @Test(arguments: [TCPFlags.fin.union(.ack), TCPFlags.rst])
+    func finOrResetTearsTheEntryDown(flags: TCPFlags) {
+        let b = LifecycleBench()
+        #expect(b.send(tcpSegment(flags: .ack)) == 1)
+        #expect(b.send(tcpSegment(flags: .ack)) == 1)
+        #expect(b.engine.counters.fastPath == 1 && b.entries == 1)
+        #expect(b.send(tcpSegment(flags: flags)) == 1)
+        #expect(b.engine.counters.fastPath == 2, "the closing segment itself goes out on the fast path")
+        #expect(b.entries == 0 && b.engine.counters.tornDown == 1)
+        // The last ACK finds no entry and goes through the software.
+        #expect(b.send(tcpSegment(flags: .ack)) == 1)
+        #expect(b.engine.counters[toSoftware: .miss] == 2)
+    }
+}
