@@ -27,7 +27,7 @@ let package = Package(
         .executableTarget(
             name: "offload",
             dependencies: [
-                "OffloadHost", "OffloadLink", "COffloadShim",
+                "OffloadHost", "OffloadLink", "OffloadEngine", "COffloadShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Namespaces, shell commands with time limits, the root check: shared by the tests that touch Linux.
