@@ -127,6 +127,11 @@ public final class Engine<Port: Link & ~Copyable> {
             return toSoftware(buffer, port: port, reason: .doNotUse, counted: key, key: key)
         }
         guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
+        // B10: a miss never evicts an established entry (a flood of new flows would thrash
+        // the table); with the table full the flow stays in the software until room returns.
+        guard table.count < table.capacity else {
+            return toSoftware(buffer, port: port, reason: .tableFull, counted: nil, key: key)
+        }
         switch table.insert(key, action: .toSoftware, now: now, doNotUse: true) {
         case .inserted(let h), .replaced(let h), .evicted(_, _, let h):
             _ = table.incrementInSoftware(h)

@@ -103,3 +103,37 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         #expect(b.engine.counters[toSoftware: .miss] == 2)
     }
 }
+
+@Suite struct SlowPathProtectionTests {
+    /// B10: a flood of new flows while the software is stalled fills the exception queue and
+    /// the table, but never evicts or slows the established flow, whose packets all go out on
+    /// the fast path; every flooded packet is either queued or dropped with a counted reason.
+    @Test func floodOfNewFlowsDoesNotStarveAnEstablishedFlow() {
+        let b = LifecycleBench()
+        #expect(b.send(tcpSegment(flags: .ack)) == 1, "the established flow")
+        var established = 0, floodSent = 0
+        for round in 0..<3000 {
+            var flood = udpFrame()
+            flood[26] = UInt8(round >> 8); flood[27] = UInt8(round & 0xff)  // a new source address each time
+            flood[24] = 0; flood[25] = 0
+            let sum = flood.withUnsafeBytes { InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: $0[14..<34])) }
+            flood[24] = UInt8(sum >> 8); flood[25] = UInt8(sum & 0xff)
+            flood[40] = 0; flood[41] = 0
+            try! flood.withUnsafeBytes { try b.source.transmit($0) }
+            floodSent += 1
+            if round % 10 == 0 {
+                try! tcpSegment(flags: .ack).withUnsafeBytes { try b.source.transmit($0) }
+                established += 1
+            }
+            b.engine.poll(now: b.clock.now)  // the software does not run: the queue fills
+        }
+        let delivered = (try? b.sink.receive(into: b.sinkPool, max: 1000) { _ in }) ?? 0
+        let c = b.engine.counters
+        #expect(delivered == established, "every established packet went out")
+        #expect(c.fastPath == UInt64(established))
+        #expect(c[drop: .exceptionQueueFull] > 0)
+        #expect(c.totalToSoftware - 1 + c[drop: .exceptionQueueFull] == UInt64(floodSent),
+                "each flooded packet queued or dropped, counted")
+        #expect(b.entries <= 64)
+    }
+}
