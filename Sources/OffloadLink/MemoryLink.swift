@@ -67,7 +67,8 @@ final class MemoryWire {
     let maxFrameSize: Int
     let carriesOffloadMetadata: Bool
     let addresses: (MACAddress, MACAddress)?
-    @usableFromInline var directions: [MemoryWireDirection]
+    /// Both directions at a fixed address: mutated in place on every frame, never copied.
+    @usableFromInline let directions: UnsafeMutablePointer<MemoryWireDirection>
 
     init(clock: any Clock, seed: UInt64, impairments: [Impairments], maxFrameSize: Int,
          framesInFlight: Int, carriesOffloadMetadata: Bool, addresses: (MACAddress, MACAddress)?) {
@@ -76,11 +77,19 @@ final class MemoryWire {
         self.carriesOffloadMetadata = carriesOffloadMetadata
         self.addresses = addresses
         var random = SeededRandom(seed: seed)
-        directions = impairments.map {
-            MemoryWireDirection(impairments: $0, random: random.fork(), maxFrameSize: maxFrameSize,
-                                slots: framesInFlight)
+        directions = .allocate(capacity: impairments.count)
+        for (i, impairment) in impairments.enumerated() {
+            (directions + i).initialize(to: MemoryWireDirection(
+                impairments: impairment, random: random.fork(), maxFrameSize: maxFrameSize, slots: framesInFlight))
         }
+        directionCount = impairments.count
     }
 
-    deinit { for d in directions { d.deallocate() } }
+    private let directionCount: Int
+
+    deinit {
+        for i in 0..<directionCount { directions[i].deallocate() }
+        directions.deinitialize(count: directionCount)
+        directions.deallocate()
+    }
 }

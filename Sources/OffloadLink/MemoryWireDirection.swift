@@ -21,6 +21,15 @@ struct FrameInFlight {
 @usableFromInline
 struct MemoryWireDirection {
     let impairments: Impairments
+    /// Read once from `impairments`: whether delivery depends on the clock, and whether
+    /// frames can overtake each other (a heap instead of a ring).
+    let usesTime: Bool
+    let reorders: Bool
+    /// The impairments' durations in nanoseconds, converted once (Duration arithmetic is
+    /// 128-bit and too slow for every frame).
+    let delayNanoseconds: Int64
+    let jitterNanoseconds: Int64
+    let reorderDelayNanoseconds: Int64
     var random: SeededRandom
     var counters = MemoryWireCounters()
     let slotSize: Int
@@ -36,6 +45,11 @@ struct MemoryWireDirection {
 
     init(impairments: Impairments, random: SeededRandom, maxFrameSize: Int, slots: Int) {
         self.impairments = impairments
+        usesTime = impairments.usesTime
+        reorders = impairments.reorders
+        delayNanoseconds = impairments.delay.nanoseconds
+        jitterNanoseconds = impairments.jitter.nanoseconds
+        reorderDelayNanoseconds = impairments.reorderDelay.nanoseconds
         self.random = random
         slotSize = maxFrameSize
         slab = .allocate(byteCount: maxFrameSize * slots, alignment: 64)
@@ -50,7 +64,7 @@ struct MemoryWireDirection {
 
     var nextDelivery: Instant? {
         guard inFlight > 0 else { return nil }
-        return impairments.reorders ? queue[0].deliverAt : queue[head].deliverAt
+        return reorders ? queue[0].deliverAt : queue[head].deliverAt
     }
 
     mutating func transmit(
@@ -65,11 +79,11 @@ struct MemoryWireDirection {
         counters.transmitted &+= 1
         counters.transmittedBytes &+= UInt64(length)
 
-        let now = impairments.usesTime ? clock.now : .zero
+        let now = usesTime ? clock.now : .zero
         var departure = now
         if let rate = impairments.rateBitsPerSecond {
             let start = serializerFreeAt > now ? serializerFreeAt : now
-            departure = start + .nanoseconds(Int64(length) * 8 * 1_000_000_000 / Int64(rate))
+            departure = Instant(nanoseconds: start.nanoseconds &+ Int64(length) * 8 * 1_000_000_000 / Int64(rate))
             serializerFreeAt = departure
         }
         if random.chance(impairments.loss) {
@@ -95,12 +109,12 @@ struct MemoryWireDirection {
                 frame[bit / 8] ^= UInt8(1) << (bit % 8)
                 counters.corrupted &+= 1
             }
-            var deliverAt = departure + impairments.delay
-            if impairments.jitter != .zero {
-                deliverAt = deliverAt + .nanoseconds(Int64(random.next() % UInt64(impairments.jitter.nanoseconds + 1)))
+            var deliverAt = Instant(nanoseconds: departure.nanoseconds &+ delayNanoseconds)
+            if jitterNanoseconds > 0 {
+                deliverAt.nanoseconds &+= Int64(random.next() % UInt64(jitterNanoseconds + 1))
             }
             if random.chance(impairments.reordering) {
-                deliverAt = deliverAt + impairments.reorderDelay
+                deliverAt.nanoseconds &+= reorderDelayNanoseconds
                 counters.reordered &+= 1
             }
             enqueue(FrameInFlight(deliverAt: deliverAt, sequence: sequence, slot: slot,
@@ -129,8 +143,8 @@ struct MemoryWireDirection {
     ) -> Int {
         var received = 0
         while received < max, inFlight > 0 {
-            let frame = impairments.reorders ? queue[0] : queue[head]
-            guard frame.deliverAt <= now || !impairments.usesTime else { break }
+            let frame = reorders ? queue[0] : queue[head]
+            guard frame.deliverAt <= now || !usesTime else { break }
             guard var buffer = pool.take() else { break }
             let bytes = UnsafeRawBufferPointer(start: slab + Int(frame.slot) * slotSize, count: Int(frame.length))
             do {
@@ -153,7 +167,7 @@ struct MemoryWireDirection {
     }
 
     private mutating func enqueue(_ frame: FrameInFlight) {
-        if impairments.reorders {
+        if reorders {
             var i = inFlight
             queue[i] = frame
             inFlight &+= 1
@@ -171,7 +185,7 @@ struct MemoryWireDirection {
 
     /// Removes the first frame to arrive and frees its slot.
     private mutating func dequeue() {
-        if impairments.reorders {
+        if reorders {
             freeSlots.append(queue[0].slot)
             inFlight &-= 1
             queue[0] = queue[inFlight]

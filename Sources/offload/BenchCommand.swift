@@ -13,11 +13,17 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print the results as JSON.")
     var json = false
 
+    @Option(help: "Run only the benchmarks whose name contains this text.")
+    var filter: String?
+
     func run() throws {
-        let results = [ChecksumBenchmark.run(size: 1500, seconds: seconds),
-                       ChecksumBenchmark.run(size: 65536, seconds: seconds),
-                       FastPathBenchmark.run(flows: 10_000, seconds: seconds),
-                       FastPathBenchmark.run(flows: 1_000_000, seconds: seconds)]
+        let all: [(String, () -> BenchResult)] = [
+            ("checksum 1500 B", { ChecksumBenchmark.run(size: 1500, seconds: seconds) }),
+            ("checksum 65536 B", { ChecksumBenchmark.run(size: 65536, seconds: seconds) }),
+            ("fast path, 10k flows", { FastPathBenchmark.run(flows: 10_000, seconds: seconds) }),
+            ("fast path, 1000k flows", { FastPathBenchmark.run(flows: 1_000_000, seconds: seconds) }),
+        ]
+        let results = all.filter { filter == nil || $0.0.contains(filter!) }.map { $0.1() }
         if json {
             print("[" + results.map(\.json).joined(separator: ",\n ") + "]")
         } else {

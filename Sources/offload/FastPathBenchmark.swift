@@ -29,7 +29,6 @@ enum FastPathBenchmark {
         let frames = UnsafeMutableRawBufferPointer.allocate(byteCount: flows * frameSize, alignment: 64)
         defer { frames.deallocate() }
         let gateway = MACAddress.local(0xaa)
-        var installed = 0
         for flow in 0..<flows {
             let frame = UnsafeMutableRawBufferPointer(rebasing: frames[flow * frameSize..<(flow + 1) * frameSize])
             let src = IPv4Address(rawValue: 0x0a00_0000 | UInt32(flow >> 16)), dst = IPv4Address(10, 200, 0, 1)
@@ -42,11 +41,10 @@ enum FastPathBenchmark {
                       checksums: .verify)
             let key = FlowKey(ingressPort: 0, protocol: 17, source: src, destination: dst, sourcePort: sport,
                               destinationPort: 4000)
+            while engine.reinsertion.room == 0 { engine.poll(now: clock.now) }
             engine.reinsertion.send(.install(key, .forward(.init(
                 outputPort: 1, destinationMAC: .local(2), sourceMAC: gateway,
                 translatedSource: IPv4Address(192, 0, 2, 1), translatedSourcePort: sport &+ 1))))
-            installed += 1
-            if installed % 2048 == 0 { engine.poll(now: clock.now) }
         }
         while engine.poll(now: clock.now) {}
 
