@@ -48,6 +48,15 @@ public final class Engine<Port: Link & ~Copyable> {
     public let portCount: Int
     private var marks: AuditMarkBook
     private let compatibility: CompatibilityTest
+    /// One burst at a time: its buffers, their keys (a packet that is not a flow packet gets
+    /// a key no entry has) and their entries, looked up together so their cache misses overlap.
+    private let burst: UnsafeMutablePointer<PacketBuffer>
+    private let burstKeys: UnsafeMutablePointer<FlowKey>
+    private let burstIsFlow: UnsafeMutablePointer<Bool>
+    private let burstEntries: UnsafeMutablePointer<EntryHandle?>
+    /// Set when the table changed during the current burst: handles from the burst lookup
+    /// may have moved, so later packets of the burst look themselves up again.
+    private var burstEntriesStale = false
 
     /// - Parameters:
     ///   - clock: for the audit stage's rate-limited log;
@@ -64,6 +73,10 @@ public final class Engine<Port: Link & ~Copyable> {
                                        log: log)
         marks = AuditMarkBook(capacity: 4 * configuration.queueCapacity, seed: configuration.markSeed)
         compatibility = CompatibilityTest(mtu: configuration.mtu)
+        burst = .allocate(capacity: configuration.burstSize)
+        burstKeys = .allocate(capacity: configuration.burstSize)
+        burstIsFlow = .allocate(capacity: configuration.burstSize)
+        burstEntries = .allocate(capacity: configuration.burstSize)
         ports = .allocate(capacity: portCount)
         self.portCount = 0 + portCount
         for i in 0..<portCount { (ports + i).initialize(to: try makePort(i)) }
@@ -72,6 +85,10 @@ public final class Engine<Port: Link & ~Copyable> {
     deinit {
         ports.deinitialize(count: portCount)
         ports.deallocate()
+        burst.deallocate()
+        burstKeys.deallocate()
+        burstIsFlow.deallocate()
+        burstEntries.deallocate()
     }
 
     /// Packets buffered in the engine's memory right now (0 at rest).
@@ -89,12 +106,7 @@ public final class Engine<Port: Link & ~Copyable> {
         var work = messages.pop(max: configuration.burstSize) { message in
             handle(message, now: now)
         }
-        for port in 0..<portCount {
-            let received = (try? ports[port].receive(into: pool, max: configuration.burstSize) { buffer in
-                handle(buffer, port: UInt16(port), now: now)
-            }) ?? 0
-            work &+= received
-        }
+        for port in 0..<portCount { work &+= pollPort(UInt16(port), now: now) }
         counters.expired &+= UInt64(table.expireIdle(now: now, timeouts: configuration.idleTimeouts,
                                                      budget: configuration.expiryBudget))
         return work > 0
@@ -102,12 +114,43 @@ public final class Engine<Port: Link & ~Copyable> {
 
     // MARK: Packets from the ports
 
-    private func handle(_ buffer: consuming PacketBuffer, port: UInt16, now: Instant) {
+    /// A burst from one port: receive, key every packet, look the keys up together, then
+    /// handle each packet in arrival order.
+    private func pollPort(_ port: UInt16, now: Instant) -> Int {
+        var n = 0
+        let burst = self.burst
+        _ = try? ports[Int(port)].receive(into: pool, max: configuration.burstSize) { buffer in
+            (burst + n).initialize(to: buffer)
+            n &+= 1
+        }
+        guard n > 0 else { return 0 }
+        for i in 0..<n {
+            if let key = FlowKey(frame: burst[i].bytes, port: port) {
+                burstKeys[i] = key
+                burstIsFlow[i] = true
+            } else {
+                burstKeys[i] = FlowKey(ingressPort: port, protocol: 0, source: .any, destination: .any,
+                                       sourcePort: 0, destinationPort: 0)
+                burstIsFlow[i] = false
+            }
+        }
+        table.lookup(UnsafeBufferPointer(start: burstKeys, count: n),
+                     into: UnsafeMutableBufferPointer(start: burstEntries, count: n))
+        burstEntriesStale = false
+        for i in 0..<n {
+            handle((burst + i).move(), port: port, key: burstIsFlow[i] ? burstKeys[i] : nil, entry: burstEntries[i],
+                   now: now)
+        }
+        return n
+    }
+
+    private func handle(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, entry: EntryHandle?,
+                        now: Instant) {
         counters.received &+= 1
-        guard let key = FlowKey(frame: buffer.bytes, port: port) else {
+        guard let key else {
             return toSoftware(buffer, port: port, reason: .notAFlow, counted: nil, key: nil)
         }
-        if let h = table.lookup(key) {
+        if let h = burstEntriesStale ? table.lookup(key) : entry {
             if table.isUsable(h) {
                 switch table.kind(h) {
                 case .forward:
@@ -132,6 +175,7 @@ public final class Engine<Port: Link & ~Copyable> {
         guard table.count < table.capacity else {
             return toSoftware(buffer, port: port, reason: .tableFull, counted: nil, key: key)
         }
+        burstEntriesStale = true
         switch table.insert(key, action: .toSoftware, now: now, doNotUse: true) {
         case .inserted(let h), .replaced(let h), .evicted(_, _, let h):
             _ = table.incrementInSoftware(h)
@@ -153,6 +197,7 @@ public final class Engine<Port: Link & ~Copyable> {
                 // B9: a FIN or RST ends the entry; what follows (the last ACKs) goes through
                 // the software, which may build a fresh entry that then idles out.
                 _ = table.remove(key)
+                burstEntriesStale = true
                 counters.tornDown &+= 1
             }
         case .timeToLiveExceeded:
