@@ -44,6 +44,9 @@ public final class Engine<Port: Link & ~Copyable> {
     public let reinsertion: ReinsertionQueue
     private let messages: SPSCRing<SoftwareMessage>
     public private(set) var counters = EngineCounters()
+    /// RFC 3550 statistics of the flows whose entries carry RTP (B8), by flow; dropped with
+    /// the entry when it idles out.
+    public private(set) var rtpStatistics: [FlowKey: RTPFlowStatistics] = [:]
     private let ports: UnsafeMutablePointer<Port>
     public let portCount: Int
     private var marks: AuditMarkBook
@@ -108,7 +111,9 @@ public final class Engine<Port: Link & ~Copyable> {
         }
         for port in 0..<portCount { work &+= pollPort(UInt16(port), now: now) }
         counters.expired &+= UInt64(table.expireIdle(now: now, timeouts: configuration.idleTimeouts,
-                                                     budget: configuration.expiryBudget))
+                                                     budget: configuration.expiryBudget) { key, _ in
+            rtpStatistics[key] = nil
+        })
         return work > 0
     }
 
@@ -191,6 +196,7 @@ public final class Engine<Port: Link & ~Copyable> {
         case .rewritten:
             guard case .forward(let forward) = table.action(h) else { return drop(.noEntryToComplete) }
             table.recordHit(h, bytes: buffer.count, now: now)
+            if table.entry(h).carriesRTP { recordRTP(key, buffer.bytes, now: now) }
             let closing = key.protocol == 6 && Self.finOrReset(buffer.bytes)
             if transmit(buffer, port: forward.outputPort) { counters.fastPath &+= 1 }
             if closing {
@@ -258,6 +264,9 @@ public final class Engine<Port: Link & ~Copyable> {
                 }
             }
         }
+        if !verdict.isDrop, let flow = countedFlow, let h = table.lookup(flow), table.entry(h).carriesRTP {
+            recordRTP(flow, buffer.bytes, now: now)
+        }
         switch verdict {
         case .transmit(let port):
             if transmit(buffer, port: port) { counters.reinsertedOut &+= 1 }
@@ -307,6 +316,19 @@ public final class Engine<Port: Link & ~Copyable> {
     }
 
     private func drop(_ reason: EngineDropReason) { counters[drop: reason] &+= 1 }
+
+    /// Adds an RTP packet (Ethernet + IPv4 + UDP + RTP) to its flow's statistics; a payload
+    /// that is not RTP version 2 is left out.
+    private func recordRTP(_ key: FlowKey, _ frame: UnsafeRawBufferPointer, now: Instant) {
+        let rtp = 14 + Int(frame[14] & 0xf) * 4 + 8
+        guard frame.count >= rtp + 12, frame[rtp] >> 6 == 2, let base = frame.baseAddress else { return }
+        let sequence = UInt16(bigEndian: base.loadUnaligned(fromByteOffset: rtp + 2, as: UInt16.self))
+        let timestamp = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: rtp + 4, as: UInt32.self))
+        let ssrc = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: rtp + 8, as: UInt32.self))
+        let rate = RTPFlowStatistics.clockRate(payloadType: frame[rtp + 1] & 0x7f)
+        rtpStatistics[key, default: RTPFlowStatistics()].record(
+            sequence: sequence, timestamp: timestamp, ssrc: ssrc, arrival: now, clockRate: rate)
+    }
 
     /// Whether an Ethernet + IPv4 + TCP frame has FIN or RST set.
     @inline(__always)

@@ -34,10 +34,13 @@ public enum FlowAction: Hashable, Sendable {
         public var translatedDestination: IPv4Address?
         /// Destination NAT: the new destination port (TCP and UDP only), or nil to keep it.
         public var translatedDestinationPort: UInt16?
+        /// The flow carries RTP: the engine keeps its RFC 3550 statistics (B8).
+        public var carriesRTP: Bool
 
         public init(outputPort: UInt16, destinationMAC: MACAddress, sourceMAC: MACAddress,
                     translatedSource: IPv4Address? = nil, translatedSourcePort: UInt16? = nil,
-                    translatedDestination: IPv4Address? = nil, translatedDestinationPort: UInt16? = nil) {
+                    translatedDestination: IPv4Address? = nil, translatedDestinationPort: UInt16? = nil,
+                    carriesRTP: Bool = false) {
             self.outputPort = outputPort
             self.destinationMAC = destinationMAC
             self.sourceMAC = sourceMAC
@@ -45,6 +48,7 @@ public enum FlowAction: Hashable, Sendable {
             self.translatedSourcePort = translatedSourcePort
             self.translatedDestination = translatedDestination
             self.translatedDestinationPort = translatedDestinationPort
+            self.carriesRTP = carriesRTP
         }
     }
 }

@@ -48,6 +48,7 @@ public struct FlowEntry: Sendable {
     @usableFromInline static let translatesSourcePort: UInt8 = 0x08
     @usableFromInline static let translatesDestination: UInt8 = 0x10
     @usableFromInline static let translatesDestinationPort: UInt8 = 0x20
+    @usableFromInline static let carriesRTPBit: UInt8 = 0x40
     @usableFromInline static let doNotUseBit: UInt8 = 0x80
 
     /// An empty slot.
@@ -76,6 +77,7 @@ public struct FlowEntry: Sendable {
             if f.translatedSourcePort != nil { control |= FlowEntry.translatesSourcePort }
             if f.translatedDestination != nil { control |= FlowEntry.translatesDestination }
             if f.translatedDestinationPort != nil { control |= FlowEntry.translatesDestinationPort }
+            if f.carriesRTP { control |= FlowEntry.carriesRTPBit }
             outputPortValue = f.outputPort
             var header: (UInt64, UInt64) = (0, 0)
             withUnsafeMutableBytes(of: &header) { p in
@@ -152,6 +154,8 @@ public struct FlowEntry: Sendable {
 
     /// The do-not-use flag (B4): while set, packets of the flow go to the software.
     @inlinable public var doNotUse: Bool { control & FlowEntry.doNotUseBit != 0 }
+    /// Whether the engine keeps RTP statistics for the flow.
+    @inlinable public var carriesRTP: Bool { control & FlowEntry.carriesRTPBit != 0 }
 
     /// The policy epoch the entry was built under (see `ConnectionTable.invalidateAll`).
     @inlinable public var policyEpoch: UInt8 { epoch }
@@ -174,7 +178,8 @@ public struct FlowEntry: Sendable {
                 translatedDestination: control & FlowEntry.translatesDestination != 0
                     ? IPv4Address(rawValue: UInt32(bigEndian: newDestination)) : nil,
                 translatedDestinationPort: control & FlowEntry.translatesDestinationPort != 0
-                    ? UInt16(truncatingIfNeeded: ports) : nil))
+                    ? UInt16(truncatingIfNeeded: ports) : nil,
+                carriesRTP: control & FlowEntry.carriesRTPBit != 0))
         case .deliver: return .deliver(connection: newSource)
         case .drop: return .drop
         case .toSoftware: return .toSoftware

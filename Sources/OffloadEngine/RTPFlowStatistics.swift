@@ -22,6 +22,26 @@ public struct RTPFlowStatistics: Sendable, Equatable {
 
     public init() {}
 
+    /// The RTP clock rate of a payload type (RFC 3551): 90 kHz for the static video types,
+    /// 8 kHz for the static audio types and, as an assumption, for dynamic types (96-127),
+    /// whose rate only signalling (SDP) could tell.
+    public static func clockRate(payloadType: UInt8) -> Int {
+        switch payloadType {
+        case 25, 26, 28, 31, 32, 33, 34: return 90_000
+        case 10, 11: return 44_100
+        case 14: return 90_000
+        default: return 8_000
+        }
+    }
+
+    /// Whether a UDP payload looks like RTP: version 2, a whole fixed header, and a payload
+    /// type outside 72-76 (those first bytes are RTCP's).
+    public static func looksLikeRTP(_ payload: UnsafeRawBufferPointer) -> Bool {
+        guard payload.count >= 12, payload[0] >> 6 == 2 else { return false }
+        let marked = payload[1]
+        return !(200...204).contains(marked) && !(72...76).contains(marked & 0x7f)
+    }
+
     /// Packets the sender sent from the first to the highest sequence number seen.
     public var expected: Int64 { packets == 0 ? 0 : highestExtendedSequence - firstExtendedSequence + 1 }
     /// Expected minus received (RFC 3550 A.3); duplicates can make it negative.

@@ -65,7 +65,13 @@ public final class SlowPath {
         if let known = actions[key] {
             action = known
         } else {
-            action = policy(key) ?? .drop
+            var decided = policy(key) ?? .drop
+            // B8: a UDP flow whose first packet is RTP gets its statistics kept by the engine.
+            if key.protocol == 17, case .forward(var forward) = decided, SlowPath.carriesRTP(buffer.bytes) {
+                forward.carriesRTP = true
+                decided = .forward(forward)
+            }
+            action = decided
             actions[key] = action
         }
         // The first packet also carries the entry's action to the engine, ahead of itself.
@@ -100,6 +106,13 @@ public final class SlowPath {
     private func reinsertDrop(_ buffer: consuming PacketBuffer, _ origin: Origin, _ reason: String) {
         dropped[reason, default: 0] += 1
         send(origin.reinsertion(buffer, .drop(reason)))
+    }
+
+    /// Whether an Ethernet + IPv4 + UDP frame's payload is RTP.
+    static func carriesRTP(_ frame: UnsafeRawBufferPointer) -> Bool {
+        guard let ethernet = try? EthernetFrame(checking: frame), let ip = try? IPv4Packet(checking: ethernet.payload),
+              let udp = try? UDPPacket(checking: ip.payload) else { return false }
+        return RTPFlowStatistics.looksLikeRTP(udp.payload)
     }
 
     /// Complete processing in software: MACs, NAT addresses and ports, TTL, and every

@@ -18,6 +18,8 @@ struct OrderingScenario {
     var packetsPerFlow = 12
     var softwareWeight = 0.3
     var audit = false
+    /// Loss on the source's wire into the engine.
+    var sourceLoss = 0.0
 
     struct Outcome {
         var delivered = 0
@@ -28,6 +30,8 @@ struct OrderingScenario {
         var buffered = 0
         var entriesInSoftware = 0
         var hostTested: UInt64 = 0
+        var rtp: [Int: RTPFlowStatistics] = [:]
+        var deliveredPerFlow: [Int: Int] = [:]
     }
 
     static let gatewayMAC = MACAddress.local(0xaa), sinkMAC = MACAddress.local(0xbb)
@@ -44,7 +48,8 @@ struct OrderingScenario {
         config.queueCapacity = 64
         var sourceSide: MemoryLink? = nil, sinkSide: MemoryLink? = nil
         let engine = Engine<MemoryLink>(configuration: config, portCount: 2, clock: sim.clock) { i in
-            let (outside, engineEnd) = MemoryLink.pair(clock: sim.clock, seed: seed &+ UInt64(i))
+            let (outside, engineEnd) = MemoryLink.pair(clock: sim.clock, seed: seed &+ UInt64(i),
+                                                       forward: Impairments(loss: i == 0 ? sourceLoss : 0))
             if i == 0 { sourceSide = outside } else { sinkSide = outside }
             return engineEnd
         }
@@ -81,6 +86,7 @@ struct OrderingScenario {
                 if sequence <= lastSeen[flow] { outcome.orderViolations += 1 }
                 lastSeen[flow] = max(lastSeen[flow], sequence)
                 outcome.delivered += 1
+                outcome.deliveredPerFlow[flow, default: 0] += 1
                 outcome.frames.append(Array(bytes))
             }) ?? 0 > 0
         }
@@ -88,6 +94,7 @@ struct OrderingScenario {
         outcome.missing = flows * packetsPerFlow - outcome.delivered
         outcome.counters = engine.counters
         outcome.hostTested = engine.reinsertion.tested
+        for (key, stats) in engine.rtpStatistics { outcome.rtp[Int(key.sourcePort) - 30000] = stats }
         outcome.buffered = engine.buffered
         engine.table.forEach { _, stats in outcome.entriesInSoftware += Int(stats.inSoftwareCount) }
         return outcome
@@ -174,6 +181,30 @@ struct OrderingScenario {
                 #expect(c.auditFailures.total == 0)
             }
         }
+    }
+
+    @Test func rtpFlowsGetTheirStatistics() {
+        for seed in 0..<50 {
+            let o = OrderingScenario(seed: UInt64(seed)).run()
+            #expect(Set(o.rtp.keys) == Set(stride(from: 0, to: 8, by: 4)), "seed \(seed): RTP flows are 0 and 4")
+            for (_, stats) in o.rtp {
+                #expect(stats.packets == 12 && stats.lost == 0 && stats.gaps == 0 && stats.reordered == 0)
+            }
+        }
+        var lost: Int64 = 0
+        for seed in 0..<50 {
+            var lossy = OrderingScenario(seed: UInt64(seed))
+            lossy.sourceLoss = 0.1
+            let o = lossy.run()
+            for (flow, stats) in o.rtp {
+                let missing = 12 - (o.deliveredPerFlow[flow] ?? 0)
+                // Loss after the last packet that arrived cannot be seen (RFC 3550 counts up to the highest).
+                #expect(stats.lost >= 0 && stats.lost <= Int64(missing), "seed \(seed) flow \(flow)")
+                #expect(stats.reordered == 0)
+                lost += stats.lost
+            }
+        }
+        #expect(lost > 0, "10% loss showed up as RTP sequence gaps")
     }
 
     @Test func completeAndPartialProcessingGiveIdenticalFrames() {
