@@ -23,6 +23,7 @@ public final class SlowPath {
     private let policy: Policy
     /// Actions decided so far, so later packets of a flow are processed like its first.
     public private(set) var actions: [FlowKey: FlowAction] = [:]
+    static let actionCacheLimit = 65_536
     public private(set) var processed: UInt64 = 0
     public private(set) var dropped: [String: UInt64] = [:]
 
@@ -62,9 +63,13 @@ public final class SlowPath {
             return reinsertDrop(buffer, origin, "\(reason)")
         }
         let action: FlowAction
-        if let known = actions[key] {
+        if reason != .miss, let known = actions[key] {
             action = known
         } else {
+            // A miss is a new entry: the policy decides afresh (it may have changed). The
+            // cache only serves the flow's later packets that reach the software meanwhile,
+            // so it is emptied when it grows large rather than tracking the engine's expiry.
+            if actions.count >= SlowPath.actionCacheLimit { actions.removeAll(keepingCapacity: true) }
             var decided = policy(key) ?? .drop
             // B8: a UDP flow whose first packet is RTP gets its statistics kept by the engine.
             if key.protocol == 17, case .forward(var forward) = decided, SlowPath.carriesRTP(buffer.bytes) {
