@@ -178,7 +178,10 @@ struct MemoryWireDirection {
                 i = parent
             }
         } else {
-            queue[(head + inFlight) % queue.count] = frame
+            // No division per frame: the ring index wraps by one subtraction.
+            var at = head &+ inFlight
+            if at >= queue.count { at &-= queue.count }
+            queue[at] = frame
             inFlight &+= 1
         }
     }
@@ -201,7 +204,8 @@ struct MemoryWireDirection {
             }
         } else {
             freeSlots.append(queue[head].slot)
-            head = (head + 1) % queue.count
+            head &+= 1
+            if head == queue.count { head = 0 }
             inFlight &-= 1
         }
     }
