@@ -194,11 +194,13 @@ public final class Engine<Port: Link & ~Copyable> {
                              now: Instant) {
         switch table.applyRewrite(h, to: buffer.mutableBytes) {
         case .rewritten:
-            guard case .forward(let forward) = table.action(h) else { return drop(.noEntryToComplete) }
+            // A rewrite happens only for a forward entry; read what the fast path needs from
+            // the entry itself rather than rebuilding its whole action.
+            let entry = table.entry(h)
             table.recordHit(h, bytes: buffer.count, now: now)
-            if table.entry(h).carriesRTP { recordRTP(key, buffer.bytes, now: now) }
+            if entry.carriesRTP { recordRTP(key, buffer.bytes, now: now) }
             let closing = key.protocol == 6 && Self.finOrReset(buffer.bytes)
-            if transmit(buffer, port: forward.outputPort) { counters.fastPath &+= 1 }
+            if transmit(buffer, port: entry.outputPort) { counters.fastPath &+= 1 }
             if closing {
                 // B9: a FIN or RST ends the entry; what follows (the last ACKs) goes through
                 // the software, which may build a fresh entry that then idles out.
