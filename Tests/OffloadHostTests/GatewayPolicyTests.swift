@@ -61,3 +61,114 @@ import OffloadHost
         #expect(mapped.count == 4 && mapped.allSatisfy { (5000...5003).contains($0) })
     }
 }
+
+import OffloadEngine
+import OffloadLink
+import OffloadSim
+import OffloadWire
+
+/// A client behind port 0 (10.1.0.0/24) and a server behind port 1 (the outside,
+/// 10.2.0.0/24): UDP from the client leaves NATed to the gateway's outside address, and the
+/// server's replies to that address come back to the client's own address and port.
+@Suite struct GatewayNATSimulationTests {
+    static let clientMAC = MACAddress.local(0xc1), serverMAC = MACAddress.local(0x51)
+    static let inside = MACAddress.local(0x90), outside = MACAddress.local(0x91)
+
+    static func udp(from src: IPv4Address, _ sport: UInt16, to dst: IPv4Address, _ dport: UInt16,
+                    toMAC: MACAddress, fromMAC: MACAddress, payload: [UInt8]) -> [UInt8] {
+        var frame = [UInt8](repeating: 0, count: 42 + payload.count)
+        frame.withUnsafeMutableBytes { raw in
+            EthernetRepr(destination: toMAC, source: fromMAC, etherType: .ipv4).emit(into: raw)
+            IPv4Repr(source: src, destination: dst, protocol: .udp, payloadLength: 8 + payload.count)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
+            for (i, b) in payload.enumerated() { raw[42 + i] = b }
+            UDPRepr(sourcePort: sport, destinationPort: dport, payloadLength: payload.count)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[34...]), source: src, destination: dst, checksums: .verify)
+        }
+        return frame
+    }
+
+    @Test(arguments: [SlowPath.Processing.partial, .complete])
+    func udpThroughTheNATAndBack(processing: SlowPath.Processing) throws {
+        let sim = Simulation(seed: 5)
+        var outsideLinks: [MemoryLink] = []
+        let engine = Engine<MemoryLink>(configuration: .init(), portCount: 2, clock: sim.clock) { i in
+            let (o, e) = MemoryLink.pair(clock: sim.clock, seed: UInt64(i))
+            outsideLinks.append(o)
+            return e
+        }
+        var client = outsideLinks[0], server = outsideLinks[1]
+        let clientIP = IPv4Address(10, 1, 0, 2), serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
+        let policy = GatewayPolicy(
+            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Self.inside),
+                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Self.outside)],
+            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
+                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
+            outsidePort: 1,
+            neighbor: { port, ip in
+                ip == clientIP ? Self.clientMAC : ip == serverIP ? Self.serverMAC : nil
+            })
+        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: processing) {
+            policy.action(for: $0)
+        }
+        sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
+        sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
+
+        var atServer: [(IPv4Address, UInt16, [UInt8])] = []
+        var atClient: [(IPv4Address, UInt16, IPv4Address, UInt16, [UInt8])] = []
+        let pool = BufferPool(count: 32, bufferSize: 2048, headroom: 0)
+        sim.addProcess("server") {
+            // Echo every datagram back to where it came from, as seen by the server.
+            var replies: [[UInt8]] = []
+            let n = (try? server.receive(into: pool, max: 8) { b in
+                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
+                let udp = try! UDPPacket(checking: ip.payload)
+                #expect(udp.verifyChecksum(source: ip.source, destination: ip.destination))
+                atServer.append((ip.source, udp.sourcePort, Array(udp.payload)))
+                replies.append(Self.udp(from: serverIP, udp.destinationPort, to: ip.source, udp.sourcePort,
+                                        toMAC: Self.outside, fromMAC: Self.serverMAC, payload: Array(udp.payload)))
+            }) ?? 0
+            for r in replies { try! r.withUnsafeBytes { try server.transmit($0) } }
+            return n > 0
+        }
+        sim.addProcess("client") {
+            (try? client.receive(into: pool, max: 8) { b in
+                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
+                let udp = try! UDPPacket(checking: ip.payload)
+                #expect(udp.verifyChecksum(source: ip.source, destination: ip.destination))
+                atClient.append((ip.source, udp.sourcePort, ip.destination, udp.destinationPort, Array(udp.payload)))
+            }) ?? 0 > 0
+        }
+        for n in 0..<20 {
+            sim.schedule(at: Instant(nanoseconds: Int64(n) * 10_000)) {
+                let frame = Self.udp(from: clientIP, 40000, to: serverIP, 7, toMAC: Self.inside, fromMAC: Self.clientMAC,
+                                     payload: [UInt8(n)])
+                try! frame.withUnsafeBytes { try client.transmit($0) }
+            }
+        }
+        sim.run(maxSteps: 200_000)
+        // The server saw the NAT's address and the client's port (free, so kept).
+        #expect(atServer.count == 20)
+        #expect(atServer.allSatisfy { $0.0 == natIP && $0.1 == 40000 })
+        // The client got every reply, addressed to itself, from the server, in order.
+        #expect(atClient.map { $0.4[0] } == (0..<20).map(UInt8.init))
+        #expect(atClient.allSatisfy { $0.0 == serverIP && $0.1 == 7 && $0.2 == clientIP && $0.3 == 40000 })
+        #expect(engine.counters.fastPath > 0, "later packets of both directions take the fast path")
+        #expect(engine.buffered == 0 && engine.counters.totalDrops == 0)
+        #expect(policy.nat?.count == 1)
+    }
+
+    @Test func noRouteAndUnknownReplyAreNotForwarded() throws {
+        let policy = GatewayPolicy(
+            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Self.inside),
+                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Self.outside)],
+            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
+            outsidePort: 1, neighbor: { _, _ in Self.serverMAC })
+        let toNowhere = FlowKey(ingressPort: 0, protocol: 17, source: IPv4Address(10, 1, 0, 2),
+                                destination: IPv4Address(192, 168, 9, 9), sourcePort: 1, destinationPort: 2)
+        #expect(policy.action(for: toNowhere) == nil && policy.noRoute == 1)
+        let stray = FlowKey(ingressPort: 1, protocol: 17, source: IPv4Address(10, 2, 0, 2),
+                            destination: IPv4Address(10, 2, 0, 1), sourcePort: 7, destinationPort: 5555)
+        #expect(policy.action(for: stray) == nil && policy.noMapping == 1)
+    }
+}
