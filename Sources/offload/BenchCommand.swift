@@ -22,6 +22,7 @@ struct BenchCommand: ParsableCommand {
             ("checksum 65536 B", { ChecksumBenchmark.run(size: 65536, seconds: seconds) }),
             ("fast path, 10k flows", { FastPathBenchmark.run(flows: 10_000, seconds: seconds) }),
             ("fast path, 1000k flows", { FastPathBenchmark.run(flows: 1_000_000, seconds: seconds) }),
+            ("flow setup, guard on", { FlowSetupBenchmark.run(seconds: seconds) }),
         ]
         let results = all.filter { filter == nil || $0.0.contains(filter!) }.map { $0.1() }
         if json {
