@@ -17,17 +17,10 @@ final class AuditBench {
     init() {
         var config = Engine<MemoryLink>.Configuration()
         config.audit = AuditSwitch(true)
-        var outside: [MemoryLink] = []
-        let clock = self.clock
-        var lines: [String] = []
-        engine = Engine(configuration: config, portCount: 2, clock: clock, log: { lines.append($0) }) { i in
-            let (o, e) = MemoryLink.pair(clock: clock, seed: UInt64(i))
-            outside.append(o)
-            return e
-        }
-        source = outside[0]
-        sink = outside[1]
-        _ = lines
+        let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: clock, log: { _ in })
+        self.engine = engine
+        source = wires[0]
+        sink = wires[1]
     }
 
     static let forward = FlowAction.forward(.init(outputPort: 1, destinationMAC: .local(0xbb), sourceMAC: .local(0xaa)))

@@ -17,14 +17,9 @@ final class LifecycleBench {
         config.tableCapacity = 64
         config.expiryBudget = 256
         config.idleTimeouts = IdleTimeouts(tcp: .seconds(60), udp: .seconds(5))
-        var outside: [MemoryLink] = []
-        let clock = self.clock
-        engine = Engine(configuration: config, portCount: 2, clock: clock) { i in
-            let (o, e) = MemoryLink.pair(clock: clock, seed: UInt64(i))
-            outside.append(o)
-            return e
-        }
-        source = outside[0]; sink = outside[1]
+        let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: clock)
+        self.engine = engine
+        source = wires[0]; sink = wires[1]
     }
 
     /// Sends a frame in and plays the software for anything that comes out of the engine.

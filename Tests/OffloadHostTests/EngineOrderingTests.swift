@@ -46,14 +46,9 @@ struct OrderingScenario {
         config.tableCapacity = 64
         config.bufferCount = 512
         config.queueCapacity = 64
-        var sourceSide: MemoryLink? = nil, sinkSide: MemoryLink? = nil
-        let engine = Engine<MemoryLink>(configuration: config, portCount: 2, clock: sim.clock) { i in
-            let (outside, engineEnd) = MemoryLink.pair(clock: sim.clock, seed: seed &+ UInt64(i),
-                                                       forward: Impairments(loss: i == 0 ? sourceLoss : 0))
-            if i == 0 { sourceSide = outside } else { sinkSide = outside }
-            return engineEnd
-        }
-        var source = sourceSide!, sink = sinkSide!
+        let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: sim.clock, seed: seed,
+                                                   impairments: { Impairments(loss: $0 == 0 ? sourceLoss : 0) })
+        var source = wires[0], sink = wires[1]
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: processing) { key in
             .forward(.init(outputPort: 1, destinationMAC: Self.sinkMAC, sourceMAC: Self.gatewayMAC,
                            translatedSource: Self.translated, translatedSourcePort: 20000 &+ key.sourcePort))
@@ -232,13 +227,8 @@ func threadedScenario(seed: UInt64, orderGuard: Bool) throws -> (violations: Int
     config.orderGuard = orderGuard
     config.tableCapacity = 256
     config.queueCapacity = 2048
-    var outside: [MemoryLink] = []
-    let engine = Engine<MemoryLink>(configuration: config, portCount: 2, clock: clock) { i in
-        let (o, e) = MemoryLink.pair(clock: clock, seed: seed &+ UInt64(i))
-        outside.append(o)
-        return e
-    }
-    var source = outside[0], sink = outside[1]
+    let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: clock, seed: seed)
+    var source = wires[0], sink = wires[1]
     let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial) { key in
         .forward(.init(outputPort: 1, destinationMAC: OrderingScenario.sinkMAC, sourceMAC: OrderingScenario.gatewayMAC,
                        translatedSource: OrderingScenario.translated))

@@ -91,13 +91,8 @@ import OffloadWire
     @Test(arguments: [SlowPath.Processing.partial, .complete])
     func udpThroughTheNATAndBack(processing: SlowPath.Processing) throws {
         let sim = Simulation(seed: 5)
-        var outsideLinks: [MemoryLink] = []
-        let engine = Engine<MemoryLink>(configuration: .init(), portCount: 2, clock: sim.clock) { i in
-            let (o, e) = MemoryLink.pair(clock: sim.clock, seed: UInt64(i))
-            outsideLinks.append(o)
-            return e
-        }
-        var client = outsideLinks[0], server = outsideLinks[1]
+        let (engine, wires) = Engine.onMemoryWires(configuration: .init(), portCount: 2, clock: sim.clock)
+        var client = wires[0], server = wires[1]
         let clientIP = IPv4Address(10, 1, 0, 2), serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
         let policy = GatewayPolicy(
             ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Self.inside),
