@@ -17,6 +17,7 @@ public enum CompatibilityFailure: String, CaseIterable, Sendable, Error, CustomS
     case badL4Checksum = "bad-l4-checksum"
     case badOffloadMetadata = "bad-offload-metadata"
     case oversize = "oversize"
+    case malformedARP = "malformed-arp"
 
     public var description: String { rawValue }
 }
@@ -36,6 +37,14 @@ public struct CompatibilityTest: Sendable {
     public func check(_ frame: UnsafeRawBufferPointer, metadata: OffloadMetadata) throws(CompatibilityFailure) {
         let ethernet: EthernetFrame
         do { ethernet = try EthernetFrame(checking: frame) } catch { throw .truncated }
+        if ethernet.etherType == .arp {
+            // The software's ARP answers and requests: an Ethernet/IPv4 request or reply.
+            guard let arp = try? ARPPacket(checking: ethernet.payload),
+                  arp.operation == ARPOperation.request.rawValue || arp.operation == ARPOperation.reply.rawValue else {
+                throw .malformedARP
+            }
+            return
+        }
         guard ethernet.etherType == .ipv4 else { throw .unsupportedEtherType }
         let ipBytes = ethernet.payload
         let packet: IPv4Packet

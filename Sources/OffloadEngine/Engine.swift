@@ -241,6 +241,14 @@ public final class Engine<Port: Link & ~Copyable> {
             _ = table.insert(key, action: action, now: now, doNotUse: configuration.orderGuard && waiting > 0)
         case .reinsert(let reinsertion):
             reinsert(reinsertion, now: now)
+        case .originate(let frame, let port):
+            // The frame stays marked away: it goes back to the software's own pool. Not a
+            // packet of the engine's, so a failure is not one of its drops.
+            if Int(port) < portCount, (try? ports[Int(port)].transmit(frame)) != nil {
+                counters.originated &+= 1
+            } else {
+                counters.originatedNotSent &+= 1
+            }
         }
     }
 
@@ -251,7 +259,7 @@ public final class Engine<Port: Link & ~Copyable> {
         let ingressPort = reinsertion.ingressPort
         var buffer = reinsertion.buffer
         buffer.isAway = false
-        if !verdict.isDrop, configuration.audit.isOn, let mark {
+        if verdict.sendsOut, configuration.audit.isOn, let mark {
             // The host's audit stage tested unmarked packets; marks are the engine's to check.
             if marks.redeem(mark, key: FlowKey(frame: buffer.bytes, port: ingressPort)) {
                 counters.auditValidMarks &+= 1
@@ -266,7 +274,7 @@ public final class Engine<Port: Link & ~Copyable> {
                 }
             }
         }
-        if !verdict.isDrop, let flow = countedFlow, let h = table.lookup(flow), table.entry(h).carriesRTP {
+        if verdict.sendsOut, let flow = countedFlow, let h = table.lookup(flow), table.entry(h).carriesRTP {
             recordRTP(flow, buffer.bytes, now: now)
         }
         switch verdict {
@@ -287,6 +295,9 @@ public final class Engine<Port: Link & ~Copyable> {
         case .drop:
             _ = consume buffer
             drop(.softwareDrop)
+        case .consumed:
+            _ = consume buffer
+            counters.consumedBySoftware &+= 1
         }
         countOut(countedFlow)
     }

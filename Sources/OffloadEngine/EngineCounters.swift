@@ -13,7 +13,7 @@ public enum EngineDropReason: String, CaseIterable, Sendable, CustomStringConver
     public var description: String { rawValue }
 }
 
-/// The engine's counters. At rest: received = fastPath + reinsertedOut + dropped.
+/// The engine's counters. At rest: received = fastPath + reinsertedOut + consumedBySoftware + dropped.
 public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var received: UInt64 = 0
     /// Packets the fast path sent out (entry usable, action run in the engine).
@@ -25,6 +25,12 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     /// Of those, completed by the engine with the entry's action (the software's partial processing).
     public var completedByEngine: UInt64 = 0
     public var drops = ReasonCounters<EngineDropReason>()
+    /// Packets for the software itself that it took (ARP replies it learned from).
+    public var consumedBySoftware: UInt64 = 0
+    /// Frames the software made itself (ARP requests) that the engine sent; not in `received`.
+    public var originated: UInt64 = 0
+    /// Of the software's own frames, those the port refused or that named no port.
+    public var originatedNotSent: UInt64 = 0
     /// Do-not-use flags cleared because a flow's in-software count reached zero.
     public var flagsCleared: UInt64 = 0
     /// Entries removed for being idle (B9).
@@ -55,7 +61,10 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
 
     public var rows: [(String, UInt64)] {
         [("received", received), ("fast path", fastPath), ("re-inserted and sent", reinsertedOut),
-         ("completed by the engine", completedByEngine), ("do-not-use flags cleared", flagsCleared),
+         ("completed by the engine", completedByEngine), ("consumed by the software", consumedBySoftware),
+         ("originated by the software", originated),
+         ("originated, not sent", originatedNotSent),
+         ("do-not-use flags cleared", flagsCleared),
          ("entries expired", expired), ("entries torn down", tornDown)]
             + [("audit: valid marks", auditValidMarks), ("audit: invalid marks", auditInvalidMarks)]
             + toSoftware.rows("to software: ") + drops.rows("dropped: ") + auditFailures.rows("audit failed: ")

@@ -49,6 +49,9 @@ public enum SoftwareMessage: ~Copyable {
     case install(FlowKey, FlowAction)
     /// Take a packet back.
     case reinsert(Reinsertion)
+    /// Send a frame the software made in its own memory (an ARP request) out of `port`.
+    /// It is no packet of the engine's: it is not counted as received or re-inserted.
+    case originate(PacketBuffer, port: UInt16)
 }
 
 /// A packet the software gives back, and what the engine is to do with it.
@@ -61,10 +64,15 @@ public struct Reinsertion: ~Copyable {
         case complete
         /// The software dropped it, for a reason it names.
         case drop(String)
+        /// The packet was for the software itself, which took it (an ARP reply it learned from).
+        case consumed
 
-        public var isDrop: Bool {
-            if case .drop = self { return true }
-            return false
+        /// Whether the packet is to leave by a port (and so is audited and counted as sent).
+        public var sendsOut: Bool {
+            switch self {
+            case .transmit, .complete: return true
+            case .drop, .consumed: return false
+            }
         }
     }
 

@@ -32,31 +32,43 @@ public final class ReinsertionQueue {
 
     /// Sends a message through the audit stage. The caller checked `room`.
     public func send(_ message: consuming SoftwareMessage) {
-        var admitted = message
-        if audit.isOn { admitted = stage(admitted) }
+        var admitted: SoftwareMessage? = message
+        if audit.isOn { admitted = stage(admitted.take()!) }
+        guard let admitted = admitted.take() else { return }
         if ring.push(admitted) != nil { preconditionFailure("ReinsertionQueue: sent without room") }
     }
 
-    private func stage(_ message: consuming SoftwareMessage) -> SoftwareMessage {
+    /// The message as it may go on, or nil for a frame of the software's own that failed
+    /// (it was never the engine's, so nothing is to be counted out).
+    private func stage(_ message: consuming SoftwareMessage) -> SoftwareMessage? {
         switch consume message {
         case .install(let key, let action):
             return .install(key, action)
         case .reinsert(let r):
-            guard r.mark == nil, !r.verdict.isDrop else { return .reinsert(r) }
-            tested &+= 1
-            do throws(CompatibilityFailure) {
-                try test.check(r.buffer.bytes, metadata: r.buffer.offload)
-                return .reinsert(r)
-            } catch {
-                failures[error] &+= 1
-                let now = clock.now
-                if lastLogged[error].map({ now - $0 >= .seconds(1) }) ?? true {
-                    lastLogged[error] = now
-                    log("audit: dropped a re-inserted packet: \(error) (\(failures[error]) so far)")
-                }
-                return .reinsert(Reinsertion(buffer: r.buffer, verdict: .drop("audit: \(error)"),
-                                             countedFlow: r.countedFlow, mark: nil, ingressPort: r.ingressPort))
+            guard r.mark == nil, r.verdict.sendsOut else { return .reinsert(r) }
+            guard let failure = check(r.buffer) else { return .reinsert(r) }
+            return .reinsert(Reinsertion(buffer: r.buffer, verdict: .drop("audit: \(failure)"),
+                                         countedFlow: r.countedFlow, mark: nil, ingressPort: r.ingressPort))
+        case .originate(let frame, let port):
+            guard check(frame) == nil else { return nil }
+            return .originate(frame, port: port)
+        }
+    }
+
+    /// Runs the compatibility test on an unmarked frame; counts and logs a failure.
+    private func check(_ frame: borrowing PacketBuffer) -> CompatibilityFailure? {
+        tested &+= 1
+        do throws(CompatibilityFailure) {
+            try test.check(frame.bytes, metadata: frame.offload)
+            return nil
+        } catch {
+            failures[error] &+= 1
+            let now = clock.now
+            if lastLogged[error].map({ now - $0 >= .seconds(1) }) ?? true {
+                lastLogged[error] = now
+                log("audit: dropped a re-inserted packet: \(error) (\(failures[error]) so far)")
             }
+            return error
         }
     }
 }

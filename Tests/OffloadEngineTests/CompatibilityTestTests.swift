@@ -96,6 +96,23 @@ func refillIPChecksum(_ frame: inout [UInt8]) {
         #expect(failure(udpFrame(payload: 1500)) == .oversize)
     }
 
+    /// The software's own ARP requests and answers pass; a malformed ARP packet does not.
+    @Test func arpIsCheckedAsARP() {
+        var arp = [UInt8](repeating: 0, count: 60)
+        arp.withUnsafeMutableBytes { raw in
+            EthernetRepr(destination: .broadcast, source: .local(1), etherType: .arp).emit(into: raw)
+            ARPRepr(operation: .request, senderHardwareAddress: .local(1), senderProtocolAddress: IPv4Address(10, 1, 0, 1),
+                    targetHardwareAddress: .zero, targetProtocolAddress: IPv4Address(10, 1, 0, 2))
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
+        }
+        #expect(failure(arp) == nil)
+        var f = arp; f[21] = 9
+        #expect(failure(f) == .malformedARP, "operation neither request nor reply")
+        f = arp; f[18] = 8
+        #expect(failure(f) == .malformedARP, "hardware length not 6")
+        #expect(failure(Array(arp[0..<30])) == .malformedARP, "truncated")
+    }
+
     @Test func ipOptionsAreRefused() {
         // Insert 4 bytes of NOP options: IHL 6.
         var f = udpFrame()

@@ -99,13 +99,11 @@ import OffloadWire
                     .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Self.outside)],
             routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
                                 .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
-            outsidePort: 1,
-            neighbor: { port, ip in
-                ip == clientIP ? Self.clientMAC : ip == serverIP ? Self.serverMAC : nil
-            })
-        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: processing) {
-            policy.action(for: $0)
-        }
+            outsidePort: 1, clock: sim.clock)
+        policy.addNeighbor(port: 0, address: clientIP, hardwareAddress: Self.clientMAC)
+        policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Self.serverMAC)
+        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: processing,
+                                policy: policy)
         sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
         sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
 
@@ -158,12 +156,14 @@ import OffloadWire
             ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Self.inside),
                     .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Self.outside)],
             routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
-            outsidePort: 1, neighbor: { _, _ in Self.serverMAC })
+            outsidePort: 1, clock: VirtualClock())
         let toNowhere = FlowKey(ingressPort: 0, protocol: 17, source: IPv4Address(10, 1, 0, 2),
                                 destination: IPv4Address(192, 168, 9, 9), sourcePort: 1, destinationPort: 2)
-        #expect(policy.action(for: toNowhere) == nil && policy.noRoute == 1)
+        #expect(policy.decide(toNowhere, send: { _, _ in }) == .unreachable(code: 0, reason: "no-route"))
+        #expect(policy.counters.noRoute == 1)
         let stray = FlowKey(ingressPort: 1, protocol: 17, source: IPv4Address(10, 2, 0, 2),
                             destination: IPv4Address(10, 2, 0, 1), sourcePort: 7, destinationPort: 5555)
-        #expect(policy.action(for: stray) == nil && policy.noMapping == 1)
+        #expect(policy.decide(stray, send: { _, _ in }) == .unreachable(code: 3, reason: "no-listener"))
+        #expect(policy.counters.notListening == 1)
     }
 }

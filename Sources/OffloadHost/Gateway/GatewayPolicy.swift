@@ -1,12 +1,13 @@
 import OffloadCore
 import OffloadEngine
+import OffloadWire
 
-/// The gateway's decision for a new flow (the slow path's policy): route by destination,
-/// source-NAT flows that leave by the outside port, and translate replies to the outside
-/// address back to the inside host that owns the port. Next hops' MAC addresses come from
-/// `neighbor` (the gateway's ARP cache); a flow with no route, no mapping or no known next
-/// hop gets no action, and the slow path drops it with a named reason.
-public final class GatewayPolicy {
+/// The gateway's software decisions (the slow path's policy): route by destination,
+/// source-NAT flows that leave by the outside port, translate replies to the outside
+/// address back to the inside host that owns the port, resolve next hops with ARP (and
+/// answer ARP for its own addresses), answer ICMP echo to its addresses, and say which
+/// flows are unreachable so the slow path answers them with ICMP errors.
+public final class GatewayPolicy: SlowPathPolicy {
     public struct Port: Sendable {
         public var address: IPv4CIDR
         public var hardwareAddress: MACAddress
@@ -22,40 +23,57 @@ public final class GatewayPolicy {
     /// The port that faces the outside, and the NAT behind it; nil routes without NAT.
     public let outsidePort: UInt16?
     public private(set) var nat: NAT44?
-    private let neighbor: (UInt16, IPv4Address) -> MACAddress?
-    public private(set) var noRoute: UInt64 = 0
-    public private(set) var noMapping: UInt64 = 0
-    public private(set) var unresolved: UInt64 = 0
+    /// The ARP cache of each port.
+    public private(set) var neighbors: [NeighborCache]
+    public private(set) var counters = GatewayCounters()
+    private let clock: any Clock
+    private var icmpErrors: TokenBucket
+    /// ARP timers run at most this often.
+    private static let timerInterval = Duration.milliseconds(50)
+    private var nextTimers = Instant.zero
 
-    public init(ports: [Port], routes: RouteTable, outsidePort: UInt16?, neighbor: @escaping (UInt16, IPv4Address) -> MACAddress?) {
+    public init(ports: [Port], routes: RouteTable, outsidePort: UInt16?, clock: any Clock,
+                neighbors: NeighborCache.Configuration = .init(), icmpErrorsPerSecond: Int = 1000) {
         self.ports = ports
         self.routes = routes
         self.outsidePort = outsidePort
-        self.neighbor = neighbor
+        self.clock = clock
+        self.neighbors = Array(repeating: NeighborCache(configuration: neighbors), count: ports.count)
+        icmpErrors = TokenBucket(perSecond: icmpErrorsPerSecond, burst: max(1, icmpErrorsPerSecond / 20), now: clock.now)
         if let outside = outsidePort { nat = NAT44(outsideAddress: ports[Int(outside)].address.address) }
     }
 
-    /// The action for the flow `key`, or nil to drop it.
-    public func action(for key: FlowKey) -> FlowAction? {
+    /// Records a neighbour that never expires (a static ARP entry).
+    public func addNeighbor(port: UInt16, address: IPv4Address, hardwareAddress: MACAddress) {
+        neighbors[Int(port)].learn(address, is: hardwareAddress, now: Instant(nanoseconds: .max / 2), add: true)
+    }
+
+    // MARK: New flows
+
+    public func decide(_ key: FlowKey, send: Originate) -> FlowDecision {
         var destination = key.destination
         var translatedDestination: (IPv4Address, UInt16)?
-        if key.ingressPort == outsidePort, let nat, key.destination == nat.outsideAddress {
+        if key.ingressPort == outsidePort, let nat, key.destination == nat.outsideAddress,
+           let inside = nat.reverse(protocol: key.protocol, outsidePort: key.destinationPort) {
             // A reply to a mapping: back to the inside host that owns the port.
-            guard let inside = nat.reverse(protocol: key.protocol, outsidePort: key.destinationPort) else {
-                noMapping &+= 1
-                return nil
-            }
             destination = inside.address
             translatedDestination = (inside.address, inside.port)
+        } else if ports.contains(where: { $0.address.address == key.destination }) {
+            // For the gateway itself: ICMP is answered here; nothing else listens.
+            if key.protocol == IPProtocol.icmp.rawValue { return .install(.deliver(connection: 0)) }
+            counters.notListening &+= 1
+            return .unreachable(code: ICMPv4Packet.UnreachableCode.port, reason: "no-listener")
         }
         guard let (egress, hop) = routes.nextHop(for: destination), Int(egress) < ports.count,
               egress != key.ingressPort || translatedDestination != nil else {
-            noRoute &+= 1
-            return nil
+            counters.noRoute &+= 1
+            return .unreachable(code: ICMPv4Packet.UnreachableCode.network, reason: "no-route")
         }
-        guard let mac = neighbor(egress, hop) else {
-            unresolved &+= 1
-            return nil
+        let now = clock.now
+        guard let mac = neighbors[Int(egress)].lookup(hop, now: now) else {
+            if neighbors[Int(egress)].startResolving(hop, now: now) { sendARPRequest(port: egress, for: hop, send: send) }
+            counters.waitedForNeighbor &+= 1
+            return .wait(NextHop(port: egress, address: hop))
         }
         var forward = FlowAction.Forward(outputPort: egress, destinationMAC: mac,
                                          sourceMAC: ports[Int(egress)].hardwareAddress)
@@ -71,10 +89,132 @@ public final class GatewayPolicy {
                 if key.protocol == 6 || key.protocol == 17 { forward.translatedSourcePort = port }
             } catch {
                 self.nat = nat
-                noMapping &+= 1
-                return nil
+                counters.natExhausted &+= 1
+                return .unreachable(code: ICMPv4Packet.UnreachableCode.host, reason: "nat-ports-exhausted")
             }
         }
-        return .forward(forward)
+        return .install(.forward(forward))
+    }
+
+    public func resolution(of hop: NextHop) -> ResolutionState {
+        let cache = neighbors[Int(hop.port)]
+        if cache.lookup(hop.address, now: clock.now) != nil { return .resolved }
+        if case .incomplete? = cache.entries[hop.address] { return .pending }
+        return .failed
+    }
+
+    public func poll(send: Originate) {
+        let now = clock.now
+        guard now >= nextTimers else { return }
+        nextTimers = now + Self.timerInterval
+        for port in neighbors.indices {
+            let (retry, failed) = neighbors[port].expire(now: now)
+            for hop in retry { sendARPRequest(port: UInt16(port), for: hop, send: send) }
+            counters.resolutionsFailed &+= UInt64(failed.count)
+        }
+    }
+
+    public func icmpErrorSource(port: UInt16) -> SoftwareInterface? {
+        guard Int(port) < ports.count else { return nil }
+        guard icmpErrors.take(now: clock.now) else {
+            counters.icmpErrorsRateLimited &+= 1
+            return nil
+        }
+        return SoftwareInterface(address: ports[Int(port)].address.address,
+                                 hardwareAddress: ports[Int(port)].hardwareAddress)
+    }
+
+    // MARK: Packets for the gateway itself
+
+    public func answer(_ frame: UnsafeMutableRawBufferPointer, ingressPort: UInt16, send: Originate) -> LocalAnswer {
+        guard Int(ingressPort) < ports.count, let ethernet = try? EthernetFrame(checking: UnsafeRawBufferPointer(frame)) else {
+            return .drop("malformed")
+        }
+        switch ethernet.etherType {
+        case .arp: return answerARP(frame, port: ingressPort)
+        case .ipv4: return answerEcho(frame, port: ingressPort)
+        default: return .drop("unsupported-ethertype")
+        }
+    }
+
+    /// RFC 826: learn from a packet about us (or update a known sender); answer a request
+    /// for our address on that port, in place.
+    private func answerARP(_ frame: UnsafeMutableRawBufferPointer, port: UInt16) -> LocalAnswer {
+        let start = EthernetFrame.headerLength
+        guard let arp = try? ARPRepr.parse(ARPPacket(checking: UnsafeRawBufferPointer(rebasing: frame[start...]))) else {
+            return .drop("malformed-arp")
+        }
+        let me = ports[Int(port)]
+        let forUs = arp.targetProtocolAddress == me.address.address
+        neighbors[Int(port)].learn(arp.senderProtocolAddress, is: arp.senderHardwareAddress, now: clock.now, add: forUs)
+        guard forUs else { return .drop("arp-not-for-us") }
+        guard arp.operation == .request else { return .consumed }
+        let reply = ARPRepr(operation: .reply, senderHardwareAddress: me.hardwareAddress,
+                            senderProtocolAddress: me.address.address,
+                            targetHardwareAddress: arp.senderHardwareAddress,
+                            targetProtocolAddress: arp.senderProtocolAddress)
+        EthernetRepr(destination: arp.senderHardwareAddress, source: me.hardwareAddress, etherType: .arp).emit(into: frame)
+        reply.emit(into: UnsafeMutableRawBufferPointer(rebasing: frame[start...]))
+        counters.arpAnswered &+= 1
+        return .send(port: port)
+    }
+
+    /// An ICMP echo request to one of our addresses becomes its reply, in place.
+    private func answerEcho(_ frame: UnsafeMutableRawBufferPointer, port: UInt16) -> LocalAnswer {
+        guard let ethernet = try? MutableEthernetFrame(checking: frame),
+              let ip = try? MutableIPv4Packet(checking: ethernet.payload),
+              (try? IPv4Repr.parse(ip.packet, checksums: .verify)) != nil,
+              ip.packet.protocol == .icmp, ports.contains(where: { $0.address.address == ip.packet.destination }),
+              let icmp = try? MutableICMPv4Packet(checking: ip.payload), icmp.packet.verifyChecksum,
+              icmp.packet.type == ICMPv4Packet.MessageType.echoRequest, icmp.packet.code == 0 else {
+            return .drop("not-for-us")
+        }
+        let sender = ethernet.frame.source
+        let (me, them) = (ip.packet.destination, ip.packet.source)
+        ethernet.setDestination(sender)
+        ethernet.setSource(ports[Int(port)].hardwareAddress)
+        ip.setSource(me)
+        ip.setDestination(them)
+        ip.setTimeToLive(64)
+        ip.fillChecksum()
+        icmp.bytes[ICMPv4Packet.Field.type] = ICMPv4Packet.MessageType.echoReply
+        icmp.fillChecksum()
+        counters.echoAnswered &+= 1
+        return .send(port: port)
+    }
+
+    private func sendARPRequest(port: UInt16, for address: IPv4Address, send: Originate) {
+        let me = ports[Int(port)]
+        let request = ARPRepr(operation: .request, senderHardwareAddress: me.hardwareAddress,
+                              senderProtocolAddress: me.address.address, targetHardwareAddress: .zero,
+                              targetProtocolAddress: address)
+        send(port) { out in
+            EthernetRepr(destination: .broadcast, source: me.hardwareAddress, etherType: .arp).emit(into: out)
+            request.emit(into: UnsafeMutableRawBufferPointer(rebasing: out[EthernetFrame.headerLength...]))
+            out.baseAddress!.advanced(by: 42).initializeMemory(as: UInt8.self, repeating: 0, count: 18)
+            return 60
+        }
+        counters.arpRequestsSent &+= 1
+    }
+}
+
+/// What the gateway's software decided and answered.
+public struct GatewayCounters: Sendable, Equatable, CounterTable {
+    public var noRoute: UInt64 = 0
+    public var notListening: UInt64 = 0
+    public var natExhausted: UInt64 = 0
+    public var waitedForNeighbor: UInt64 = 0
+    public var resolutionsFailed: UInt64 = 0
+    public var arpRequestsSent: UInt64 = 0
+    public var arpAnswered: UInt64 = 0
+    public var echoAnswered: UInt64 = 0
+    public var icmpErrorsRateLimited: UInt64 = 0
+
+    public var rows: [(String, UInt64)] {
+        [("flows with no route", noRoute), ("flows to no listener", notListening),
+         ("flows refused: NAT ports exhausted", natExhausted), ("flows that waited for ARP", waitedForNeighbor),
+         ("ARP resolutions failed", resolutionsFailed), ("ARP requests sent", arpRequestsSent),
+         ("ARP requests answered", arpAnswered), ("ICMP echo answered", echoAnswered),
+         ("ICMP errors rate-limited", icmpErrorsRateLimited)]
     }
 }

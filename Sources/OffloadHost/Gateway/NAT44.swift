@@ -42,7 +42,10 @@ public struct NAT44: Sendable {
     /// (ports survive NAT where they can), else the next free one.
     public mutating func map(_ inside: Inside) throws(Failure) -> UInt16 {
         if let port = outward[inside] { return port }
-        var candidate = ports.contains(inside.port) ? inside.port : (cursor[inside.protocol] ?? ports.lowerBound)
+        // Protocols without ports (ICMP) have one mapping per protocol, at port 0: the
+        // first inside host to use one gets replies to the outside address.
+        let hasPorts = inside.protocol == 6 || inside.protocol == 17
+        var candidate = ports.contains(inside.port) || !hasPorts ? inside.port : (cursor[inside.protocol] ?? ports.lowerBound)
         let size = Int(ports.upperBound) - Int(ports.lowerBound) + 1
         var tried = 0
         while inward[Self.slot(inside.protocol, candidate)] != nil {

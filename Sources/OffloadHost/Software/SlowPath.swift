@@ -1,0 +1,297 @@
+import OffloadCore
+import OffloadEngine
+import OffloadWire
+
+/// The software side of seed 000: takes packets from the engine's exception queue in
+/// arrival order, builds the entry for a new flow (its policy decides the action), processes
+/// each packet completely or partially (B6), and re-inserts it. Packets addressed to the
+/// software itself (ARP, ICMP echo) are answered by the policy; packets that cannot be
+/// delivered are answered with ICMP errors; packets whose next hop is being resolved are
+/// held, in order, until it is.
+public final class SlowPath {
+    /// B6: who finishes a forwarded packet. Both give byte-identical frames.
+    public enum Processing: Sendable {
+        /// The software rewrites headers, TTL and checksums; the engine only transmits.
+        case complete
+        /// The software decides; the engine completes the packet with the entry's action.
+        case partial
+    }
+
+    public let processing: Processing
+    public let policy: any SlowPathPolicy
+    private let exceptions: SPSCRing<ExceptionItem>
+    private let queue: ReinsertionQueue
+    /// Actions decided so far, so later packets of a flow are processed like its first.
+    public private(set) var actions: [FlowKey: FlowAction] = [:]
+    static let actionCacheLimit = 65_536
+    /// Flows with held packets: how many, and the hop they wait for. Such a flow's later
+    /// packets are held behind them.
+    private var heldFlows: [FlowKey: (count: Int, hop: NextHop)] = [:]
+    private var held: HeldPackets
+    /// Frames the software makes itself (ARP requests) come from its own memory.
+    private let ownPool: BufferPool
+    public private(set) var processed: UInt64 = 0
+    /// Packets the software dropped, by reason (each still goes back to the engine to be
+    /// counted out of its flow).
+    public private(set) var dropped: [String: UInt64] = [:]
+    public private(set) var icmpErrorsSent: UInt64 = 0
+    public private(set) var answered: UInt64 = 0
+    public private(set) var originated: UInt64 = 0
+
+    public init(exceptions: SPSCRing<ExceptionItem>, reinsertion: ReinsertionQueue, processing: Processing,
+                policy: any SlowPathPolicy, heldCapacity: Int = 256) {
+        self.exceptions = exceptions
+        self.queue = reinsertion
+        self.processing = processing
+        self.policy = policy
+        held = HeldPackets(capacity: heldCapacity)
+        ownPool = BufferPool(count: 64, bufferSize: 256, headroom: 0)
+    }
+
+    /// A slow path whose policy is a function from a flow to its action (nil drops the flow).
+    public convenience init(exceptions: SPSCRing<ExceptionItem>, reinsertion: ReinsertionQueue, processing: Processing,
+                            policy: @escaping (FlowKey) -> FlowAction?) {
+        self.init(exceptions: exceptions, reinsertion: reinsertion, processing: processing,
+                  policy: FunctionPolicy(policy))
+    }
+
+    /// Packets held until their next hop is resolved.
+    public var heldCount: Int { held.count }
+
+    /// Handles up to `max` packets: first the held ones whose next hop has been resolved (or
+    /// has failed), then new ones from the engine. Returns how many (0 when there was nothing
+    /// to do or the re-insertion queue is full). A packet is taken only when the queue has
+    /// room for what it may send (an install and the packet), so nothing is ever held back
+    /// or lost between the two.
+    @discardableResult
+    public func step(max: Int = 32) -> Int {
+        policy.poll(send: originate)
+        var done = 0
+        if held.count > 0 {
+            held.release(where: { policy.resolution(of: $0) != .pending },
+                         while: { done < max && queue.room >= 2 }) { item, hop in
+                let key = item.key!
+                if let flow = heldFlows[key] { heldFlows[key] = flow.count > 1 ? (flow.count - 1, hop) : nil }
+                if policy.resolution(of: hop) == .failed {
+                    reject(item, code: ICMPv4Packet.UnreachableCode.host, reason: "unresolved")
+                } else {
+                    handle(item, released: true)
+                }
+                done += 1
+            }
+        }
+        while done < max, queue.room >= 2, let item = exceptions.pop() {
+            handle(item, released: false)
+            done += 1
+        }
+        return done
+    }
+
+    private func send(_ message: consuming SoftwareMessage) {
+        // Room was checked before the packet was taken; only this thread adds.
+        queue.send(message)
+    }
+
+    /// Sends a frame of the software's own, if there is room and memory for it (an ARP
+    /// request that finds neither is sent again by the policy's retry).
+    private func originate(port: UInt16, fill: (UnsafeMutableRawBufferPointer) -> Int) {
+        guard queue.room >= 3, var buffer = ownPool.take() else {
+            dropped["no-room-to-originate", default: 0] += 1
+            return
+        }
+        let length = fill(buffer.writableSpace)
+        guard (try? buffer.setCount(length)) != nil else { return }
+        // The engine transmits it on its thread; the buffer comes back here through the pool's side list.
+        buffer.isAway = true
+        originated &+= 1
+        send(.originate(buffer, port: port))
+    }
+
+    private func handle(_ item: consuming ExceptionItem, released: Bool) {
+        processed &+= 1
+        let reason = item.reason
+        guard let key = item.key else {
+            return answerLocally(item)
+        }
+        switch reason {
+        case .miss, .doNotUse, .tableFull:
+            break
+        case .localDelivery:
+            return answerLocally(item)
+        case .timeToLiveExceeded:
+            return timeExceeded(item)
+        case .notAFlow:
+            return reinsertDrop(item, "not-a-flow")
+        }
+        if !released, let flow = heldFlows[key] {
+            return hold(item, hop: flow.hop)
+        }
+        let action: FlowAction
+        var decidedNow = false
+        if reason != .miss, let known = actions[key] {
+            action = known
+        } else {
+            decidedNow = true
+            // A miss is a new entry: the policy decides afresh (it may have changed). The
+            // cache only serves the flow's later packets that reach the software meanwhile,
+            // so it is emptied when it grows large rather than tracking the engine's expiry.
+            if actions.count >= SlowPath.actionCacheLimit { actions.removeAll(keepingCapacity: true) }
+            switch policy.decide(key, send: originate) {
+            case .install(var decided):
+                // B8: a UDP flow whose first packet is RTP gets its statistics kept by the engine.
+                if key.protocol == 17, case .forward(var forward) = decided, SlowPath.carriesRTP(item.buffer.bytes) {
+                    forward.carriesRTP = true
+                    decided = .forward(forward)
+                }
+                action = decided
+            case .wait(let hop):
+                guard !released else { return reinsertDrop(item, "unresolved") }
+                return hold(item, hop: hop)
+            case .unreachable(let code, let why):
+                actions[key] = .drop
+                if reason != .tableFull { send(.install(key, .drop)) }
+                return reject(item, code: code, reason: why)
+            }
+            actions[key] = action
+        }
+        // The packet the action was decided for (the flow's first) carries it to the
+        // engine's entry, ahead of itself.
+        if decidedNow, reason != .tableFull { send(.install(key, action)) }
+        process(item, action)
+    }
+
+    /// Holds a packet, behind the held packets of its flow, until `hop` is resolved.
+    private func hold(_ item: consuming ExceptionItem, hop: NextHop) {
+        let key = item.key!
+        guard !held.isFull else { return reinsertDrop(item, "resolution-queue-full") }
+        heldFlows[key, default: (0, hop)].count += 1
+        held.append(item, waitingFor: hop)
+    }
+
+    private func process(_ item: consuming ExceptionItem, _ action: FlowAction) {
+        let forward: FlowAction.Forward
+        switch action {
+        case .forward(let f): forward = f
+        case .deliver: return answerLocally(item)
+        case .drop, .toSoftware: return reinsertDrop(item, "policy")
+        }
+        let frame = item.buffer.bytes
+        if frame.count > 22, frame[12] == 0x08, frame[13] == 0x00, frame[22] <= 1 {
+            // RFC 1812: a packet whose TTL would reach 0 is not forwarded.
+            return timeExceeded(item)
+        }
+        let origin = Origin(item)
+        if processing == .partial, origin.countedFlow != nil {
+            return send(origin.reinsertion(item.buffer, .complete))
+        }
+        guard SlowPath.rewrite(item.buffer.mutableBytes, forward) else {
+            return reinsertDrop(item, "ttl-exceeded")
+        }
+        send(origin.reinsertion(item.buffer, .transmit(port: forward.outputPort)))
+    }
+
+    // MARK: Answers and errors
+
+    private func answerLocally(_ item: consuming ExceptionItem) {
+        switch policy.answer(item.buffer.mutableBytes, ingressPort: item.ingressPort, send: originate) {
+        case .send(let port):
+            answered &+= 1
+            let origin = Origin(item)
+            item.buffer.offload = .none
+            send(origin.reinsertion(item.buffer, .transmit(port: port)))
+        case .consumed:
+            answered &+= 1
+            let origin = Origin(item)
+            send(origin.reinsertion(item.buffer, .consumed))
+        case .drop(let reason):
+            reinsertDrop(item, reason)
+        }
+    }
+
+    private func timeExceeded(_ item: consuming ExceptionItem) {
+        sendICMPError(item, type: ICMPv4Packet.MessageType.timeExceeded, code: 0, reason: "ttl-exceeded")
+    }
+
+    private func reject(_ item: consuming ExceptionItem, code: UInt8, reason: String) {
+        sendICMPError(item, type: ICMPv4Packet.MessageType.destinationUnreachable, code: code, reason: reason)
+    }
+
+    /// Turns the packet into an ICMP error back to its sender (the packet itself is dropped,
+    /// under `reason`), or just drops it where no error may be sent.
+    private func sendICMPError(_ item: consuming ExceptionItem, type: UInt8, code: UInt8, reason: String) {
+        dropped[reason, default: 0] += 1
+        let port = item.ingressPort
+        guard let interface = policy.icmpErrorSource(port: port),
+              ICMPErrorFrame.rewrite(&item.buffer, type: type, code: code, from: interface) else {
+            let origin = Origin(item)
+            return send(origin.reinsertion(item.buffer, .drop(reason)))
+        }
+        icmpErrorsSent &+= 1
+        let origin = Origin(item)
+        send(origin.reinsertion(item.buffer, .transmit(port: port)))
+    }
+
+    /// What a re-inserted packet carries back from its exception item.
+    struct Origin {
+        let countedFlow: FlowKey?
+        let mark: AuditMark?
+        let ingressPort: UInt16
+
+        init(_ item: borrowing ExceptionItem) {
+            countedFlow = item.countedFlow
+            mark = item.mark
+            ingressPort = item.ingressPort
+        }
+
+        func reinsertion(_ buffer: consuming PacketBuffer, _ verdict: Reinsertion.Verdict) -> SoftwareMessage {
+            .reinsert(Reinsertion(buffer: buffer, verdict: verdict, countedFlow: countedFlow, mark: mark,
+                                  ingressPort: ingressPort))
+        }
+    }
+
+    private func reinsertDrop(_ item: consuming ExceptionItem, _ reason: String) {
+        dropped[reason, default: 0] += 1
+        let origin = Origin(item)
+        send(origin.reinsertion(item.buffer, .drop(reason)))
+    }
+
+    // MARK: Frames
+
+    /// Whether an Ethernet + IPv4 + UDP frame's payload is RTP.
+    static func carriesRTP(_ frame: UnsafeRawBufferPointer) -> Bool {
+        guard let ethernet = try? EthernetFrame(checking: frame), let ip = try? IPv4Packet(checking: ethernet.payload),
+              let udp = try? UDPPacket(checking: ip.payload) else { return false }
+        return RTPFlowStatistics.looksLikeRTP(udp.payload)
+    }
+
+    /// Complete processing in software: MACs, NAT addresses and ports, TTL, and every
+    /// checksum recomputed from scratch. False when TTL would reach 0.
+    static func rewrite(_ frame: UnsafeMutableRawBufferPointer, _ forward: FlowAction.Forward) -> Bool {
+        guard let ethernet = try? MutableEthernetFrame(checking: frame),
+              let ip = try? MutableIPv4Packet(checking: ethernet.payload) else { return false }
+        let packet = ip.packet
+        guard packet.timeToLive > 1 else { return false }
+        ethernet.setDestination(forward.destinationMAC)
+        ethernet.setSource(forward.sourceMAC)
+        ip.setTimeToLive(packet.timeToLive - 1)
+        if let a = forward.translatedSource { ip.setSource(a) }
+        if let a = forward.translatedDestination { ip.setDestination(a) }
+        ip.fillChecksum()
+        let source = ip.packet.source, destination = ip.packet.destination
+        switch packet.protocol {
+        case .udp:
+            guard let udp = try? MutableUDPPacket(checking: ip.payload) else { return true }
+            if let p = forward.translatedSourcePort { udp.setSourcePort(p) }
+            if let p = forward.translatedDestinationPort { udp.setDestinationPort(p) }
+            if udp.packet.checksum != 0 { udp.fillChecksum(source: source, destination: destination) }
+        case .tcp:
+            guard let tcp = try? MutableTCPPacket(checking: ip.payload) else { return true }
+            if let p = forward.translatedSourcePort { tcp.setSourcePort(p) }
+            if let p = forward.translatedDestinationPort { tcp.setDestinationPort(p) }
+            tcp.fillChecksum(source: source, destination: destination)
+        default:
+            break
+        }
+        return true
+    }
+}

@@ -1,0 +1,94 @@
+import OffloadCore
+import OffloadEngine
+
+/// What the software decides for a new flow.
+public enum FlowDecision: Equatable, Sendable {
+    /// Install this action in the engine's entry and process the packet with it.
+    case install(FlowAction)
+    /// The flow's next hop is being resolved: keep its packets, in order, until it is.
+    case wait(NextHop)
+    /// No way to deliver it: drop the flow and answer its first packet with an ICMP
+    /// destination unreachable of this code (RFC 792). `reason` names the drop.
+    case unreachable(code: UInt8, reason: String)
+}
+
+/// A neighbour to be resolved: an address on the link of a port.
+public struct NextHop: Hashable, Sendable, CustomStringConvertible {
+    public var port: UInt16
+    public var address: IPv4Address
+
+    public init(port: UInt16, address: IPv4Address) {
+        self.port = port
+        self.address = address
+    }
+
+    public var description: String { "\(address) on port \(port)" }
+}
+
+/// Where a next hop's resolution stands.
+public enum ResolutionState: Sendable, Equatable {
+    case pending
+    case resolved
+    /// No answer after every retry: what waited for it is unreachable.
+    case failed
+}
+
+/// What the software answers to a packet addressed to itself.
+public enum LocalAnswer: Sendable, Equatable {
+    /// The frame was rewritten in place into the answer: send it out of `port`.
+    case send(port: UInt16)
+    /// Taken, nothing to send back (an ARP reply learned from).
+    case consumed
+    /// Nothing to send back; the packet is dropped for the reason named.
+    case drop(String)
+}
+
+/// An interface of the software's own, for the ICMP errors it sends from it.
+public struct SoftwareInterface: Sendable, Equatable {
+    public var address: IPv4Address
+    public var hardwareAddress: MACAddress
+
+    public init(address: IPv4Address, hardwareAddress: MACAddress) {
+        self.address = address
+        self.hardwareAddress = hardwareAddress
+    }
+}
+
+/// Sends a frame the software makes itself (an ARP request): `fill` writes it into the
+/// buffer it is given and returns its length; it leaves by `port`.
+public typealias Originate = (_ port: UInt16, _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Void
+
+/// The decisions of the software (a gateway's routes, NAT and ARP; a test's fixed actions).
+/// The slow path around it keeps each flow's order, the queues and the counts.
+public protocol SlowPathPolicy: AnyObject {
+    /// The decision for the first packet of a new flow.
+    func decide(_ key: FlowKey, send: Originate) -> FlowDecision
+    /// A packet for the software itself (ARP, ICMP to one of its addresses), rewritten in
+    /// place into its answer.
+    func answer(_ frame: UnsafeMutableRawBufferPointer, ingressPort: UInt16, send: Originate) -> LocalAnswer
+    /// Where the resolution of `hop` stands.
+    func resolution(of hop: NextHop) -> ResolutionState
+    /// The interface an ICMP error about a packet that came in on `port` is sent from, or
+    /// nil when none may be sent now (no address there, or the rate limit).
+    func icmpErrorSource(port: UInt16) -> SoftwareInterface?
+    /// Runs timers (ARP retries), sending what they need.
+    func poll(send: Originate)
+}
+
+extension SlowPathPolicy {
+    public func answer(_ frame: UnsafeMutableRawBufferPointer, ingressPort: UInt16, send: Originate) -> LocalAnswer {
+        .drop("not-a-flow")
+    }
+    public func resolution(of hop: NextHop) -> ResolutionState { .resolved }
+    public func icmpErrorSource(port: UInt16) -> SoftwareInterface? { nil }
+    public func poll(send: Originate) {}
+}
+
+/// A policy that is only a function from a flow to its action (nil drops the flow).
+final class FunctionPolicy: SlowPathPolicy {
+    let action: (FlowKey) -> FlowAction?
+
+    init(_ action: @escaping (FlowKey) -> FlowAction?) { self.action = action }
+
+    func decide(_ key: FlowKey, send: Originate) -> FlowDecision { .install(action(key) ?? .drop) }
+}
