@@ -97,6 +97,9 @@ public final class Engine<Port: Link & ~Copyable> {
     /// Packets buffered in the engine's memory right now (0 at rest).
     public var buffered: Int { pool.inUse }
 
+    /// Whether the software has sent messages the engine has not read yet.
+    public var hasSoftwareMessages: Bool { messages.count > 0 }
+
     /// Runs a port's link directly (to read its counters, say).
     public func withPort<R>(_ index: Int, _ body: (inout Port) throws -> R) rethrows -> R {
         try body(&ports[index])

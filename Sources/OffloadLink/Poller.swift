@@ -1,6 +1,7 @@
 #if os(Linux)
 import Glibc
 import COffloadShim
+import Synchronization
 
 /// Blocks a poll loop until one of its link descriptors is readable or another thread calls
 /// `wake()`: epoll (level-triggered) plus an eventfd.
@@ -11,6 +12,8 @@ public final class Poller: @unchecked Sendable {
     private let epollDescriptor: Int32
     private let wakeDescriptor: Int32
     private let ready: UnsafeMutablePointer<UInt64>
+    /// Set while the loop's thread is in (or about to enter) `sleep`.
+    private let sleeping = Atomic<Bool>(false)
     private static let wakeToken = UInt64.max
     private static let readyCapacity = 16
 
@@ -66,6 +69,21 @@ public final class Poller: @unchecked Sendable {
     /// Wakes the thread blocked in `wait` (or makes its next `wait` return at once).
     public func wake() {
         _ = offload_eventfd_signal(wakeDescriptor)
+    }
+
+    /// Blocks like `wait`, unless `hasWork` says there is something to do once this thread
+    /// has announced that it sleeps: a producer that puts work in a queue and then calls
+    /// `wakeIfSleeping` can never leave it asleep with the work waiting.
+    public func sleep(timeoutMilliseconds: Int32, unless hasWork: () -> Bool) throws(LinkError) {
+        sleeping.store(true, ordering: .sequentiallyConsistent)
+        defer { sleeping.store(false, ordering: .relaxed) }
+        if hasWork() { return }
+        _ = try wait(timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    /// Wakes the loop's thread if it sleeps (`sleep`); costs no system call when it does not.
+    public func wakeIfSleeping() {
+        if sleeping.load(ordering: .sequentiallyConsistent) { wake() }
     }
 }
 #endif

@@ -26,6 +26,21 @@ enum LinkSpec: ExpressibleByArgument, CustomStringConvertible {
     }
 
     static var defaultValueDescription: String { "tap:NAME | afpacket:IFNAME" }
+
+    /// The kernel's name of the device.
+    var deviceName: String {
+        switch self {
+        case .tap(let n), .packetSocket(let n): return n
+        }
+    }
+
+    /// Creates the TAP device, or opens a packet socket on the interface.
+    func open() throws(LinkError) -> SystemLink {
+        switch self {
+        case .tap(let name): return .tap(try TapLink(name: name))
+        case .packetSocket(let name): return .packetSocket(try PacketSocketLink(interface: name))
+        }
+    }
 }
 
 extension IPv4CIDR: ExpressibleByArgument {

@@ -58,6 +58,9 @@ public final class SlowPath {
     /// Packets held until their next hop is resolved.
     public var heldCount: Int { held.count }
 
+    /// Whether the engine has handed over packets not yet taken.
+    public var hasWork: Bool { exceptions.count > 0 }
+
     /// Handles up to `max` packets: first the held ones whose next hop has been resolved (or
     /// has failed), then new ones from the engine. Returns how many (0 when there was nothing
     /// to do or the re-insertion queue is full). A packet is taken only when the queue has

@@ -7,7 +7,8 @@ import OffloadLink
 /// The host software on a thread of its own: runs a `SlowPath` while the engine polls on
 /// another thread. When there is nothing to do it spins briefly, then blocks on `wakeup`
 /// (an eventfd the engine rings after handing it packets), so an idle software thread leaves
-/// the core to others. After each step that sent something it rings `engineWakeup`.
+/// the core to others. After each step that sent something it rings `engineWakeup` if the
+/// engine sleeps.
 public final class SoftwareThread: @unchecked Sendable {
     // Unchecked: `slowPath` is touched only by the thread started here; the rest is
     // thread-safe (Poller, atomics).
@@ -33,11 +34,12 @@ public final class SoftwareThread: @unchecked Sendable {
             while !stopping.load(ordering: .relaxed) {
                 if slowPath.step(max: 32) > 0 {
                     idle = 0
-                    engineWakeup?.wake()
+                    engineWakeup?.wakeIfSleeping()
                 } else if idle < spinsBeforeBlocking {
                     idle += 1
                 } else {
-                    _ = try? wakeup.wait(timeoutMilliseconds: 10)
+                    // The timeout runs the policy's timers (ARP retries) while no packet comes.
+                    try? wakeup.sleep(timeoutMilliseconds: 10) { slowPath.hasWork }
                     idle = 0
                 }
             }

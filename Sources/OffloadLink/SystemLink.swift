@@ -1,0 +1,94 @@
+#if os(Linux)
+import OffloadCore
+
+/// A link to a real device, of either kind, so that one engine can have ports of both (a
+/// TAP toward one namespace, a packet socket on a veth toward another).
+public enum SystemLink: ~Copyable, Link {
+    case tap(TapLink)
+    case packetSocket(PacketSocketLink)
+
+    public var capabilities: LinkCapabilities {
+        switch self {
+        case .tap(let link): return link.capabilities
+        case .packetSocket(let link): return link.capabilities
+        }
+    }
+
+    /// Frames and bytes in and out, drops by reason.
+    public var counters: SystemLinkCounters {
+        switch self {
+        case .tap(let link): return link.counters
+        case .packetSocket(let link): return link.counters
+        }
+    }
+
+    /// The device's name: the TAP's or the interface's.
+    public var name: String {
+        switch self {
+        case .tap(let link): return link.name
+        case .packetSocket(let link): return link.interface
+        }
+    }
+
+    // Each operation moves the link out of the enum and back (a few words, no copy of the
+    // device), as a noncopyable payload cannot be mutated in place.
+    public mutating func receive(
+        into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void
+    ) throws(LinkError) -> Int {
+        switch consume self {
+        case .tap(var link):
+            do {
+                let n = try link.receive(into: pool, max: max, body)
+                self = .tap(link)
+                return n
+            } catch {
+                self = .tap(link)
+                throw error
+            }
+        case .packetSocket(var link):
+            do {
+                let n = try link.receive(into: pool, max: max, body)
+                self = .packetSocket(link)
+                return n
+            } catch {
+                self = .packetSocket(link)
+                throw error
+            }
+        }
+    }
+
+    public mutating func transmit(
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata
+    ) throws(LinkError) {
+        switch consume self {
+        case .tap(var link):
+            do {
+                try link.transmit(header: header, payloads: payloads, metadata: metadata)
+                self = .tap(link)
+            } catch {
+                self = .tap(link)
+                throw error
+            }
+        case .packetSocket(var link):
+            do {
+                try link.transmit(header: header, payloads: payloads, metadata: metadata)
+                self = .packetSocket(link)
+            } catch {
+                self = .packetSocket(link)
+                throw error
+            }
+        }
+    }
+
+    /// Reads the kernel's drop count where the link has one (a packet socket's).
+    public mutating func updateKernelStatistics() {
+        switch consume self {
+        case .tap(let link):
+            self = .tap(link)
+        case .packetSocket(var link):
+            try? link.updateKernelStatistics()
+            self = .packetSocket(link)
+        }
+    }
+}
+#endif

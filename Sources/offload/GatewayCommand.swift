@@ -1,0 +1,248 @@
+import ArgumentParser
+import COffloadShim
+import OffloadCore
+import OffloadEngine
+import OffloadHost
+import OffloadLink
+
+struct GatewayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "Route IPv4 between ports, with source NAT on the outside port, until interrupted.",
+        discussion: """
+            Each port is a TAP device this command creates (move its kernel side into a namespace \
+            and give it an address there) or an existing interface (afpacket:IFNAME), with the \
+            gateway's own address on that link. New flows go through the software (routes, NAT, \
+            ARP, ICMP errors), which installs an entry; the engine forwards the rest. SIGINT or \
+            SIGTERM stops it and prints the final counters.
+
+            Example: offload gateway --port tap:gw-in=10.1.0.1/24 --port tap:gw-out=10.2.0.1/24 --nat-outside gw-out
+            """)
+
+    @Option(name: .customLong("port"), help: ArgumentHelp(
+        "A port and the gateway's address on it: tap:NAME=CIDR or afpacket:IFNAME=CIDR (repeat for each port).",
+        valueName: "link=cidr"))
+    var ports: [PortSpec]
+
+    @Option(name: .customLong("route"), help: ArgumentHelp(
+        "A route beyond the ports' own subnets: PREFIX=NEXTHOP, the next hop on one port's subnet (repeatable).",
+        valueName: "prefix=nexthop"))
+    var routes: [RouteSpec] = []
+
+    @Option(help: "The port that faces the outside, by device name: flows leaving by it are source-NATed to its address.")
+    var natOutside: String?
+
+    @Flag(help: "Audit mode: every packet the software re-inserts is checked (engine marks, compatibility test).")
+    var audit = false
+
+    @Flag(help: "Turn the order guard off (packets of a new flow may overtake each other; for demonstration).")
+    var noOrderGuard = false
+
+    @Option(help: "Who finishes a new flow's packets: partial (the engine completes them) or complete (the software).")
+    var processing: ProcessingSpec = .partial
+
+    @Option(help: "Connection table capacity (entries).")
+    var tableSize = 65_536
+
+    @Option(help: "Write every frame received and sent, on every port, to this pcap file.")
+    var pcap: String?
+
+    @Option(help: "Print a line of statistics every this many seconds (0: never).")
+    var stats: Double = 5
+
+    @Option(help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
+    var duration: Double?
+
+    @Flag(help: "Print the final counters as JSON instead of tables.")
+    var json = false
+
+    func validate() throws {
+        guard !ports.isEmpty else { throw ValidationError("give at least one --port") }
+        let names = ports.map(\.link.deviceName)
+        guard Set(names).count == names.count else { throw ValidationError("a device is named by two --port options") }
+        if let natOutside, !names.contains(natOutside) {
+            throw ValidationError("--nat-outside \(natOutside) is not one of the ports (\(names.joined(separator: ", ")))")
+        }
+        for route in routes where !ports.contains(where: { $0.address.contains(route.nextHop) }) {
+            throw ValidationError("the next hop \(route.nextHop) of route \(route) is on no port's subnet")
+        }
+    }
+
+    func run() throws {
+        guard offload_stop_signals_install() == 0 else { throw RunError(message: "offload gateway: cannot install signal handlers") }
+        let clock = MonotonicClock()
+        do {
+            if let pcap {
+                let writer = try PcapFileWriter(path: pcap)
+                let epochOffset = offload_realtime_ns() - offload_monotonic_ns()
+                let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
+                    CaptureLink(try ports[i].link.open(), writer: writer, clock: clock, epochOffset: epochOffset)
+                }
+                try run(engine, clock) { $0.inner.counters }
+                try writer.flush()
+                print("capture: \(writer.framesWritten) frames written to \(pcap)")
+            } else {
+                let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
+                    try ports[i].link.open()
+                }
+                try run(engine, clock) { $0.counters }
+            }
+        } catch let error as LinkError {
+            throw RunError(message: "offload gateway: \(error)")
+        }
+    }
+
+    private func configuration<Port: Link & ~Copyable>() -> Engine<Port>.Configuration {
+        var config = Engine<Port>.Configuration()
+        config.audit = AuditSwitch(audit)
+        config.orderGuard = !noOrderGuard
+        config.tableCapacity = tableSize
+        // A packet socket takes GSO super-frames (64 KiB); a plain TAP, Ethernet frames.
+        let largeFrames = ports.contains { if case .packetSocket = $0.link { true } else { false } }
+        config.bufferSize = (largeFrames ? 65536 + 14 : TapLink.maxFrameSize(.plain)) + 64
+        config.bufferCount = largeFrames ? 1024 : 4096
+        return config
+    }
+
+    private func run<Port: Link & ~Copyable>(
+        _ engine: Engine<Port>, _ clock: MonotonicClock, linkCounters: (borrowing Port) -> SystemLinkCounters
+    ) throws {
+        var gatewayPorts: [GatewayPolicy.Port] = []
+        for (i, spec) in ports.enumerated() {
+            let mac: MACAddress
+            switch spec.link {
+            case .tap: mac = .local(UInt64(spec.address.address.rawValue))
+            case .packetSocket(let name):
+                guard let own = engine.withPort(i, { $0.capabilities.address }) else {
+                    throw RunError(message: "offload gateway: \(name) has no MAC address")
+                }
+                mac = own
+            }
+            gatewayPorts.append(.init(address: spec.address, hardwareAddress: mac))
+        }
+        var table = RouteTable()
+        for (i, spec) in ports.enumerated() {
+            let subnet = try IPv4CIDR(address: spec.address.network, prefixLength: spec.address.prefixLength)
+            table.add(.init(prefix: subnet, port: UInt16(i)))
+        }
+        for route in routes {
+            let port = ports.firstIndex { $0.address.contains(route.nextHop) }!
+            table.add(.init(prefix: route.prefix, port: UInt16(port), nextHop: route.nextHop))
+        }
+        let outside = natOutside.flatMap { name in ports.firstIndex { $0.link.deviceName == name } }.map(UInt16.init)
+        let policy = GatewayPolicy(ports: gatewayPorts, routes: table, outsidePort: outside, clock: clock)
+        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion,
+                                processing: processing.value, policy: policy)
+        let loop = try EngineLoop(engine: engine, slowPath: slowPath)
+
+        for (i, spec) in ports.enumerated() {
+            print("port \(i): \(spec.link) \(spec.address) (\(gatewayPorts[i].hardwareAddress))"
+                  + (outside == UInt16(i) ? ", NAT outside" : ""))
+        }
+        for route in table.routes { print("route \(route)") }
+        print("order guard \(noOrderGuard ? "off" : "on"), audit \(audit ? "on" : "off"), processing \(processing)")
+
+        let start = clock.now
+        let deadline = duration.map { start + .nanoseconds(Int64($0 * 1e9)) }
+        var last = engine.counters
+        var lastTime = start
+        loop.run(clock: clock, shouldStop: {
+            offload_stop_requested() != 0 || deadline.map { clock.now >= $0 } ?? false
+        }, every: .nanoseconds(Int64((stats > 0 ? stats : 3600) * 1e9))) { now in
+            guard stats > 0 else { return }
+            let c = engine.counters
+            let seconds = Double((now - lastTime).nanoseconds) / 1e9
+            let pps = Int(Double(c.received - last.received) / seconds)
+            let elapsed = Int((now - start).nanoseconds / 1_000_000_000)
+            print("\(elapsed)s: \(pps) packets/s in; fast path \(c.fastPath), software \(c.totalToSoftware), "
+                  + "dropped \(c.totalDrops), entries \(engine.table.count)")
+            last = c
+            lastTime = now
+        }
+        // Let the software's last messages reach the engine so every buffer comes back.
+        for _ in 0..<8 { engine.poll(now: clock.now) }
+
+        var sections: [(String, [(String, UInt64)])] = [
+            ("engine", engine.counters.rows + [("entries", UInt64(engine.table.count)), ("buffered", UInt64(engine.buffered))]),
+            ("software", [("packets handled", slowPath.processed), ("answered", slowPath.answered),
+                          ("ICMP errors sent", slowPath.icmpErrorsSent), ("frames originated", slowPath.originated),
+                          ("held", UInt64(slowPath.heldCount))]
+                + slowPath.dropped.sorted { $0.key < $1.key }.map { ("dropped: \($0.key)", $0.value) }
+                + policy.counters.rows + [("NAT mappings", UInt64(policy.nat?.count ?? 0))]),
+            ("audit stage", [("tested", engine.reinsertion.tested)] + engine.reinsertion.failures.rows("failed: ")),
+        ]
+        for (i, spec) in ports.enumerated() {
+            sections.append(("port \(i) \(spec.link.deviceName)", engine.withPort(i) { linkCounters($0) }.rows))
+        }
+        if json {
+            print(CounterJSON.render(sections))
+        } else {
+            for (title, rows) in sections {
+                print("\n\(title)")
+                print(CounterRows(rows: rows).table)
+            }
+        }
+    }
+}
+
+/// One `--port`: a link and the gateway's address on it.
+struct PortSpec: ExpressibleByArgument {
+    let link: LinkSpec
+    let address: IPv4CIDR
+
+    init?(argument: String) {
+        let parts = argument.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let link = LinkSpec(argument: parts[0]),
+              let address = try? IPv4CIDR(parsing: parts[1]) else { return nil }
+        self.link = link
+        self.address = address
+    }
+
+    static var defaultValueDescription: String { "tap:NAME=CIDR | afpacket:IFNAME=CIDR" }
+}
+
+/// One `--route`: a prefix and the next hop toward it.
+struct RouteSpec: ExpressibleByArgument, CustomStringConvertible {
+    let prefix: IPv4CIDR
+    let nextHop: IPv4Address
+
+    init?(argument: String) {
+        let parts = argument.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let prefix = try? IPv4CIDR(parsing: parts[0]),
+              let hop = try? IPv4Address(parsing: parts[1]) else { return nil }
+        self.prefix = prefix
+        self.nextHop = hop
+    }
+
+    var description: String { "\(prefix)=\(nextHop)" }
+}
+
+enum ProcessingSpec: String, ExpressibleByArgument, CustomStringConvertible {
+    case partial, complete
+
+    var value: SlowPath.Processing { self == .partial ? .partial : .complete }
+    var description: String { rawValue }
+}
+
+/// Rows that print as a table.
+struct CounterRows: CounterTable {
+    let rows: [(String, UInt64)]
+}
+
+/// Counters as JSON: one object per section, counter names as keys.
+enum CounterJSON {
+    static func render(_ sections: [(String, [(String, UInt64)])]) -> String {
+        "{" + sections.map { title, rows in
+            quote(title) + ": {" + rows.map { "\(quote($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
+        }.joined(separator: ",\n ") + "}"
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for c in s {
+            if c == "\"" || c == "\\" { out.append("\\") }
+            out.append(c)
+        }
+        return out + "\""
+    }
+}
