@@ -16,6 +16,12 @@ int offload_stop_signals_install(void) {
     action.sa_flags = 0; /* no SA_RESTART: a blocking wait returns EINTR */
     if (sigaction(SIGINT, &action, NULL) != 0) return -errno;
     if (sigaction(SIGTERM, &action, NULL) != 0) return -errno;
+    /* A process may start with them blocked (a parent's spawn passes its mask on): unblock. */
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    if (sigprocmask(SIG_UNBLOCK, &stops, NULL) != 0) return -errno;
     return 0;
 }
 
