@@ -276,8 +276,10 @@ struct MemoryWireDirection {
     mutating func dequeue() {
         if reorders { return dequeueFromHeap() }
         head &+= 1
-        if head == slotCount { head = 0 }
         inFlight &-= 1
+        // An empty ring starts over at slot 0: bursts then reuse the same few warm slots
+        // instead of walking through all of them.
+        if head == slotCount || inFlight == 0 { head = 0 }
     }
 
     @usableFromInline
