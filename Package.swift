@@ -2,8 +2,9 @@
 import PackageDescription
 
 // The per-packet modules skip run-time exclusivity checks in release builds: the engine
-// keeps its hot state in class properties, and each access would otherwise pay a check
-// (about a fifth of the fast path). Debug builds, and so the tests, keep the checks.
+// and the slow path keep their hot state in class properties, and each access would
+// otherwise pay a check (about a fifth of the fast path). Debug builds, and so the tests,
+// keep the checks.
 let perPacket: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
@@ -29,7 +30,8 @@ let package = Package(
         .target(name: "OffloadSim", dependencies: ["OffloadCore"]),
         .target(name: "OffloadEngine", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "COffloadShim"],
                 swiftSettings: perPacket),
-        .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine"]),
+        .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine"],
+                swiftSettings: perPacket),
         .executableTarget(
             name: "offload",
             dependencies: [

@@ -47,6 +47,11 @@ public final class BufferPool {
     public let bufferSize: Int
     public let headroom: Int
     @usableFromInline let slab: UnsafeMutableRawPointer
+    /// Bytes from one slot to the next: the buffer size, rounded up to a cache line and, when
+    /// that is a multiple of 1 KiB, one line more. With 2 KiB slots every buffer's first line
+    /// would fall in the same two sets of a 32 KiB L1 cache, and a burst's headers would
+    /// evict each other.
+    @usableFromInline let slotStride: Int
     @usableFromInline let state: UnsafeMutablePointer<State>
 
     /// - Parameters:
@@ -59,7 +64,9 @@ public final class BufferPool {
         self.count = count
         self.bufferSize = bufferSize
         self.headroom = headroom
-        slab = UnsafeMutableRawPointer.allocate(byteCount: count * bufferSize, alignment: 64)
+        let lines = (bufferSize + 63) & ~63
+        slotStride = lines % 1024 == 0 ? lines + 64 : lines
+        slab = UnsafeMutableRawPointer.allocate(byteCount: count * slotStride, alignment: 64)
         let free = UnsafeMutablePointer<Int32>.allocate(capacity: count)
         // Lowest slots on top of the stack: a lightly loaded pool keeps reusing a few warm slots.
         for i in 0..<count { free[i] = Int32(count - 1 - i) }
@@ -89,7 +96,7 @@ public final class BufferPool {
         state.pointee.takes &+= 1
         let slot = state.pointee.freeSlots[state.pointee.freeCount]
         return PacketBuffer(
-            base: slab + Int(slot) &* bufferSize, pool: state, slot: slot,
+            base: slab + Int(slot) &* slotStride, pool: state, slot: slot,
             capacity: Int32(bufferSize), headroom: Int32(headroom))
     }
 

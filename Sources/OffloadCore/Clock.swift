@@ -6,7 +6,8 @@ public struct Instant: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     @inlinable public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
 
-    public static let zero = Instant(nanoseconds: 0)
+    // Computed and inlinable: a stored global would cost a call to its lazy initializer per use.
+    @inlinable public static var zero: Instant { Instant(nanoseconds: 0) }
 
     @inlinable
     public static func + (t: Instant, d: Duration) -> Instant {

@@ -11,7 +11,9 @@ public struct ReasonCounters<Reason: CaseIterable & Equatable>: Equatable, Senda
         set { storage[index(reason)] = newValue }
     }
 
-    @usableFromInline
+    // Inlinable so that the search is specialized for the reason type where it is used:
+    // unspecialized, every count looked up generic metadata in the runtime.
+    @inlinable
     func index(_ reason: Reason) -> Int {
         Reason.allCases.distance(from: Reason.allCases.startIndex, to: Reason.allCases.firstIndex(of: reason)!)
     }

@@ -39,7 +39,8 @@ import Glibc
 ///
 /// **Threads.** One owner (the engine's loop). The fast-path calls (`lookup`, `recordHit`,
 /// the B4 primitives) are non-mutating: they write only through the slot pointer, so a table
-/// held in a class costs no exclusivity check per packet.
+/// held in a class costs no exclusivity check per packet. They are always inlined: a call
+/// to a borrowing method of a move-only struct held in a class copies the whole struct first.
 public struct ConnectionTable: ~Copyable {
     @usableFromInline let slots: UnsafeMutablePointer<FlowEntry>
     @usableFromInline let cold: UnsafeMutablePointer<FlowEntryCold>
@@ -136,13 +137,13 @@ public struct ConnectionTable: ~Copyable {
 
     // MARK: lookup (fast path)
 
-    @inlinable
+    @inlinable @inline(__always)
     func home(_ a: UInt64, _ b: UInt64) -> Int {
         Int(truncatingIfNeeded: FlowKey.tableHash(a, b, seed: hashSeed)) & mask
     }
 
     /// Walks the probe chain from `start` for the packed key (`b` with the occupied bit).
-    @inlinable
+    @inlinable @inline(__always)
     func probe(_ a: UInt64, _ b: UInt64, from start: Int) -> EntryHandle? {
         var i = start
         while true {
@@ -155,7 +156,7 @@ public struct ConnectionTable: ~Copyable {
     }
 
     /// The entry for `key`, current or stale (check `isUsable`), or nil.
-    @inlinable
+    @inlinable @inline(__always)
     public func lookup(_ key: FlowKey) -> EntryHandle? {
         let (a, b) = key.packed
         return probe(a, b | FlowEntry.occupiedBit, from: home(a, b))
@@ -164,7 +165,7 @@ public struct ConnectionTable: ~Copyable {
     /// Looks up a burst: hashes every key and prefetches its home slot first, then probes,
     /// so the cache misses of the burst overlap instead of following one another.
     /// `handles[i]` gets the result for `keys[i]`; `handles` must be at least as long.
-    @inlinable
+    @inlinable @inline(__always)
     public func lookup(_ keys: UnsafeBufferPointer<FlowKey>, into handles: UnsafeMutableBufferPointer<EntryHandle?>) {
         precondition(handles.count >= keys.count, "ConnectionTable.lookup: handles shorter than keys")
         guard let k = keys.baseAddress, let out = handles.baseAddress else { return }
@@ -188,7 +189,7 @@ public struct ConnectionTable: ~Copyable {
     // MARK: entries by handle
 
     /// The slot of a handle; a precondition keeps every access inside the table and on an entry.
-    @inlinable
+    @inlinable @inline(__always)
     func entry(at h: EntryHandle) -> UnsafeMutablePointer<FlowEntry> {
         let i = h.index
         precondition(i <= mask && slots[i].keyLow != 0, "ConnectionTable: handle to an empty slot (kept across a removal?)")
@@ -196,16 +197,16 @@ public struct ConnectionTable: ~Copyable {
     }
 
     /// A copy of the entry (its key, action, flags), e.g. to apply its rewrite.
-    @inlinable public func entry(_ h: EntryHandle) -> FlowEntry { entry(at: h).pointee }
+    @inlinable @inline(__always) public func entry(_ h: EntryHandle) -> FlowEntry { entry(at: h).pointee }
 
     @inlinable public func key(_ h: EntryHandle) -> FlowKey { entry(at: h).pointee.key }
 
-    @inlinable public func kind(_ h: EntryHandle) -> FlowActionKind { entry(at: h).pointee.kind }
+    @inlinable @inline(__always) public func kind(_ h: EntryHandle) -> FlowActionKind { entry(at: h).pointee.kind }
 
     public func action(_ h: EntryHandle) -> FlowAction { entry(at: h).pointee.action }
 
     /// Whether the fast path may run the entry's action: do-not-use clear and current epoch.
-    @inlinable
+    @inlinable @inline(__always)
     public func isUsable(_ h: EntryHandle) -> Bool {
         let e = entry(at: h)
         return e.pointee.control & FlowEntry.doNotUseBit == 0 && e.pointee.epoch == epoch
@@ -215,14 +216,14 @@ public struct ConnectionTable: ~Copyable {
     @inlinable public func isStale(_ h: EntryHandle) -> Bool { entry(at: h).pointee.epoch != epoch }
 
     /// Applies the entry's `forward` rewrite to a frame (see `FlowEntry.applyRewrite`).
-    @inlinable
+    @inlinable @inline(__always)
     public func applyRewrite(_ h: EntryHandle, to frame: UnsafeMutableRawBufferPointer,
                              ipOffset: Int = 14) -> FlowRewriteOutcome {
         entry(at: h).pointee.applyRewrite(to: frame, ipOffset: ipOffset)
     }
 
     /// Counts a packet of `bytes` bytes that took the entry's action at `now`.
-    @inlinable
+    @inlinable @inline(__always)
     public func recordHit(_ h: EntryHandle, bytes: Int, now: Instant) {
         let e = entry(at: h)
         e.pointee.bytes &+= UInt64(truncatingIfNeeded: bytes)

@@ -124,6 +124,11 @@ public final class Engine<Port: Link & ~Copyable> {
 
     /// A burst from one port: receive, key every packet, look the keys up together, then
     /// handle each packet in arrival order.
+    ///
+    /// Callers in other modules run the unspecialized `poll` (the class is not inlinable),
+    /// which would reach the link through its witness table for every frame: the engine's
+    /// own port types get a specialized copy, picked by a type check once per burst.
+    @_specialize(where Port == MemoryLink)
     private func pollPort(_ port: UInt16, now: Instant) -> Int {
         var n = 0
         let burst = self.burst
@@ -317,6 +322,7 @@ public final class Engine<Port: Link & ~Copyable> {
 
     // MARK: Out
 
+    @_specialize(where Port == MemoryLink)
     private func transmit(_ buffer: consuming PacketBuffer, port: UInt16) -> Bool {
         guard Int(port) < portCount else {
             drop(.noSuchPort)

@@ -57,6 +57,15 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
         return h
     }
 
+    /// Hashes the two packed words (the slow path's dictionaries): fewer hasher calls than
+    /// one per field.
+    @inlinable
+    public func hash(into hasher: inout Hasher) {
+        let (a, b) = packed
+        hasher.combine(a)
+        hasher.combine(b)
+    }
+
     public var description: String {
         "port \(ingressPort) proto \(`protocol`) \(source):\(sourcePort) > \(destination):\(destinationPort)"
     }

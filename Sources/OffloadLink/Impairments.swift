@@ -41,6 +41,9 @@ public struct Impairments: Sendable, Equatable {
 
     /// Whether frames can overtake each other.
     var reorders: Bool { jitter != .zero || reordering > 0 }
+
+    /// Whether frames cross unchanged, in order, at once.
+    var isPerfect: Bool { !usesTime && loss == 0 && duplication == 0 && corruption == 0 }
 }
 
 /// What happened on one direction of a memory wire.

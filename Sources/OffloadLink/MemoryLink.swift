@@ -14,6 +14,16 @@ public struct MemoryLink: Link {
     @usableFromInline let wire: MemoryWire
     /// 0 transmits on direction 0 and receives from 1; 1 the other way round.
     @usableFromInline let side: Int
+    /// The wire's directions this end sends on and receives from (kept alive by `wire`).
+    @usableFromInline let outgoing: UnsafeMutablePointer<MemoryWireDirection>
+    @usableFromInline let incoming: UnsafeMutablePointer<MemoryWireDirection>
+
+    init(wire: MemoryWire, side: Int) {
+        self.wire = wire
+        self.side = side
+        outgoing = wire.directions + side
+        incoming = wire.directions + (1 - side)
+    }
 
     /// A connected pair of ends. `forward` applies to frames from the first end to the
     /// second, `backward` to the other direction.
@@ -37,25 +47,29 @@ public struct MemoryLink: Link {
     }
 
     /// What happened to frames sent from this end.
-    public var sentCounters: MemoryWireCounters { wire.directions[side].counters }
+    public var sentCounters: MemoryWireCounters { outgoing.pointee.counters }
     /// What happened to frames sent to this end.
-    public var receivedCounters: MemoryWireCounters { wire.directions[1 - side].counters }
+    public var receivedCounters: MemoryWireCounters { incoming.pointee.counters }
     /// Frames on their way to this end.
-    public var framesWaiting: Int { wire.directions[1 - side].inFlight }
+    public var framesWaiting: Int { incoming.pointee.inFlight }
     /// When the next frame for this end can be received, if any is on its way.
-    public var nextDelivery: Instant? { wire.directions[1 - side].nextDelivery }
+    public var nextDelivery: Instant? { incoming.pointee.nextDelivery }
 
+    // Inlinable, with the clock read only where an impairment depends on time: a perfect
+    // wire costs no call per frame.
+    @inlinable
     public mutating func receive(
         into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void
     ) throws(LinkError) -> Int {
-        wire.directions[1 - side].receive(into: pool, max: max, now: wire.clock.now, body)
+        incoming.pointee.receive(into: pool, max: max, now: incoming.pointee.usesTime ? wire.now : .zero, body)
     }
 
+    @inlinable
     public mutating func transmit(
         header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata
     ) throws(LinkError) {
-        try wire.directions[side].transmit(
-            header: header, payloads: payloads, metadata: metadata, clock: wire.clock,
+        try outgoing.pointee.transmit(
+            header: header, payloads: payloads, metadata: metadata, now: outgoing.pointee.usesTime ? wire.now : .zero,
             carriesMetadata: wire.carriesOffloadMetadata)
     }
 }
@@ -65,7 +79,7 @@ public struct MemoryLink: Link {
 final class MemoryWire {
     let clock: any Clock
     let maxFrameSize: Int
-    let carriesOffloadMetadata: Bool
+    @usableFromInline let carriesOffloadMetadata: Bool
     let addresses: (MACAddress, MACAddress)?
     /// Both directions at a fixed address: mutated in place on every frame, never copied.
     @usableFromInline let directions: UnsafeMutablePointer<MemoryWireDirection>
@@ -86,6 +100,8 @@ final class MemoryWire {
     }
 
     private let directionCount: Int
+
+    @usableFromInline var now: Instant { clock.now }
 
     deinit {
         for i in 0..<directionCount { directions[i].deallocate() }

@@ -3,12 +3,21 @@ import OffloadCore
 /// A frame on the wire: where its bytes are and when it may arrive.
 @usableFromInline
 struct FrameInFlight {
-    var deliverAt: Instant
+    @usableFromInline var deliverAt: Instant
     /// Transmit order, to break ties between equal delivery times.
-    var sequence: UInt64
-    var slot: Int32
-    var length: Int32
-    var metadata: OffloadMetadata
+    @usableFromInline var sequence: UInt64
+    @usableFromInline var slot: Int32
+    @usableFromInline var length: Int32
+    @usableFromInline var metadata: OffloadMetadata
+
+    @inlinable
+    init(deliverAt: Instant, sequence: UInt64, slot: Int32, length: Int32, metadata: OffloadMetadata) {
+        self.deliverAt = deliverAt
+        self.sequence = sequence
+        self.slot = slot
+        self.length = length
+        self.metadata = metadata
+    }
 
     func arrivesBefore(_ other: FrameInFlight) -> Bool {
         deliverAt != other.deliverAt ? deliverAt < other.deliverAt : sequence < other.sequence
@@ -18,28 +27,38 @@ struct FrameInFlight {
 /// One direction of a memory wire: preallocated frame slots, and the frames in flight
 /// ordered by delivery time (a FIFO ring when frames cannot overtake each other, a binary
 /// heap when jitter or reordering lets them). Nothing is allocated after init.
+///
+/// A perfect direction (no impairment at all) takes a shorter path for every frame: no
+/// clock, no random draw (a zero probability draws nothing either way), and the ring.
+/// The hot parts are inlinable so that the engine's poll loop, specialized for memory
+/// links, inlines them with its per-frame closure.
 @usableFromInline
 struct MemoryWireDirection {
     let impairments: Impairments
-    /// Read once from `impairments`: whether delivery depends on the clock, and whether
-    /// frames can overtake each other (a heap instead of a ring).
-    let usesTime: Bool
-    let reorders: Bool
+    /// Read once from `impairments`: whether delivery depends on the clock, whether frames
+    /// can overtake each other (a heap instead of a ring), and whether nothing happens to
+    /// frames at all.
+    @usableFromInline let usesTime: Bool
+    @usableFromInline let reorders: Bool
+    @usableFromInline let isPerfect: Bool
     /// The impairments' durations in nanoseconds, converted once (Duration arithmetic is
     /// 128-bit and too slow for every frame).
     let delayNanoseconds: Int64
     let jitterNanoseconds: Int64
     let reorderDelayNanoseconds: Int64
     var random: SeededRandom
-    var counters = MemoryWireCounters()
-    let slotSize: Int
-    let slab: UnsafeMutableRawPointer
-    var freeSlots: [Int32]
-    /// Ring (head, count) or heap (count) over `queue`.
-    var queue: [FrameInFlight]
-    var head = 0
-    var inFlight = 0
-    var sequence: UInt64 = 0
+    @usableFromInline var counters = MemoryWireCounters()
+    @usableFromInline let slotSize: Int
+    @usableFromInline let slotCount: Int
+    @usableFromInline let slab: UnsafeMutableRawPointer
+    /// Free frame slots, for the heap; in a ring a frame's slot is its ring position.
+    let freeSlots: UnsafeMutablePointer<Int32>
+    var freeCount: Int
+    /// Ring (head, count) or heap (count) over `slotCount` frames.
+    @usableFromInline let queue: UnsafeMutablePointer<FrameInFlight>
+    @usableFromInline var head = 0
+    @usableFromInline var inFlight = 0
+    @usableFromInline var sequence: UInt64 = 0
     /// When the sender's serializer is free again (rate limit).
     var serializerFreeAt = Instant.zero
 
@@ -47,29 +66,67 @@ struct MemoryWireDirection {
         self.impairments = impairments
         usesTime = impairments.usesTime
         reorders = impairments.reorders
+        isPerfect = impairments.isPerfect
         delayNanoseconds = impairments.delay.nanoseconds
         jitterNanoseconds = impairments.jitter.nanoseconds
         reorderDelayNanoseconds = impairments.reorderDelay.nanoseconds
         self.random = random
         slotSize = maxFrameSize
+        slotCount = slots
         slab = .allocate(byteCount: maxFrameSize * slots, alignment: 64)
-        freeSlots = (0..<Int32(slots)).reversed()
-        freeSlots.reserveCapacity(slots)
-        queue = Array(repeating: FrameInFlight(deliverAt: .zero, sequence: 0, slot: 0, length: 0, metadata: .none),
-                      count: slots)
+        freeSlots = .allocate(capacity: slots)
+        for i in 0..<slots { freeSlots[i] = Int32(slots - 1 - i) }
+        freeCount = slots
+        queue = .allocate(capacity: slots)
+        queue.initialize(repeating: FrameInFlight(deliverAt: .zero, sequence: 0, slot: 0, length: 0, metadata: .none),
+                         count: slots)
     }
 
     /// Frees the frame slots; the wire calls this once, when it goes.
-    func deallocate() { slab.deallocate() }
+    func deallocate() {
+        slab.deallocate()
+        freeSlots.deallocate()
+        queue.deallocate()
+    }
 
     var nextDelivery: Instant? {
         guard inFlight > 0 else { return nil }
         return reorders ? queue[0].deliverAt : queue[head].deliverAt
     }
 
+    @inlinable
     mutating func transmit(
-        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata,
-        clock: any Clock, carriesMetadata: Bool
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant,
+        carriesMetadata: Bool
+    ) throws(LinkError) {
+        var plain = carriesMetadata
+        if case .none = metadata { plain = true }
+        guard isPerfect, plain, payloads.isEmpty else {
+            return try transmitImpaired(header: header, payloads: payloads, metadata: metadata, now: now,
+                                        carriesMetadata: carriesMetadata)
+        }
+        let length = header.count
+        guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
+        counters.transmitted &+= 1
+        counters.transmittedBytes &+= UInt64(length)
+        guard inFlight < slotCount else {
+            counters.queueDrops &+= 1
+            return
+        }
+        var at = head &+ inFlight
+        if at >= slotCount { at &-= slotCount }
+        if let h = header.baseAddress { MemoryWireDirection.copy(from: h, to: slab + at &* slotSize, count: length) }
+        queue[at] = FrameInFlight(deliverAt: .zero, sequence: sequence, slot: Int32(truncatingIfNeeded: at),
+                                  length: Int32(truncatingIfNeeded: length), metadata: metadata)
+        inFlight &+= 1
+        sequence &+= 1
+    }
+
+    /// Every other case: gather lists, metadata to finish, impairments.
+    @usableFromInline
+    mutating func transmitImpaired(
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant,
+        carriesMetadata: Bool
     ) throws(LinkError) {
         let length = header.count + payloads.byteCount
         guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
@@ -79,7 +136,7 @@ struct MemoryWireDirection {
         counters.transmitted &+= 1
         counters.transmittedBytes &+= UInt64(length)
 
-        let now = usesTime ? clock.now : .zero
+        // `now` is zero unless the direction uses time.
         var departure = now
         if let rate = impairments.rateBitsPerSecond {
             let start = serializerFreeAt > now ? serializerFreeAt : now
@@ -93,10 +150,11 @@ struct MemoryWireDirection {
         let copies = random.chance(impairments.duplication) ? 2 : 1
         if copies == 2 { counters.duplicated &+= 1 }
         for _ in 0..<copies {
-            guard let slot = freeSlots.popLast() else {
+            guard inFlight < slotCount else {
                 counters.queueDrops &+= 1
                 return
             }
+            let slot = takeSlot()
             let frame = UnsafeMutableRawBufferPointer(start: slab + Int(slot) * slotSize, count: length)
             copyFrame(header: header, payloads: payloads, into: frame)
             var carried = metadata
@@ -123,11 +181,21 @@ struct MemoryWireDirection {
         }
     }
 
+    /// A free frame slot for the next frame (there is one: fewer than `slotCount` are in flight).
+    private mutating func takeSlot() -> Int32 {
+        if !reorders {
+            let at = head &+ inFlight
+            return Int32(truncatingIfNeeded: at >= slotCount ? at &- slotCount : at)
+        }
+        freeCount &-= 1
+        return freeSlots[freeCount]
+    }
+
     private mutating func copyFrame(header: UnsafeRawBufferPointer, payloads: PayloadSlices,
                                     into frame: UnsafeMutableRawBufferPointer) {
         var at = frame.baseAddress!
         if let h = header.baseAddress {
-            at.copyMemory(from: h, byteCount: header.count)
+            MemoryWireDirection.copy(from: h, to: at, count: header.count)
             at += header.count
         }
         for slice in payloads.slices {
@@ -138,6 +206,22 @@ struct MemoryWireDirection {
         }
     }
 
+    /// Copies a frame. Most frames are short: 16-byte moves inline (the last one overlapping
+    /// the one before) beat a call to memmove; long ones go to memmove.
+    @inlinable @inline(__always)
+    static func copy(from source: UnsafeRawPointer, to target: UnsafeMutableRawPointer, count: Int) {
+        guard count >= 16, count <= 256 else { return target.copyMemory(from: source, byteCount: count) }
+        var i = 0
+        while i &+ 16 < count {
+            target.storeBytes(of: source.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self),
+                              toByteOffset: i, as: SIMD16<UInt8>.self)
+            i &+= 16
+        }
+        target.storeBytes(of: source.loadUnaligned(fromByteOffset: count &- 16, as: SIMD16<UInt8>.self),
+                          toByteOffset: count &- 16, as: SIMD16<UInt8>.self)
+    }
+
+    @inlinable
     mutating func receive(
         into pool: BufferPool, max: Int, now: Instant, _ body: (consuming PacketBuffer) -> Void
     ) -> Int {
@@ -146,16 +230,17 @@ struct MemoryWireDirection {
             let frame = reorders ? queue[0] : queue[head]
             guard frame.deliverAt <= now || !usesTime else { break }
             guard var buffer = pool.take() else { break }
-            let bytes = UnsafeRawBufferPointer(start: slab + Int(frame.slot) * slotSize, count: Int(frame.length))
-            do {
-                try buffer.append(contentsOf: bytes)
-            } catch {
+            let length = Int(frame.length)
+            let space = buffer.writableSpace
+            guard length <= space.count else {
                 // The pool's buffers are smaller than this wire's frames: the frame cannot be
                 // received into this pool. Count it as dropped at the queue, not silently.
                 counters.queueDrops &+= 1
                 dequeue()
                 continue
             }
+            MemoryWireDirection.copy(from: slab + Int(frame.slot) &* slotSize, to: space.baseAddress!, count: length)
+            try! buffer.setCount(length)
             buffer.offload = frame.metadata
             dequeue()
             counters.delivered &+= 1
@@ -180,33 +265,47 @@ struct MemoryWireDirection {
         } else {
             // No division per frame: the ring index wraps by one subtraction.
             var at = head &+ inFlight
-            if at >= queue.count { at &-= queue.count }
+            if at >= slotCount { at &-= slotCount }
             queue[at] = frame
             inFlight &+= 1
         }
     }
 
     /// Removes the first frame to arrive and frees its slot.
-    private mutating func dequeue() {
-        if reorders {
-            freeSlots.append(queue[0].slot)
-            inFlight &-= 1
-            queue[0] = queue[inFlight]
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var first = i
-                if l < inFlight, queue[l].arrivesBefore(queue[first]) { first = l }
-                if r < inFlight, queue[r].arrivesBefore(queue[first]) { first = r }
-                if first == i { break }
-                queue.swapAt(i, first)
-                i = first
-            }
-        } else {
-            freeSlots.append(queue[head].slot)
-            head &+= 1
-            if head == queue.count { head = 0 }
-            inFlight &-= 1
+    @inlinable
+    mutating func dequeue() {
+        if reorders { return dequeueFromHeap() }
+        head &+= 1
+        inFlight &-= 1
+        // An empty ring starts over at slot 0: bursts then reuse the same few warm slots
+        // instead of walking through all of them.
+        if head == slotCount || inFlight == 0 { head = 0 }
+    }
+
+    @usableFromInline
+    mutating func dequeueFromHeap() {
+        freeSlots[freeCount] = queue[0].slot
+        freeCount &+= 1
+        inFlight &-= 1
+        queue[0] = queue[inFlight]
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var first = i
+            if l < inFlight, queue[l].arrivesBefore(queue[first]) { first = l }
+            if r < inFlight, queue[r].arrivesBefore(queue[first]) { first = r }
+            if first == i { break }
+            queue.swapAt(i, first)
+            i = first
         }
+    }
+}
+
+extension UnsafeMutablePointer {
+    /// Exchanges two elements.
+    fileprivate func swapAt(_ i: Int, _ j: Int) {
+        let t = self[i]
+        self[i] = self[j]
+        self[j] = t
     }
 }
