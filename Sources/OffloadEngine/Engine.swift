@@ -129,6 +129,7 @@ public final class Engine<Port: Link & ~Copyable> {
     /// which would reach the link through its witness table for every frame: the engine's
     /// own port types get a specialized copy, picked by a type check once per burst.
     @_specialize(where Port == MemoryLink)
+    @_specialize(where Port == SystemLink)
     private func pollPort(_ port: UInt16, now: Instant) -> Int {
         var n = 0
         let burst = self.burst
@@ -323,6 +324,7 @@ public final class Engine<Port: Link & ~Copyable> {
     // MARK: Out
 
     @_specialize(where Port == MemoryLink)
+    @_specialize(where Port == SystemLink)
     private func transmit(_ buffer: consuming PacketBuffer, port: UInt16) -> Bool {
         guard Int(port) < portCount else {
             drop(.noSuchPort)

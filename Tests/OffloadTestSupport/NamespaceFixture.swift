@@ -29,12 +29,6 @@ public enum Shell {
 
         public var isRunning: Bool { process.isRunning }
 
-        /// Sends SIGINT (through `timeout`, which passes it on to the command).
-        public func interrupt() { process.interrupt() }
-
-        /// Sends SIGTERM (likewise).
-        public func terminate() { process.terminate() }
-
         public func finish() -> Result {
             let data = pipe.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
