@@ -218,8 +218,8 @@ public struct ConnectionTable: ~Copyable {
     /// Applies the entry's `forward` rewrite to a frame (see `FlowEntry.applyRewrite`).
     @inlinable @inline(__always)
     public func applyRewrite(_ h: EntryHandle, to frame: UnsafeMutableRawBufferPointer,
-                             ipOffset: Int = 14) -> FlowRewriteOutcome {
-        entry(at: h).pointee.applyRewrite(to: frame, ipOffset: ipOffset)
+                             ipOffset: Int = 14, partialL4: Bool = false) -> FlowRewriteOutcome {
+        entry(at: h).pointee.applyRewrite(to: frame, ipOffset: ipOffset, partialL4: partialL4)
     }
 
     /// Counts a packet of `bytes` bytes that took the entry's action at `now`.

@@ -201,7 +201,7 @@ public final class Engine<Port: Link & ~Copyable> {
 
     private func fastForward(_ buffer: consuming PacketBuffer, entry h: EntryHandle, key: FlowKey, port: UInt16,
                              now: Instant) {
-        switch table.applyRewrite(h, to: buffer.mutableBytes) {
+        switch table.applyRewrite(h, to: buffer.mutableBytes, partialL4: buffer.offload != .none) {
         case .rewritten:
             // A rewrite happens only for a forward entry; read what the fast path needs from
             // the entry itself rather than rebuilding its whole action.
@@ -292,7 +292,7 @@ public final class Engine<Port: Link & ~Copyable> {
         case .complete:
             // Only a packet that holds its flow's count has an entry to be completed with.
             guard let h = countedFlow.flatMap({ table.lookup($0) }), case .forward(let forward) = table.action(h),
-                  table.applyRewrite(h, to: buffer.mutableBytes) == .rewritten else {
+                  table.applyRewrite(h, to: buffer.mutableBytes, partialL4: buffer.offload != .none) == .rewritten else {
                 countOut(countedFlow)
                 return drop(.noEntryToComplete)
             }

@@ -20,11 +20,17 @@ extension FlowEntry {
     /// correct (the deltas are never 0, so a result is never the negative zero 0xffff that a
     /// full computation cannot give).
     ///
+    /// With `partialL4` (the frame's offload metadata says a device finishes its TCP/UDP
+    /// checksum, as for frames from a virtio-net or packet-socket link, and TSO super-frames)
+    /// the L4 field holds only the pseudo-header sum: it takes the change of the addresses
+    /// alone, since the device will sum the rewritten ports itself.
+    ///
     /// Nothing is written unless the whole rewrite can be done. The frame must match this
     /// entry's key (the engine looked it up by that key); the checks here are the ones that
     /// keep memory safe and the output well-formed, not a parser.
     @inlinable
-    public func applyRewrite(to frame: UnsafeMutableRawBufferPointer, ipOffset: Int = 14) -> FlowRewriteOutcome {
+    public func applyRewrite(to frame: UnsafeMutableRawBufferPointer, ipOffset: Int = 14,
+                             partialL4: Bool = false) -> FlowRewriteOutcome {
         guard control & FlowEntry.kindMask == FlowActionKind.forward.rawValue,
               let base = frame.baseAddress, ipOffset >= 14, frame.count >= ipOffset &+ 20
         else { return .notApplicable }
@@ -54,13 +60,19 @@ extension FlowEntry {
         ip.storeBytes(of: ttl &- 1, toByteOffset: 8, as: UInt8.self)
         let ipChecksum = ip.loadUnaligned(fromByteOffset: 10, as: UInt16.self)
         ip.storeBytes(of: FlowEntry.addDelta(ipChecksum, ipChecksumDelta), toByteOffset: 10, as: UInt16.self)
+        let oldSource = ip.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+        let oldDestination = ip.loadUnaligned(fromByteOffset: 16, as: UInt32.self)
         ip.storeBytes(of: newSource, toByteOffset: 12, as: UInt32.self)
         ip.storeBytes(of: newDestination, toByteOffset: 16, as: UInt32.self)
         if l4ChecksumOffset >= 0 {
             let l4 = base + l4Offset
             l4.storeBytes(of: newPorts, as: UInt32.self)
             let checksum = l4.loadUnaligned(fromByteOffset: l4ChecksumOffset, as: UInt16.self)
-            if proto == 6 {
+            if partialL4 {
+                let pseudo = FlowEntry.addressChange(from: oldSource, oldDestination, to: newSource, newDestination)
+                l4.storeBytes(of: FlowEntry.onesComplementAdd(checksum, pseudo), toByteOffset: l4ChecksumOffset,
+                              as: UInt16.self)
+            } else if proto == 6 {
                 l4.storeBytes(of: FlowEntry.addDelta(checksum, l4ChecksumDelta), toByteOffset: 16, as: UInt16.self)
             } else if checksum != 0 {
                 let updated = FlowEntry.addDelta(checksum, l4ChecksumDelta)
@@ -68,6 +80,25 @@ extension FlowEntry {
             }
         }
         return .rewritten
+    }
+
+    /// The ones' complement change of a pseudo-header whose addresses go from the first
+    /// pair to the second (words as loaded, in network order, like every sum here).
+    @inlinable
+    static func addressChange(from source: UInt32, _ destination: UInt32, to newSource: UInt32,
+                              _ newDestination: UInt32) -> UInt16 {
+        var s = UInt32(~UInt16(truncatingIfNeeded: source)) &+ UInt32(~UInt16(truncatingIfNeeded: source >> 16))
+        s &+= UInt32(~UInt16(truncatingIfNeeded: destination)) &+ UInt32(~UInt16(truncatingIfNeeded: destination >> 16))
+        s &+= (newSource & 0xffff) &+ (newSource >> 16) &+ (newDestination & 0xffff) &+ (newDestination >> 16)
+        s = (s & 0xffff) &+ (s >> 16)
+        return UInt16(truncatingIfNeeded: (s & 0xffff) &+ (s >> 16))
+    }
+
+    /// A ones' complement sum of two 16-bit values (a partial checksum plus a change).
+    @inlinable
+    static func onesComplementAdd(_ a: UInt16, _ b: UInt16) -> UInt16 {
+        let s = UInt32(a) &+ UInt32(b)
+        return UInt16(truncatingIfNeeded: (s & 0xffff) &+ (s >> 16))
     }
 
     /// RFC 1624 eqn. 3, HC' = ~(~HC + delta), with delta in 1...0xffff: one fold suffices.

@@ -187,7 +187,7 @@ public final class SlowPath {
         if processing == .partial, origin.countedFlow != nil {
             return send(origin.reinsertion(item.buffer, .complete))
         }
-        guard SlowPath.rewrite(item.buffer.mutableBytes, forward) else {
+        guard SlowPath.rewrite(item.buffer.mutableBytes, forward, partialL4: item.buffer.offload != .none) else {
             return reinsertDrop(item, "ttl-exceeded")
         }
         send(origin.reinsertion(item.buffer, .transmit(port: forward.outputPort)))
@@ -268,12 +268,16 @@ public final class SlowPath {
     }
 
     /// Complete processing in software: MACs, NAT addresses and ports, TTL, and every
-    /// checksum recomputed from scratch. False when TTL would reach 0.
-    static func rewrite(_ frame: UnsafeMutableRawBufferPointer, _ forward: FlowAction.Forward) -> Bool {
+    /// checksum recomputed from scratch; but a TCP/UDP checksum a device is to finish
+    /// (`partialL4`) holds only the pseudo-header sum, which takes just the address change.
+    /// False when TTL would reach 0.
+    static func rewrite(_ frame: UnsafeMutableRawBufferPointer, _ forward: FlowAction.Forward, partialL4: Bool) -> Bool {
         guard let ethernet = try? MutableEthernetFrame(checking: frame),
               let ip = try? MutableIPv4Packet(checking: ethernet.payload) else { return false }
         let packet = ip.packet
         guard packet.timeToLive > 1 else { return false }
+        // `packet` views the bytes being rewritten: keep what the checksums need from before.
+        let (oldSource, oldDestination, proto) = (packet.source, packet.destination, packet.protocol)
         ethernet.setDestination(forward.destinationMAC)
         ethernet.setSource(forward.sourceMAC)
         ip.setTimeToLive(packet.timeToLive - 1)
@@ -281,17 +285,31 @@ public final class SlowPath {
         if let a = forward.translatedDestination { ip.setDestination(a) }
         ip.fillChecksum()
         let source = ip.packet.source, destination = ip.packet.destination
-        switch packet.protocol {
+        // The partial sum after the address change: ~update(~sum) (RFC 1624 on the sum itself).
+        func pseudoHeaderSum(_ sum: UInt16) -> UInt16 {
+            let s = InternetChecksum.update(~sum, old: oldSource.rawValue, new: source.rawValue)
+            return ~InternetChecksum.update(s, old: oldDestination.rawValue, new: destination.rawValue)
+        }
+        switch proto {
         case .udp:
             guard let udp = try? MutableUDPPacket(checking: ip.payload) else { return true }
             if let p = forward.translatedSourcePort { udp.setSourcePort(p) }
             if let p = forward.translatedDestinationPort { udp.setDestinationPort(p) }
-            if udp.packet.checksum != 0 { udp.fillChecksum(source: source, destination: destination) }
+            if partialL4 {
+                udp.setChecksum(pseudoHeaderSum(udp.packet.checksum))
+            } else if udp.packet.checksum != 0 {
+                udp.fillChecksum(source: source, destination: destination)
+            }
         case .tcp:
+            // A TSO super-frame's segment is not checked here: its length is the IP packet's.
             guard let tcp = try? MutableTCPPacket(checking: ip.payload) else { return true }
             if let p = forward.translatedSourcePort { tcp.setSourcePort(p) }
             if let p = forward.translatedDestinationPort { tcp.setDestinationPort(p) }
-            tcp.fillChecksum(source: source, destination: destination)
+            if partialL4 {
+                tcp.setChecksum(pseudoHeaderSum(tcp.packet.checksum))
+            } else {
+                tcp.fillChecksum(source: source, destination: destination)
+            }
         default:
             break
         }
