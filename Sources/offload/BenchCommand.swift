@@ -17,14 +17,16 @@ struct BenchCommand: ParsableCommand {
     var filter: String?
 
     func run() throws {
-        let all: [(String, () -> BenchResult)] = [
-            ("checksum 1500 B", { ChecksumBenchmark.run(size: 1500, seconds: seconds) }),
-            ("checksum 65536 B", { ChecksumBenchmark.run(size: 65536, seconds: seconds) }),
-            ("fast path, 10k flows", { FastPathBenchmark.run(flows: 10_000, seconds: seconds) }),
-            ("fast path, 1000k flows", { FastPathBenchmark.run(flows: 1_000_000, seconds: seconds) }),
-            ("flow setup, guard on", { FlowSetupBenchmark.run(seconds: seconds) }),
+        let all: [(String, () -> [BenchResult])] = [
+            ("checksum 1500 B", { [ChecksumBenchmark.run(size: 1500, seconds: seconds)] }),
+            ("checksum 65536 B", { [ChecksumBenchmark.run(size: 65536, seconds: seconds)] }),
+            ("fast path, 10k flows", { [FastPathBenchmark.run(flows: 10_000, seconds: seconds)] }),
+            ("fast path, 1000k flows", { [FastPathBenchmark.run(flows: 1_000_000, seconds: seconds)] }),
+            ("flow setup, guard on", { [FlowSetupBenchmark.run(seconds: seconds)] }),
+            // Root only: namespaces, veths, the kernel as the reference (about 30 measurements).
+            ("gateway vs kernel", { GatewayBenchmark(seconds: seconds * 2).run() }),
         ]
-        let results = all.filter { filter == nil || $0.0.contains(filter!) }.map { $0.1() }
+        let results = all.filter { filter == nil || $0.0.contains(filter!) }.flatMap { $0.1() }
         if json {
             print("[" + results.map(\.json).joined(separator: ",\n ") + "]")
         } else {
