@@ -17,14 +17,16 @@ struct BenchCommand: ParsableCommand {
     var filter: String?
 
     func run() throws {
-        let all: [(String, () -> BenchResult)] = [
-            ("checksum 1500 B", { ChecksumBenchmark.run(size: 1500, seconds: seconds) }),
-            ("checksum 65536 B", { ChecksumBenchmark.run(size: 65536, seconds: seconds) }),
-            ("fast path, 10k flows", { FastPathBenchmark.run(flows: 10_000, seconds: seconds) }),
-            ("fast path, 1000k flows", { FastPathBenchmark.run(flows: 1_000_000, seconds: seconds) }),
-            ("flow setup, guard on", { FlowSetupBenchmark.run(seconds: seconds) }),
+        let all: [(String, () -> [BenchResult])] = [
+            ("checksum 1500 B", { [ChecksumBenchmark.run(size: 1500, seconds: seconds)] }),
+            ("checksum 65536 B", { [ChecksumBenchmark.run(size: 65536, seconds: seconds)] }),
+            ("fast path, 10k flows", { [FastPathBenchmark.run(flows: 10_000, seconds: seconds)] }),
+            ("fast path, 1000k flows", { [FastPathBenchmark.run(flows: 1_000_000, seconds: seconds)] }),
+            ("flow setup, guard on", { [FlowSetupBenchmark.run(seconds: seconds)] }),
+            // One row per storm rate, each `seconds` long; the reference is the no-storm row.
+            ("upcall storm, 10k flows", { UpcallStormBenchmark.run(flows: 10_000, seconds: seconds) }),
         ]
-        let results = all.filter { filter == nil || $0.0.contains(filter!) }.map { $0.1() }
+        let results = all.filter { filter == nil || $0.0.contains(filter!) }.flatMap { $0.1() }
         if json {
             print("[" + results.map(\.json).joined(separator: ",\n ") + "]")
         } else {
@@ -42,6 +44,8 @@ struct BenchResult {
     /// The reference measured in the same run, where SPEC.md names one.
     var reference: (name: String, value: Double)?
     let target: String
+    /// What else the benchmark measured, printed after the target.
+    var detail: String? = nil
 
     var ratio: Double? { reference.map { value / $0.value } }
 
@@ -49,11 +53,12 @@ struct BenchResult {
     var line: String {
         name.padding(28) + "\(format(value)) \(unit)".padding(16)
             + (reference.map { "\($0.name) \(format($0.value)) \(unit)" } ?? "-").padding(28)
-            + (ratio.map(format) ?? "-").padding(8) + target
+            + (ratio.map(format) ?? "-").padding(8) + target + (detail.map { "  (\($0))" } ?? "")
     }
     var json: String {
         let ref = reference.map { "\"reference\":\"\($0.name)\",\"referenceValue\":\($0.value),\"ratio\":\(ratio!)," } ?? ""
-        return "{\"name\":\"\(name)\",\"value\":\(value),\"unit\":\"\(unit)\",\(ref)\"target\":\"\(target)\"}"
+        let more = detail.map { ",\"detail\":\"\($0)\"" } ?? ""
+        return "{\"name\":\"\(name)\",\"value\":\(value),\"unit\":\"\(unit)\",\(ref)\"target\":\"\(target)\"\(more)}"
     }
 }
 
