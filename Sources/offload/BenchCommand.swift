@@ -25,6 +25,7 @@ struct BenchCommand: ParsableCommand {
             ("flow setup, guard on", { [FlowSetupBenchmark.run(seconds: seconds)] }),
             // One row per storm rate, each `seconds` long; the reference is the no-storm row.
             ("upcall storm, 10k flows", { UpcallStormBenchmark.run(flows: 10_000, seconds: seconds) }),
+            ("table memory", { [10_000, 65_536, 1_000_000].map { TableMemoryBenchmark.run(capacity: $0) } }),
         ]
         let results = all.filter { filter == nil || $0.0.contains(filter!) }.flatMap { $0.1() }
         if json {
