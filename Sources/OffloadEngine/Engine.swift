@@ -31,6 +31,10 @@ public final class Engine<Port: Link & ~Copyable> {
         public var idleTimeouts = IdleTimeouts()
         /// Table slots examined for idle entries per poll: bounded work, never a stall.
         public var expiryBudget = 64
+        /// B10: per-source fairness of new flows in the exception queue (nil turns it off).
+        /// The queue's bound keeps a flood of new flows off the fast path; this keeps one
+        /// source's flood from taking the whole queue and starving other sources' new flows.
+        public var sourceFairness: SourceFairness? = SourceFairness()
 
         public init() {}
     }
@@ -51,6 +55,8 @@ public final class Engine<Port: Link & ~Copyable> {
     public let portCount: Int
     private var marks: AuditMarkBook
     private let compatibility: CompatibilityTest
+    /// B10: new-flow misses in the exception queue per source bucket (nil when off).
+    private let fairness: SourceFairnessBook?
     /// One burst at a time: its buffers, their keys (a packet that is not a flow packet gets
     /// a key no entry has) and their entries, looked up together so their cache misses overlap.
     private let burst: UnsafeMutablePointer<PacketBuffer>
@@ -76,6 +82,8 @@ public final class Engine<Port: Link & ~Copyable> {
                                        log: log)
         marks = AuditMarkBook(capacity: 4 * configuration.queueCapacity, seed: configuration.markSeed)
         compatibility = CompatibilityTest(mtu: configuration.mtu)
+        let queueCapacity = exceptions.capacity
+        fairness = configuration.sourceFairness.map { SourceFairnessBook($0, queueCapacity: queueCapacity) }
         burst = .allocate(capacity: configuration.burstSize)
         burstKeys = .allocate(capacity: configuration.burstSize)
         burstIsFlow = .allocate(capacity: configuration.burstSize)
@@ -183,19 +191,30 @@ public final class Engine<Port: Link & ~Copyable> {
             _ = table.incrementInSoftware(h)
             return toSoftware(buffer, port: port, reason: .doNotUse, counted: key, key: key)
         }
-        guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
+        let queued = exceptions.count
+        guard queued < exceptions.capacity else { return drop(.exceptionQueueFull) }
+        // B10: a new flow goes to the software only while its source's bucket is within its
+        // share of the queue (see `SourceFairness`); packets that hold a count never stop here.
+        var bucket = SourceFairnessBook.untracked
+        if let fairness {
+            let b = fairness.settings.bucket(of: key)
+            guard fairness.admits(b, queued: queued, capacity: exceptions.capacity) else {
+                return drop(.sourceOverShare)
+            }
+            bucket = UInt16(truncatingIfNeeded: b)
+        }
         // B10: a miss never evicts an established entry (a flood of new flows would thrash
         // the table); with the table full the flow stays in the software until room returns.
         guard table.count < table.capacity else {
-            return toSoftware(buffer, port: port, reason: .tableFull, counted: nil, key: key)
+            return toSoftware(buffer, port: port, reason: .tableFull, counted: nil, key: key, bucket: bucket)
         }
         burstEntriesStale = true
         switch table.insert(key, action: .toSoftware, now: now, doNotUse: true) {
         case .inserted(let h), .replaced(let h), .evicted(_, _, let h):
             _ = table.incrementInSoftware(h)
-            toSoftware(buffer, port: port, reason: .miss, counted: key, key: key)
+            toSoftware(buffer, port: port, reason: .miss, counted: key, key: key, bucket: bucket)
         case .full:
-            toSoftware(buffer, port: port, reason: .tableFull, counted: nil, key: key)
+            toSoftware(buffer, port: port, reason: .tableFull, counted: nil, key: key, bucket: bucket)
         }
     }
 
@@ -225,7 +244,7 @@ public final class Engine<Port: Link & ~Copyable> {
     }
 
     private func toSoftware(_ buffer: consuming PacketBuffer, port: UInt16, reason: ExceptionReason,
-                            counted: FlowKey?, key: FlowKey?) {
+                            counted: FlowKey?, key: FlowKey?, bucket: UInt16 = SourceFairnessBook.untracked) {
         buffer.isAway = true
         let mark = configuration.audit.isOn ? marks.issue(for: key) : nil
         let item = ExceptionItem(buffer: buffer, ingressPort: port, reason: reason, countedFlow: counted, key: key,
@@ -237,6 +256,7 @@ public final class Engine<Port: Link & ~Copyable> {
             _ = consume back
             return drop(.exceptionQueueFull)
         }
+        fairness?.didPush(bucket: bucket, queued: exceptions.count)
         counters[toSoftware: reason] &+= 1
     }
 

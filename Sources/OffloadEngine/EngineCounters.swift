@@ -9,6 +9,9 @@ public enum EngineDropReason: String, CaseIterable, Sendable, CustomStringConver
     case noSuchPort = "no-such-port"
     case transmitFailed = "transmit-failed"
     case auditFailed = "audit-failed"
+    /// B10: a new flow's first packet whose source bucket already had its share of the
+    /// exception queue (see `SourceFairness`).
+    case sourceOverShare = "source-over-share"
 
     public var description: String { rawValue }
 }

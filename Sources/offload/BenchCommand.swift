@@ -23,6 +23,9 @@ struct BenchCommand: ParsableCommand {
             ("fast path, 10k flows", { [FastPathBenchmark.run(flows: 10_000, seconds: seconds)] }),
             ("fast path, 1000k flows", { [FastPathBenchmark.run(flows: 1_000_000, seconds: seconds)] }),
             ("flow setup, guard on", { [FlowSetupBenchmark.run(seconds: seconds)] }),
+            // One row per storm rate, each `seconds` long; the reference is the no-storm row.
+            ("upcall storm, 10k flows", { UpcallStormBenchmark.run(flows: 10_000, seconds: seconds) }),
+            ("table memory", { [10_000, 65_536, 1_000_000].map { TableMemoryBenchmark.run(capacity: $0) } }),
             // Root only: namespaces, veths, the kernel as the reference (about 30 measurements).
             ("gateway vs kernel", { GatewayBenchmark(seconds: seconds * 2).run() }),
         ]
@@ -44,6 +47,8 @@ struct BenchResult {
     /// The reference measured in the same run, where SPEC.md names one.
     var reference: (name: String, value: Double)?
     let target: String
+    /// What else the benchmark measured, printed after the target.
+    var detail: String? = nil
 
     var ratio: Double? { reference.map { value / $0.value } }
 
@@ -51,11 +56,12 @@ struct BenchResult {
     var line: String {
         name.padding(28) + "\(format(value)) \(unit)".padding(16)
             + (reference.map { "\($0.name) \(format($0.value)) \(unit)" } ?? "-").padding(28)
-            + (ratio.map(format) ?? "-").padding(8) + target
+            + (ratio.map(format) ?? "-").padding(8) + target + (detail.map { "  (\($0))" } ?? "")
     }
     var json: String {
         let ref = reference.map { "\"reference\":\"\($0.name)\",\"referenceValue\":\($0.value),\"ratio\":\(ratio!)," } ?? ""
-        return "{\"name\":\"\(name)\",\"value\":\(value),\"unit\":\"\(unit)\",\(ref)\"target\":\"\(target)\"}"
+        let more = detail.map { ",\"detail\":\"\($0)\"" } ?? ""
+        return "{\"name\":\"\(name)\",\"value\":\(value),\"unit\":\"\(unit)\",\(ref)\"target\":\"\(target)\"\(more)}"
     }
 }
 

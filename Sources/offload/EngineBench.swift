@@ -15,12 +15,14 @@ struct EngineBench {
     var source: MemoryLink
     var sink: MemoryLink
 
-    init(tableCapacity: Int) {
+    /// `configure` may change the configuration after the benchmarks' defaults are set.
+    init(tableCapacity: Int, configure: (inout Engine<MemoryLink>.Configuration) -> Void = { _ in }) {
         var config = Engine<MemoryLink>.Configuration()
         config.tableCapacity = tableCapacity
         config.bufferCount = 1024
         config.queueCapacity = 4096
         config.expiryBudget = 0
+        configure(&config)
         let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: clock,
                                                    maxFrameSize: 128, framesInFlight: 256)
         self.engine = engine

@@ -26,4 +26,8 @@ uint64_t offload_checksum_wide_sum(const void *bytes, size_t count, size_t *cons
 /// Reads CLOCK_REALTIME in nanoseconds (for capture time stamps).
 int64_t offload_realtime_ns(void);
 
+/// Bytes malloc has handed out and not taken back: from its heap and as mapped chunks (glibc's
+/// mallinfo2; 0 where there is none). For benchmarks that report what a structure allocates.
+size_t offload_malloc_bytes(void);
+
 #endif
