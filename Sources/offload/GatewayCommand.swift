@@ -41,6 +41,9 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: "Who finishes a new flow's packets: partial (the engine completes them) or complete (the software).")
     var processing: ProcessingSpec = .partial
 
+    @Option(help: ArgumentHelp("A model knob: microseconds the software spends deciding each new flow (a slower host; shows what the order guard prevents).", valueName: "microseconds"))
+    var decisionDelay: UInt32 = 0
+
     @Option(help: "Connection table capacity (entries).")
     var tableSize = 65_536
 
@@ -133,6 +136,7 @@ struct GatewayCommand: ParsableCommand {
         let policy = GatewayPolicy(ports: gatewayPorts, routes: table, outsidePort: outside, clock: clock)
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion,
                                 processing: processing.value, policy: policy)
+        slowPath.decisionDelayMicroseconds = decisionDelay
         let loop = try EngineLoop(engine: engine, slowPath: slowPath)
 
         for (i, spec) in ports.enumerated() {
@@ -140,7 +144,8 @@ struct GatewayCommand: ParsableCommand {
                   + (outside == UInt16(i) ? ", NAT outside" : ""))
         }
         for route in table.routes { print("route \(route)") }
-        print("order guard \(noOrderGuard ? "off" : "on"), audit \(audit ? "on" : "off"), processing \(processing)")
+        print("order guard \(noOrderGuard ? "off" : "on"), audit \(audit ? "on" : "off"), processing \(processing)"
+              + (decisionDelay > 0 ? ", \(decisionDelay) µs per new flow's decision" : ""))
 
         let start = clock.now
         let deadline = duration.map { start + .nanoseconds(Int64($0 * 1e9)) }

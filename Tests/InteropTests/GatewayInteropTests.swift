@@ -56,29 +56,37 @@ struct GatewayInteropTests {
               + "through the software \(engine["re-inserted and sent"] ?? 0)")
     }
 
-    /// (f) Without the order guard the mechanism's absence shows: the same measurements, with
-    /// what is deterministic asserted (TCP still delivers every byte, the gateway accounts for
-    /// every packet) and the reordering reported.
-    @Test("Without the order guard", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
-    func withoutTheOrderGuard() throws {
+    /// (f) The order guard made visible: the software is made slow (each new flow's decision
+    /// takes 10 ms, as with a large rule set), so a UDP stream's first packets wait in it
+    /// while later ones arrive. With the guard they still leave in order; without it the
+    /// later ones overtake them on the fast path. TCP still delivers every byte either way.
+    @Test("With a slow software, with and without the order guard",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)), arguments: [true, false])
+    func slowSoftware(orderGuard: Bool) throws {
         guard Root.check() else { return }
-        let world = try GatewayNamespaces(audit: false, orderGuard: false)
+        let world = try GatewayNamespaces(audit: false, orderGuard: orderGuard, decisionDelayMicroseconds: 10_000)
         defer { world.tearDown() }
         let transfer = world.tcpTransfer(bytes: 32 << 20)
         #expect(transfer.sent == transfer.received && !transfer.sent.isEmpty)
         var outOfOrder = 0, packets = 0
         for _ in 0..<3 {
-            let udp = world.iperfUDP(streams: 8, bitsPerSecondEach: "0", seconds: 1)
+            let udp = world.iperfUDP(streams: 8, bitsPerSecondEach: "50M", seconds: 1)
             outOfOrder += udp.outOfOrder
             packets += udp.packets
         }
-        let completed = world.concurrentConnections(200)
-        #expect(completed == 200)
+        // iperf3 opens each stream with a datagram it waits on, so its data meets a finished
+        // entry; datagrams sent from a flow's first moment show what the guard is for.
+        let burst = world.udpBurst(flows: 8, datagramsPerFlow: 400)
         let counters = try world.stop()
-        let engine = counters["engine"] ?? [:]
-        #expect(engine["buffered"] == 0)
-        print("gateway without the order guard: iperf3 \(outOfOrder) out-of-order datagrams of \(packets); "
-              + "server TcpExtTCPOFOQueue \(transfer.outOfOrderQueued) during 32 MiB")
+        #expect(counters["engine"]?["buffered"] == 0)
+        #expect(burst.received > 100, "the burst got through: \(burst)")
+        if orderGuard {
+            #expect(outOfOrder == 0, "the guard let \(outOfOrder) iperf3 datagrams overtake others")
+            #expect(burst.outOfOrder == 0, "the guard let \(burst.outOfOrder) datagrams overtake others")
+        }
+        print("gateway with a 10 ms decision, order guard \(orderGuard ? "on" : "off"): iperf3 \(outOfOrder) "
+              + "out-of-order datagrams of \(packets); new-flow burst \(burst.outOfOrder) out of order of "
+              + "\(burst.received) received; server TcpExtTCPOFOQueue \(transfer.outOfOrderQueued) during 32 MiB")
     }
 }
 
@@ -93,7 +101,7 @@ final class GatewayNamespaces {
     private let insideName: String
     private let scratch: String
 
-    init(audit: Bool, orderGuard: Bool) throws {
+    init(audit: Bool, orderGuard: Bool, decisionDelayMicroseconds: Int = 0) throws {
         client = NetworkNamespace(prefix: "ogc")
         server = NetworkNamespace(prefix: "ogs")
         let inside = client.interfaceName("ogc"), outside = server.interfaceName("ogs")
@@ -105,6 +113,7 @@ final class GatewayNamespaces {
             + "--nat-outside \(outside) --stats 0 --json --duration 300"
         if audit { command += " --audit" }
         if !orderGuard { command += " --no-order-guard" }
+        if decisionDelayMicroseconds > 0 { command += " --decision-delay \(decisionDelayMicroseconds)" }
         gateway = Shell.start(command, timeout: 320)
         // The TAP devices exist once the gateway has opened them.
         var ready = false
@@ -186,6 +195,55 @@ final class GatewayNamespaces {
         }
         return result
     }
+
+    /// `flows` new UDP flows from the client, each sending numbered datagrams from its first
+    /// moment (about 20k a second in all); the server counts, per flow, datagrams that came
+    /// after a higher number.
+    func udpBurst(flows: Int, datagramsPerFlow: Int) -> (received: Int, outOfOrder: Int) {
+        let receiverScript = "\(scratch)/order_receiver.py", senderScript = "\(scratch)/burst_sender.py"
+        try? Self.orderReceiver.write(toFile: receiverScript, atomically: true, encoding: .utf8)
+        try? Self.burstSender.write(toFile: senderScript, atomically: true, encoding: .utf8)
+        let receiver = server.start("python3 \(receiverScript) 5003", timeout: 60)
+        for _ in 0..<100 where !server.run("ss -Huln sport = :5003").output.contains(":5003") { usleep(20_000) }
+        client.must("python3 \(senderScript) \(Self.serverAddress) 5003 \(flows) \(datagramsPerFlow)", timeout: 30)
+        let output = receiver.finish().output
+        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("received ") }) else {
+            Issue.record("the receiver said: \(output.prefix(400))")
+            return (0, 0)
+        }
+        let numbers = line.split(separator: " ").compactMap { Int($0) }
+        return (numbers[0], numbers[1])
+    }
+
+    static let orderReceiver = """
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", int(sys.argv[1])))
+        s.settimeout(10)  # python3 behind a pyenv shim may take seconds to start the sender
+        highest, received, late = {}, 0, 0
+        try:
+            while True:
+                data, source = s.recvfrom(2048)
+                n = int.from_bytes(data[:4], "big")
+                received += 1
+                if n < highest.get(source, -1):
+                    late += 1
+                highest[source] = max(highest.get(source, -1), n)
+                s.settimeout(1)
+        except socket.timeout:
+            pass
+        print("received", received, "late", late)
+        """
+
+    static let burstSender = """
+        import socket, sys, time
+        host, port, flows, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+        sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows)]
+        for n in range(count):
+            for s in sockets:
+                s.sendto(n.to_bytes(4, "big") + bytes(96), (host, port))
+            time.sleep(0.0004)
+        """
 
     /// Opens `count` TCP connections from the client at once to an echo server; returns how
     /// many echoed their 1000 bytes back whole.

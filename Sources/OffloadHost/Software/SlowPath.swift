@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import OffloadCore
 import OffloadEngine
 import OffloadWire
@@ -37,6 +40,9 @@ public final class SlowPath {
     public private(set) var icmpErrorsSent: UInt64 = 0
     public private(set) var answered: UInt64 = 0
     public private(set) var originated: UInt64 = 0
+    /// A model knob: time the software thread spends on each new flow's decision, as a slower
+    /// host or a large rule set would (0 by default). Only for a slow path on its own thread.
+    public var decisionDelayMicroseconds: UInt32 = 0
 
     public init(exceptions: SPSCRing<ExceptionItem>, reinsertion: ReinsertionQueue, processing: Processing,
                 policy: any SlowPathPolicy, heldCapacity: Int = 256) {
@@ -139,6 +145,7 @@ public final class SlowPath {
             // cache only serves the flow's later packets that reach the software meanwhile,
             // so it is emptied when it grows large rather than tracking the engine's expiry.
             if actions.count >= SlowPath.actionCacheLimit { actions.removeAll(keepingCapacity: true) }
+            if decisionDelayMicroseconds > 0 { usleep(decisionDelayMicroseconds) }
             switch policy.decide(key, send: originate) {
             case .install(var decided):
                 // B8: a UDP flow whose first packet is RTP gets its statistics kept by the engine.
