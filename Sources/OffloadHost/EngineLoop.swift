@@ -4,22 +4,24 @@ import OffloadEngine
 import OffloadLink
 
 /// An engine on real links: its poll loop on the calling thread, its software on a thread
-/// of its own. Each side spins briefly when it finds nothing to do, then sleeps (epoll on
-/// the ports' descriptors and an eventfd) until a frame arrives or the other side rings, so
-/// an idle gateway leaves the cores to the hosts around it.
+/// of its own or (`softwareThread: false`) between the engine's polls on the same thread.
+/// An idle loop spins briefly, then sleeps (epoll on the ports' descriptors and an eventfd)
+/// until a frame arrives or the other side rings, so an idle gateway leaves the cores to the
+/// hosts around it.
 public final class EngineLoop<Port: Link & ~Copyable> {
     public let engine: Engine<Port>
     public let slowPath: SlowPath
-    private let software: SoftwareThread
+    /// Nil when the software runs on the engine's thread.
+    private let software: SoftwareThread?
     private let wakeup: Poller
-    /// Empty polls before the engine sleeps.
-    public var spinsBeforeSleeping = 200
+    /// How long the engine keeps polling without work before it sleeps (see `SoftwareThread`).
+    public var spinBeforeSleeping = Duration.microseconds(100)
 
-    public init(engine: Engine<Port>, slowPath: SlowPath) throws(LinkError) {
+    public init(engine: Engine<Port>, slowPath: SlowPath, softwareThread: Bool = true) throws(LinkError) {
         self.engine = engine
         self.slowPath = slowPath
         wakeup = try Poller()
-        software = try SoftwareThread(slowPath: slowPath, engineWakeup: wakeup)
+        software = softwareThread ? try SoftwareThread(slowPath: slowPath, engineWakeup: wakeup) : nil
         for port in 0..<engine.portCount {
             if let descriptor = engine.withPort(port, { $0.capabilities.readinessDescriptor }) {
                 try wakeup.add(descriptor)
@@ -28,23 +30,31 @@ public final class EngineLoop<Port: Link & ~Copyable> {
     }
 
     /// Runs until `shouldStop` says so (asked at least every 10 ms), calling `tick` at most
-    /// every `interval`. The software thread runs meanwhile and is stopped before this returns.
+    /// every `interval`. A software thread runs meanwhile and is stopped before this returns.
     public func run(clock: any Clock, shouldStop: () -> Bool, every interval: Duration = .seconds(1),
                     tick: (Instant) -> Void = { _ in }) {
-        software.start()
-        defer { software.stop() }
-        var idle = 0
+        software?.start()
+        defer { software?.stop() }
+        var idleSince: Instant?
         var nextTick = clock.now + interval
         while !shouldStop() {
             let now = clock.now
-            if engine.poll(now: now) {
-                idle = 0
-                if engine.exceptions.count > 0 { software.wakeup.wakeIfSleeping() }
-            } else if idle < spinsBeforeSleeping {
-                idle += 1
+            var worked = engine.poll(now: now)
+            if let software {
+                if worked, engine.exceptions.count > 0 { software.wakeup.wakeIfSleeping() }
+            } else if slowPath.step(max: engine.configuration.burstSize) > 0 {
+                worked = true
+            }
+            if worked {
+                idleSince = nil
+            } else if let since = idleSince {
+                if now - since >= spinBeforeSleeping {
+                    // The timeout also runs the software's timers (ARP retries) when it runs here.
+                    try? wakeup.sleep(timeoutMilliseconds: 10) { engine.hasSoftwareMessages || slowPath.hasWork }
+                    idleSince = nil
+                }
             } else {
-                try? wakeup.sleep(timeoutMilliseconds: 10) { engine.hasSoftwareMessages }
-                idle = 0
+                idleSince = now
             }
             if now >= nextTick {
                 nextTick = now + interval

@@ -51,13 +51,18 @@ struct GatewayBenchmark {
         kernelRouting(false)
 
         progress("offload gateway")
-        guard let gateway = startGateway() else { return [] }
+        guard let gateway = startGateway(threads: 2) else { return [] }
         tcpOn.ours = tcpThroughput()
         tcpOff.ours = withEndpointOffloadsOff { tcpThroughput() }
         udp.ours = udpStreams()
         udpRate.ours = smallPacketRate()
         connections.ours = connectionRate()
         stop(gateway)
+        // With the software between the engine's polls: no wake-ups across threads, one
+        // thread fewer on a machine whose two cores the endpoints share.
+        guard let single = startGateway(threads: 1) else { return [] }
+        let tcpSingle = tcpThroughput(), connectionsSingle = connectionRate()
+        stop(single)
 
         return [
             BenchResult(name: "gateway TCP, offloads on", value: tcpOn.ours, unit: "Gbit/s",
@@ -71,6 +76,10 @@ struct GatewayBenchmark {
             BenchResult(name: "gateway 64 B UDP, < 1% loss", value: udpRate.ours / 1e3, unit: "kpps",
                         reference: ("kernel", udpRate.kernel / 1e3), target: "-"),
             BenchResult(name: "gateway new TCP connections", value: connections.ours / 1e3, unit: "k/s",
+                        reference: ("kernel", connections.kernel / 1e3), target: ">= 0.9x kernel"),
+            BenchResult(name: "gateway TCP, 1 thread", value: tcpSingle, unit: "Gbit/s",
+                        reference: ("kernel", tcpOn.kernel), target: ">= 0.75x kernel"),
+            BenchResult(name: "gateway connections, 1 thread", value: connectionsSingle / 1e3, unit: "k/s",
                         reference: ("kernel", connections.kernel / 1e3), target: ">= 0.9x kernel"),
         ]
     }
@@ -129,11 +138,12 @@ struct GatewayBenchmark {
 
     /// Starts `offload gateway` (this binary) on packet sockets in the middle namespace;
     /// returns its process id once it forwards.
-    private func startGateway() -> Int32? {
+    private func startGateway(threads: Int) -> Int32? {
         let pidFile = "/tmp/offload-bench-gateway-\(getpid())"
         defer { unlink(pidFile) }
         sh("ip netns exec \(middle) \(CommandLine.arguments[0]) gateway --port afpacket:\(clientSide)=10.77.41.1/24 "
            + "--port afpacket:\(serverSide)=10.77.42.1/24 --nat-outside \(serverSide) --stats 0 --duration 600 "
+           + "--threads \(threads) "
            + ">/dev/null 2>&1 & echo $! > \(pidFile)")
         guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {

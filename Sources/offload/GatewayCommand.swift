@@ -44,6 +44,9 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("A model knob: microseconds the software spends deciding each new flow (a slower host; shows what the order guard prevents).", valueName: "microseconds"))
     var decisionDelay: UInt32 = 0
 
+    @Option(help: "Threads: 2 runs the software on a thread of its own beside the engine's; 1 runs it between the engine's polls.")
+    var threads = 2
+
     @Option(help: "Connection table capacity (entries).")
     var tableSize = 65_536
 
@@ -61,6 +64,7 @@ struct GatewayCommand: ParsableCommand {
 
     func validate() throws {
         guard !ports.isEmpty else { throw ValidationError("give at least one --port") }
+        guard threads == 1 || threads == 2 else { throw ValidationError("--threads is 1 or 2") }
         let names = ports.map(\.link.deviceName)
         guard Set(names).count == names.count else { throw ValidationError("a device is named by two --port options") }
         if let natOutside, !names.contains(natOutside) {
@@ -137,7 +141,7 @@ struct GatewayCommand: ParsableCommand {
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion,
                                 processing: processing.value, policy: policy)
         slowPath.decisionDelayMicroseconds = decisionDelay
-        let loop = try EngineLoop(engine: engine, slowPath: slowPath)
+        let loop = try EngineLoop(engine: engine, slowPath: slowPath, softwareThread: threads == 2)
 
         for (i, spec) in ports.enumerated() {
             print("port \(i): \(spec.link) \(spec.address) (\(gatewayPorts[i].hardwareAddress))"

@@ -19,8 +19,9 @@ public final class SoftwareThread: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private var thread: Thread?
-    /// Spins before blocking: a burst usually follows a burst.
-    public var spinsBeforeBlocking = 200
+    /// How long it keeps looking for work before it sleeps: a packet often follows soon (a
+    /// SYN-ACK after a SYN), and waking a sleeping thread costs tens of microseconds.
+    public var spinBeforeSleeping = Duration.microseconds(100)
 
     public init(slowPath: SlowPath, engineWakeup: Poller?) throws(LinkError) {
         self.slowPath = slowPath
@@ -30,17 +31,23 @@ public final class SoftwareThread: @unchecked Sendable {
 
     public func start() {
         let thread = Thread { [self] in
-            var idle = 0
+            let clock = MonotonicClock()
+            var idleSince: Instant?
             while !stopping.load(ordering: .relaxed) {
                 if slowPath.step(max: 32) > 0 {
-                    idle = 0
+                    idleSince = nil
                     engineWakeup?.wakeIfSleeping()
-                } else if idle < spinsBeforeBlocking {
-                    idle += 1
-                } else {
+                    continue
+                }
+                let now = clock.now
+                guard let since = idleSince else {
+                    idleSince = now
+                    continue
+                }
+                if now - since >= spinBeforeSleeping {
                     // The timeout runs the policy's timers (ARP retries) while no packet comes.
                     try? wakeup.sleep(timeoutMilliseconds: 10) { slowPath.hasWork }
-                    idle = 0
+                    idleSince = nil
                 }
             }
             finished.signal()
