@@ -9,11 +9,13 @@ import Testing
 /// sides (socat, iperf3, nstat, ping), the Linux kernel's TCP/IP stack as the peer.
 @Suite("Gateway interop with Linux", .serialized)
 struct GatewayInteropTests {
+    /// (e) is the audit case; the software on the engine's thread (`--threads 1`) runs it all too.
     @Test("TCP 256 MiB byte-exact, iperf3 -u -P 8 in order, no OFO queueing, 200 connections at once",
-          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)), arguments: [false, true])
-    func throughTheGateway(audit: Bool) throws {
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)),
+          arguments: [(audit: false, threads: 2), (audit: true, threads: 2), (audit: false, threads: 1)])
+    func throughTheGateway(audit: Bool, threads: Int) throws {
         guard Root.check() else { return }
-        let world = try GatewayNamespaces(audit: audit, orderGuard: true)
+        let world = try GatewayNamespaces(audit: audit, orderGuard: true, threads: threads)
         defer { world.tearDown() }
 
         world.client.must("ping -c 3 -i 0.2 -W 2 \(GatewayNamespaces.serverAddress)", timeout: 10)
@@ -51,7 +53,7 @@ struct GatewayInteropTests {
             #expect(stage.filter { $0.key.hasPrefix("failed: ") }.values.reduce(0, +) == 0, "\(stage)")
             #expect(engine.filter { $0.key.hasPrefix("audit failed: ") }.values.reduce(0, +) == 0)
         }
-        print("gateway\(audit ? " (audit)" : ""): TCP 256 MiB in \(transfer.seconds) s, iperf3 \(udp.packets) "
+        print("gateway\(audit ? " (audit)" : "")\(threads == 1 ? " (1 thread)" : ""): TCP 256 MiB in \(transfer.seconds) s, iperf3 \(udp.packets) "
               + "datagrams (\(udp.lost) lost, 0 out of order), 200 connections; fast path \(engine["fast path"] ?? 0), "
               + "through the software \(engine["re-inserted and sent"] ?? 0)")
     }
@@ -101,7 +103,7 @@ final class GatewayNamespaces {
     private let insideName: String
     private let scratch: String
 
-    init(audit: Bool, orderGuard: Bool, decisionDelayMicroseconds: Int = 0) throws {
+    init(audit: Bool, orderGuard: Bool, threads: Int = 2, decisionDelayMicroseconds: Int = 0) throws {
         client = NetworkNamespace(prefix: "ogc")
         server = NetworkNamespace(prefix: "ogs")
         let inside = client.interfaceName("ogc"), outside = server.interfaceName("ogs")
@@ -110,7 +112,7 @@ final class GatewayNamespaces {
         Shell.must("mkdir -p \(scratch)")
         let binary = GatewayNamespaces.offloadBinary
         var command = "exec \(binary) gateway --port tap:\(inside)=10.77.31.1/24 --port tap:\(outside)=10.77.32.1/24 "
-            + "--nat-outside \(outside) --stats 0 --json --duration 300"
+            + "--nat-outside \(outside) --stats 0 --json --duration 300 --threads \(threads)"
         if audit { command += " --audit" }
         if !orderGuard { command += " --no-order-guard" }
         if decisionDelayMicroseconds > 0 { command += " --decision-delay \(decisionDelayMicroseconds)" }
