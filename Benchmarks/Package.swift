@@ -22,6 +22,7 @@ let package = Package(
                 .product(name: "OffloadCore", package: offload),
                 .product(name: "OffloadWire", package: offload),
                 .product(name: "OffloadEngine", package: offload),
+                .product(name: "OffloadLink", package: offload),
             ],
             path: "Benchmarks/CoreBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

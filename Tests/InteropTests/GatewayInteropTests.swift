@@ -92,6 +92,32 @@ struct GatewayInteropTests {
     }
 }
 
+extension GatewayInteropTests {
+    /// ICMP errors from the software, as the Linux client's ping reports them, and the
+    /// gateway's capture (`--pcap`), which tshark must read clean.
+    @Test("ICMP time exceeded and net unreachable reach Linux; the capture reads clean",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func icmpErrorsAndCapture() throws {
+        guard Root.check() else { return }
+        let world = try GatewayNamespaces(audit: false, orderGuard: true, capture: true)
+        defer { world.tearDown() }
+        let expired = world.client.run("ping -n -c 1 -t 1 -W 2 \(GatewayNamespaces.serverAddress)", timeout: 10)
+        #expect(expired.output.contains("Time to live exceeded") && expired.output.contains("10.77.31.1"),
+                "ping with TTL 1: \(expired.output)")
+        let nowhere = world.client.run("ping -n -c 1 -W 2 10.77.99.1", timeout: 10)
+        #expect(nowhere.output.contains("Destination Net Unreachable"), "ping to no route: \(nowhere.output)")
+        let transfer = world.tcpTransfer(bytes: 1 << 20)
+        #expect(transfer.sent == transfer.received && !transfer.sent.isEmpty)
+        let counters = try world.stop()
+        #expect((counters["software"]?["ICMP errors sent"] ?? 0) >= 2)
+        let capture = world.capturePath
+        #expect(Tshark.problems(in: capture) == "", "tshark found problems in \(capture)")
+        #expect(Tshark.count(in: capture, matching: "icmp.type == 11") >= 1)
+        #expect(Tshark.count(in: capture, matching: "icmp.type == 3 && icmp.code == 0") >= 1)
+        #expect(Tshark.count(in: capture, matching: "tcp.len > 0") > 100)
+    }
+}
+
 /// Two namespaces, client (10.77.31.2/24) and server (10.77.32.2/24), and `offload gateway`
 /// between them (10.77.31.1 inside, 10.77.32.1 outside with NAT), run from the binary built
 /// with the tests.
@@ -103,7 +129,8 @@ final class GatewayNamespaces {
     private let insideName: String
     private let scratch: String
 
-    init(audit: Bool, orderGuard: Bool, threads: Int = 2, decisionDelayMicroseconds: Int = 0) throws {
+    init(audit: Bool, orderGuard: Bool, threads: Int = 2, decisionDelayMicroseconds: Int = 0,
+         capture: Bool = false) throws {
         client = NetworkNamespace(prefix: "ogc")
         server = NetworkNamespace(prefix: "ogs")
         let inside = client.interfaceName("ogc"), outside = server.interfaceName("ogs")
@@ -116,6 +143,7 @@ final class GatewayNamespaces {
         if audit { command += " --audit" }
         if !orderGuard { command += " --no-order-guard" }
         if decisionDelayMicroseconds > 0 { command += " --decision-delay \(decisionDelayMicroseconds)" }
+        if capture { command += " --pcap \(scratch)/gateway.pcap" }
         gateway = Shell.start(command, timeout: 320)
         // The TAP devices exist once the gateway has opened them.
         var ready = false
@@ -135,6 +163,9 @@ final class GatewayNamespaces {
         server.must("ip addr add 10.77.32.2/24 dev \(outside)")
         server.must("ip link set \(outside) up")
     }
+
+    /// Where `--pcap` writes, when the gateway captures.
+    var capturePath: String { "\(scratch)/gateway.pcap" }
 
     /// Matches the gateway's command line only: not `timeout` around it, nor the shell
     /// that runs pkill (the bracket keeps the pattern from matching itself).
@@ -272,8 +303,8 @@ final class GatewayNamespaces {
         // process does, and would not pass it on.
         Shell.must("pkill -INT -f \(processPattern)")
         let output = gateway.finish().output
-        guard let start = output.firstIndex(of: "{"),
-              let json = try JSONSerialization.jsonObject(with: Data(output[start...].utf8)) as? [String: [String: Int]] else {
+        guard let start = output.firstIndex(of: "{"), let end = output.lastIndex(of: "}"),
+              let json = try JSONSerialization.jsonObject(with: Data(output[start...end].utf8)) as? [String: [String: Int]] else {
             throw GatewayTestError.noCounters(output)
         }
         return json

@@ -153,3 +153,24 @@ public struct NetworkNamespace: ~Copyable {
         Shell.run("ip netns del \(name)")
     }
 }
+
+/// tshark with IP, TCP, UDP (and ICMP) checksum validation on.
+public enum Tshark {
+    public static let checksumOptions = "-o ip.check_checksum:TRUE -o tcp.check_checksum:TRUE -o udp.check_checksum:TRUE"
+    /// Frames that are malformed, carry an error-level expert note or a bad checksum.
+    public static let problemFilter = "_ws.malformed || _ws.expert.severity >= error || ip.checksum.status == 0 || "
+        + "icmp.checksum.status == 0 || udp.checksum.status == 0 || tcp.checksum.status == 0"
+
+    /// Runs tshark over a capture with `problemFilter`: what it printed (empty when every frame
+    /// is well formed), or nil when tshark failed.
+    public static func problems(in path: String, timeout: Int = 60) -> String? {
+        let result = Shell.run("tshark -n -r \(path) \(checksumOptions) -Y '\(problemFilter)' 2>/dev/null", timeout: timeout)
+        return result.succeeded ? result.output.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+    }
+
+    /// How many frames of the capture match a display filter.
+    public static func count(in path: String, matching filter: String, timeout: Int = 60) -> Int {
+        let result = Shell.run("tshark -n -r \(path) -Y '\(filter)' 2>/dev/null | wc -l", timeout: timeout)
+        return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+}

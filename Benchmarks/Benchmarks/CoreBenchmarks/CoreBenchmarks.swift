@@ -67,4 +67,5 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     tableBenchmarks()
+    engineBenchmarks()
 }
