@@ -21,12 +21,6 @@ struct GatewayBenchmark {
         serverVeth = "obs\(tag)"; serverSide = "obS\(tag)"
     }
 
-    /// One figure for each side: the kernel's and ours.
-    struct Pair {
-        var kernel: Double
-        var ours: Double
-    }
-
     func run() -> [BenchResult] {
         guard geteuid() == 0 else {
             print("gateway benchmark skipped: needs root (network namespaces, veth pairs, packet sockets)")
@@ -38,25 +32,15 @@ struct GatewayBenchmark {
         }
         setUp()
         defer { tearDown() }
-        var tcpOn = Pair(kernel: 0, ours: 0), tcpOff = tcpOn, udpRate = tcpOn, connections = tcpOn
-        var udp = (kernel: UDPFigures(), ours: UDPFigures())
 
         progress("the kernel routing")
         kernelRouting(true)
-        tcpOn.kernel = tcpThroughput()
-        tcpOff.kernel = withEndpointOffloadsOff { tcpThroughput() }
-        udp.kernel = udpStreams()
-        udpRate.kernel = smallPacketRate()
-        connections.kernel = connectionRate()
+        let kernel = measure()
         kernelRouting(false)
 
         progress("offload gateway")
         guard let gateway = startGateway(threads: 2) else { return [] }
-        tcpOn.ours = tcpThroughput()
-        tcpOff.ours = withEndpointOffloadsOff { tcpThroughput() }
-        udp.ours = udpStreams()
-        udpRate.ours = smallPacketRate()
-        connections.ours = connectionRate()
+        let ours = measure()
         stop(gateway)
         // With the software between the engine's polls: no wake-ups across threads, one
         // thread fewer on a machine whose two cores the endpoints share.
@@ -64,24 +48,33 @@ struct GatewayBenchmark {
         let tcpSingle = tcpThroughput(), connectionsSingle = connectionRate()
         stop(single)
 
+        func row(_ name: String, _ figure: (Figures) -> Double, _ unit: String, _ target: String) -> BenchResult {
+            BenchResult(name: name, value: figure(ours), unit: unit, reference: ("kernel", figure(kernel)), target: target)
+        }
         return [
-            BenchResult(name: "gateway TCP, offloads on", value: tcpOn.ours, unit: "Gbit/s",
-                        reference: ("kernel", tcpOn.kernel), target: ">= 0.75x kernel"),
-            BenchResult(name: "gateway TCP, offloads off", value: tcpOff.ours, unit: "Gbit/s",
-                        reference: ("kernel", tcpOff.kernel), target: "-"),
-            BenchResult(name: "gateway UDP -P 8 -l 1400 loss", value: udp.ours.lossPercent, unit: "%",
-                        reference: ("kernel", udp.kernel.lossPercent), target: "-"),
-            BenchResult(name: "gateway UDP -P 8 out of order", value: Double(udp.ours.outOfOrder), unit: "datagrams",
-                        reference: ("kernel", Double(udp.kernel.outOfOrder)), target: "0"),
-            BenchResult(name: "gateway 64 B UDP, < 1% loss", value: udpRate.ours / 1e3, unit: "kpps",
-                        reference: ("kernel", udpRate.kernel / 1e3), target: "-"),
-            BenchResult(name: "gateway new TCP connections", value: connections.ours / 1e3, unit: "k/s",
-                        reference: ("kernel", connections.kernel / 1e3), target: ">= 0.9x kernel"),
+            row("gateway TCP, offloads on", \.tcpOffloadsOn, "Gbit/s", ">= 0.75x kernel"),
+            row("gateway TCP, offloads off", \.tcpOffloadsOff, "Gbit/s", "-"),
+            row("gateway UDP -P 8 -l 1400 loss", \.udp.lossPercent, "%", "-"),
+            row("gateway UDP -P 8 out of order", { Double($0.udp.outOfOrder) }, "datagrams", "0"),
+            row("gateway 64 B UDP, < 1% loss", { $0.smallPacketRate / 1e3 }, "kpps", "-"),
+            row("gateway new TCP connections", { $0.connectionRate / 1e3 }, "k/s", ">= 0.9x kernel"),
             BenchResult(name: "gateway TCP, 1 thread", value: tcpSingle, unit: "Gbit/s",
-                        reference: ("kernel", tcpOn.kernel), target: ">= 0.75x kernel"),
+                        reference: ("kernel", kernel.tcpOffloadsOn), target: ">= 0.75x kernel"),
             BenchResult(name: "gateway connections, 1 thread", value: connectionsSingle / 1e3, unit: "k/s",
-                        reference: ("kernel", connections.kernel / 1e3), target: ">= 0.9x kernel"),
+                        reference: ("kernel", kernel.connectionRate / 1e3), target: ">= 0.9x kernel"),
         ]
+    }
+
+    /// Everything measured through whatever forwards between the namespaces now.
+    struct Figures {
+        var tcpOffloadsOn = 0.0, tcpOffloadsOff = 0.0
+        var udp = UDPFigures()
+        var smallPacketRate = 0.0, connectionRate = 0.0
+    }
+
+    private func measure() -> Figures {
+        Figures(tcpOffloadsOn: tcpThroughput(), tcpOffloadsOff: withEndpointOffloadsOff { tcpThroughput() },
+                udp: udpStreams(), smallPacketRate: smallPacketRate(), connectionRate: connectionRate())
     }
 
     private func progress(_ what: String) {
