@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "OffloadSim", targets: ["OffloadSim"]),
         .library(name: "OffloadEngine", targets: ["OffloadEngine"]),
         .library(name: "OffloadHost", targets: ["OffloadHost"]),
+        .library(name: "OffloadTCP", targets: ["OffloadTCP"]),
         .executable(name: "offload", targets: ["offload"]),
     ],
     dependencies: [
@@ -28,6 +29,8 @@ let package = Package(
         .target(name: "OffloadWire", dependencies: ["OffloadCore"]),
         .target(name: "OffloadLink", dependencies: ["OffloadCore", "OffloadWire", "COffloadShim"], swiftSettings: perPacket),
         .target(name: "OffloadSim", dependencies: ["OffloadCore"]),
+        // TCP's pieces without I/O: sequence space, RTT/RTO, reassembly, the SACK scoreboard.
+        .target(name: "OffloadTCP", dependencies: ["OffloadCore", "OffloadWire"]),
         .target(name: "OffloadEngine", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "COffloadShim"],
                 swiftSettings: perPacket),
         .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine"],
@@ -45,6 +48,7 @@ let package = Package(
         .testTarget(name: "OffloadLinkTests", dependencies: ["OffloadLink", "OffloadSim", "OffloadTestSupport"]),
         .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadWire", "OffloadSim"]),
         .testTarget(name: "OffloadSimTests", dependencies: ["OffloadSim"]),
+        .testTarget(name: "OffloadTCPTests", dependencies: ["OffloadTCP", "OffloadCore", "OffloadWire"]),
         .testTarget(name: "OffloadHostTests", dependencies: ["OffloadHost", "OffloadSim", "OffloadEngine"]),
         // Depends on the command too, so that `swift test` builds the binary its tests run.
         .testTarget(name: "InteropTests", dependencies: ["OffloadHost", "OffloadLink", "OffloadTestSupport", "offload"]),
