@@ -9,14 +9,19 @@ struct FrameInFlight {
     @usableFromInline var slot: Int32
     @usableFromInline var length: Int32
     @usableFromInline var metadata: OffloadMetadata
+    /// The sender's own bytes, for a frame sent with `transmit(lending:)`; nil when the
+    /// frame is in its slot.
+    @usableFromInline var lent: UnsafeRawPointer?
 
     @inlinable
-    init(deliverAt: Instant, sequence: UInt64, slot: Int32, length: Int32, metadata: OffloadMetadata) {
+    init(deliverAt: Instant, sequence: UInt64, slot: Int32, length: Int32, metadata: OffloadMetadata,
+         lent: UnsafeRawPointer? = nil) {
         self.deliverAt = deliverAt
         self.sequence = sequence
         self.slot = slot
         self.length = length
         self.metadata = metadata
+        self.lent = lent
     }
 
     func arrivesBefore(_ other: FrameInFlight) -> Bool {
@@ -107,17 +112,38 @@ struct MemoryWireDirection {
         }
         let length = header.count
         guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
+        guard let at = nextRingSlot(length: length) else { return }
+        if let h = header.baseAddress { MemoryWireDirection.copy(from: h, to: slab + at &* slotSize, count: length) }
+        enqueueInRing(at: at, length: length, metadata: metadata, lent: nil)
+    }
+
+    /// A perfect direction's `transmit` of bytes the wire reads only at delivery (see
+    /// `MemoryLink.transmit(lending:)`).
+    @inlinable
+    mutating func transmit(lending bytes: UnsafeRawPointer, count length: Int) throws(LinkError) {
+        guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
+        guard let at = nextRingSlot(length: length) else { return }
+        enqueueInRing(at: at, length: length, metadata: .none, lent: bytes)
+    }
+
+    /// Counts a frame sent on a perfect direction and returns its ring position, or nil
+    /// (counted) when the wire already holds its limit of frames.
+    @inlinable @inline(__always)
+    mutating func nextRingSlot(length: Int) -> Int? {
         counters.transmitted &+= 1
         counters.transmittedBytes &+= UInt64(length)
         guard inFlight < slotCount else {
             counters.queueDrops &+= 1
-            return
+            return nil
         }
-        var at = head &+ inFlight
-        if at >= slotCount { at &-= slotCount }
-        if let h = header.baseAddress { MemoryWireDirection.copy(from: h, to: slab + at &* slotSize, count: length) }
+        let at = head &+ inFlight
+        return at >= slotCount ? at &- slotCount : at
+    }
+
+    @inlinable @inline(__always)
+    mutating func enqueueInRing(at: Int, length: Int, metadata: OffloadMetadata, lent: UnsafeRawPointer?) {
         queue[at] = FrameInFlight(deliverAt: .zero, sequence: sequence, slot: Int32(truncatingIfNeeded: at),
-                                  length: Int32(truncatingIfNeeded: length), metadata: metadata)
+                                  length: Int32(truncatingIfNeeded: length), metadata: metadata, lent: lent)
         inFlight &+= 1
         sequence &+= 1
     }
@@ -239,7 +265,8 @@ struct MemoryWireDirection {
                 dequeue()
                 continue
             }
-            MemoryWireDirection.copy(from: slab + Int(frame.slot) &* slotSize, to: space.baseAddress!, count: length)
+            MemoryWireDirection.copy(from: frame.lent ?? UnsafeRawPointer(slab + Int(frame.slot) &* slotSize),
+                                     to: space.baseAddress!, count: length)
             try! buffer.setCount(length)
             buffer.offload = frame.metadata
             dequeue()
@@ -249,6 +276,22 @@ struct MemoryWireDirection {
             body(buffer)
         }
         return received
+    }
+
+    /// Takes up to `max` frames that have arrived and drops them unread, counted as
+    /// delivered: a receiver that drops what it gets, with no copy into a pool buffer.
+    @inlinable
+    mutating func discard(max: Int, now: Instant) -> Int {
+        var discarded = 0
+        while discarded < max, inFlight > 0 {
+            let frame = reorders ? queue[0] : queue[head]
+            guard frame.deliverAt <= now || !usesTime else { break }
+            dequeue()
+            counters.delivered &+= 1
+            counters.deliveredBytes &+= UInt64(frame.length)
+            discarded &+= 1
+        }
+        return discarded
     }
 
     private mutating func enqueue(_ frame: FrameInFlight) {
