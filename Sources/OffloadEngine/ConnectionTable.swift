@@ -224,11 +224,14 @@ public struct ConnectionTable: ~Copyable {
 
     /// Counts a packet of `bytes` bytes that took the entry's action at `now`.
     @inlinable @inline(__always)
-    public func recordHit(_ h: EntryHandle, bytes: Int, now: Instant) {
-        let e = entry(at: h)
+    public func recordHit(_ h: EntryHandle, bytes: Int, now: Instant) { recordHit(at: entry(at: h), bytes: bytes, now: now) }
+
+    /// `recordHit` on a slot from `entry(at:)`.
+    @inlinable @inline(__always)
+    func recordHit(at e: UnsafeMutablePointer<FlowEntry>, bytes: Int, now: Instant) {
         e.pointee.bytes &+= UInt64(truncatingIfNeeded: bytes)
         e.pointee.packetsLow &+= 1
-        if e.pointee.packetsLow == 0 { cold[h.index].packetsHigh &+= 1 }
+        if e.pointee.packetsLow == 0 { cold[e - slots].packetsHigh &+= 1 }
         e.pointee.lastUsedTick = ConnectionTable.tick(now)
     }
 

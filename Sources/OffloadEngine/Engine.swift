@@ -166,17 +166,38 @@ public final class Engine<Port: Link & ~Copyable> {
         return n
     }
 
+    /// One packet of a burst. The fast path's case (a usable forward entry) is tested here
+    /// and inlined into the burst loop; every other case goes to `handleOther`.
+    @inline(__always)
     private func handle(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, entry: EntryHandle?,
                         now: Instant) {
         counters.received &+= 1
+        let h = burstEntriesStale ? key.flatMap { table.lookup($0) } : entry
+        if let key, let h {
+            let e = table.entry(at: h)
+            // Usable and forward in one test: do-not-use clear, kind forward, current epoch.
+            if e.pointee.control & (FlowEntry.doNotUseBit | FlowEntry.kindMask) == FlowActionKind.forward.rawValue,
+               e.pointee.epoch == table.epoch {
+                return fastForward(buffer, entry: e, key: key, port: port, now: now)
+            }
+        }
+        handleOther(buffer, port: port, key: key, entry: h, now: now)
+    }
+
+    /// A packet that the fast path does not send: `entry` is its key's entry, looked up
+    /// after any table change in the burst.
+    @inline(never)
+    private func handleOther(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, entry: EntryHandle?,
+                             now: Instant) {
         guard let key else {
             return toSoftware(buffer, port: port, reason: .notAFlow, counted: nil, key: nil)
         }
-        if let h = burstEntriesStale ? table.lookup(key) : entry {
+        if let h = entry {
             if table.isUsable(h) {
                 switch table.kind(h) {
                 case .forward:
-                    return fastForward(buffer, entry: h, key: key, port: port, now: now)
+                    // `handle` sends these itself; here only for completeness.
+                    return fastForward(buffer, entry: table.entry(at: h), key: key, port: port, now: now)
                 case .drop:
                     table.recordHit(h, bytes: buffer.count, now: now)
                     return drop(.actionDrop)
@@ -218,17 +239,19 @@ public final class Engine<Port: Link & ~Copyable> {
         }
     }
 
-    private func fastForward(_ buffer: consuming PacketBuffer, entry h: EntryHandle, key: FlowKey, port: UInt16,
-                             now: Instant) {
-        switch table.applyRewrite(h, to: buffer.mutableBytes, partialL4: buffer.offload != .none) {
+    /// The fast path: `entry` is usable and forwards. Works on the slot itself: one
+    /// bounds check (in `handle`), no copy of the entry.
+    @inline(__always)
+    private func fastForward(_ buffer: consuming PacketBuffer, entry e: UnsafeMutablePointer<FlowEntry>, key: FlowKey,
+                             port: UInt16, now: Instant) {
+        let partialL4: Bool
+        if case .none = buffer.offload { partialL4 = false } else { partialL4 = true }
+        switch e.pointee.applyRewrite(to: buffer.mutableBytes, partialL4: partialL4) {
         case .rewritten:
-            // A rewrite happens only for a forward entry; read what the fast path needs from
-            // the entry itself rather than rebuilding its whole action.
-            let entry = table.entry(h)
-            table.recordHit(h, bytes: buffer.count, now: now)
-            if entry.carriesRTP { recordRTP(key, buffer.bytes, now: now) }
+            table.recordHit(at: e, bytes: buffer.count, now: now)
+            if e.pointee.carriesRTP { recordRTP(key, buffer.bytes, now: now) }
             let closing = key.protocol == 6 && Self.finOrReset(buffer.bytes)
-            if transmit(buffer, port: entry.outputPort) { counters.fastPath &+= 1 }
+            if transmit(buffer, port: e.pointee.outputPort) { counters.fastPath &+= 1 }
             if closing {
                 // B9: a FIN or RST ends the entry; what follows (the last ACKs) goes through
                 // the software, which may build a fresh entry that then idles out.
@@ -243,6 +266,8 @@ public final class Engine<Port: Link & ~Copyable> {
         }
     }
 
+    // Never inlined: the fast path's exits to the software would otherwise bloat it.
+    @inline(never)
     private func toSoftware(_ buffer: consuming PacketBuffer, port: UInt16, reason: ExceptionReason,
                             counted: FlowKey?, key: FlowKey?, bucket: UInt16 = SourceFairnessBook.untracked) {
         buffer.isAway = true
