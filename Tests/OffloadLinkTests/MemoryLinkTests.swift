@@ -237,4 +237,17 @@ func runWire(_ impairments: Impairments, seed: UInt64 = 1, count: Int = 20_000, 
         _ = try d.receive(into: pool, max: 8) { got.append(Array($0.bytes)) }
         #expect(got.first?.first == 0xee)
     }
+
+    @Test func everyFrameLengthCrossesIntact() throws {
+        let clock = VirtualClock()
+        var (a, b) = MemoryLink.pair(clock: clock, seed: 1, maxFrameSize: 512)
+        let pool = BufferPool(count: 4, bufferSize: 1024, headroom: 0)
+        for length in 1...300 {
+            let frame = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ length) }
+            try frame.withUnsafeBytes { try a.transmit($0) }
+            var got: [UInt8] = []
+            _ = try b.receive(into: pool, max: 1) { got = Array($0.bytes) }
+            #expect(got == frame, "length \(length)")
+        }
+    }
 }
