@@ -162,6 +162,24 @@ public struct ConnectionTable: ~Copyable {
         return probe(a, b | FlowEntry.occupiedBit, from: home(a, b))
     }
 
+    /// The home slot of `key`, prefetched: the first half of a lookup done early, so that
+    /// `lookup(_:home:)` later finds the slot in the cache.
+    @inlinable @inline(__always)
+    func prefetchHome(of key: FlowKey) -> Int {
+        let (a, b) = key.packed
+        let s = home(a, b)
+        offload_prefetch(slots + s)
+        return s
+    }
+
+    /// `lookup(_:)` from the key's home slot, as `prefetchHome(of:)` returned it (masked, so
+    /// that no value can lead outside the table).
+    @inlinable @inline(__always)
+    func lookup(_ key: FlowKey, home: Int) -> EntryHandle? {
+        let (a, b) = key.packed
+        return probe(a, b | FlowEntry.occupiedBit, from: home & mask)
+    }
+
     /// Looks up a burst: hashes every key and prefetches its home slot first, then probes,
     /// so the cache misses of the burst overlap instead of following one another.
     /// `handles[i]` gets the result for `keys[i]`; `handles` must be at least as long.

@@ -57,15 +57,11 @@ public final class Engine<Port: Link & ~Copyable> {
     private let compatibility: CompatibilityTest
     /// B10: new-flow misses in the exception queue per source bucket (nil when off).
     private let fairness: SourceFairnessBook?
-    /// One burst at a time: its buffers, their keys (a packet that is not a flow packet gets
-    /// a key no entry has) and their entries, looked up together so their cache misses overlap.
+    /// One burst at a time: its buffers, their keys and their keys' home slots in the table
+    /// (-1 for a packet that is not a flow packet, whose key is not used).
     private let burst: UnsafeMutablePointer<PacketBuffer>
     private let burstKeys: UnsafeMutablePointer<FlowKey>
-    private let burstIsFlow: UnsafeMutablePointer<Bool>
-    private let burstEntries: UnsafeMutablePointer<EntryHandle?>
-    /// Set when the table changed during the current burst: handles from the burst lookup
-    /// may have moved, so later packets of the burst look themselves up again.
-    private var burstEntriesStale = false
+    private let burstHomes: UnsafeMutablePointer<Int>
 
     /// - Parameters:
     ///   - clock: for the audit stage's rate-limited log;
@@ -86,8 +82,7 @@ public final class Engine<Port: Link & ~Copyable> {
         fairness = configuration.sourceFairness.map { SourceFairnessBook($0, queueCapacity: queueCapacity) }
         burst = .allocate(capacity: configuration.burstSize)
         burstKeys = .allocate(capacity: configuration.burstSize)
-        burstIsFlow = .allocate(capacity: configuration.burstSize)
-        burstEntries = .allocate(capacity: configuration.burstSize)
+        burstHomes = .allocate(capacity: configuration.burstSize)
         ports = .allocate(capacity: portCount)
         self.portCount = 0 + portCount
         for i in 0..<portCount { (ports + i).initialize(to: try makePort(i)) }
@@ -98,8 +93,7 @@ public final class Engine<Port: Link & ~Copyable> {
         ports.deallocate()
         burst.deallocate()
         burstKeys.deallocate()
-        burstIsFlow.deallocate()
-        burstEntries.deallocate()
+        burstHomes.deallocate()
     }
 
     /// Packets buffered in the engine's memory right now (0 at rest).
@@ -146,22 +140,21 @@ public final class Engine<Port: Link & ~Copyable> {
             n &+= 1
         }
         guard n > 0 else { return 0 }
+        // Every home slot is prefetched first; each packet probes when it is handled, so the
+        // cache misses of the burst overlap with each other and with the work on the packets
+        // before it. A probe at handling time also sees every table change made by the
+        // packets before it in the burst (a pending entry, a teardown).
         for i in 0..<n {
             if let key = FlowKey(frame: burst[i].bytes, port: port) {
                 burstKeys[i] = key
-                burstIsFlow[i] = true
+                burstHomes[i] = table.prefetchHome(of: key)
             } else {
-                burstKeys[i] = FlowKey(ingressPort: port, protocol: 0, source: .any, destination: .any,
-                                       sourcePort: 0, destinationPort: 0)
-                burstIsFlow[i] = false
+                burstHomes[i] = -1
             }
         }
-        table.lookup(UnsafeBufferPointer(start: burstKeys, count: n),
-                     into: UnsafeMutableBufferPointer(start: burstEntries, count: n))
-        burstEntriesStale = false
         for i in 0..<n {
-            handle((burst + i).move(), port: port, key: burstIsFlow[i] ? burstKeys[i] : nil, entry: burstEntries[i],
-                   now: now)
+            let home = burstHomes[i]
+            handle((burst + i).move(), port: port, key: home < 0 ? nil : burstKeys[i], home: home, now: now)
         }
         return n
     }
@@ -169,10 +162,9 @@ public final class Engine<Port: Link & ~Copyable> {
     /// One packet of a burst. The fast path's case (a usable forward entry) is tested here
     /// and inlined into the burst loop; every other case goes to `handleOther`.
     @inline(__always)
-    private func handle(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, entry: EntryHandle?,
-                        now: Instant) {
+    private func handle(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, home: Int, now: Instant) {
         counters.received &+= 1
-        let h = burstEntriesStale ? key.flatMap { table.lookup($0) } : entry
+        let h = key.flatMap { table.lookup($0, home: home) }
         if let key, let h {
             let e = table.entry(at: h)
             // Usable and forward in one test: do-not-use clear, kind forward, current epoch.
@@ -184,8 +176,7 @@ public final class Engine<Port: Link & ~Copyable> {
         handleOther(buffer, port: port, key: key, entry: h, now: now)
     }
 
-    /// A packet that the fast path does not send: `entry` is its key's entry, looked up
-    /// after any table change in the burst.
+    /// A packet that the fast path does not send: `entry` is its key's entry, if any.
     @inline(never)
     private func handleOther(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, entry: EntryHandle?,
                              now: Instant) {
@@ -229,7 +220,6 @@ public final class Engine<Port: Link & ~Copyable> {
         guard table.count < table.capacity else {
             return toSoftware(buffer, port: port, reason: .tableFull, counted: nil, key: key, bucket: bucket)
         }
-        burstEntriesStale = true
         switch table.insert(key, action: .toSoftware, now: now, doNotUse: true) {
         case .inserted(let h), .replaced(let h), .evicted(_, _, let h):
             _ = table.incrementInSoftware(h)
@@ -256,7 +246,6 @@ public final class Engine<Port: Link & ~Copyable> {
                 // B9: a FIN or RST ends the entry; what follows (the last ACKs) goes through
                 // the software, which may build a fresh entry that then idles out.
                 _ = table.remove(key)
-                burstEntriesStale = true
                 counters.tornDown &+= 1
             }
         case .timeToLiveExceeded:
