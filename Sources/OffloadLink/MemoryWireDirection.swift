@@ -302,15 +302,32 @@ struct MemoryWireDirection {
     /// delivered: a receiver that drops what it gets, with no copy into a pool buffer.
     @inlinable
     mutating func discard(max: Int, now: Instant) -> Int {
-        var discarded = 0
-        while discarded < max, inFlight > 0 {
-            let frame = reorders ? queue[0] : queue[head]
-            guard frame.deliverAt <= now || !usesTime else { break }
-            dequeue()
-            counters.delivered &+= 1
-            counters.deliveredBytes &+= UInt64(frame.length)
-            discarded &+= 1
+        if usesTime || reorders {
+            var discarded = 0
+            while discarded < max, inFlight > 0 {
+                let frame = reorders ? queue[0] : queue[head]
+                guard frame.deliverAt <= now || !usesTime else { break }
+                dequeue()
+                counters.delivered &+= 1
+                counters.deliveredBytes &+= UInt64(frame.length)
+                discarded &+= 1
+            }
+            return discarded
         }
+        // Every frame in the ring has arrived: count their bytes, then take them in one go.
+        let discarded = Swift.min(Swift.max(max, 0), inFlight)
+        var bytes: UInt64 = 0
+        var at = head
+        for _ in 0..<discarded {
+            bytes &+= UInt64(truncatingIfNeeded: queue[at].length)
+            at &+= 1
+            if at == slotCount { at = 0 }
+        }
+        counters.delivered &+= UInt64(discarded)
+        counters.deliveredBytes &+= bytes
+        inFlight &-= discarded
+        // As `dequeue` does: an empty ring starts over at slot 0.
+        head = inFlight == 0 ? 0 : at
         return discarded
     }
 

@@ -238,6 +238,23 @@ func runWire(_ impairments: Impairments, seed: UInt64 = 1, count: Int = 20_000, 
         #expect(got.first?.first == 0xee)
     }
 
+    @Test func discardTakesFramesAcrossTheRingsEnd() throws {
+        let clock = VirtualClock()
+        var (a, b) = MemoryLink.pair(clock: clock, seed: 1, maxFrameSize: 128, framesInFlight: 4)
+        let pool = BufferPool(count: 4, bufferSize: 256, headroom: 0)
+        func send(_ n: UInt8) throws { try [UInt8](repeating: n, count: 20).withUnsafeBytes { try a.transmit($0) } }
+        var got: [UInt8] = []
+        for n in 1...3 { try send(UInt8(n)) }
+        _ = try b.receive(into: pool, max: 2) { got.append($0.bytes[0]) }
+        for n in 4...5 { try send(UInt8(n)) }
+        #expect(b.discard(max: 0) == 0)
+        #expect(b.discard(max: 2) == 2)
+        _ = try b.receive(into: pool, max: 8) { got.append($0.bytes[0]) }
+        #expect(got == [1, 2, 5])
+        #expect(b.discard(max: 8) == 0 && b.framesWaiting == 0)
+        #expect(a.sentCounters.delivered == 5 && a.sentCounters.deliveredBytes == 100)
+    }
+
     @Test func everyFrameLengthCrossesIntact() throws {
         let clock = VirtualClock()
         var (a, b) = MemoryLink.pair(clock: clock, seed: 1, maxFrameSize: 512)
