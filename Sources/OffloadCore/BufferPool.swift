@@ -52,6 +52,10 @@ public final class BufferPool {
     /// would fall in the same two sets of a 32 KiB L1 cache, and a burst's headers would
     /// evict each other.
     @usableFromInline let slotStride: Int
+    /// `bufferSize` and `headroom` as a buffer stores them, converted once rather than on
+    /// every `take()`.
+    @usableFromInline let bufferSize32: Int32
+    @usableFromInline let headroom32: Int32
     @usableFromInline let state: UnsafeMutablePointer<State>
 
     /// - Parameters:
@@ -64,6 +68,8 @@ public final class BufferPool {
         self.count = count
         self.bufferSize = bufferSize
         self.headroom = headroom
+        bufferSize32 = Int32(bufferSize)
+        headroom32 = Int32(headroom)
         let lines = (bufferSize + 63) & ~63
         slotStride = lines % 1024 == 0 ? lines + 64 : lines
         slab = UnsafeMutableRawPointer.allocate(byteCount: count * slotStride, alignment: 64)
@@ -97,7 +103,7 @@ public final class BufferPool {
         let slot = state.pointee.freeSlots[state.pointee.freeCount]
         return PacketBuffer(
             base: slab + Int(slot) &* slotStride, pool: state, slot: slot,
-            capacity: Int32(bufferSize), headroom: Int32(headroom))
+            capacity: bufferSize32, headroom: headroom32)
     }
 
     /// Takes back the slots of buffers that ended on another thread (see

@@ -162,6 +162,24 @@ public struct ConnectionTable: ~Copyable {
         return probe(a, b | FlowEntry.occupiedBit, from: home(a, b))
     }
 
+    /// The home slot of `key`, prefetched: the first half of a lookup done early, so that
+    /// `lookup(_:home:)` later finds the slot in the cache.
+    @inlinable @inline(__always)
+    func prefetchHome(of key: FlowKey) -> Int {
+        let (a, b) = key.packed
+        let s = home(a, b)
+        offload_prefetch(slots + s)
+        return s
+    }
+
+    /// `lookup(_:)` from the key's home slot, as `prefetchHome(of:)` returned it (masked, so
+    /// that no value can lead outside the table).
+    @inlinable @inline(__always)
+    func lookup(_ key: FlowKey, home: Int) -> EntryHandle? {
+        let (a, b) = key.packed
+        return probe(a, b | FlowEntry.occupiedBit, from: home & mask)
+    }
+
     /// Looks up a burst: hashes every key and prefetches its home slot first, then probes,
     /// so the cache misses of the burst overlap instead of following one another.
     /// `handles[i]` gets the result for `keys[i]`; `handles` must be at least as long.
@@ -224,11 +242,14 @@ public struct ConnectionTable: ~Copyable {
 
     /// Counts a packet of `bytes` bytes that took the entry's action at `now`.
     @inlinable @inline(__always)
-    public func recordHit(_ h: EntryHandle, bytes: Int, now: Instant) {
-        let e = entry(at: h)
+    public func recordHit(_ h: EntryHandle, bytes: Int, now: Instant) { recordHit(at: entry(at: h), bytes: bytes, now: now) }
+
+    /// `recordHit` on a slot from `entry(at:)`.
+    @inlinable @inline(__always)
+    func recordHit(at e: UnsafeMutablePointer<FlowEntry>, bytes: Int, now: Instant) {
         e.pointee.bytes &+= UInt64(truncatingIfNeeded: bytes)
         e.pointee.packetsLow &+= 1
-        if e.pointee.packetsLow == 0 { cold[h.index].packetsHigh &+= 1 }
+        if e.pointee.packetsLow == 0 { cold[e - slots].packetsHigh &+= 1 }
         e.pointee.lastUsedTick = ConnectionTable.tick(now)
     }
 

@@ -57,15 +57,11 @@ public final class Engine<Port: Link & ~Copyable> {
     private let compatibility: CompatibilityTest
     /// B10: new-flow misses in the exception queue per source bucket (nil when off).
     private let fairness: SourceFairnessBook?
-    /// One burst at a time: its buffers, their keys (a packet that is not a flow packet gets
-    /// a key no entry has) and their entries, looked up together so their cache misses overlap.
+    /// One burst at a time: its buffers, their keys and their keys' home slots in the table
+    /// (-1 for a packet that is not a flow packet, whose key is not used).
     private let burst: UnsafeMutablePointer<PacketBuffer>
     private let burstKeys: UnsafeMutablePointer<FlowKey>
-    private let burstIsFlow: UnsafeMutablePointer<Bool>
-    private let burstEntries: UnsafeMutablePointer<EntryHandle?>
-    /// Set when the table changed during the current burst: handles from the burst lookup
-    /// may have moved, so later packets of the burst look themselves up again.
-    private var burstEntriesStale = false
+    private let burstHomes: UnsafeMutablePointer<Int>
 
     /// - Parameters:
     ///   - clock: for the audit stage's rate-limited log;
@@ -86,8 +82,7 @@ public final class Engine<Port: Link & ~Copyable> {
         fairness = configuration.sourceFairness.map { SourceFairnessBook($0, queueCapacity: queueCapacity) }
         burst = .allocate(capacity: configuration.burstSize)
         burstKeys = .allocate(capacity: configuration.burstSize)
-        burstIsFlow = .allocate(capacity: configuration.burstSize)
-        burstEntries = .allocate(capacity: configuration.burstSize)
+        burstHomes = .allocate(capacity: configuration.burstSize)
         ports = .allocate(capacity: portCount)
         self.portCount = 0 + portCount
         for i in 0..<portCount { (ports + i).initialize(to: try makePort(i)) }
@@ -98,8 +93,7 @@ public final class Engine<Port: Link & ~Copyable> {
         ports.deallocate()
         burst.deallocate()
         burstKeys.deallocate()
-        burstIsFlow.deallocate()
-        burstEntries.deallocate()
+        burstHomes.deallocate()
     }
 
     /// Packets buffered in the engine's memory right now (0 at rest).
@@ -146,37 +140,55 @@ public final class Engine<Port: Link & ~Copyable> {
             n &+= 1
         }
         guard n > 0 else { return 0 }
+        // Every home slot is prefetched first; each packet probes when it is handled, so the
+        // cache misses of the burst overlap with each other and with the work on the packets
+        // before it. A probe at handling time also sees every table change made by the
+        // packets before it in the burst (a pending entry, a teardown).
         for i in 0..<n {
             if let key = FlowKey(frame: burst[i].bytes, port: port) {
                 burstKeys[i] = key
-                burstIsFlow[i] = true
+                burstHomes[i] = table.prefetchHome(of: key)
             } else {
-                burstKeys[i] = FlowKey(ingressPort: port, protocol: 0, source: .any, destination: .any,
-                                       sourcePort: 0, destinationPort: 0)
-                burstIsFlow[i] = false
+                burstHomes[i] = -1
             }
         }
-        table.lookup(UnsafeBufferPointer(start: burstKeys, count: n),
-                     into: UnsafeMutableBufferPointer(start: burstEntries, count: n))
-        burstEntriesStale = false
         for i in 0..<n {
-            handle((burst + i).move(), port: port, key: burstIsFlow[i] ? burstKeys[i] : nil, entry: burstEntries[i],
-                   now: now)
+            let home = burstHomes[i]
+            handle((burst + i).move(), port: port, key: home < 0 ? nil : burstKeys[i], home: home, now: now)
         }
         return n
     }
 
-    private func handle(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, entry: EntryHandle?,
-                        now: Instant) {
+    /// One packet of a burst. The fast path's case (a usable forward entry) is tested here
+    /// and inlined into the burst loop; every other case goes to `handleOther`.
+    @inline(__always)
+    private func handle(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, home: Int, now: Instant) {
         counters.received &+= 1
+        let h = key.flatMap { table.lookup($0, home: home) }
+        if let key, let h {
+            let e = table.entry(at: h)
+            // Usable and forward in one test: do-not-use clear, kind forward, current epoch.
+            if e.pointee.control & (FlowEntry.doNotUseBit | FlowEntry.kindMask) == FlowActionKind.forward.rawValue,
+               e.pointee.epoch == table.epoch {
+                return fastForward(buffer, entry: e, key: key, port: port, now: now)
+            }
+        }
+        handleOther(buffer, port: port, key: key, entry: h, now: now)
+    }
+
+    /// A packet that the fast path does not send: `entry` is its key's entry, if any.
+    @inline(never)
+    private func handleOther(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, entry: EntryHandle?,
+                             now: Instant) {
         guard let key else {
             return toSoftware(buffer, port: port, reason: .notAFlow, counted: nil, key: nil)
         }
-        if let h = burstEntriesStale ? table.lookup(key) : entry {
+        if let h = entry {
             if table.isUsable(h) {
                 switch table.kind(h) {
                 case .forward:
-                    return fastForward(buffer, entry: h, key: key, port: port, now: now)
+                    // `handle` sends these itself; here only for completeness.
+                    return fastForward(buffer, entry: table.entry(at: h), key: key, port: port, now: now)
                 case .drop:
                     table.recordHit(h, bytes: buffer.count, now: now)
                     return drop(.actionDrop)
@@ -208,7 +220,6 @@ public final class Engine<Port: Link & ~Copyable> {
         guard table.count < table.capacity else {
             return toSoftware(buffer, port: port, reason: .tableFull, counted: nil, key: key, bucket: bucket)
         }
-        burstEntriesStale = true
         switch table.insert(key, action: .toSoftware, now: now, doNotUse: true) {
         case .inserted(let h), .replaced(let h), .evicted(_, _, let h):
             _ = table.incrementInSoftware(h)
@@ -218,22 +229,23 @@ public final class Engine<Port: Link & ~Copyable> {
         }
     }
 
-    private func fastForward(_ buffer: consuming PacketBuffer, entry h: EntryHandle, key: FlowKey, port: UInt16,
-                             now: Instant) {
-        switch table.applyRewrite(h, to: buffer.mutableBytes, partialL4: buffer.offload != .none) {
+    /// The fast path: `entry` is usable and forwards. Works on the slot itself: one
+    /// bounds check (in `handle`), no copy of the entry.
+    @inline(__always)
+    private func fastForward(_ buffer: consuming PacketBuffer, entry e: UnsafeMutablePointer<FlowEntry>, key: FlowKey,
+                             port: UInt16, now: Instant) {
+        let partialL4: Bool
+        if case .none = buffer.offload { partialL4 = false } else { partialL4 = true }
+        switch e.pointee.applyRewrite(to: buffer.mutableBytes, partialL4: partialL4) {
         case .rewritten:
-            // A rewrite happens only for a forward entry; read what the fast path needs from
-            // the entry itself rather than rebuilding its whole action.
-            let entry = table.entry(h)
-            table.recordHit(h, bytes: buffer.count, now: now)
-            if entry.carriesRTP { recordRTP(key, buffer.bytes, now: now) }
+            table.recordHit(at: e, bytes: buffer.count, now: now)
+            if e.pointee.carriesRTP { recordRTP(key, buffer.bytes, now: now) }
             let closing = key.protocol == 6 && Self.finOrReset(buffer.bytes)
-            if transmit(buffer, port: entry.outputPort) { counters.fastPath &+= 1 }
+            if transmit(buffer, port: e.pointee.outputPort) { counters.fastPath &+= 1 }
             if closing {
                 // B9: a FIN or RST ends the entry; what follows (the last ACKs) goes through
                 // the software, which may build a fresh entry that then idles out.
                 _ = table.remove(key)
-                burstEntriesStale = true
                 counters.tornDown &+= 1
             }
         case .timeToLiveExceeded:
@@ -243,6 +255,8 @@ public final class Engine<Port: Link & ~Copyable> {
         }
     }
 
+    // Never inlined: the fast path's exits to the software would otherwise bloat it.
+    @inline(never)
     private func toSoftware(_ buffer: consuming PacketBuffer, port: UInt16, reason: ExceptionReason,
                             counted: FlowKey?, key: FlowKey?, bucket: UInt16 = SourceFairnessBook.untracked) {
         buffer.isAway = true

@@ -28,7 +28,9 @@ extension FlowEntry {
     /// Nothing is written unless the whole rewrite can be done. The frame must match this
     /// entry's key (the engine looked it up by that key); the checks here are the ones that
     /// keep memory safe and the output well-formed, not a parser.
-    @inlinable
+    ///
+    /// Always inlined: called on a table slot, an outlined call would copy the whole entry.
+    @inlinable @inline(__always)
     public func applyRewrite(to frame: UnsafeMutableRawBufferPointer, ipOffset: Int = 14,
                              partialL4: Bool = false) -> FlowRewriteOutcome {
         guard control & FlowEntry.kindMask == FlowActionKind.forward.rawValue,

@@ -72,6 +72,25 @@ public struct MemoryLink: Link {
             header: header, payloads: payloads, metadata: metadata, now: outgoing.pointee.usesTime ? wire.now : .zero,
             carriesMetadata: wire.carriesOffloadMetadata)
     }
+
+    /// Sends one finished frame without copying it now: the wire keeps a reference to the
+    /// sender's bytes, and the receiving end's `receive` copies them straight into its pool
+    /// buffer, as a device reads a frame from host memory when it sends it. The bytes must
+    /// stay valid and unchanged until the frame has been received or discarded, or the wire
+    /// is gone. A wire with impairments copies the frame now, as `transmit` does.
+    @inlinable
+    public mutating func transmit(lending frame: UnsafeRawBufferPointer) throws(LinkError) {
+        guard outgoing.pointee.isPerfect, let bytes = frame.baseAddress else { return try transmit(frame) }
+        try outgoing.pointee.transmit(lending: bytes, count: frame.count)
+    }
+
+    /// Takes up to `max` frames waiting for this end and drops them unread (counted as
+    /// delivered): what a receiver that drops everything does, without the copy into a
+    /// pool buffer that `receive` makes. Returns how many.
+    @inlinable
+    public mutating func discard(max: Int) -> Int {
+        incoming.pointee.discard(max: max, now: incoming.pointee.usesTime ? wire.now : .zero)
+    }
 }
 
 /// The wire itself: two directions and the clock they share.

@@ -9,14 +9,19 @@ struct FrameInFlight {
     @usableFromInline var slot: Int32
     @usableFromInline var length: Int32
     @usableFromInline var metadata: OffloadMetadata
+    /// The sender's own bytes, for a frame sent with `transmit(lending:)`; nil when the
+    /// frame is in its slot.
+    @usableFromInline var lent: UnsafeRawPointer?
 
     @inlinable
-    init(deliverAt: Instant, sequence: UInt64, slot: Int32, length: Int32, metadata: OffloadMetadata) {
+    init(deliverAt: Instant, sequence: UInt64, slot: Int32, length: Int32, metadata: OffloadMetadata,
+         lent: UnsafeRawPointer? = nil) {
         self.deliverAt = deliverAt
         self.sequence = sequence
         self.slot = slot
         self.length = length
         self.metadata = metadata
+        self.lent = lent
     }
 
     func arrivesBefore(_ other: FrameInFlight) -> Bool {
@@ -107,17 +112,38 @@ struct MemoryWireDirection {
         }
         let length = header.count
         guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
+        guard let at = nextRingSlot(length: length) else { return }
+        if let h = header.baseAddress { MemoryWireDirection.copy(from: h, to: slab + at &* slotSize, count: length) }
+        enqueueInRing(at: at, length: length, metadata: metadata, lent: nil)
+    }
+
+    /// A perfect direction's `transmit` of bytes the wire reads only at delivery (see
+    /// `MemoryLink.transmit(lending:)`).
+    @inlinable
+    mutating func transmit(lending bytes: UnsafeRawPointer, count length: Int) throws(LinkError) {
+        guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
+        guard let at = nextRingSlot(length: length) else { return }
+        enqueueInRing(at: at, length: length, metadata: .none, lent: bytes)
+    }
+
+    /// Counts a frame sent on a perfect direction and returns its ring position, or nil
+    /// (counted) when the wire already holds its limit of frames.
+    @inlinable @inline(__always)
+    mutating func nextRingSlot(length: Int) -> Int? {
         counters.transmitted &+= 1
         counters.transmittedBytes &+= UInt64(length)
         guard inFlight < slotCount else {
             counters.queueDrops &+= 1
-            return
+            return nil
         }
-        var at = head &+ inFlight
-        if at >= slotCount { at &-= slotCount }
-        if let h = header.baseAddress { MemoryWireDirection.copy(from: h, to: slab + at &* slotSize, count: length) }
+        let at = head &+ inFlight
+        return at >= slotCount ? at &- slotCount : at
+    }
+
+    @inlinable @inline(__always)
+    mutating func enqueueInRing(at: Int, length: Int, metadata: OffloadMetadata, lent: UnsafeRawPointer?) {
         queue[at] = FrameInFlight(deliverAt: .zero, sequence: sequence, slot: Int32(truncatingIfNeeded: at),
-                                  length: Int32(truncatingIfNeeded: length), metadata: metadata)
+                                  length: Int32(truncatingIfNeeded: length), metadata: metadata, lent: lent)
         inFlight &+= 1
         sequence &+= 1
     }
@@ -206,19 +232,39 @@ struct MemoryWireDirection {
         }
     }
 
-    /// Copies a frame. Most frames are short: 16-byte moves inline (the last one overlapping
-    /// the one before) beat a call to memmove; long ones go to memmove.
+    /// Copies a frame. Most frames are short: up to 64 bytes, four 16-byte moves (the
+    /// second pair overlapping the first where the frame is shorter), with no loop; up to 256,
+    /// a loop of 16-byte moves (the last one overlapping the one before); longer ones memmove.
     @inlinable @inline(__always)
     static func copy(from source: UnsafeRawPointer, to target: UnsafeMutableRawPointer, count: Int) {
         guard count >= 16, count <= 256 else { return target.copyMemory(from: source, byteCount: count) }
+        typealias Chunk = SIMD16<UInt8>
+        if count <= 32 {
+            let a = source.loadUnaligned(as: Chunk.self)
+            let b = source.loadUnaligned(fromByteOffset: count &- 16, as: Chunk.self)
+            target.storeBytes(of: a, as: Chunk.self)
+            target.storeBytes(of: b, toByteOffset: count &- 16, as: Chunk.self)
+            return
+        }
+        if count <= 64 {
+            let a = source.loadUnaligned(as: Chunk.self)
+            let b = source.loadUnaligned(fromByteOffset: 16, as: Chunk.self)
+            let c = source.loadUnaligned(fromByteOffset: count &- 32, as: Chunk.self)
+            let d = source.loadUnaligned(fromByteOffset: count &- 16, as: Chunk.self)
+            target.storeBytes(of: a, as: Chunk.self)
+            target.storeBytes(of: b, toByteOffset: 16, as: Chunk.self)
+            target.storeBytes(of: c, toByteOffset: count &- 32, as: Chunk.self)
+            target.storeBytes(of: d, toByteOffset: count &- 16, as: Chunk.self)
+            return
+        }
         var i = 0
         while i &+ 16 < count {
-            target.storeBytes(of: source.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self),
-                              toByteOffset: i, as: SIMD16<UInt8>.self)
+            target.storeBytes(of: source.loadUnaligned(fromByteOffset: i, as: Chunk.self),
+                              toByteOffset: i, as: Chunk.self)
             i &+= 16
         }
-        target.storeBytes(of: source.loadUnaligned(fromByteOffset: count &- 16, as: SIMD16<UInt8>.self),
-                          toByteOffset: count &- 16, as: SIMD16<UInt8>.self)
+        target.storeBytes(of: source.loadUnaligned(fromByteOffset: count &- 16, as: Chunk.self),
+                          toByteOffset: count &- 16, as: Chunk.self)
     }
 
     @inlinable
@@ -239,7 +285,8 @@ struct MemoryWireDirection {
                 dequeue()
                 continue
             }
-            MemoryWireDirection.copy(from: slab + Int(frame.slot) &* slotSize, to: space.baseAddress!, count: length)
+            MemoryWireDirection.copy(from: frame.lent ?? UnsafeRawPointer(slab + Int(frame.slot) &* slotSize),
+                                     to: space.baseAddress!, count: length)
             try! buffer.setCount(length)
             buffer.offload = frame.metadata
             dequeue()
@@ -249,6 +296,39 @@ struct MemoryWireDirection {
             body(buffer)
         }
         return received
+    }
+
+    /// Takes up to `max` frames that have arrived and drops them unread, counted as
+    /// delivered: a receiver that drops what it gets, with no copy into a pool buffer.
+    @inlinable
+    mutating func discard(max: Int, now: Instant) -> Int {
+        if usesTime || reorders {
+            var discarded = 0
+            while discarded < max, inFlight > 0 {
+                let frame = reorders ? queue[0] : queue[head]
+                guard frame.deliverAt <= now || !usesTime else { break }
+                dequeue()
+                counters.delivered &+= 1
+                counters.deliveredBytes &+= UInt64(frame.length)
+                discarded &+= 1
+            }
+            return discarded
+        }
+        // Every frame in the ring has arrived: count their bytes, then take them in one go.
+        let discarded = Swift.min(Swift.max(max, 0), inFlight)
+        var bytes: UInt64 = 0
+        var at = head
+        for _ in 0..<discarded {
+            bytes &+= UInt64(truncatingIfNeeded: queue[at].length)
+            at &+= 1
+            if at == slotCount { at = 0 }
+        }
+        counters.delivered &+= UInt64(discarded)
+        counters.deliveredBytes &+= bytes
+        inFlight &-= discarded
+        // As `dequeue` does: an empty ring starts over at slot 0.
+        head = inFlight == 0 ? 0 : at
+        return discarded
     }
 
     private mutating func enqueue(_ frame: FrameInFlight) {

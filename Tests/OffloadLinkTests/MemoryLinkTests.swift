@@ -202,4 +202,69 @@ func runWire(_ impairments: Impairments, seed: UInt64 = 1, count: Int = 20_000, 
         let tso = OffloadMetadata.tcpSegmentation(segmentSize: 1448, headerLength: 54, checksumStart: 34, checksumOffset: 16)
         #expect(throws: LinkError.self) { try small.withUnsafeBytes { try a.transmit(header: $0, payloads: .none, metadata: tso) } }
     }
+
+    @Test func lentFramesAreReadAtDeliveryAndDiscardDropsUnread() throws {
+        let clock = VirtualClock()
+        var (a, b) = MemoryLink.pair(clock: clock, seed: 1, maxFrameSize: 128, framesInFlight: 2)
+        let pool = BufferPool(count: 4, bufferSize: 256, headroom: 0)
+        let frames = UnsafeMutableRawBufferPointer.allocate(byteCount: 128, alignment: 8)
+        defer { frames.deallocate() }
+        for i in 0..<128 { frames[i] = UInt8(i) }
+        let first = UnsafeRawBufferPointer(rebasing: frames[0..<64]), second = UnsafeRawBufferPointer(rebasing: frames[64..<128])
+        try a.transmit(lending: first)
+        try a.transmit(lending: second)
+        try a.transmit(lending: first)
+        #expect(a.sentCounters.transmitted == 3 && a.sentCounters.queueDrops == 1)
+        #expect(throws: LinkError.frameTooLarge(size: 129, max: 128)) {
+            try [UInt8](repeating: 0, count: 129).withUnsafeBytes { try a.transmit(lending: $0) }
+        }
+        // The wire holds the sender's bytes, not a copy: what they are at delivery arrives.
+        frames[0] = 0xee
+        var got: [[UInt8]] = []
+        #expect(try b.receive(into: pool, max: 1) { got.append(Array($0.bytes)) } == 1)
+        #expect(got == [[0xee] + (1..<64).map(UInt8.init)])
+        #expect(b.discard(max: 8) == 1)
+        #expect(b.framesWaiting == 0 && pool.inUse == 0)
+        #expect(a.sentCounters.delivered == 2 && a.sentCounters.deliveredBytes == 128)
+
+        // An impaired wire copies at once.
+        var (c, d) = MemoryLink.pair(clock: clock, seed: 1, forward: Impairments(delay: .microseconds(5)))
+        try c.transmit(lending: first)
+        frames[0] = 0
+        #expect(d.discard(max: 8) == 0, "not arrived yet")
+        clock.advance(by: .microseconds(5))
+        got = []
+        _ = try d.receive(into: pool, max: 8) { got.append(Array($0.bytes)) }
+        #expect(got.first?.first == 0xee)
+    }
+
+    @Test func discardTakesFramesAcrossTheRingsEnd() throws {
+        let clock = VirtualClock()
+        var (a, b) = MemoryLink.pair(clock: clock, seed: 1, maxFrameSize: 128, framesInFlight: 4)
+        let pool = BufferPool(count: 4, bufferSize: 256, headroom: 0)
+        func send(_ n: UInt8) throws { try [UInt8](repeating: n, count: 20).withUnsafeBytes { try a.transmit($0) } }
+        var got: [UInt8] = []
+        for n in 1...3 { try send(UInt8(n)) }
+        _ = try b.receive(into: pool, max: 2) { got.append($0.bytes[0]) }
+        for n in 4...5 { try send(UInt8(n)) }
+        #expect(b.discard(max: 0) == 0)
+        #expect(b.discard(max: 2) == 2)
+        _ = try b.receive(into: pool, max: 8) { got.append($0.bytes[0]) }
+        #expect(got == [1, 2, 5])
+        #expect(b.discard(max: 8) == 0 && b.framesWaiting == 0)
+        #expect(a.sentCounters.delivered == 5 && a.sentCounters.deliveredBytes == 100)
+    }
+
+    @Test func everyFrameLengthCrossesIntact() throws {
+        let clock = VirtualClock()
+        var (a, b) = MemoryLink.pair(clock: clock, seed: 1, maxFrameSize: 512)
+        let pool = BufferPool(count: 4, bufferSize: 1024, headroom: 0)
+        for length in 1...300 {
+            let frame = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ length) }
+            try frame.withUnsafeBytes { try a.transmit($0) }
+            var got: [UInt8] = []
+            _ = try b.receive(into: pool, max: 1) { got = Array($0.bytes) }
+            #expect(got == frame, "length \(length)")
+        }
+    }
 }
