@@ -50,7 +50,8 @@ struct BenchResult {
     /// What else the benchmark measured, printed after the target.
     var detail: String? = nil
 
-    var ratio: Double? { reference.map { value / $0.value } }
+    /// None where the reference is 0 (a loss or a count that the reference did not have).
+    var ratio: Double? { reference.flatMap { $0.value != 0 ? value / $0.value : nil } }
 
     static let header = "benchmark".padding(28) + "figure".padding(16) + "reference".padding(28) + "ratio".padding(8) + "target"
     var line: String {
@@ -59,7 +60,7 @@ struct BenchResult {
             + (ratio.map(format) ?? "-").padding(8) + target + (detail.map { "  (\($0))" } ?? "")
     }
     var json: String {
-        let ref = reference.map { "\"reference\":\"\($0.name)\",\"referenceValue\":\($0.value),\"ratio\":\(ratio!)," } ?? ""
+        let ref = reference.map { "\"reference\":\"\($0.name)\",\"referenceValue\":\($0.value),\"ratio\":\(ratio.map { String($0) } ?? "null")," } ?? ""
         let more = detail.map { ",\"detail\":\"\($0)\"" } ?? ""
         return "{\"name\":\"\(name)\",\"value\":\(value),\"unit\":\"\(unit)\",\(ref)\"target\":\"\(target)\"\(more)}"
     }
