@@ -161,6 +161,32 @@ final class GatewayWorld {
         world.expectAtRest()
     }
 
+    /// The first packet of a NATed flow also installs the entry of its replies: the server's
+    /// echo replies take the fast path from the first one, and only one flow missed.
+    @Test func aNATedFlowsRepliesHaveTheirEntryFromTheStart() throws {
+        let world = try GatewayWorld()
+        for n in 0..<5 {
+            world.sim.schedule(at: Instant(nanoseconds: 200_000_000 + Int64(n) * 10_000_000)) {
+                world.client.ping(GatewayWorld.serverIP, identifier: 9, sequence: UInt16(n), now: world.sim.clock.now,
+                                  transmit: world.sendFromClient)
+                world.sim.wake()
+            }
+        }
+        // The neighbours are known before the first ping (the gateway's own ARP for the server).
+        world.sim.schedule(at: .zero) {
+            world.client.ping(GatewayWorld.insideIP, identifier: 1, sequence: 1, now: world.sim.clock.now,
+                              transmit: world.sendFromClient)
+            world.sendUDP(to: GatewayWorld.serverIP)
+        }
+        world.run(seconds: 1)
+        #expect(world.client.echoReplies.filter { $0.identifier == 9 }.map(\.sequence) == [0, 1, 2, 3, 4])
+        let missesAfterSetUp = 3  // the ping to the gateway, the UDP datagram, the first ping to the server
+        #expect(world.engine.counters[toSoftware: .miss] == UInt64(missesAfterSetUp),
+                "the replies met the entry installed with their flow's: \(world.engine.counters.table)")
+        #expect(world.engine.counters.fastPath >= 9, "4 requests and 5 replies")
+        world.expectAtRest()
+    }
+
     @Test func heldPacketsKeepTheirOrderWhileTheNextHopResolves() throws {
         let world = try GatewayWorld()
         // The client knows the gateway already; the first datagrams wait for the server's ARP.

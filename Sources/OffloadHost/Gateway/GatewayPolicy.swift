@@ -96,6 +96,20 @@ public final class GatewayPolicy: SlowPathPolicy {
         return .install(.forward(forward))
     }
 
+    /// A NATed flow's replies are known in advance: they come back by the port the flow
+    /// leaves by, to the translated addresses and ports. Their entry is decided like any
+    /// flow's (the NAT's reply branch), and only installed when it forwards.
+    public func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)? {
+        guard forward.translatedSource != nil || forward.translatedDestination != nil else { return nil }
+        let reply = FlowKey(ingressPort: forward.outputPort, protocol: key.protocol,
+                            source: forward.translatedDestination ?? key.destination,
+                            destination: forward.translatedSource ?? key.source,
+                            sourcePort: forward.translatedDestinationPort ?? key.destinationPort,
+                            destinationPort: forward.translatedSourcePort ?? key.sourcePort)
+        guard case .install(let action) = decide(reply, send: send), case .forward = action else { return nil }
+        return (reply, action)
+    }
+
     public func resolution(of hop: NextHop) -> ResolutionState {
         let cache = neighbors[Int(hop.port)]
         if cache.lookup(hop.address, now: clock.now) != nil { return .resolved }

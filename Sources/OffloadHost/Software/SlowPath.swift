@@ -67,18 +67,21 @@ public final class SlowPath {
     /// Whether the engine has handed over packets not yet taken.
     public var hasWork: Bool { exceptions.count > 0 }
 
+    /// The most a packet may send: the entries of its flow and of the flow's replies, and itself.
+    static let messagesPerPacket = 3
+
     /// Handles up to `max` packets: first the held ones whose next hop has been resolved (or
     /// has failed), then new ones from the engine. Returns how many (0 when there was nothing
     /// to do or the re-insertion queue is full). A packet is taken only when the queue has
-    /// room for what it may send (an install and the packet), so nothing is ever held back
-    /// or lost between the two.
+    /// room for what it may send (`messagesPerPacket`), so nothing is ever held back or lost
+    /// between the two.
     @discardableResult
     public func step(max: Int = 32) -> Int {
         policy.poll(send: originate)
         var done = 0
         if held.count > 0 {
             held.release(where: { policy.resolution(of: $0) != .pending },
-                         while: { done < max && queue.room >= 2 }) { item, hop in
+                         while: { done < max && queue.room >= SlowPath.messagesPerPacket }) { item, hop in
                 let key = item.key!
                 if let flow = heldFlows[key] { heldFlows[key] = flow.count > 1 ? (flow.count - 1, hop) : nil }
                 if policy.resolution(of: hop) == .failed {
@@ -89,7 +92,7 @@ public final class SlowPath {
                 done += 1
             }
         }
-        while done < max, queue.room >= 2, let item = exceptions.pop() {
+        while done < max, queue.room >= SlowPath.messagesPerPacket, let item = exceptions.pop() {
             handle(item, released: false)
             done += 1
         }
@@ -166,7 +169,13 @@ public final class SlowPath {
         }
         // The packet the action was decided for (the flow's first) carries it to the
         // engine's entry, ahead of itself.
-        if decidedNow, reason != .tableFull { send(.install(key, action)) }
+        if decidedNow, reason != .tableFull {
+            send(.install(key, action))
+            if reason == .miss, case .forward(let forward) = action,
+               let (replyKey, replyAction) = policy.replyFlow(of: key, forward: forward, send: originate) {
+                send(.install(replyKey, replyAction))
+            }
+        }
         process(item, action)
     }
 

@@ -73,6 +73,10 @@ public protocol SlowPathPolicy: AnyObject {
     func icmpErrorSource(port: UInt16) -> SoftwareInterface?
     /// Runs timers (ARP retries), sending what they need.
     func poll(send: Originate)
+    /// The entry for the replies of a new flow that `forward` sends on, installed with the
+    /// flow's own so that the first reply already takes the fast path (as a NAT's
+    /// connection tracking sets up both directions at once), or nil.
+    func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)?
 }
 
 extension SlowPathPolicy {
@@ -82,6 +86,9 @@ extension SlowPathPolicy {
     public func resolution(of hop: NextHop) -> ResolutionState { .resolved }
     public func icmpErrorSource(port: UInt16) -> SoftwareInterface? { nil }
     public func poll(send: Originate) {}
+    public func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)? {
+        nil
+    }
 }
 
 /// A policy that is only a function from a flow to its action (nil drops the flow).
