@@ -22,14 +22,6 @@ public enum SystemLink: ~Copyable, Link {
         }
     }
 
-    /// The device's name: the TAP's or the interface's.
-    public var name: String {
-        switch self {
-        case .tap(let link): return link.name
-        case .packetSocket(let link): return link.interface
-        }
-    }
-
     // Each operation moves the link out of the enum and back (a few words, no copy of the
     // device), as a noncopyable payload cannot be mutated in place.
     public mutating func receive(

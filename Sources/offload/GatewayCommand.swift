@@ -85,14 +85,20 @@ struct GatewayCommand: ParsableCommand {
                 let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
                     CaptureLink(try ports[i].link.open(), writer: writer, clock: clock, epochOffset: epochOffset)
                 }
-                try run(engine, clock) { $0.inner.counters }
+                try run(engine, clock) { port in
+                    port.inner.updateKernelStatistics()
+                    return port.inner.counters
+                }
                 try writer.flush()
                 print("capture: \(writer.framesWritten) frames written to \(pcap)")
             } else {
                 let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
                     try ports[i].link.open()
                 }
-                try run(engine, clock) { $0.counters }
+                try run(engine, clock) { port in
+                    port.updateKernelStatistics()
+                    return port.counters
+                }
             }
         } catch let error as LinkError {
             throw RunError(message: "offload gateway: \(error)")
@@ -112,7 +118,7 @@ struct GatewayCommand: ParsableCommand {
     }
 
     private func run<Port: Link & ~Copyable>(
-        _ engine: Engine<Port>, _ clock: MonotonicClock, linkCounters: (borrowing Port) -> SystemLinkCounters
+        _ engine: Engine<Port>, _ clock: MonotonicClock, linkCounters: (inout Port) -> SystemLinkCounters
     ) throws {
         var gatewayPorts: [GatewayPolicy.Port] = []
         for (i, spec) in ports.enumerated() {
@@ -181,7 +187,7 @@ struct GatewayCommand: ParsableCommand {
             ("audit stage", [("tested", engine.reinsertion.tested)] + engine.reinsertion.failures.rows("failed: ")),
         ]
         for (i, spec) in ports.enumerated() {
-            sections.append(("port \(i) \(spec.link.deviceName)", engine.withPort(i) { linkCounters($0) }.rows))
+            sections.append(("port \(i) \(spec.link.deviceName)", engine.withPort(i) { linkCounters(&$0) }.rows))
         }
         if json {
             print(CounterJSON.render(sections))
