@@ -164,9 +164,22 @@ public enum Tshark {
     /// Runs tshark over a capture with `problemFilter`: what it printed (empty when every frame
     /// is well formed), or nil when tshark failed.
     public static func problems(in path: String, timeout: Int = 60) -> String? {
-        let result = Shell.run("tshark -n -r \(path) \(checksumOptions) -Y '\(problemFilter)' 2>/dev/null", timeout: timeout)
+        let result = Shell.run(
+            "tshark -n -r \(path) \(checksumOptions) \(noPayloadGuessing) -Y '\(problemFilter)' 2>/dev/null",
+            timeout: timeout)
         return result.succeeded ? result.output.trimmingCharacters(in: .whitespacesAndNewlines) : nil
     }
+
+    /// Disables every protocol tshark only finds by guessing from payload bytes (Thrift, SIP,
+    /// ...): the transfers carry random bytes, which a guess can take for a malformed
+    /// application message although every header of ours is well formed.
+    static let noPayloadGuessing: String = {
+        let listed = Shell.run("tshark -G heuristic-decodes 2>/dev/null | cut -f2 | sort -u", timeout: 30)
+        return listed.output.split(separator: "\n")
+            .filter { !$0.isEmpty && $0 != "ip" }
+            .map { "--disable-protocol \($0)" }
+            .joined(separator: " ")
+    }()
 
     /// How many frames of the capture match a display filter.
     public static func count(in path: String, matching filter: String, timeout: Int = 60) -> Int {
