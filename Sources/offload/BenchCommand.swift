@@ -28,6 +28,10 @@ struct BenchCommand: ParsableCommand {
             ("table memory", { [10_000, 65_536, 1_000_000].map { TableMemoryBenchmark.run(capacity: $0) } }),
             // Root only: namespaces, veths, the kernel as the reference (about 30 measurements).
             ("gateway vs kernel", { GatewayBenchmark(seconds: seconds * 2).run() }),
+            // Root only: the references of the TCP benchmarks, each 3 x `seconds` (at least 1 s) in a
+            // namespace of its own. `--filter tcp-reference` runs just these two.
+            ("tcp-reference: Linux TCP over lo", { TCPReferenceBenchmarks.linuxLoopbackRows(seconds: seconds * 3) }),
+            ("tcp-reference: TAP raw frame-write", { TCPReferenceBenchmarks.tapRows(seconds: seconds * 3) }),
         ]
         let results = all.filter { filter == nil || $0.0.contains(filter!) }.flatMap { $0.1() }
         if json {
