@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "OffloadTCP", dependencies: ["OffloadCore", "OffloadWire"]),
         .target(name: "OffloadEngine", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "COffloadShim"],
                 swiftSettings: perPacket),
-        .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine"],
+        .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine", "OffloadTCP"],
                 swiftSettings: perPacket),
         .executableTarget(
             name: "offload",

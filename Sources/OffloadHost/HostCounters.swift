@@ -6,6 +6,7 @@ public enum HostDropReason: String, CaseIterable, Sendable, CustomStringConverti
     case malformedARP = "malformed-arp"
     case malformedIPv4 = "malformed-ipv4"
     case malformedICMP = "malformed-icmp"
+    case malformedTCP = "malformed-tcp"
     case badChecksum = "bad-checksum"
     case ipFragment = "ip-fragment"
     case notForUs = "not-for-us"
@@ -33,6 +34,8 @@ public struct HostCounters: Sendable, Equatable, CounterTable {
     public var echoRequestsSent: UInt64 = 0
     public var echoRepliesReceived: UInt64 = 0
     public var icmpErrorsReceived: UInt64 = 0
+    public var tcpSegmentsReceived: UInt64 = 0
+    public var tcpSegmentsSent: UInt64 = 0
     public var drops = ReasonCounters<HostDropReason>()
 
     public init() {}
@@ -50,7 +53,8 @@ public struct HostCounters: Sendable, Equatable, CounterTable {
          ("arp requests answered", arpRequestsAnswered), ("arp requests sent", arpRequestsSent),
          ("arp replies received", arpRepliesReceived), ("echo requests answered", echoRequestsAnswered),
          ("echo requests sent", echoRequestsSent), ("echo replies received", echoRepliesReceived),
-         ("icmp errors received", icmpErrorsReceived)]
+         ("icmp errors received", icmpErrorsReceived), ("tcp segments received", tcpSegmentsReceived),
+         ("tcp segments sent", tcpSegmentsSent)]
             + drops.rows("dropped: ")
     }
 

@@ -1,9 +1,11 @@
 import OffloadCore
 import OffloadWire
+import OffloadTCP
 
-/// The first host: one IPv4 address on one Ethernet link. It answers ARP requests for its
+/// A host: one IPv4 address on one Ethernet link. It answers ARP requests for its
 /// address, resolves and caches neighbours (RFC 826, with timeouts and retries), answers
-/// ICMP echo requests, and can send echo requests of its own.
+/// ICMP echo requests, can send echo requests of its own, and runs a TCP stack (`tcp`) on
+/// its address.
 ///
 /// It does no I/O: frames are handed to `receive`, time to `poll`, and every frame it
 /// wants sent is given to the `transmit` closure of the call (see `HostLoop` for a loop
@@ -35,13 +37,17 @@ public final class IPv4Host {
     /// Where outgoing frames are built: one frame at a time, allocated once.
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
     private var identification: UInt16 = 0
+    /// The host's TCP, when it has one: segments to its address go there, and `poll` sends
+    /// what it emits.
+    public let tcp: TCPStack?
 
     public var address: IPv4Address { configuration.interface.address }
     public var hardwareAddress: MACAddress { configuration.hardwareAddress }
 
-    public init(_ configuration: Configuration) {
+    public init(_ configuration: Configuration, tcp: TCPStack.Configuration? = nil) {
         self.configuration = configuration
         neighbors = NeighborCache(configuration: configuration.neighbors)
+        self.tcp = tcp.map { TCPStack(address: configuration.interface.address, configuration: $0) }
     }
 
     deinit { scratch.deallocate() }
@@ -98,6 +104,20 @@ public final class IPv4Host {
             }
         }
         guard ip.destination == address else { return drop(.notForUs) }
+        if ip.protocol == .tcp, let tcp {
+            let segment: TCPPacket
+            let header: TCPRepr
+            do {
+                segment = try TCPPacket(checking: packet.payload)
+                header = try TCPRepr.parse(segment, source: ip.source, destination: ip.destination, checksums: policy)
+            } catch {
+                if case .badChecksum = error { return drop(.badChecksum) }
+                return drop(.malformedTCP)
+            }
+            counters.tcpSegmentsReceived &+= 1
+            tcp.receive(header, payload: segment.payload, source: ip.source, destination: ip.destination, now: now)
+            return
+        }
         guard ip.protocol == .icmp else { return drop(.unsupportedProtocol) }
         let icmp: ICMPv4Repr
         let message: ICMPv4Packet
@@ -146,10 +166,25 @@ public final class IPv4Host {
         for ip in failed {
             for _ in pending.removeValue(forKey: ip) ?? [] { drop(.resolutionFailed) }
         }
+        tcp?.poll(now: now) { id, header, payload in
+            sendIPv4(to: id.remote, protocol: .tcp, payloadLength: header.bufferLength, now: now,
+                     transmit: transmit) { out in
+                var at = header.headerLength
+                for slice in payload {
+                    UnsafeMutableRawBufferPointer(rebasing: out[at..<(at + slice.count)]).copyMemory(from: slice)
+                    at += slice.count
+                }
+                header.emit(into: out, source: address, destination: id.remote, checksums: .verify)
+            }
+            counters.tcpSegmentsSent &+= 1
+        }
     }
 
     /// When `poll` next has work to do.
-    public var nextDeadline: Instant? { neighbors.nextDeadline }
+    public var nextDeadline: Instant? {
+        guard let t = tcp?.nextDeadline else { return neighbors.nextDeadline }
+        return neighbors.nextDeadline.map { min($0, t) } ?? t
+    }
 
     /// The next hop for `destination`: itself on the local subnet, else the gateway.
     private func nextHop(_ destination: IPv4Address) -> IPv4Address? {

@@ -1,0 +1,309 @@
+import OffloadCore
+import OffloadWire
+
+extension TCPConnection {
+    /// Runs the timers due by `now`, then sends what is due: a reset, the SYN, urgent
+    /// retransmissions, data the windows allow (with the FIN after the last byte), and an
+    /// ACK if one is owed and no segment carried it.
+    public func poll(now: Instant, emit: Emit) {
+        runTimers(now: now)
+        if let rst = pendingReset {
+            pendingReset = nil
+            emit(rst, UnsafeBufferPointer(start: nil, count: 0))
+            counters.segmentsSent &+= 1
+        }
+        switch state {
+        case .closed, .listen, .timeWait:
+            if state == .timeWait && ackNow { sendACK(now: now, emit: emit) }
+            return
+        case .synSent, .synReceived:
+            if synDue { sendSYN(now: now, emit: emit) }
+            if state == .synSent { return }
+        default:
+            break
+        }
+        guard state != .synReceived else {
+            if ackNow { ackNow = false }
+            return
+        }
+        if let range = retransmitNow {
+            retransmitNow = nil
+            if range.lower >= block.delegated.sendUnacknowledged && !range.isEmpty {
+                sendSegment(from: range.lower, length: range.count, retransmission: true, now: now, emit: emit)
+                if block.constant.sackPermitted { scoreboard.retransmitted(.retransmitLost(range)) }
+            }
+        }
+        if block.constant.sackPermitted && scoreboard.isInRecovery {
+            sendInSACKRecovery(now: now, emit: emit)
+        } else {
+            sendData(now: now, emit: emit)
+        }
+        if probeDue { sendZeroWindowProbe(now: now, emit: emit) }
+        armPersistTimerIfNeeded(now: now)
+        if ackNow { sendACK(now: now, emit: emit) }
+    }
+
+    /// When `poll` next has something to do on its own (nil: only a segment or a call can
+    /// wake it).
+    public var nextDeadline: Instant? {
+        let d = block.delegated
+        var next = timeWaitDeadline
+        for t in [d.retransmission.deadline, d.delayedACKDeadline, d.persistDeadline] {
+            if let t, next.map({ t < $0 }) ?? true { next = t }
+        }
+        return next
+    }
+
+    /// Whether `poll` would send something now, without waiting for a timer.
+    public var hasOutput: Bool {
+        if ackNow || pendingReset != nil || synDue || retransmitNow != nil || probeDue { return true }
+        guard state.isSynchronized, state != .timeWait else { return false }
+        let d = block.delegated
+        if d.sendNext < sendQueue.end {
+            return min(d.sendWindow, d.congestion.congestionWindow + windowInflation) > d.sendNext - d.sendUnacknowledged
+        }
+        if let fin = finSequence, d.sendNext <= fin { return true }
+        return false
+    }
+
+    // MARK: Timers
+
+    private func runTimers(now: Instant) {
+        if let t = timeWaitDeadline, t <= now {
+            enterClosed(error: nil)
+            return
+        }
+        if let t = block.delegated.delayedACKDeadline, t <= now {
+            block.delegated.delayedACKDeadline = nil
+            ackNow = true
+        }
+        if let t = block.delegated.persistDeadline, t <= now {
+            block.delegated.persistDeadline = nil
+            probeDue = true
+        }
+        if block.delegated.retransmission.expire(at: now) { retransmissionTimeout(now: now) }
+    }
+
+    /// RFC 6298 5.4 to 5.7, RFC 5681 eq. 4, RFC 6675 5.1: back to SND.UNA with a window of one.
+    private func retransmissionTimeout(now: Instant) {
+        block.delegated.consecutiveTimeouts += 1
+        counters.retransmissionTimeouts &+= 1
+        let limit = state.isSynchronized ? configuration.dataRetries : configuration.synRetries
+        guard block.delegated.consecutiveTimeouts <= limit else {
+            if state.isSynchronized {
+                pendingReset = TCPRepr(sourcePort: id.localPort, destinationPort: id.remotePort,
+                                       sequenceNumber: block.delegated.sendMax.rawValue, flags: .rst, windowSize: 0)
+                counters.resetsSent &+= 1
+            }
+            enterClosed(error: .timedOut)
+            return
+        }
+        timedSegment = nil
+        if state == .synSent || state == .synReceived {
+            synDue = true
+            return
+        }
+        block.delegated.congestion.onRetransmissionTimeout(
+            flightSize: flightSize, now: now, firstInSeries: block.delegated.consecutiveTimeouts == 1)
+        scoreboard.retransmissionTimeout()
+        inNewRenoRecovery = false
+        windowInflation = 0
+        newRenoRecover = block.delegated.sendMax
+        block.delegated.duplicateACKs = 0
+        retransmitNow = nil
+        block.delegated.sendNext = block.delegated.sendUnacknowledged
+    }
+
+    private func armPersistTimerIfNeeded(now: Instant) {
+        let d = block.delegated
+        guard d.sendWindow == 0, d.sendUnacknowledged == d.sendMax, d.sendNext < sendQueue.end,
+              d.persistDeadline == nil, !probeDue else { return }
+        let rto = d.retransmission.currentRTO
+        let backoff = min(d.persistBackoff, 6)
+        block.delegated.persistDeadline = now + rto * (1 << backoff)
+        block.delegated.persistBackoff += 1
+    }
+
+    // MARK: Segments
+
+    private func sendSYN(now: Instant, emit: Emit) {
+        synDue = false
+        let iss = block.constant.initialSendSequence
+        var header = TCPRepr(sourcePort: id.localPort, destinationPort: id.remotePort, sequenceNumber: iss.rawValue,
+                             flags: .syn, windowSize: UInt16(min(receiveBuffer.free, 65_535)),
+                             maxSegmentSize: UInt16(clamping: configuration.maximumSegmentSize))
+        if state == .synSent {
+            if configuration.windowScaling { header.windowScale = configuration.receiveWindowShift }
+            header.sackPermitted = configuration.selectiveAcknowledgments
+            if configuration.timestamps { header.timestamp = TCPTimestamp(value: timestampNow(now), echoReply: 0) }
+        } else {
+            header.flags = [.syn, .ack]
+            header.acknowledgmentNumber = block.delegated.receiveNext.rawValue
+            if block.constant.windowScaling { header.windowScale = block.constant.receiveWindowShift }
+            header.sackPermitted = block.constant.sackPermitted
+            if block.constant.timestamps {
+                header.timestamp = TCPTimestamp(value: timestampNow(now), echoReply: block.delegated.timestampRecent)
+            }
+            lastACKSent = block.delegated.receiveNext
+            block.delegated.receiveAdvertisedEdge = block.delegated.receiveNext + Int(header.windowSize)
+        }
+        if block.delegated.sendMax == iss {
+            block.delegated.sendMax = iss + 1
+            block.delegated.sendNext = iss + 1
+            if !block.constant.timestamps { timedSegment = (iss, now) }
+        } else {
+            counters.segmentsRetransmitted &+= 1
+        }
+        block.delegated.retransmission.segmentSent(at: now)
+        emit(header, UnsafeBufferPointer(start: nil, count: 0))
+        counters.segmentsSent &+= 1
+        lastSend = now
+    }
+
+    /// Sends what the windows allow, from SND.NXT (after a timeout that resends what was
+    /// sent before, skipping what the peer SACKed), with silly window avoidance and Nagle.
+    private func sendData(now: Instant, emit: Emit) {
+        let mss = block.constant.segmentSize
+        while true {
+            let d = block.delegated
+            var next = d.sendNext
+            // Resending after a timeout: skip what the peer holds already.
+            if next < d.sendMax, block.constant.sackPermitted,
+               let held = scoreboard.sackedRanges.first(where: { $0.contains(next) }) {
+                block.delegated.sendNext = SequenceNumber.earlier(held.upper, d.sendMax)
+                next = block.delegated.sendNext
+                continue
+            }
+            let window = min(d.sendWindow, d.congestion.congestionWindow + windowInflation)
+            let usable = window - (next - d.sendUnacknowledged)
+            let dataEnd = sendQueue.end
+            let available = dataEnd - next
+            var length = min(mss, available, max(0, usable))
+            if next < d.sendMax {
+                // Resending: only up to what was sent before, in one piece.
+                length = min(length, d.sendMax - next)
+            }
+            let finDue = finSequence.map { next + length == $0 && next <= $0 } ?? false
+            if length <= 0 && !finDue { return }
+            if length < mss && length < available {
+                // A window-limited runt (RFC 9293 3.8.6.2.1): wait for more window, unless the
+                // peer's window is small or nothing is in flight to bring an ACK.
+                if length < d.maxSendWindow / 2 && next != d.sendUnacknowledged { return }
+            } else if length < mss && !finDue && next >= d.sendMax && !block.cached.noDelay
+                        && d.sendUnacknowledged != d.sendMax {
+                return // Nagle: a small last piece waits for the ACK of what is in flight
+            }
+            sendSegment(from: next, length: length, retransmission: next < d.sendMax, now: now, emit: emit)
+            if length == 0 && !finDue { return }
+        }
+    }
+
+    /// RFC 6675 section 5 (C): while cwnd - pipe allows a segment, NextSeg decides which.
+    private func sendInSACKRecovery(now: Instant, emit: Emit) {
+        let mss = block.constant.segmentSize
+        while true {
+            let d = block.delegated
+            guard d.congestion.congestionWindow - scoreboard.pipe >= mss else { return }
+            let newData = d.sendNext < sendQueue.end
+                && d.sendWindow - (d.sendNext - d.sendUnacknowledged) >= min(mss, sendQueue.end - d.sendNext)
+            let choice = scoreboard.nextSegment(newDataAvailable: newData)
+            switch choice {
+            case .retransmitLost(let r), .retransmitUnSACKed(let r), .rescue(let r):
+                sendSegment(from: r.lower, length: r.count, retransmission: true, now: now, emit: emit)
+                scoreboard.retransmitted(choice)
+            case .newData:
+                let length = min(mss, sendQueue.end - d.sendNext)
+                sendSegment(from: d.sendNext, length: length, retransmission: false, now: now, emit: emit)
+            case .nothing:
+                if let fin = finSequence, d.sendNext == fin, sendQueue.end == fin {
+                    sendSegment(from: fin, length: 0, retransmission: false, now: now, emit: emit)
+                }
+                return
+            }
+        }
+    }
+
+    /// One byte past a zero window (RFC 9293 3.8.6.1): its ACK tells whether the window opened.
+    private func sendZeroWindowProbe(now: Instant, emit: Emit) {
+        probeDue = false
+        let d = block.delegated
+        guard d.sendWindow == 0, d.sendNext < sendQueue.end else { return }
+        counters.zeroWindowProbes &+= 1
+        sendSegment(from: d.sendNext, length: 1, retransmission: d.sendNext < d.sendMax, now: now, emit: emit)
+    }
+
+    /// Builds and emits one segment of `length` payload bytes from `sequence` (gathered from
+    /// the send queue), with the FIN when it ends where our FIN goes, and moves SND.NXT and
+    /// SND.MAX when it is the next in line.
+    func sendSegment(from sequence: SequenceNumber, length: Int, retransmission: Bool, now: Instant, emit: Emit) {
+        var header = ackHeader(now: now)
+        header.sequenceNumber = sequence.rawValue
+        let sackBytes = header.sackBlocks.isEmpty ? 0 : 4 + 8 * header.sackBlocks.count
+        var length = min(length, max(1, block.constant.segmentSize - sackBytes), sendQueue.end - sequence)
+        var gathered = 0
+        if length > 0 {
+            let (n, bytes) = sendQueue.gather(from: sequence, length: length, into: slices)
+            length = bytes
+            gathered = n
+        }
+        if let fin = finSequence, sequence + length == fin {
+            header.flags.insert(.fin)
+        }
+        if length > 0 && sequence + length == sendQueue.end { header.flags.insert(.psh) }
+        header.payloadLength = length
+        emit(header, UnsafeBufferPointer(rebasing: slices[0..<gathered]))
+        counters.segmentsSent &+= 1
+        lastSend = now
+        let end = sequence + length + (header.flags.contains(.fin) ? 1 : 0)
+        if retransmission || sequence < block.delegated.sendMax {
+            counters.segmentsRetransmitted &+= 1
+            counters.bytesRetransmitted &+= UInt64(min(length, max(0, block.delegated.sendMax - sequence)))
+            if let timed = timedSegment, timed.sequence >= sequence && timed.sequence < end { timedSegment = nil }
+        } else if !block.constant.timestamps && timedSegment == nil && length > 0 {
+            timedSegment = (sequence, now)
+        }
+        counters.bytesSent &+= UInt64(length)
+        if sequence == block.delegated.sendNext || end > block.delegated.sendNext && sequence <= block.delegated.sendNext {
+            block.delegated.sendNext = end
+        }
+        if end > block.delegated.sendMax {
+            block.delegated.sendMax = end
+            scoreboard.sent(upTo: end)
+        }
+        if end != sequence { block.delegated.retransmission.segmentSent(at: now) }
+    }
+
+    private func sendACK(now: Instant, emit: Emit) {
+        var header = ackHeader(now: now)
+        // SND.MAX, not SND.NXT: after a timeout SND.NXT steps back to resend, and an ACK with
+        // a sequence number the peer has passed would be out of its window and dropped
+        // unread (Linux likewise never moves snd_nxt back).
+        header.sequenceNumber = block.delegated.sendMax.rawValue
+        emit(header, UnsafeBufferPointer(start: nil, count: 0))
+        counters.segmentsSent &+= 1
+    }
+
+    /// The fields every segment after the handshake carries: ACK, window, timestamps, SACK
+    /// blocks. Sending it settles any ACK owed.
+    private func ackHeader(now: Instant) -> TCPRepr {
+        let window = windowToAdvertise()
+        var header = TCPRepr(sourcePort: id.localPort, destinationPort: id.remotePort, sequenceNumber: 0,
+                             acknowledgmentNumber: block.delegated.receiveNext.rawValue, flags: .ack,
+                             windowSize: window)
+        if block.constant.timestamps {
+            header.timestamp = TCPTimestamp(value: timestampNow(now), echoReply: block.delegated.timestampRecent)
+        }
+        if block.constant.sackPermitted && !reassembly.isEmpty {
+            header.sackBlocks = reassembly.sackBlocks(limit: block.constant.timestamps ? 3 : 4)
+        }
+        let edge = block.delegated.receiveNext + (Int(window) << Int(block.constant.receiveWindowShift))
+        if edge > block.delegated.receiveAdvertisedEdge || receiveBuffer.free == 0 {
+            block.delegated.receiveAdvertisedEdge = edge
+        }
+        lastACKSent = block.delegated.receiveNext
+        ackNow = false
+        fullSegmentsUnacknowledged = 0
+        block.delegated.delayedACKDeadline = nil
+        return header
+    }
+}

@@ -1,0 +1,391 @@
+import OffloadCore
+import OffloadWire
+
+/// A socket handle: what `connect` and `accept` give the application.
+public struct TCPSocket: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int
+    public var description: String { "socket \(rawValue)" }
+}
+
+/// What `send` did with the buffer: queued it (the completion gives it back), or refused
+/// it and gives it back at once with the reason. Either way the buffer is never lost.
+public enum SendResult: ~Copyable {
+    case queued(MessageID)
+    case refused(TCPError, TxBuffer)
+}
+
+/// The TCP of one IPv4 address, without I/O: connections by 4-tuple, listeners with a
+/// bounded SYN queue and SYN cookies past it (RFC 4987), RFC 6528 initial sequence numbers,
+/// RSTs for segments nobody wants, and the socket API over it: connect, listen, accept,
+/// send (owned buffers, zero copy, completions), read, close, abort.
+///
+/// It is handed segments (`receive`) and the time (`poll`); `poll` emits what to send.
+public final class TCPStack {
+    public struct Configuration: Sendable {
+        public var tcp = TCPConfiguration()
+        /// Connections at most, listeners' half-open ones included.
+        public var maximumConnections = 4096
+        /// Half-open connections a listener keeps; SYNs past it get a SYN cookie.
+        public var synQueueLimit = 128
+        public var synCookies = true
+        public var ephemeralPorts: ClosedRange<UInt16> = 49_152...65_535
+        /// Seeds the secrets of sequence numbers and cookies, and the port choice (the
+        /// simulator passes its seed; real use passes something random).
+        public var seed: UInt64 = 0x5eed
+        public init() {}
+    }
+
+    final class Listener {
+        let port: UInt16
+        let backlog: Int
+        var acceptQueue: [TCPSocket] = []
+        var halfOpen = 0
+        init(port: UInt16, backlog: Int) {
+            self.port = port
+            self.backlog = backlog
+        }
+    }
+
+    final class SocketEntry {
+        let connection: TCPConnection
+        var buffers = TxBufferQueue()
+        /// The listener that made it, until the application accepts it.
+        var listener: UInt16?
+        var accepted: Bool
+        var closedByApplication = false
+        init(connection: TCPConnection, listener: UInt16?) {
+            self.connection = connection
+            self.listener = listener
+            accepted = listener == nil
+        }
+    }
+
+    public let address: IPv4Address
+    public let configuration: Configuration
+    public private(set) var counters = TCPStackCounters()
+    private var connections: [TCPConnectionID: TCPSocket] = [:]
+    private var sockets: [TCPSocket: SocketEntry] = [:]
+    private var listeners: [UInt16: Listener] = [:]
+    private var nextSocket = 1
+    private let sequenceNumbers: InitialSequenceNumbers
+    private let cookies: SYNCookies
+    private var random: SeededRandom
+    /// RSTs and cookie SYN-ACKs, sent at the next poll.
+    private var control: [(TCPConnectionID, TCPRepr)] = []
+    static let controlQueueLimit = 1024
+
+    public init(address: IPv4Address, configuration: Configuration = .init()) {
+        self.address = address
+        self.configuration = configuration
+        var random = SeededRandom(seed: configuration.seed)
+        sequenceNumbers = InitialSequenceNumbers(seed: random.next())
+        cookies = SYNCookies(seed: random.next())
+        self.random = random
+    }
+
+    // MARK: The socket API
+
+    /// Opens a connection (the SYN leaves at the next poll).
+    public func connect(to remote: IPv4Address, port remotePort: UInt16, now: Instant) throws(TCPError) -> TCPSocket {
+        guard connections.count < configuration.maximumConnections else {
+            throw .tooManyConnections(limit: configuration.maximumConnections)
+        }
+        let id = try ephemeralID(to: remote, port: remotePort)
+        let iss = sequenceNumbers.next(local: address, localPort: id.localPort, remote: remote, remotePort: remotePort,
+                                       now: now)
+        let connection = TCPConnection(connecting: id, initialSendSequence: iss, configuration: configuration.tcp,
+                                       timestampOffset: UInt32(truncatingIfNeeded: random.next()), now: now)
+        counters.connectionsOpened &+= 1
+        return register(connection, listener: nil)
+    }
+
+    /// Accepts connections on `port`; `backlog` bounds the established ones not yet accepted.
+    public func listen(port: UInt16, backlog: Int = 128) throws(TCPError) {
+        guard listeners[port] == nil else { throw .portInUse(port) }
+        listeners[port] = Listener(port: port, backlog: max(1, backlog))
+    }
+
+    /// Stops listening on `port`; connections not yet accepted are reset.
+    public func stopListening(port: UInt16) {
+        guard listeners.removeValue(forKey: port) != nil else { return }
+        for entry in sockets.values where entry.listener == port && !entry.accepted {
+            entry.listener = nil
+            entry.closedByApplication = true
+            entry.connection.abort()
+        }
+    }
+
+    /// The next established connection on `port`, or nil.
+    public func accept(port: UInt16) -> TCPSocket? {
+        guard let listener = listeners[port], !listener.acceptQueue.isEmpty else { return nil }
+        let socket = listener.acceptQueue.removeFirst()
+        sockets[socket]?.accepted = true
+        sockets[socket]?.listener = nil
+        return socket
+    }
+
+    /// Queues `buffer` as one message. The stack keeps it, uncopied, until the peer has
+    /// acknowledged all of it; `takeCompletions` then gives it back.
+    public func send(_ buffer: consuming TxBuffer, on socket: TCPSocket) -> SendResult {
+        guard let entry = sockets[socket] else { return .refused(.badSocket, buffer) }
+        guard !entry.closedByApplication else { return .refused(.sendAfterClose, buffer) }
+        do {
+            let id = try entry.connection.send(buffer.bytes)
+            entry.buffers.append(buffer)
+            return .queued(id)
+        } catch {
+            return .refused(error, buffer)
+        }
+    }
+
+    /// Hands back the buffers of messages completed since the last call, oldest first, and
+    /// returns the completions coalesced as id ranges.
+    @discardableResult
+    public func takeCompletions(of socket: TCPSocket, _ body: (consuming TCPCompletion) -> Void) -> [CompletionRange] {
+        guard let entry = sockets[socket] else { return [] }
+        let ranges = entry.connection.takeCompletions()
+        for range in ranges {
+            for id in range.lower...range.upper {
+                guard let buffer = entry.buffers.removeFirst() else {
+                    preconditionFailure("TCPStack: a completion without its buffer")
+                }
+                body(TCPCompletion(id: id, status: range.status, buffer: buffer))
+            }
+        }
+        releaseIfDone(socket)
+        return ranges
+    }
+
+    /// Copies out up to `buffer.count` received bytes; returns how many (0: none yet, or
+    /// the end; see `isAtEndOfInput`).
+    public func read(_ socket: TCPSocket, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        sockets[socket]?.connection.read(into: buffer) ?? 0
+    }
+
+    @discardableResult
+    public func read(_ socket: TCPSocket, max: Int, _ body: (UnsafeRawBufferPointer) -> Void) -> Int {
+        sockets[socket]?.connection.read(max: max, body) ?? 0
+    }
+
+    /// Shuts the sending side (a FIN after the queued data). The socket stays readable; it
+    /// is released once the connection has ended and its completions are taken.
+    public func close(_ socket: TCPSocket) {
+        guard let entry = sockets[socket] else { return }
+        entry.closedByApplication = true
+        entry.connection.close()
+        releaseIfDone(socket)
+    }
+
+    /// Ends the connection with a RST; queued messages complete as failed.
+    public func abort(_ socket: TCPSocket) {
+        guard let entry = sockets[socket] else { return }
+        entry.closedByApplication = true
+        entry.connection.abort()
+    }
+
+    /// The connection behind a socket (its state, counters, readable bytes), or nil once
+    /// the socket is released.
+    public func connection(_ socket: TCPSocket) -> TCPConnection? { sockets[socket]?.connection }
+
+    /// Sockets the stack holds (released ones excluded; TIME_WAIT ones included).
+    public var socketCount: Int { sockets.count }
+    public var connectionCount: Int { connections.count }
+    public var listenerCount: Int { listeners.count }
+
+    /// Everything back at rest: no connection, no socket, no control segment waiting.
+    public var isQuiescent: Bool { connections.isEmpty && sockets.isEmpty && control.isEmpty }
+
+    // MARK: Segments in
+
+    /// Takes one segment addressed to `destination` (checked and parsed by the caller).
+    public func receive(_ segment: TCPRepr, payload: UnsafeRawBufferPointer, source: IPv4Address,
+                        destination: IPv4Address, now: Instant) {
+        let id = TCPConnectionID(local: destination, localPort: segment.destinationPort, remote: source,
+                                 remotePort: segment.sourcePort)
+        if let socket = connections[id], let entry = sockets[socket] {
+            let wasSynReceived = entry.connection.state == .synReceived
+            entry.connection.receive(segment, payload: payload, now: now)
+            if wasSynReceived && entry.connection.state.isSynchronized { established(socket, entry) }
+            if entry.connection.state == .closed { ended(socket, entry) }
+            return
+        }
+        if destination == address, let listener = listeners[segment.destinationPort] {
+            receiveOnListener(listener, segment, payload: payload, id: id, now: now)
+            return
+        }
+        counters.segmentsWithoutSocket &+= 1
+        resetUnwanted(segment, id: id)
+    }
+
+    private func receiveOnListener(_ listener: Listener, _ segment: TCPRepr, payload: UnsafeRawBufferPointer,
+                                   id: TCPConnectionID, now: Instant) {
+        let flags = segment.flags
+        if flags.contains(.rst) { return }
+        if flags.contains(.ack) {
+            // The ACK of a handshake only a cookie remembers.
+            guard configuration.synCookies, !flags.contains(.syn),
+                  let mss = cookies.check(local: id.local, localPort: id.localPort, remote: id.remote,
+                                          remotePort: id.remotePort,
+                                          sequence: SequenceNumber(segment.sequenceNumber),
+                                          acknowledgment: SequenceNumber(segment.acknowledgmentNumber), now: now),
+                  listener.acceptQueue.count < listener.backlog, connections.count < configuration.maximumConnections
+            else {
+                counters.synCookiesRejected &+= 1
+                resetUnwanted(segment, id: id)
+                return
+            }
+            counters.synCookiesAccepted &+= 1
+            let connection = TCPConnection(cookieACK: segment, id: id, mss: Int(mss), configuration: configuration.tcp,
+                                           timestampOffset: UInt32(truncatingIfNeeded: random.next()), now: now)
+            let socket = register(connection, listener: listener.port)
+            connection.receive(segment, payload: payload, now: now)
+            listener.acceptQueue.append(socket)
+            counters.connectionsAccepted &+= 1
+            return
+        }
+        guard flags.contains(.syn) else { return }
+        guard listener.acceptQueue.count < listener.backlog else {
+            counters.synsDroppedBacklogFull &+= 1
+            return
+        }
+        if listener.halfOpen < configuration.synQueueLimit && connections.count < configuration.maximumConnections {
+            let iss = sequenceNumbers.next(local: id.local, localPort: id.localPort, remote: id.remote,
+                                           remotePort: id.remotePort, now: now)
+            let connection = TCPConnection(accepting: segment, id: id, initialSendSequence: iss,
+                                           configuration: configuration.tcp,
+                                           timestampOffset: UInt32(truncatingIfNeeded: random.next()), now: now)
+            listener.halfOpen += 1
+            _ = register(connection, listener: listener.port)
+            return
+        }
+        guard configuration.synCookies else {
+            counters.synsDroppedBacklogFull &+= 1
+            return
+        }
+        // The SYN queue is full (a flood): answer with a cookie and keep nothing.
+        let (isn, mss) = cookies.cookie(local: id.local, localPort: id.localPort, remote: id.remote,
+                                        remotePort: id.remotePort, clientISN: SequenceNumber(segment.sequenceNumber),
+                                        mss: segment.maxSegmentSize ?? 536, now: now)
+        let reply = TCPRepr(sourcePort: id.localPort, destinationPort: id.remotePort, sequenceNumber: isn.rawValue,
+                            acknowledgmentNumber: segment.sequenceNumber &+ 1, flags: [.syn, .ack],
+                            windowSize: UInt16(min(configuration.tcp.receiveBufferSize, 65_535)),
+                            maxSegmentSize: min(mss, UInt16(clamping: configuration.tcp.maximumSegmentSize)))
+        if queueControl(id, reply) { counters.synCookiesSent &+= 1 }
+    }
+
+    /// RFC 9293 3.10.7.1: a RST for a segment nobody wants (never for a RST).
+    private func resetUnwanted(_ segment: TCPRepr, id: TCPConnectionID) {
+        guard !segment.flags.contains(.rst) else { return }
+        var reset: TCPRepr
+        if segment.flags.contains(.ack) {
+            reset = TCPRepr(sourcePort: id.localPort, destinationPort: id.remotePort,
+                            sequenceNumber: segment.acknowledgmentNumber, flags: .rst, windowSize: 0)
+        } else {
+            let length = segment.payloadLength + (segment.flags.contains(.syn) ? 1 : 0)
+                + (segment.flags.contains(.fin) ? 1 : 0)
+            reset = TCPRepr(sourcePort: id.localPort, destinationPort: id.remotePort, sequenceNumber: 0,
+                            acknowledgmentNumber: segment.sequenceNumber &+ UInt32(truncatingIfNeeded: length),
+                            flags: [.rst, .ack], windowSize: 0)
+        }
+        reset.payloadLength = 0
+        if queueControl(id, reset) { counters.resetsSent &+= 1 }
+    }
+
+    private func queueControl(_ id: TCPConnectionID, _ segment: TCPRepr) -> Bool {
+        guard control.count < Self.controlQueueLimit else {
+            counters.controlQueueDrops &+= 1
+            return false
+        }
+        control.append((id, segment))
+        return true
+    }
+
+    // MARK: Time and segments out
+
+    /// Runs timers and emits every segment due, with the connection it belongs to.
+    public func poll(now: Instant, emit: (TCPConnectionID, TCPRepr, UnsafeBufferPointer<UnsafeRawBufferPointer>) -> Void) {
+        for (id, segment) in control { emit(id, segment, UnsafeBufferPointer(start: nil, count: 0)) }
+        control.removeAll(keepingCapacity: true)
+        var finished: [(TCPSocket, SocketEntry)] = []
+        for (socket, entry) in sockets {
+            let connection = entry.connection
+            let id = connection.id
+            connection.poll(now: now) { header, payload in emit(id, header, payload) }
+            if connection.state == .closed { finished.append((socket, entry)) }
+        }
+        for (socket, entry) in finished { ended(socket, entry) }
+    }
+
+    /// The earliest timer of any connection.
+    public var nextDeadline: Instant? {
+        var next: Instant?
+        for entry in sockets.values {
+            if let t = entry.connection.nextDeadline, next.map({ t < $0 }) ?? true { next = t }
+        }
+        return next
+    }
+
+    /// Something to send without waiting for a timer.
+    public var hasOutput: Bool { !control.isEmpty || sockets.values.contains { $0.connection.hasOutput } }
+
+    // MARK: Bookkeeping
+
+    private func register(_ connection: TCPConnection, listener: UInt16?) -> TCPSocket {
+        let socket = TCPSocket(rawValue: nextSocket)
+        nextSocket += 1
+        sockets[socket] = SocketEntry(connection: connection, listener: listener)
+        connections[connection.id] = socket
+        return socket
+    }
+
+    /// A passive open finished its handshake: into its listener's accept queue.
+    private func established(_ socket: TCPSocket, _ entry: SocketEntry) {
+        guard let port = entry.listener, !entry.accepted, let listener = listeners[port] else { return }
+        listener.halfOpen -= 1
+        if listener.acceptQueue.count < listener.backlog {
+            listener.acceptQueue.append(socket)
+            counters.connectionsAccepted &+= 1
+        } else {
+            counters.synsDroppedBacklogFull &+= 1
+            entry.listener = nil
+            entry.closedByApplication = true
+            entry.connection.abort()
+        }
+    }
+
+    /// A connection reached CLOSED: forget its 4-tuple; release the socket if nobody needs it.
+    private func ended(_ socket: TCPSocket, _ entry: SocketEntry) {
+        guard connections[entry.connection.id] == socket else { return }
+        connections[entry.connection.id] = nil
+        counters.connectionsClosed &+= 1
+        if entry.connection.error != nil { counters.connectionsFailed &+= 1 }
+        if let port = entry.listener, !entry.accepted, let listener = listeners[port] {
+            if let i = listener.acceptQueue.firstIndex(of: socket) {
+                listener.acceptQueue.remove(at: i)
+            } else {
+                listener.halfOpen -= 1
+            }
+            entry.closedByApplication = true // never accepted: nobody will close it
+            _ = entry.connection.takeCompletions()
+        }
+        releaseIfDone(socket)
+    }
+
+    private func releaseIfDone(_ socket: TCPSocket) {
+        guard let entry = sockets[socket], entry.closedByApplication, entry.connection.state == .closed,
+              entry.buffers.isEmpty, entry.connection.completions.isEmpty else { return }
+        sockets[socket] = nil
+    }
+
+    private func ephemeralID(to remote: IPv4Address, port remotePort: UInt16) throws(TCPError) -> TCPConnectionID {
+        let range = configuration.ephemeralPorts
+        let span = Int(range.upperBound) - Int(range.lowerBound) + 1
+        let start = Int(random.next() % UInt64(span))
+        for i in 0..<span {
+            let port = UInt16(Int(range.lowerBound) + (start + i) % span)
+            let id = TCPConnectionID(local: address, localPort: port, remote: remote, remotePort: remotePort)
+            if connections[id] == nil && listeners[port] == nil { return id }
+        }
+        throw .noEphemeralPort
+    }
+}

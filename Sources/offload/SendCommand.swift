@@ -1,0 +1,249 @@
+import ArgumentParser
+import OffloadCore
+import OffloadTCP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct SendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send",
+        abstract: "Connect and send a file or N bytes as zero-copy messages; print throughput and completions.",
+        discussion: """
+            A file is mapped into memory and sent as messages that point into the mapping: the \
+            stack never copies it, and each message comes back with its completion once the \
+            peer has acknowledged it. What the peer sends back is read (and kept with --output).
+            """)
+
+    @OptionGroup var endpoint: TCPEndpointOptions
+
+    @Option(help: "Where to connect: HOST:PORT.")
+    var to: Destination
+
+    @Option(help: "Send this file.")
+    var file: String?
+
+    @Option(help: "Send this many bytes of a pattern.")
+    var bytes: Int?
+
+    @Option(help: "Bytes per message.")
+    var messageSize = 256 * 1024
+
+    @Option(help: "Connections at once.")
+    var connections = 1
+
+    @Option(help: "Rounds of --connections connections, one after the other.")
+    var rounds = 1
+
+    @Option(help: "Write what the peer sends back to this file (one connection only).")
+    var output: String?
+
+    @Flag(help: "After the last round, wait for TIME_WAIT to end and report whether the stack is at rest.")
+    var waitForRest = false
+
+    struct Destination: ExpressibleByArgument, CustomStringConvertible {
+        var address: IPv4Address
+        var port: UInt16
+        init?(argument: String) {
+            let parts = argument.split(separator: ":")
+            guard parts.count == 2, let a = IPv4Address(argument: String(parts[0])), let p = UInt16(parts[1]),
+                  p > 0 else { return nil }
+            address = a
+            port = p
+        }
+        var description: String { "\(address):\(port)" }
+    }
+
+    func validate() throws {
+        guard (file == nil) != (bytes == nil) else { throw ValidationError("give exactly one of --file and --bytes") }
+        guard messageSize > 0, connections > 0, rounds > 0 else {
+            throw ValidationError("--message-size, --connections and --rounds must be positive")
+        }
+        if output != nil && connections != 1 { throw ValidationError("--output needs --connections 1") }
+    }
+
+    func run() throws {
+        let data = try file.map { try MappedFile(path: $0) } ?? MappedFile(pattern: bytes ?? 0)
+        var out: UnsafeMutablePointer<FILE>?
+        if let output {
+            guard let f = fopen(output, "w") else {
+                throw RunError(message: "offload send: cannot write \(output): \(String(cString: strerror(errno)))")
+            }
+            out = f
+        }
+        defer { if let out { fclose(out) } }
+        let application = SendApplication(destination: to, data: data, messageSize: messageSize,
+                                          connections: connections, rounds: rounds, output: out,
+                                          waitForRest: waitForRest)
+        print("offload send: \(data.count) bytes to \(to), \(connections) connection(s) × \(rounds) round(s), "
+              + "from \(endpoint.address) on \(endpoint.link)")
+        let stack = try TCPEndpoint(options: endpoint, name: "offload send").run(application)
+        let t = application.totals
+        let elapsed = application.elapsed
+        print("sent \(t.bytesSent) bytes in \(elapsed): \(String(format: "%.3f", gigabits(t.bytesSent, over: elapsed))) "
+              + "Gbit/s; received \(t.bytesReceived) bytes")
+        print("connections \(t.connections) (failed \(t.failed.count)); retransmitted segments "
+              + "\(t.segmentsRetransmitted) (timeouts \(t.timeouts), fast \(t.fastRetransmits)); completions "
+              + "\(t.completions) in \(t.completionRanges) ranges, \(application.failedCompletions) failed")
+        if waitForRest {
+            print("stack at rest: \(stack.isQuiescent ? "yes" : "no") (connections \(stack.connectionCount), "
+                  + "sockets \(stack.socketCount))")
+        }
+        for f in t.failed.prefix(10) { print("failed: \(f)") }
+        guard application.finished, t.failed.isEmpty, application.failedCompletions == 0,
+              !waitForRest || stack.isQuiescent else { throw ExitCode(1) }
+    }
+}
+
+/// The bytes to send: a file mapped read-only, or a pattern in memory.
+final class MappedFile {
+    let base: UnsafeMutableRawPointer?
+    let count: Int
+    private let mapped: Bool
+
+    init(path: String) throws {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw RunError(message: "offload send: cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { Glibc.close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw RunError(message: "offload send: cannot stat \(path)") }
+        count = Int(info.st_size)
+        mapped = count > 0
+        if count > 0 {
+            guard let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+                throw RunError(message: "offload send: cannot map \(path): \(String(cString: strerror(errno)))")
+            }
+            base = p
+        } else {
+            base = nil
+        }
+    }
+
+    init(pattern count: Int) {
+        self.count = count
+        mapped = false
+        guard count > 0 else {
+            base = nil
+            return
+        }
+        let p = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
+        for i in 0..<count { p.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ i >> 10), toByteOffset: i, as: UInt8.self) }
+        base = p
+    }
+
+    deinit {
+        guard let base else { return }
+        if mapped { munmap(base, count) } else { base.deallocate() }
+    }
+}
+
+/// Opens connections in rounds; each sends all of the data as messages pointing into it,
+/// reads what comes back, and closes.
+final class SendApplication: TCPApplication {
+    final class Sending {
+        let socket: TCPSocket
+        let connection: TCPConnection
+        var offset = 0
+        var closed = false
+        init(socket: TCPSocket, connection: TCPConnection) {
+            self.socket = socket
+            self.connection = connection
+        }
+    }
+
+    let destination: SendCommand.Destination
+    let data: MappedFile
+    let messageSize: Int
+    let connectionsPerRound: Int
+    let rounds: Int
+    let output: UnsafeMutablePointer<FILE>?
+    let waitForRest: Bool
+    private var round = 0
+    private var active: [Sending] = []
+    private(set) var totals = TCPTotals()
+    private(set) var failedCompletions = 0
+    private(set) var finished = false
+    private var started: Instant?
+    private var ended: Instant?
+    private var restDeadline: Instant?
+    private var rested = false
+
+    init(destination: SendCommand.Destination, data: MappedFile, messageSize: Int, connections: Int, rounds: Int,
+         output: UnsafeMutablePointer<FILE>?, waitForRest: Bool) {
+        self.destination = destination
+        self.data = data
+        self.messageSize = messageSize
+        connectionsPerRound = connections
+        self.rounds = rounds
+        self.output = output
+        self.waitForRest = waitForRest
+    }
+
+    var isDone: Bool { finished && (!waitForRest || rested) || !totals.failed.isEmpty && active.isEmpty }
+    var elapsed: Duration { started.flatMap { s in ended.map { $0 - s } } ?? .zero }
+
+    func turn(_ stack: TCPStack, now: Instant) {
+        if finished {
+            if restDeadline == nil {
+                restDeadline = now + stack.configuration.tcp.maximumSegmentLifetime * 2 + .seconds(2)
+            }
+            rested = stack.isQuiescent || now >= restDeadline!
+            return
+        }
+        if active.isEmpty {
+            guard round < rounds else {
+                finished = true
+                ended = now
+                return
+            }
+            round += 1
+            if started == nil { started = now }
+            for _ in 0..<connectionsPerRound {
+                do {
+                    let socket = try stack.connect(to: destination.address, port: destination.port, now: now)
+                    active.append(Sending(socket: socket, connection: stack.connection(socket)!))
+                } catch {
+                    totals.failed.append("connect: \(error)")
+                }
+            }
+        }
+        active.removeAll { step($0, stack: stack, now: now) }
+        if active.isEmpty && !totals.failed.isEmpty {
+            finished = true
+            ended = now
+        }
+    }
+
+    /// One connection's turn; true when it is finished and released.
+    private func step(_ s: Sending, stack: TCPStack, now: Instant) -> Bool {
+        let c = s.connection
+        while s.offset < data.count && c.canSend {
+            let size = min(messageSize, data.count - s.offset)
+            guard c.unacknowledgedBytes + size <= c.configuration.sendQueueLimit else { break }
+            let buffer = TxBuffer(unowned: data.base! + s.offset, count: size)
+            guard case .queued = stack.send(buffer, on: s.socket) else { break }
+            s.offset += size
+        }
+        stack.read(s.socket, max: Int.max) { piece in
+            if let output { fwrite(piece.baseAddress, 1, piece.count, output) }
+        }
+        let ranges = stack.takeCompletions(of: s.socket) { completion in
+            if case .failed = completion.status { failedCompletions += 1 }
+        }
+        totals.completionRanges += ranges.count
+        totals.completions += ranges.reduce(0) { $0 + $1.count }
+        if !s.closed && (s.offset == data.count || c.state == .closed) {
+            s.closed = true
+            stack.close(s.socket)
+        }
+        // Done once our data is acknowledged and the peer has closed too (its FIN seen).
+        guard s.closed, c.state == .closed || c.state == .timeWait, c.unacknowledgedBytes == 0 || c.state == .closed
+        else { return false }
+        stack.read(s.socket, max: Int.max) { piece in
+            if let output { fwrite(piece.baseAddress, 1, piece.count, output) }
+        }
+        totals.add(c)
+        return true
+    }
+}
