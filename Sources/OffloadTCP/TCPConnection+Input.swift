@@ -200,6 +200,9 @@ extension TCPConnection {
         if block.delegated.sendWindow > 0 {
             block.delegated.persistDeadline = nil
             block.delegated.persistBackoff = 0
+        } else {
+            // The peer answers our probes: it is alive, only its window is closed.
+            block.delegated.consecutiveTimeouts = 0
         }
         return true
     }

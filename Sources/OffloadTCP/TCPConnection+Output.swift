@@ -103,6 +103,13 @@ extension TCPConnection {
             synDue = true
             return
         }
+        if block.delegated.sendWindow == 0 && sendQueue.end > block.delegated.sendUnacknowledged {
+            // The probe byte went unanswered: probe again, with the backoff; a closed window
+            // is no sign of congestion.
+            block.delegated.sendNext = block.delegated.sendUnacknowledged
+            probeDue = true
+            return
+        }
         block.delegated.congestion.onRetransmissionTimeout(
             flightSize: flightSize, now: now, firstInSeries: block.delegated.consecutiveTimeouts == 1)
         scoreboard.retransmissionTimeout()

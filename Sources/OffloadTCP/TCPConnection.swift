@@ -125,6 +125,8 @@ public final class TCPConnection {
         block.constant.initialReceiveSequence = irs
         block.constant.remoteMSS = mss
         startReceiving(at: irs + 1)
+        // The window the cookie's SYN-ACK offered (unscaled, as no option was agreed).
+        block.delegated.receiveAdvertisedEdge = irs + 1 + min(receiveBuffer.free, 65_535)
         block.delegated.sendUnacknowledged = iss + 1
         block.delegated.sendNext = iss + 1
         block.delegated.sendMax = iss + 1

@@ -1,0 +1,293 @@
+import Testing
+import OffloadCore
+import OffloadWire
+import OffloadTCP
+
+/// A hand-driven peer: it crafts segments for one stack and reads what the stack emits, so
+/// a test can play a well-behaved client, an attacker, or a peer that says nothing.
+final class ScriptedPeer {
+    let stack: TCPStack
+    var now = Instant(nanoseconds: 5_000_000_000)
+    let address = IPv4Address(10, 0, 0, 9)
+    let port: UInt16
+    var sequence: UInt32 = 1_000
+    var acknowledgment: UInt32 = 0
+    var timestamp: UInt32 = 100
+    /// What the stack sent, oldest first, not yet looked at.
+    var received: [TCPRepr] = []
+
+    init(configuration: TCPStack.Configuration = .init(), port: UInt16 = 40_000) {
+        stack = TCPStack(address: TCPWorld.addressB, configuration: configuration)
+        self.port = port
+    }
+
+    func send(_ flags: TCPFlags, sequence: UInt32? = nil, acknowledgment: UInt32? = nil, payload: [UInt8] = [],
+              window: UInt16 = 65_535, options: (inout TCPRepr) -> Void = { _ in }, from source: IPv4Address? = nil,
+              sourcePort: UInt16? = nil) {
+        var header = TCPRepr(sourcePort: sourcePort ?? port, destinationPort: 80,
+                             sequenceNumber: sequence ?? self.sequence,
+                             acknowledgmentNumber: acknowledgment ?? self.acknowledgment, flags: flags,
+                             windowSize: window, payloadLength: payload.count)
+        options(&header)
+        payload.withUnsafeBytes {
+            stack.receive(header, payload: $0, source: source ?? address, destination: TCPWorld.addressB, now: now)
+        }
+    }
+
+    /// Runs the stack's timers and takes what it sends.
+    @discardableResult
+    func poll(after delay: Duration = .zero) -> [TCPRepr] {
+        now = now + delay
+        var out: [TCPRepr] = []
+        stack.poll(now: now) { _, header, _ in out.append(header) }
+        received += out
+        return out
+    }
+
+    /// A handshake with a listener on port 80; returns the accepted socket.
+    func handshake(options: (inout TCPRepr) -> Void = { _ in }) -> (TCPSocket, TCPRepr)? {
+        try? stack.listen(port: 80)
+        send(.syn, options: options)
+        guard let synACK = poll().first(where: { $0.flags == [.syn, .ack] }) else { return nil }
+        sequence &+= 1
+        acknowledgment = synACK.sequenceNumber &+ 1
+        send(.ack, options: { h in
+            if synACK.timestamp != nil { h.timestamp = TCPTimestamp(value: self.timestamp, echoReply: synACK.timestamp!.value) }
+        })
+        guard let socket = stack.accept(port: 80) else { return nil }
+        return (socket, synACK)
+    }
+}
+
+@Suite struct TCPHardeningTests {
+    @Test func theSYNACKOffersOnlyWhatTheSYNOffered() throws {
+        let full = ScriptedPeer()
+        let (_, synACK) = try #require(full.handshake { h in
+            h.maxSegmentSize = 1400
+            h.windowScale = 7
+            h.sackPermitted = true
+            h.timestamp = TCPTimestamp(value: 100, echoReply: 0)
+        })
+        #expect(synACK.maxSegmentSize == 1460)
+        #expect(synACK.windowScale != nil && synACK.sackPermitted && synACK.timestamp?.echoReply == 100)
+
+        let bare = ScriptedPeer()
+        let (socket, plain) = try #require(bare.handshake())
+        #expect(plain.windowScale == nil && !plain.sackPermitted && plain.timestamp == nil)
+        let c = try #require(bare.stack.connection(socket))
+        #expect(c.block.constant.remoteMSS == 536, "no MSS option means 536 (RFC 9293 3.7.1)")
+        #expect(c.state == .established)
+    }
+
+    /// RFC 5961 3: a RST must hit RCV.NXT exactly; one elsewhere in the window gets a
+    /// challenge ACK and changes nothing.
+    @Test func aBlindResetInTheWindowIsChallengedNotObeyed() throws {
+        let peer = ScriptedPeer()
+        let (socket, _) = try #require(peer.handshake())
+        peer.poll()
+        peer.received.removeAll()
+        peer.send(.rst, sequence: peer.sequence &+ 5_000)
+        let answer = peer.poll()
+        #expect(answer.count == 1 && answer[0].flags == .ack && answer[0].acknowledgmentNumber == peer.sequence)
+        #expect(peer.stack.connection(socket)?.state == .established)
+        #expect(peer.stack.connection(socket)?.counters.challengeACKs == 1)
+
+        peer.send(.rst, sequence: peer.sequence)
+        #expect(peer.stack.connection(socket)?.state == .closed)
+        #expect(peer.stack.connection(socket)?.error == .connectionReset)
+    }
+
+    /// RFC 5961 4: a SYN on an established connection is answered with a challenge ACK.
+    @Test func aSYNOnAnEstablishedConnectionGetsAChallengeACK() throws {
+        let peer = ScriptedPeer()
+        let (socket, _) = try #require(peer.handshake())
+        peer.poll()
+        peer.send(.syn, sequence: peer.sequence &+ 100)
+        let answer = peer.poll()
+        #expect(answer.map(\.flags) == [.ack])
+        #expect(peer.stack.connection(socket)?.state == .established)
+    }
+
+    /// RFC 5961 5: data whose ACK is older than SND.UNA - MAX.SND.WND is injected, not ours.
+    @Test func dataWithAnImpossibleACKIsDropped() throws {
+        let peer = ScriptedPeer()
+        let (socket, _) = try #require(peer.handshake())
+        peer.poll()
+        peer.send([.ack, .psh], acknowledgment: peer.acknowledgment &- 1_000_000, payload: Array(repeating: 7, count: 100))
+        peer.poll()
+        let c = try #require(peer.stack.connection(socket))
+        #expect(c.readableBytes == 0)
+        #expect(c.counters.challengeACKs == 1)
+        peer.send([.ack, .psh], payload: Array(repeating: 7, count: 100))
+        #expect(c.readableBytes == 100)
+    }
+
+    /// RFC 7323 5: a segment whose timestamp is older than TS.Recent is an old duplicate.
+    @Test func pawsDropsASegmentWithAnOldTimestamp() throws {
+        let peer = ScriptedPeer()
+        let (socket, synACK) = try #require(peer.handshake { h in h.timestamp = TCPTimestamp(value: 100, echoReply: 0) })
+        let echo = synACK.timestamp!.value
+        peer.send([.ack, .psh], payload: [1, 2, 3], options: { h in h.timestamp = TCPTimestamp(value: 200, echoReply: echo) })
+        peer.sequence &+= 3
+        peer.send([.ack, .psh], payload: [4, 5, 6], options: { h in h.timestamp = TCPTimestamp(value: 150, echoReply: echo) })
+        let c = try #require(peer.stack.connection(socket))
+        #expect(c.readableBytes == 3)
+        #expect(c.counters.pawsDrops == 1)
+    }
+
+    @Test func connectingToAClosedPortIsRefused() throws {
+        let world = TCPWorld(seed: 3)
+        let socket = try world.a.connect(to: TCPWorld.addressB, port: 81, now: world.now)
+        world.run(for: .seconds(5)) { world.a.connection(socket)?.state == .closed }
+        #expect(world.a.connection(socket)?.error == .connectionRefused)
+        #expect(world.b.counters.resetsSent == 1)
+    }
+
+    /// A peer that never answers: the RTO doubles each time, then the connection gives up
+    /// and hands every buffer back as failed.
+    @Test func aSilentPeerTimesOutAndEveryBufferComesBack() throws {
+        var configuration = TCPStack.Configuration()
+        configuration.tcp.dataRetries = 4
+        let peer = ScriptedPeer(configuration: configuration)
+        let (socket, _) = try #require(peer.handshake())
+        guard case .queued = peer.stack.send(TxBuffer(copying: [UInt8](repeating: 1, count: 3000)), on: socket) else {
+            Issue.record("send refused")
+            return
+        }
+        _ = peer.stack.send(TxBuffer(copying: [UInt8](repeating: 2, count: 10)), on: socket)
+        peer.poll()
+        var gaps: [Duration] = []
+        var last = peer.now
+        for _ in 0..<200 where peer.stack.connection(socket)?.state != .closed {
+            guard let deadline = peer.stack.nextDeadline else { break }
+            let sent = peer.poll(after: deadline - peer.now)
+            if sent.contains(where: { $0.payloadLength > 0 }) {
+                gaps.append(peer.now - last)
+                last = peer.now
+            }
+        }
+        #expect(gaps.count == 4)
+        #expect(zip(gaps, gaps.dropFirst()).allSatisfy { $1 == $0 * 2 }, "\(gaps)")
+        let c = try #require(peer.stack.connection(socket))
+        #expect(c.error == .timedOut)
+        #expect(peer.received.last?.flags == .rst)
+        var statuses: [CompletionStatus] = []
+        let ranges = peer.stack.takeCompletions(of: socket) { statuses.append($0.status) }
+        #expect(statuses == [.failed(.timedOut), .failed(.timedOut)])
+        #expect(ranges == [CompletionRange(lower: 0, upper: 1, status: .failed(.timedOut))])
+    }
+
+    @Test func refusedSendsGiveTheBufferBack() throws {
+        var configuration = TCPStack.Configuration()
+        configuration.tcp.sendQueueLimit = 1000
+        let peer = ScriptedPeer(configuration: configuration)
+        let (socket, _) = try #require(peer.handshake())
+        guard case .queued = peer.stack.send(TxBuffer(copying: [UInt8](repeating: 1, count: 800)), on: socket) else {
+            Issue.record("first send refused")
+            return
+        }
+        switch peer.stack.send(TxBuffer(copying: [UInt8](repeating: 2, count: 300)), on: socket) {
+        case .queued: Issue.record("a send past the queue's bound was taken")
+        case .refused(let error, let buffer):
+            #expect(error == .sendQueueFull(limit: 1000))
+            #expect(buffer.count == 300 && buffer.bytes.allSatisfy { $0 == 2 })
+        }
+        peer.stack.close(socket)
+        switch peer.stack.send(TxBuffer(copying: [3]), on: socket) {
+        case .queued: Issue.record("a send after close was taken")
+        case .refused(let error, let buffer): #expect(error == .sendAfterClose && buffer.count == 1)
+        }
+    }
+
+    /// One segment waits for the delayed-ACK timer; a second full one is acknowledged at once.
+    @Test func delayedACKs() throws {
+        let peer = ScriptedPeer()
+        let (socket, _) = try #require(peer.handshake { h in h.maxSegmentSize = 1000 })
+        let mss = peer.stack.connection(socket)!.block.constant.segmentSize
+        peer.poll()
+        peer.send(.ack, payload: Array(repeating: 1, count: mss))
+        peer.sequence &+= UInt32(mss)
+        #expect(peer.poll().isEmpty)
+        #expect(peer.poll(after: .milliseconds(39)).isEmpty)
+        #expect(peer.poll(after: .milliseconds(1)).map(\.acknowledgmentNumber) == [peer.sequence])
+        peer.send(.ack, payload: Array(repeating: 1, count: mss))
+        peer.sequence &+= UInt32(mss)
+        #expect(peer.poll().isEmpty)
+        peer.send(.ack, payload: Array(repeating: 1, count: mss))
+        peer.sequence &+= UInt32(mss)
+        #expect(peer.poll().map(\.acknowledgmentNumber) == [peer.sequence])
+    }
+
+    /// A SYN flood from many sources: the SYN queue stays at its bound, the rest are
+    /// answered with cookies and cost nothing, and a real client still gets in.
+    @Test func aSYNFloodCannotFillTheStackAndARealClientStillConnects() throws {
+        var configuration = TCPStack.Configuration()
+        configuration.synQueueLimit = 16
+        let peer = ScriptedPeer(configuration: configuration)
+        try peer.stack.listen(port: 80)
+        for i in 0..<5_000 {
+            peer.send(.syn, sequence: UInt32(i) &* 7919, options: { $0.maxSegmentSize = 1460 },
+                      from: IPv4Address(rawValue: 0x0A63_0000 | UInt32(i)), sourcePort: UInt16(1024 + i % 60_000))
+            if i % 32 == 31 { peer.poll() } // the stack runs between bursts
+        }
+        peer.poll()
+        #expect(peer.stack.connectionCount == 16)
+        #expect(peer.stack.counters.synCookiesSent == 5_000 - 16)
+        #expect(peer.received.filter { $0.flags == [.syn, .ack] }.count == 5_000)
+
+        // A real client, now: its SYN gets a cookie, and its ACK completes the handshake.
+        peer.send(.syn, sequence: 42, options: { $0.maxSegmentSize = 1400 })
+        let synACK = try #require(peer.poll().first { $0.flags == [.syn, .ack] && $0.destinationPort == peer.port })
+        #expect(synACK.windowScale == nil && !synACK.sackPermitted, "a cookie SYN-ACK offers no options")
+        peer.send(.ack, sequence: 43, acknowledgment: synACK.sequenceNumber &+ 1, payload: [9, 9, 9])
+        let socket = try #require(peer.stack.accept(port: 80))
+        #expect(peer.stack.connection(socket)?.readableBytes == 3)
+        #expect(peer.stack.counters.synCookiesAccepted == 1)
+
+        // A forged ACK (a guessed cookie) is refused.
+        peer.send(.ack, sequence: 43, acknowledgment: 12_345, sourcePort: 999)
+        #expect(peer.stack.counters.synCookiesRejected == 1)
+    }
+}
+
+extension TCPHardeningTests {
+    /// A receiver that stops reading closes its window; the sender probes it (RFC 9293
+    /// 3.8.6.1) with backoff and resumes once the application reads again.
+    @Test func aZeroWindowIsProbedUntilItOpens() throws {
+        let world = TCPWorld(seed: 5) { $0.tcp.receiveBufferSize = 4096 }
+        try world.b.listen(port: 80)
+        let client = try world.a.connect(to: TCPWorld.addressB, port: 80, now: world.now)
+        let data = pattern(20_000, seed: 5)
+        world.run(for: .seconds(2)) { world.a.connection(client)?.state == .established }
+        guard case .queued = world.a.send(TxBuffer(copying: data), on: client) else {
+            Issue.record("send refused")
+            return
+        }
+        var server: TCPSocket?
+        world.run(for: .seconds(5)) {
+            if server == nil { server = world.b.accept(port: 80) }
+            return false
+        }
+        let sender = try #require(world.a.connection(client))
+        #expect(sender.block.delegated.sendWindow == 0)
+        #expect(sender.counters.zeroWindowProbes >= 2, "\(sender.counters)")
+        let probesWhileClosed = sender.counters.zeroWindowProbes
+        #expect(probesWhileClosed < 10, "probes back off: \(probesWhileClosed) in 5 s")
+
+        var received: [UInt8] = []
+        let s = try #require(server)
+        var chunk = [UInt8](repeating: 0, count: 1000)
+        let done = world.run(for: .seconds(30)) {
+            let n = chunk.withUnsafeMutableBytes { world.b.read(s, into: $0) }
+            received += chunk[0..<n]
+            return received.count == data.count
+        }
+        #expect(done && received == data)
+        var completions = 0
+        world.run(for: .seconds(2)) {
+            world.a.takeCompletions(of: client) { _ in completions += 1 }
+            return completions == 1
+        }
+        #expect(completions == 1)
+    }
+}
