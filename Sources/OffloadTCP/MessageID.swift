@@ -36,7 +36,7 @@ public enum CompletionStatus: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// One message handed back: its id, how it ended, and the application's buffer.
-public struct TCPCompletion: ~Copyable {
+public struct TCPCompletion: ~Copyable, Sendable {
     public let id: MessageID
     public let status: CompletionStatus
     public var buffer: TxBuffer

@@ -115,6 +115,9 @@ public final class TCPStack {
         }
     }
 
+    /// Whether `accept(port:)` would return a connection.
+    public func hasAcceptable(port: UInt16) -> Bool { !(listeners[port]?.acceptQueue.isEmpty ?? true) }
+
     /// The next established connection on `port`, or nil.
     public func accept(port: UInt16) -> TCPSocket? {
         guard let listener = listeners[port], !listener.acceptQueue.isEmpty else { return nil }

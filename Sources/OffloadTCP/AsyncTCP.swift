@@ -1,0 +1,219 @@
+import OffloadCore
+import Synchronization
+
+/// The async face of a `TCPStack`: connect, listen and accept, send (an owned buffer that
+/// comes back with its completion), receive as an async sequence, close. A thin layer: every
+/// call takes the stack's lock, makes the synchronous call, and where it must wait, parks a
+/// continuation with the condition it waits for. The driver that runs the stack (a
+/// `HostRuntime` thread, or a test's loop) takes the same lock for each turn and calls
+/// `resumeReady()` after it, which resumes every waiter whose condition now holds.
+public final class AsyncTCP: Sendable {
+    struct Waiter: @unchecked Sendable {
+        let ready: (Core) -> Bool
+        let continuation: CheckedContinuation<Void, Never>
+    }
+
+    /// A completed message's buffer, parked until its sender's task takes it.
+    final class CompletionBox: @unchecked Sendable {
+        var completion: TCPCompletion?
+        init() {}
+    }
+
+    /// Only touched under `core`'s lock.
+    final class Core: @unchecked Sendable {
+        let stack: TCPStack
+        var waiters: [Waiter] = []
+        /// Sends waiting for their completion, by socket and message id.
+        var boxes: [TCPSocket: [MessageID: CompletionBox]] = [:]
+        var now: Instant
+        init(stack: TCPStack, now: Instant) {
+            self.stack = stack
+            self.now = now
+        }
+
+        /// Moves every completion of `socket` into its box.
+        func collectCompletions(_ socket: TCPSocket) {
+            stack.takeCompletions(of: socket) { completion in
+                if let box = boxes[socket]?.removeValue(forKey: completion.id) { box.completion = consume completion }
+            }
+        }
+    }
+
+    private let core: Mutex<Core>
+    private let wake: @Sendable () -> Void
+
+    /// `wake` asks the driver for a turn soon (it rings the driver's eventfd).
+    public init(stack: sending TCPStack, now: Instant, wake: @escaping @Sendable () -> Void) {
+        core = Mutex(Core(stack: stack, now: now))
+        self.wake = wake
+    }
+
+    /// For the driver: runs `body` with the stack, under the lock.
+    public func withStack<R: Sendable>(now: Instant, _ body: (TCPStack) throws -> R) rethrows -> R {
+        try core.withLock { core in
+            core.now = now
+            return try body(core.stack)
+        }
+    }
+
+    /// For the driver, after each turn: resumes the waiters whose condition holds.
+    public func resumeReady() {
+        let ready: [CheckedContinuation<Void, Never>] = core.withLock { core in
+            for socket in core.boxes.keys where !(core.boxes[socket]?.isEmpty ?? true) {
+                core.collectCompletions(socket)
+            }
+            var ready: [CheckedContinuation<Void, Never>] = []
+            core.waiters.removeAll { w in
+                guard w.ready(core) else { return false }
+                ready.append(w.continuation)
+                return true
+            }
+            return ready
+        }
+        for c in ready { c.resume() }
+    }
+
+    /// Waits until `ready` holds (checked now, then after every driver turn).
+    func wait(until ready: @escaping (Core) -> Bool) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = core.withLock { core -> Bool in
+                if ready(core) { return true }
+                core.waiters.append(Waiter(ready: ready, continuation: c))
+                return false
+            }
+            if now { c.resume() } else { wake() }
+        }
+    }
+
+    func locked<R: Sendable>(_ body: (Core) throws(TCPError) -> R) throws(TCPError) -> R {
+        let result = core.withLock { core in Result { () throws(TCPError) in try body(core) } }
+        wake()
+        return try result.get()
+    }
+
+    // MARK: The API
+
+    /// Opens a connection and waits for the handshake.
+    public func connect(to address: IPv4Address, port: UInt16) async throws(TCPError) -> AsyncTCPConnection {
+        let socket = try locked { core throws(TCPError) in try core.stack.connect(to: address, port: port, now: core.now) }
+        await wait { $0.stack.connection(socket).map { $0.state != .synSent && $0.state != .synReceived } ?? true }
+        let failure = try? locked { core throws(TCPError) -> TCPError? in
+            guard let c = core.stack.connection(socket) else { return .notConnected }
+            return c.state == .closed ? (c.error ?? .notConnected) : nil
+        }
+        if let failure { throw failure }
+        return AsyncTCPConnection(tcp: self, socket: socket)
+    }
+
+    /// Listens on `port`; `accept` on the listener takes the connections.
+    public func listen(port: UInt16, backlog: Int = 128) throws(TCPError) -> AsyncTCPListener {
+        try locked { core throws(TCPError) in try core.stack.listen(port: port, backlog: backlog) }
+        return AsyncTCPListener(tcp: self, port: port)
+    }
+}
+
+/// A listening port: `accept()` waits for the next established connection.
+public struct AsyncTCPListener: Sendable {
+    let tcp: AsyncTCP
+    public let port: UInt16
+
+    public func accept() async -> AsyncTCPConnection {
+        var accepted: TCPSocket?
+        while true {
+            accepted = try? tcp.locked { core throws(TCPError) in core.stack.accept(port: port) }
+            if let accepted { return AsyncTCPConnection(tcp: tcp, socket: accepted) }
+            await tcp.wait { [port] core in core.stack.hasAcceptable(port: port) }
+        }
+    }
+}
+
+/// One connection. `send` hands an owned buffer to the stack and returns it with its
+/// completion; `inbound` yields what arrives; `close` sends our FIN.
+public struct AsyncTCPConnection: Sendable {
+    let tcp: AsyncTCP
+    public let socket: TCPSocket
+
+    /// Sends `buffer` (no copy) and waits until the peer has acknowledged all of it (or the
+    /// connection ended): the completion gives the buffer back, with how it ended. Waits for
+    /// room first when the send queue is full.
+    public func send(_ buffer: consuming TxBuffer) async -> TCPCompletion {
+        let size = buffer.count
+        await tcp.wait { [socket] core in
+            guard let c = core.stack.connection(socket) else { return true }
+            return !c.canSend || c.unacknowledgedBytes + size <= c.configuration.sendQueueLimit
+                || c.unacknowledgedBytes == 0
+        }
+        let box = AsyncTCP.CompletionBox()
+        let handed = HandOver(buffer)
+        let queued: MessageID? = try! tcp.locked { [socket] core throws(TCPError) -> MessageID? in
+            switch core.stack.send(handed.take(), on: socket) {
+            case .queued(let id):
+                core.boxes[socket, default: [:]][id] = box
+                return id
+            case .refused(let error, let buffer):
+                box.completion = TCPCompletion(id: .max, status: .failed(error), buffer: buffer)
+                return nil
+            }
+        }
+        if queued != nil {
+            await tcp.wait { _ in box.completion != nil }
+        }
+        return box.completion.take()!
+    }
+
+    /// Up to `max` bytes as they arrive; nil once the peer has closed and all is read.
+    /// Throws when the connection ended by a reset or a timeout.
+    public func receive(max: Int = 65_536) async throws(TCPError) -> [UInt8]? {
+        while true {
+            let result: Result<[UInt8]?, TCPError>? = try? tcp.locked { [socket] core throws(TCPError) in
+                guard let c = core.stack.connection(socket) else { return .success(nil) }
+                if c.readableBytes > 0 {
+                    var bytes: [UInt8] = []
+                    core.stack.read(socket, max: max) { bytes.append(contentsOf: $0) }
+                    return .success(bytes)
+                }
+                if c.isAtEndOfInput { return c.error.map { .failure($0) } ?? .success(nil) }
+                return nil
+            }
+            if let result { return try result.get() }
+            await tcp.wait { [socket] core in
+                guard let c = core.stack.connection(socket) else { return true }
+                return c.readableBytes > 0 || c.isAtEndOfInput
+            }
+        }
+    }
+
+    /// What arrives, chunk by chunk, until the peer closes.
+    public var inbound: Inbound { Inbound(connection: self) }
+
+    public struct Inbound: AsyncSequence, Sendable {
+        let connection: AsyncTCPConnection
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            let connection: AsyncTCPConnection
+            public mutating func next() async throws(TCPError) -> [UInt8]? { try await connection.receive() }
+        }
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(connection: connection) }
+    }
+
+    /// Sends our FIN after the data queued. Reading goes on until the peer closes.
+    public func close() {
+        try? tcp.locked { [socket] core throws(TCPError) in core.stack.close(socket) }
+    }
+
+    /// Waits until the connection has ended (both FINs, or a reset); returns the error if
+    /// it did not end cleanly.
+    public func closed() async -> TCPError? {
+        await tcp.wait { [socket] core in
+            guard let c = core.stack.connection(socket) else { return true }
+            return c.state == .closed || c.state == .timeWait
+        }
+        return try? tcp.locked { [socket] core throws(TCPError) in core.stack.connection(socket)?.error }
+    }
+}
+
+/// Carries an owned value into a closure that takes it exactly once.
+final class HandOver<Value: ~Copyable>: @unchecked Sendable {
+    private var value: Value?
+    init(_ value: consuming Value) { self.value = .some(value) }
+    func take() -> Value { value.take()! }
+}
