@@ -7,6 +7,7 @@ public enum HostDropReason: String, CaseIterable, Sendable, CustomStringConverti
     case malformedIPv4 = "malformed-ipv4"
     case malformedICMP = "malformed-icmp"
     case malformedTCP = "malformed-tcp"
+    case malformedUDP = "malformed-udp"
     case badChecksum = "bad-checksum"
     case ipFragment = "ip-fragment"
     case notForUs = "not-for-us"

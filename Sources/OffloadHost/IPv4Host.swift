@@ -40,6 +40,8 @@ public final class IPv4Host {
     /// The host's TCP, when it has one: segments to its address go there, and `poll` sends
     /// what it emits.
     public let tcp: TCPStack?
+    /// The host's UDP sockets.
+    public var udp = UDPSockets()
 
     public var address: IPv4Address { configuration.interface.address }
     public var hardwareAddress: MACAddress { configuration.hardwareAddress }
@@ -118,6 +120,18 @@ public final class IPv4Host {
             tcp.receive(header, payload: segment.payload, source: ip.source, destination: ip.destination, now: now)
             return
         }
+        if ip.protocol == .udp {
+            do {
+                let datagram = try UDPPacket(checking: packet.payload)
+                let header = try UDPRepr.parse(datagram, source: ip.source, destination: ip.destination, checksums: policy)
+                udp.deliver(to: header.destinationPort, UDPDatagram(peer: ip.source, peerPort: header.sourcePort,
+                                                                   payload: Array(datagram.payload)))
+            } catch {
+                if case .badChecksum = error { return drop(.badChecksum) }
+                return drop(.malformedUDP)
+            }
+            return
+        }
         guard ip.protocol == .icmp else { return drop(.unsupportedProtocol) }
         let icmp: ICMPv4Repr
         let message: ICMPv4Packet
@@ -165,6 +179,17 @@ public final class IPv4Host {
         for ip in retry { sendARPRequest(for: ip, transmit: transmit) }
         for ip in failed {
             for _ in pending.removeValue(forKey: ip) ?? [] { drop(.resolutionFailed) }
+        }
+        udp.flush { port, datagram in
+            let header = UDPRepr(sourcePort: port, destinationPort: datagram.peerPort,
+                                 payloadLength: datagram.payload.count)
+            sendIPv4(to: datagram.peer, protocol: .udp, payloadLength: header.bufferLength, now: now,
+                     transmit: transmit) { out in
+                datagram.payload.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(rebasing: out[header.headerLength...]).copyMemory(from: $0)
+                }
+                header.emit(into: out, source: address, destination: datagram.peer, checksums: .verify)
+            }
         }
         tcp?.poll(now: now) { id, header, payload in
             sendIPv4(to: id.remote, protocol: .tcp, payloadLength: header.bufferLength, now: now,

@@ -33,7 +33,10 @@ final class TwoHosts {
 
     func step(host: IPv4Host, isA: Bool) -> Bool {
         let now = sim.clock.now
+        let transmittedBefore = host.counters.framesTransmitted
         host.poll(now: now, transmit: send(isA))
+        // Frames sent from the poll (queued UDP) are work: the other host must run again.
+        let transmitted = host.counters.framesTransmitted != transmittedBefore
         var frames: [PacketBufferBox] = []
         let n: Int
         if isA { n = try! linkA.receive(into: pool, max: 32) { frames.append(PacketBufferBox($0)) } }
@@ -42,7 +45,7 @@ final class TwoHosts {
         if let next = host.nextDeadline, next > now, n == 0 {
             sim.schedule(at: next) {}
         }
-        return n > 0
+        return n > 0 || transmitted
     }
 }
 
