@@ -4,14 +4,25 @@ import OffloadWire
 extension TCPConnection {
     /// Runs the timers due by `now`, then sends what is due: a reset, the SYN, urgent
     /// retransmissions, data the windows allow (with the FIN after the last byte), and an
-    /// ACK if one is owed and no segment carried it.
-    public func poll(now: Instant, emit: Emit) {
+    /// ACK if one is owed and no segment carried it; at most `budget` segments (the room
+    /// the transmit path has), the rest at a later poll. Returns how many it sent.
+    @discardableResult
+    public func poll(now: Instant, budget: Int = .max, emit: Emit) -> Int {
+        emitBudget = budget
         runTimers(now: now)
-        if let rst = pendingReset {
+        if emitBudget > 0, let rst = pendingReset {
             pendingReset = nil
             emit(rst, UnsafeBufferPointer(start: nil, count: 0))
             counters.segmentsSent &+= 1
+            emitBudget -= 1
         }
+        sendDue(now: now, emit: emit)
+        needsPoll = emitBudget == 0
+        return budget - emitBudget
+    }
+
+    private func sendDue(now: Instant, emit: Emit) {
+        guard emitBudget > 0 else { return }
         switch state {
         case .closed, .listen, .timeWait:
             if state == .timeWait && ackNow { sendACK(now: now, emit: emit) }
@@ -26,7 +37,7 @@ extension TCPConnection {
             if ackNow { ackNow = false }
             return
         }
-        if let range = retransmitNow {
+        if let range = retransmitNow, emitBudget > 0 {
             retransmitNow = nil
             if range.lower >= block.delegated.sendUnacknowledged && !range.isEmpty {
                 sendSegment(from: range.lower, length: range.count, retransmission: true, now: now, emit: emit)
@@ -38,9 +49,9 @@ extension TCPConnection {
         } else {
             sendData(now: now, emit: emit)
         }
-        if probeDue { sendZeroWindowProbe(now: now, emit: emit) }
+        if probeDue && emitBudget > 0 { sendZeroWindowProbe(now: now, emit: emit) }
         armPersistTimerIfNeeded(now: now)
-        if ackNow { sendACK(now: now, emit: emit) }
+        if ackNow && emitBudget > 0 { sendACK(now: now, emit: emit) }
     }
 
     /// When `poll` next has something to do on its own (nil: only a segment or a call can
@@ -54,17 +65,10 @@ extension TCPConnection {
         return next
     }
 
-    /// Whether `poll` would send something now, without waiting for a timer.
-    public var hasOutput: Bool {
-        if ackNow || pendingReset != nil || synDue || retransmitNow != nil || probeDue { return true }
-        guard state.isSynchronized, state != .timeWait else { return false }
-        let d = block.delegated
-        if d.sendNext < sendQueue.end {
-            return min(d.sendWindow, d.congestion.congestionWindow + windowInflation) > d.sendNext - d.sendUnacknowledged
-        }
-        if let fin = finSequence, d.sendNext <= fin { return true }
-        return false
-    }
+    /// Whether `poll` may have something to send now, without waiting for a timer: something
+    /// happened since the last poll (a segment, a send, a read, a close), or that poll ran
+    /// out of budget.
+    public var hasOutput: Bool { needsPoll || pendingReset != nil }
 
     // MARK: Timers
 
@@ -164,6 +168,7 @@ extension TCPConnection {
         block.delegated.retransmission.segmentSent(at: now)
         emit(header, UnsafeBufferPointer(start: nil, count: 0))
         counters.segmentsSent &+= 1
+        emitBudget -= 1
         lastSend = now
     }
 
@@ -171,7 +176,7 @@ extension TCPConnection {
     /// sent before, skipping what the peer SACKed), with silly window avoidance and Nagle.
     private func sendData(now: Instant, emit: Emit) {
         let mss = block.constant.segmentSize
-        while true {
+        while emitBudget > 0 {
             let d = block.delegated
             var next = d.sendNext
             // Resending after a timeout: skip what the peer holds already.
@@ -208,7 +213,7 @@ extension TCPConnection {
     /// RFC 6675 section 5 (C): while cwnd - pipe allows a segment, NextSeg decides which.
     private func sendInSACKRecovery(now: Instant, emit: Emit) {
         let mss = block.constant.segmentSize
-        while true {
+        while emitBudget > 0 {
             let d = block.delegated
             guard d.congestion.congestionWindow - scoreboard.pipe >= mss else { return }
             let newData = d.sendNext < sendQueue.end
@@ -260,6 +265,7 @@ extension TCPConnection {
         header.payloadLength = length
         emit(header, UnsafeBufferPointer(rebasing: slices[0..<gathered]))
         counters.segmentsSent &+= 1
+        emitBudget -= 1
         lastSend = now
         let end = sequence + length + (header.flags.contains(.fin) ? 1 : 0)
         if retransmission || sequence < block.delegated.sendMax {
@@ -288,6 +294,7 @@ extension TCPConnection {
         header.sequenceNumber = block.delegated.sendMax.rawValue
         emit(header, UnsafeBufferPointer(start: nil, count: 0))
         counters.segmentsSent &+= 1
+        emitBudget -= 1
     }
 
     /// The fields every segment after the handshake carries: ACK, window, timestamps, SACK

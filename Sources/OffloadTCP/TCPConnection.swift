@@ -49,6 +49,10 @@ public final class TCPConnection {
     /// The persist timer fired: one byte goes out past a zero window.
     var probeDue = false
     var timeWaitDeadline: Instant?
+    /// Segments the current `poll` may still send.
+    var emitBudget = 0
+    /// Something happened that the next `poll` must act on (see `hasOutput`).
+    var needsPoll = true
     var timestampOffset: UInt32
     var lastSend: Instant
     var challengeACKWindowStart = Instant.zero
@@ -169,6 +173,7 @@ public final class TCPConnection {
         guard unacknowledgedBytes + bytes.count <= configuration.sendQueueLimit || sendQueue.isEmpty else {
             throw .sendQueueFull(limit: configuration.sendQueueLimit)
         }
+        needsPoll = true
         return sendQueue.append(bytes)
     }
 
@@ -189,6 +194,7 @@ public final class TCPConnection {
 
     /// Closes the sending side: a FIN follows the data already queued (RFC 9293 3.10.4).
     public func close() {
+        needsPoll = true
         switch state {
         case .listen, .closed:
             enterClosed(error: nil)
@@ -210,6 +216,7 @@ public final class TCPConnection {
 
     /// Ends the connection at once: a RST to the peer, queued messages fail (RFC 9293 3.10.5).
     public func abort() {
+        needsPoll = true
         if state.isSynchronized || state == .synReceived {
             pendingReset = TCPRepr(sourcePort: id.localPort, destinationPort: id.remotePort,
                                    sequenceNumber: block.delegated.sendMax.rawValue, flags: .rst, windowSize: 0)
@@ -297,6 +304,7 @@ public final class TCPConnection {
     /// The application read: say so when the window grew by a good part (RFC 9293 3.8.6.2.2,
     /// receiver-side silly window avoidance).
     func windowOpened() {
+        needsPoll = true
         guard state.isSynchronized, state.receivesData else { return }
         let d = block.delegated
         let edge = d.receiveNext + receiveBuffer.free

@@ -305,15 +305,21 @@ public final class TCPStack {
 
     // MARK: Time and segments out
 
-    /// Runs timers and emits every segment due, with the connection it belongs to.
-    public func poll(now: Instant, emit: (TCPConnectionID, TCPRepr, UnsafeBufferPointer<UnsafeRawBufferPointer>) -> Void) {
-        for (id, segment) in control { emit(id, segment, UnsafeBufferPointer(start: nil, count: 0)) }
-        control.removeAll(keepingCapacity: true)
+    /// Runs timers and emits the segments due, with the connection each belongs to: at
+    /// most `budget` (the room the transmit path has); the rest wait for the next poll.
+    public func poll(now: Instant, budget: Int = .max,
+                     emit: (TCPConnectionID, TCPRepr, UnsafeBufferPointer<UnsafeRawBufferPointer>) -> Void) {
+        var budget = budget
+        let controls = min(budget, control.count)
+        for (id, segment) in control[0..<controls] { emit(id, segment, UnsafeBufferPointer(start: nil, count: 0)) }
+        control.removeFirst(controls)
+        budget -= controls
         var finished: [(TCPSocket, SocketEntry)] = []
         for (socket, entry) in sockets {
             let connection = entry.connection
             let id = connection.id
-            connection.poll(now: now) { header, payload in emit(id, header, payload) }
+            // Timers run even with no budget left, so none is missed.
+            budget -= connection.poll(now: now, budget: budget) { header, payload in emit(id, header, payload) }
             if connection.state == .closed { finished.append((socket, entry)) }
         }
         for (socket, entry) in finished { ended(socket, entry) }

@@ -41,8 +41,11 @@ func impairedTransfer(seed: UInt64, trace: Bool = false) -> TransferOutcome {
     let impairments = TCPWorld.Impairments(
         loss: Double(seed % 11) / 100, duplication: r.chance(0.5) ? 0.02 : 0, reordering: r.chance(0.5) ? 0.1 : 0)
     let sack = r.chance(0.75), timestamps = r.chance(0.75), cubic = r.chance(0.5)
-    return runTransfer(seed: seed, impairments: impairments, bytesAToB: Int(r.next() % 60_000),
-                       bytesBToA: Int(r.next() % 30_000), trace: trace) { c in
+    let bytesAToB = Int(r.next() % 60_000), bytesBToA = Int(r.next() % 30_000)
+    // A quarter of the seeds send through a narrow transmit path: a few segments per poll.
+    let budget: Int? = r.chance(0.25) ? 1 + Int(r.next() % 4) : nil
+    return runTransfer(seed: seed, impairments: impairments, bytesAToB: bytesAToB, bytesBToA: bytesBToA,
+                       trace: trace, pollBudget: budget) { c in
         c.tcp.selectiveAcknowledgments = sack
         c.tcp.timestamps = timestamps
         c.tcp.congestionControl = cubic ? .cubic : .newReno

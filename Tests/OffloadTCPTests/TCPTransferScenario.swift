@@ -108,13 +108,15 @@ func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
 /// A connects to B; each sends its bytes; both close; TIME_WAIT (MSL 10 s, far above the RTOs of a lossy run) runs out. Checks
 /// every byte, every completion exactly once, and that both stacks end with nothing held.
 func runTransfer(seed: UInt64, impairments: TCPWorld.Impairments, bytesAToB: Int, bytesBToA: Int,
-                 trace: Bool = false, configure: (inout TCPStack.Configuration) -> Void = { _ in }) -> TransferOutcome {
+                 trace: Bool = false, pollBudget: Int? = nil,
+                 configure: (inout TCPStack.Configuration) -> Void = { _ in }) -> TransferOutcome {
     let world = TCPWorld(seed: seed, impairments: impairments) { c in
         c.tcp.maximumSegmentLifetime = .seconds(10)
         configure(&c)
     }
     let start = world.now
     world.trace = trace
+    world.pollBudget = pollBudget
     try! world.b.listen(port: 80)
     let endA = TransferEnd(stack: world.a, outgoing: pattern(bytesAToB, seed: seed), seed: seed &+ 10)
     let endB = TransferEnd(stack: world.b, outgoing: pattern(bytesBToA, seed: seed &+ 3), seed: seed &+ 11)

@@ -32,6 +32,8 @@ final class TCPWorld {
     private(set) var segmentsCarried = 0
     private(set) var badSegments = 0
     var trace = false
+    /// Segments a stack may send per poll (the transmit path's room); nil for no bound.
+    var pollBudget: Int?
 
     static let addressA = IPv4Address(10, 0, 0, 1)
     static let addressB = IPv4Address(10, 0, 0, 2)
@@ -54,6 +56,7 @@ final class TCPWorld {
         flush(a, toB: true)
         flush(b, toB: false)
         var next = wire.min { ($0.arrival, $0.order) < ($1.arrival, $1.order) }?.arrival
+        if a.hasOutput || b.hasOutput { next = now } // the budget held some back: poll again now
         for t in [a.nextDeadline, b.nextDeadline] {
             if let t, next.map({ t < $0 }) ?? true { next = t }
         }
@@ -76,7 +79,7 @@ final class TCPWorld {
     private func flush(_ stack: TCPStack, toB: Bool) {
         let source = toB ? Self.addressA : Self.addressB
         let destination = toB ? Self.addressB : Self.addressA
-        stack.poll(now: now) { _, header, payload in
+        stack.poll(now: now, budget: pollBudget ?? .max) { _, header, payload in
             var bytes = [UInt8](repeating: 0, count: header.bufferLength)
             bytes.withUnsafeMutableBytes { out in
                 var at = header.headerLength
