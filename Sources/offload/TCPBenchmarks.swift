@@ -40,7 +40,8 @@ struct MemoryLinkTCPFigures {
 /// over a memory link, MSS 1460, no loss ... on one core"). Host A (10.77.80.1) and host B
 /// (10.77.80.2), each an `IPv4Host` with a `TCPStack` (MSS 1460, i.e. MTU 1500; SACK,
 /// timestamps, window scaling, CUBIC; `receiveBuffer` bytes of receive buffer), are joined by
-/// `MemoryLink.pair` (perfect, no impairment, 4096 frames in flight each way). One thread,
+/// `MemoryLink.pair` (perfect, no impairment, `framesInFlight` frames at most on the wire each
+/// way: 1024, the default, holds a 1 MiB window of full segments). One thread,
 /// pinned to `cpu` with `sched_setaffinity` (restored afterwards), runs in turn: A's
 /// application (queues `messageSize` messages as `TxBuffer(unowned:)` pointing into one
 /// preallocated ring while the send queue has room; takes completions), A's
@@ -49,14 +50,16 @@ struct MemoryLinkTCPFigures {
 /// message for `seconds` or until `maxBytes` were read. Nil, with the reason printed, when
 /// the handshake does not complete.
 func twoStacksOverMemoryLink(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize: Int = 64 * 1024,
-                             receiveBuffer: Int = 1 << 20, cpu: Int? = 0) -> MemoryLinkTCPFigures? {
+                             receiveBuffer: Int = 1 << 20, framesInFlight: Int = 1024,
+                             cpu: Int? = 0) -> MemoryLinkTCPFigures? {
     let skipped = "TCP over a memory link skipped"
     let pinned = cpu.flatMap { CPUAffinity.pin(to: $0) }
     defer { pinned?.restore() }
 
     let clock = MonotonicClock()
     let macA = MACAddress.local(0x77_80_01), macB = MACAddress.local(0x77_80_02)
-    var (linkA, linkB) = MemoryLink.pair(clock: clock, seed: 1, framesInFlight: 4096, addresses: (macA, macB))
+    var (linkA, linkB) = MemoryLink.pair(clock: clock, seed: 1, framesInFlight: framesInFlight,
+                                         addresses: (macA, macB))
     let addressA = IPv4Address(10, 77, 80, 1), addressB = IPv4Address(10, 77, 80, 2)
     var configuration = TCPStack.Configuration()
     configuration.tcp.maximumSegmentSize = 1460
