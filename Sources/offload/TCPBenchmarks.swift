@@ -32,8 +32,31 @@ struct MemoryLinkTCPFigures {
     var rounds: UInt64
     /// The core the loop ran on, when pinning worked.
     var pinnedCPU: Int?
+    /// CPU time the loop's thread got while measured: on a shared machine, less than `seconds`.
+    var cpu: ThreadCPUTime
 
     var gigabitsPerSecond: Double { seconds > 0 ? Double(bytesDelivered) * 8 / seconds / 1e9 : 0 }
+    /// Throughput per second of CPU the thread got (what an idle core would give, about).
+    var gigabitsPerCPUSecond: Double { cpu.total > 0 ? Double(bytesDelivered) * 8 / cpu.total / 1e9 : 0 }
+    /// CPU time per data segment, both stacks and the wire included, in nanoseconds.
+    var nanosecondsPerSegment: Double { dataFrames > 0 ? cpu.total * 1e9 / Double(dataFrames) : 0 }
+}
+
+/// User and system CPU seconds of the calling thread (`getrusage(RUSAGE_THREAD)`).
+struct ThreadCPUTime {
+    var user = 0.0, system = 0.0
+    var total: Double { user + system }
+
+    static var now: ThreadCPUTime {
+        var usage = rusage()
+        guard getrusage(__rusage_who_t(1), &usage) == 0 else { return ThreadCPUTime() }  // 1: RUSAGE_THREAD
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return ThreadCPUTime(user: seconds(usage.ru_utime), system: seconds(usage.ru_stime))
+    }
+
+    static func - (a: ThreadCPUTime, b: ThreadCPUTime) -> ThreadCPUTime {
+        ThreadCPUTime(user: a.user - b.user, system: a.system - b.system)
+    }
 }
 
 /// Two in-process stacks over a memory link (SPEC: "TCP offload, two stacks in one process
@@ -111,6 +134,7 @@ func twoStacksOverMemoryLink(seconds: Double, maxBytes: UInt64 = 1 << 36, messag
     let countersA = hostA.counters, countersB = hostB.counters
     let wireBefore = linkA.sentCounters.queueDrops &+ linkB.sentCounters.queueDrops
 
+    let cpuBefore = ThreadCPUTime.now
     let start = clock.now
     let end = start + .nanoseconds(Int64(seconds * 1e9))
     var now = start
@@ -137,6 +161,7 @@ func twoStacksOverMemoryLink(seconds: Double, maxBytes: UInt64 = 1 << 36, messag
         return nil
     }
     let elapsed = Double((now - start).nanoseconds) / 1e9
+    let cpu = ThreadCPUTime.now - cpuBefore
     let a = hostA.counters, b = hostB.counters
     let hostDrops = a.totalDrops - countersA.totalDrops + b.totalDrops - countersB.totalDrops
     let figures = MemoryLinkTCPFigures(
@@ -145,7 +170,7 @@ func twoStacksOverMemoryLink(seconds: Double, maxBytes: UInt64 = 1 << 36, messag
         ackFrames: b.tcpSegmentsSent - countersB.tcpSegmentsSent,
         retransmittedSegments: connection.counters.segmentsRetransmitted,
         wireQueueDrops: linkA.sentCounters.queueDrops &+ linkB.sentCounters.queueDrops &- wireBefore,
-        hostDrops: hostDrops, rounds: rounds, pinnedCPU: pinned?.cpu)
+        hostDrops: hostDrops, rounds: rounds, pinnedCPU: pinned?.cpu, cpu: cpu)
     stackA.abort(sender)
     _ = try? loopA.runOnce(on: &linkA)
     return figures
@@ -205,6 +230,9 @@ struct TapTCPFigures {
     var transmitFailures: UInt64, hostDrops: UInt64
     /// Loop rounds, and those that slept in epoll (nothing received, nothing to send).
     var rounds: UInt64, sleeps: UInt64
+    /// CPU time the loop's thread got while measured (system: the TAP's reads and writes,
+    /// which also run Linux's receive path for what we write).
+    var cpu: ThreadCPUTime
 
     var gigabitsPerSecond: Double { seconds > 0 ? Double(bytesAcknowledged) * 8 / seconds / 1e9 : 0 }
     var segmentsPerSecond: Double { seconds > 0 ? Double(segmentsSent) / seconds : 0 }
@@ -334,6 +362,7 @@ private enum TapTCPSender {
         let before = host.counters
         let failuresBefore = host.counters.drops[.transmitFailed]
 
+        let cpuBefore = ThreadCPUTime.now
         let start = clock.now
         let end = start + .nanoseconds(Int64(seconds * 1e9))
         var now = start
@@ -358,6 +387,7 @@ private enum TapTCPSender {
             return nil
         }
         let elapsed = Double((now - start).nanoseconds) / 1e9
+        let cpu = ThreadCPUTime.now - cpuBefore
         let after = host.counters
         let failures = after.drops[.transmitFailed] - failuresBefore
         if connection.state != .established {
@@ -371,7 +401,7 @@ private enum TapTCPSender {
             retransmittedSegments: connection.counters.segmentsRetransmitted,
             retransmissionTimeouts: connection.counters.retransmissionTimeouts,
             transmitFailures: failures, hostDrops: after.totalDrops - before.totalDrops - failures,
-            rounds: rounds, sleeps: sleeps)
+            rounds: rounds, sleeps: sleeps, cpu: cpu)
         stack.abort(socket)
         _ = try? loop.runOnce(on: &tap)
         return figures
@@ -393,6 +423,8 @@ enum TCPBenchmarks {
             + "retransmitted \(ours.retransmittedSegments), wire drops \(ours.wireQueueDrops), "
             + "host drops \(ours.hostDrops), "
             + (ours.pinnedCPU.map { "pinned to CPU \($0)" } ?? "not pinned")
+            + ", thread CPU \(format(100 * ours.cpu.total / ours.seconds))% (sys \(format(100 * ours.cpu.system / ours.seconds))%), "
+            + "\(format(ours.gigabitsPerCPUSecond)) Gbit/s per CPU-second, \(Int(ours.nanosecondsPerSegment)) ns CPU per data segment"
             + (linux == nil ? ", no reference (see above)" : "")
         return [BenchResult(name: "tcp offload: memory link (MSS 1460, 1 core)", value: ours.gigabitsPerSecond,
                             unit: "Gbit/s", reference: linux.map { ("Linux lo", $0) },
@@ -413,7 +445,9 @@ enum TCPBenchmarks {
         }
         detail += ", retransmitted \(ours.retransmittedSegments) (timeouts \(ours.retransmissionTimeouts)), "
             + "TAP write failures \(ours.transmitFailures), other host drops \(ours.hostDrops), "
-            + "\(ours.sleeps) of \(ours.rounds) rounds slept in epoll"
+            + "\(ours.sleeps) of \(ours.rounds) rounds slept in epoll, thread CPU "
+            + "\(format(100 * ours.cpu.total / ours.seconds))% (user \(format(100 * ours.cpu.user / ours.seconds))%, "
+            + "sys \(format(100 * ours.cpu.system / ours.seconds))%)"
         return [
             BenchResult(name: "tcp offload: to Linux over TAP (MTU 1500)", value: ours.gigabitsPerSecond,
                         unit: "Gbit/s", reference: limit.map { ("TAP raw write", $0.gigabitsPerSecond) },
