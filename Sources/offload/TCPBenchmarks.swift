@@ -414,7 +414,8 @@ enum TCPBenchmarks {
     /// Ours for `seconds`, then the reference for as long, one after the other.
     static func memoryRows(seconds: Double) -> [BenchResult] {
         guard let ours = twoStacksOverMemoryLink(seconds: seconds) else { return [] }
-        let linux = linuxLoopbackTCP(seconds: seconds)
+        let linuxFigures = linuxLoopbackTCPFigures(seconds: seconds)
+        let linux = linuxFigures?.gigabitsPerSecond
         let rounds = max(1, ours.rounds)
         let detail = "\(format(ours.seconds)) s, \(format(Double(ours.bytesDelivered) / 1e9)) GB read, "
             + "\(format(Double(ours.dataFrames) / ours.seconds / 1e6)) M data frames/s, "
@@ -425,6 +426,9 @@ enum TCPBenchmarks {
             + (ours.pinnedCPU.map { "pinned to CPU \($0)" } ?? "not pinned")
             + ", thread CPU \(format(100 * ours.cpu.total / ours.seconds))% (sys \(format(100 * ours.cpu.system / ours.seconds))%), "
             + "\(format(ours.gigabitsPerCPUSecond)) Gbit/s per CPU-second, \(Int(ours.nanosecondsPerSegment)) ns CPU per data segment"
+            + (linuxFigures.flatMap { l in l.gigabitsPerCPUSecond.map { perCPU in
+                "; Linux: iperf3 client + server CPU \(format(l.cpuPercent ?? 0))%, \(format(perCPU)) Gbit/s per CPU-second, "
+                    + "per CPU-second ratio \(format(ours.gigabitsPerCPUSecond / perCPU))" } } ?? "")
             + (linux == nil ? ", no reference (see above)" : "")
         return [BenchResult(name: "tcp offload: memory link (MSS 1460, 1 core)", value: ours.gigabitsPerSecond,
                             unit: "Gbit/s", reference: linux.map { ("Linux lo", $0) },
