@@ -32,6 +32,10 @@ struct BenchCommand: ParsableCommand {
             // namespace of its own. `--filter tcp-reference` runs just these two.
             ("tcp-reference: Linux TCP over lo", { TCPReferenceBenchmarks.linuxLoopbackRows(seconds: seconds * 3) }),
             ("tcp-reference: TAP raw frame-write", { TCPReferenceBenchmarks.tapRows(seconds: seconds * 3) }),
+            // Root for the references (and the TAP): each 3 x `seconds` for ours and as long for its
+            // reference, one after the other. `--filter "tcp offload"` runs just these two.
+            ("tcp offload: memory link vs Linux lo", { TCPBenchmarks.memoryRows(seconds: seconds * 3) }),
+            ("tcp offload: to Linux over TAP vs raw frame-write", { TCPBenchmarks.tapRows(seconds: seconds * 3) }),
         ]
         let results = all.filter { filter == nil || $0.0.contains(filter!) }.flatMap { $0.1() }
         if json {

@@ -18,6 +18,26 @@ import OffloadLink
 /// (iperf3's `end.sum_received.bits_per_second`), or nil, with the reason printed, when
 /// not root, when iperf3, taskset or ip is missing, or when the measurement fails.
 func linuxLoopbackTCP(seconds: Double) -> Double? {
+    linuxLoopbackTCPFigures(seconds: seconds)?.gigabitsPerSecond
+}
+
+/// What `linuxLoopbackTCPFigures(seconds:)` measured.
+struct LinuxLoopbackFigures {
+    /// The receiver's throughput (`end.sum_received.bits_per_second`).
+    var gigabitsPerSecond: Double
+    /// CPU time of the iperf3 client and server processes, in percent of the test's duration
+    /// (`end.cpu_utilization_percent` host_total + remote_total; both on the one core, so at
+    /// most about 100): on a shared machine, the part of the core Linux TCP got. Nil when
+    /// iperf3 did not report it.
+    var cpuPercent: Double?
+
+    /// Throughput per second of CPU the two processes used (softirq work on their core is
+    /// charged to them), comparable with an in-process loop's throughput per CPU-second.
+    var gigabitsPerCPUSecond: Double? { cpuPercent.flatMap { $0 > 0 ? gigabitsPerSecond / ($0 / 100) : nil } }
+}
+
+/// `linuxLoopbackTCP(seconds:)` with the CPU share iperf3 reports.
+func linuxLoopbackTCPFigures(seconds: Double) -> LinuxLoopbackFigures? {
     let skipped = "Linux TCP over lo skipped"
     guard geteuid() == 0 else {
         print("\(skipped): needs root (a network namespace)")
@@ -61,7 +81,10 @@ func linuxLoopbackTCP(seconds: Double) -> Double? {
         print("\(skipped): iperf3's JSON has no received rate")
         return nil
     }
-    return bitsPerSecond / 1e9
+    let cpu = end["cpu_utilization_percent"] as? [String: Any]
+    let client = (cpu?["host_total"] as? NSNumber)?.doubleValue, server = (cpu?["remote_total"] as? NSNumber)?.doubleValue
+    return LinuxLoopbackFigures(gigabitsPerSecond: bitsPerSecond / 1e9,
+                                cpuPercent: client.flatMap { c in server.map { c + $0 } })
 }
 
 // MARK: TAP raw frame-write limit

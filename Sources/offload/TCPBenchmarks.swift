@@ -1,0 +1,464 @@
+import Foundation
+import COffloadShim
+import OffloadCore
+import OffloadHost
+import OffloadLink
+import OffloadTCP
+
+// The two TCP benchmarks of SPEC "Measurements" (issue 5), each with its reference measured
+// in the same run (TCPReferenceBenchmarks.swift):
+//
+// - `twoStacksOverMemoryLink`: two IPv4Hosts, each with a TCPStack (MSS 1460), joined by a
+//   MemoryLink pair, driven by one thread pinned to one core; against Linux TCP over `lo`
+//   (iperf3, MTU 1500, client and server on the same core).
+// - `tcpToLinuxOverTap`: our host on a plain TAP sends to a Linux sink in a namespace;
+//   against the TAP's raw frame-write limit.
+//
+// Rows of `offload bench` (`--filter "tcp offload"` runs just these two; `--filter tcp` adds
+// the standalone reference rows).
+
+// MARK: Two stacks over a memory link
+
+/// What `twoStacksOverMemoryLink` measured.
+struct MemoryLinkTCPFigures {
+    /// How long the transfer was measured (from the first byte queued after the handshake).
+    var seconds: Double
+    /// Application bytes the receiver read.
+    var bytesDelivered: UInt64
+    /// Frames each way, and what went wrong on the wire or in the hosts (all 0 when healthy).
+    var dataFrames: UInt64, ackFrames: UInt64
+    var retransmittedSegments: UInt64, wireQueueDrops: UInt64, hostDrops: UInt64
+    /// Loop rounds (both hosts' receive and poll, the application's turn).
+    var rounds: UInt64
+    /// The core the loop ran on, when pinning worked.
+    var pinnedCPU: Int?
+    /// CPU time the loop's thread got while measured: on a shared machine, less than `seconds`.
+    var cpu: ThreadCPUTime
+
+    var gigabitsPerSecond: Double { seconds > 0 ? Double(bytesDelivered) * 8 / seconds / 1e9 : 0 }
+    /// Throughput per second of CPU the thread got (what an idle core would give, about).
+    var gigabitsPerCPUSecond: Double { cpu.total > 0 ? Double(bytesDelivered) * 8 / cpu.total / 1e9 : 0 }
+    /// CPU time per data segment, both stacks and the wire included, in nanoseconds.
+    var nanosecondsPerSegment: Double { dataFrames > 0 ? cpu.total * 1e9 / Double(dataFrames) : 0 }
+}
+
+/// User and system CPU seconds of the calling thread (`getrusage(RUSAGE_THREAD)`).
+struct ThreadCPUTime {
+    var user = 0.0, system = 0.0
+    var total: Double { user + system }
+
+    static var now: ThreadCPUTime {
+        var usage = rusage()
+        guard getrusage(__rusage_who_t(1), &usage) == 0 else { return ThreadCPUTime() }  // 1: RUSAGE_THREAD
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return ThreadCPUTime(user: seconds(usage.ru_utime), system: seconds(usage.ru_stime))
+    }
+
+    static func - (a: ThreadCPUTime, b: ThreadCPUTime) -> ThreadCPUTime {
+        ThreadCPUTime(user: a.user - b.user, system: a.system - b.system)
+    }
+}
+
+/// Two in-process stacks over a memory link (SPEC: "TCP offload, two stacks in one process
+/// over a memory link, MSS 1460, no loss ... on one core"). Host A (10.77.80.1) and host B
+/// (10.77.80.2), each an `IPv4Host` with a `TCPStack` (MSS 1460, i.e. MTU 1500; SACK,
+/// timestamps, window scaling, CUBIC; `receiveBuffer` bytes of receive buffer), are joined by
+/// `MemoryLink.pair` (perfect, no impairment, `framesInFlight` frames at most on the wire each
+/// way: 1024, the default, holds a 1 MiB window of full segments). One thread,
+/// pinned to `cpu` with `sched_setaffinity` (restored afterwards), runs in turn: A's
+/// application (queues `messageSize` messages as `TxBuffer(unowned:)` pointing into one
+/// preallocated ring while the send queue has room; takes completions), A's
+/// `HostLoop.runOnce` (burst of up to 32 frames, then `poll`), B's `HostLoop.runOnce`, and B's
+/// application (reads everything and discards it). One connection, measured from the first
+/// message for `seconds` or until `maxBytes` were read. Nil, with the reason printed, when
+/// the handshake does not complete.
+func twoStacksOverMemoryLink(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize: Int = 64 * 1024,
+                             receiveBuffer: Int = 1 << 20, framesInFlight: Int = 1024,
+                             cpu: Int? = 0) -> MemoryLinkTCPFigures? {
+    let skipped = "TCP over a memory link skipped"
+    let pinned = cpu.flatMap { CPUAffinity.pin(to: $0) }
+    defer { pinned?.restore() }
+
+    let clock = MonotonicClock()
+    let macA = MACAddress.local(0x77_80_01), macB = MACAddress.local(0x77_80_02)
+    var (linkA, linkB) = MemoryLink.pair(clock: clock, seed: 1, framesInFlight: framesInFlight,
+                                         addresses: (macA, macB))
+    let addressA = IPv4Address(10, 77, 80, 1), addressB = IPv4Address(10, 77, 80, 2)
+    var configuration = TCPStack.Configuration()
+    configuration.tcp.maximumSegmentSize = 1460
+    configuration.tcp.receiveBufferSize = receiveBuffer
+    func host(_ address: IPv4Address, _ mac: MACAddress, seed: UInt64) -> IPv4Host {
+        var c = configuration
+        c.seed = seed
+        // swiftlint:disable:next force_try
+        let cidr = try! IPv4CIDR(address: address, prefixLength: 24)
+        return IPv4Host(.init(interface: cidr, hardwareAddress: mac), tcp: c)
+    }
+    let hostA = host(addressA, macA, seed: 0xA), hostB = host(addressB, macB, seed: 0xB)
+    let stackA = hostA.tcp!, stackB = hostB.tcp!
+    var loopA = HostLoop(host: hostA, pool: BufferPool(count: 512, bufferSize: 2048, headroom: 0), clock: clock)
+    var loopB = HostLoop(host: hostB, pool: BufferPool(count: 512, bufferSize: 2048, headroom: 0), clock: clock)
+
+    // The handshake (and ARP before it), bounded.
+    let port: UInt16 = 5001
+    let sender: TCPSocket
+    var receiver: TCPSocket?
+    do {
+        try stackB.listen(port: port)
+        sender = try stackA.connect(to: addressB, port: port, now: clock.now)
+        let deadline = clock.now + .seconds(2)
+        while clock.now < deadline {
+            try loopA.runOnce(on: &linkA)
+            try loopB.runOnce(on: &linkB)
+            if receiver == nil { receiver = stackB.accept(port: port) }
+            if receiver != nil, stackA.connection(sender)?.state == .established { break }
+        }
+    } catch {
+        print("\(skipped): \(error)")
+        return nil
+    }
+    guard let receiver, let connection = stackA.connection(sender), connection.state == .established else {
+        print("\(skipped): the handshake did not complete")
+        return nil
+    }
+
+    // The data: one ring, twice the send queue's limit, so that a message is reused only
+    // long after the stack gave it back (the limit bounds what is unacknowledged).
+    let limit = connection.configuration.sendQueueLimit
+    let ringSize = (2 * limit / messageSize + 1) * messageSize
+    let ring = UnsafeMutableRawPointer.allocate(byteCount: ringSize, alignment: 64)
+    defer { ring.deallocate() }
+    for i in 0..<ringSize { ring.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ i >> 12), toByteOffset: i, as: UInt8.self) }
+    var offset = 0
+    var queued: UInt64 = 0, delivered: UInt64 = 0, rounds: UInt64 = 0
+    let countersA = hostA.counters, countersB = hostB.counters
+    let wireBefore = linkA.sentCounters.queueDrops &+ linkB.sentCounters.queueDrops
+
+    let cpuBefore = ThreadCPUTime.now
+    let start = clock.now
+    let end = start + .nanoseconds(Int64(seconds * 1e9))
+    var now = start
+    do {
+        while now < end && delivered < maxBytes {
+            // A's application: fill the send queue.
+            while queued < maxBytes && connection.unacknowledgedBytes + messageSize <= limit {
+                let buffer = TxBuffer(unowned: ring + offset, count: messageSize)
+                guard case .queued = stackA.send(buffer, on: sender) else { break }
+                queued &+= UInt64(messageSize)
+                offset += messageSize
+                if offset == ringSize { offset = 0 }
+            }
+            stackA.takeCompletions(of: sender) { _ in }
+            try loopA.runOnce(on: &linkA)
+            try loopB.runOnce(on: &linkB)
+            // B's application: read and discard.
+            stackB.read(receiver, max: Int.max) { delivered &+= UInt64($0.count) }
+            rounds &+= 1
+            now = clock.now
+        }
+    } catch {
+        print("\(skipped): \(error)")
+        return nil
+    }
+    let elapsed = Double((now - start).nanoseconds) / 1e9
+    let cpu = ThreadCPUTime.now - cpuBefore
+    let a = hostA.counters, b = hostB.counters
+    let hostDrops = a.totalDrops - countersA.totalDrops + b.totalDrops - countersB.totalDrops
+    let figures = MemoryLinkTCPFigures(
+        seconds: elapsed, bytesDelivered: delivered,
+        dataFrames: a.tcpSegmentsSent - countersA.tcpSegmentsSent,
+        ackFrames: b.tcpSegmentsSent - countersB.tcpSegmentsSent,
+        retransmittedSegments: connection.counters.segmentsRetransmitted,
+        wireQueueDrops: linkA.sentCounters.queueDrops &+ linkB.sentCounters.queueDrops &- wireBefore,
+        hostDrops: hostDrops, rounds: rounds, pinnedCPU: pinned?.cpu, cpu: cpu)
+    stackA.abort(sender)
+    _ = try? loopA.runOnce(on: &linkA)
+    return figures
+}
+
+/// Pins the calling thread to one CPU and gives the previous mask back. `sched_setaffinity`
+/// is a GNU extension the Glibc module does not import; it is looked up with `dlsym`.
+struct CPUAffinity {
+    let cpu: Int
+    private let previous: cpu_set_t
+
+    private typealias Call = @convention(c) (pid_t, Int, UnsafeMutableRawPointer) -> Int32
+    private static let functions: (get: Call, set: Call)? = {
+        guard let handle = dlopen(nil, RTLD_NOW), let get = dlsym(handle, "sched_getaffinity"),
+              let set = dlsym(handle, "sched_setaffinity") else { return nil }
+        return (unsafeBitCast(get, to: Call.self), unsafeBitCast(set, to: Call.self))
+    }()
+
+    /// Nil (with the reason printed) when the mask cannot be read or set.
+    static func pin(to cpu: Int) -> CPUAffinity? {
+        guard let functions, cpu >= 0, cpu < 1024 else {
+            print("CPU affinity: sched_setaffinity is not available; the loop runs unpinned")
+            return nil
+        }
+        var previous = cpu_set_t()
+        guard functions.get(0, MemoryLayout<cpu_set_t>.size, &previous) == 0 else {
+            print("CPU affinity: sched_getaffinity failed (errno \(errno)); the loop runs unpinned")
+            return nil
+        }
+        var mask = cpu_set_t()
+        withUnsafeMutableBytes(of: &mask) { $0[cpu / 8] = UInt8(1) << (cpu % 8) }
+        guard functions.set(0, MemoryLayout<cpu_set_t>.size, &mask) == 0 else {
+            print("CPU affinity: cannot pin to CPU \(cpu) (errno \(errno)); the loop runs unpinned")
+            return nil
+        }
+        return CPUAffinity(cpu: cpu, previous: previous)
+    }
+
+    func restore() {
+        var mask = previous
+        _ = Self.functions?.set(0, MemoryLayout<cpu_set_t>.size, &mask)
+    }
+}
+
+// MARK: To Linux over a plain TAP
+
+/// What `tcpToLinuxOverTap` measured. Rates are per second of the measured transfer.
+struct TapTCPFigures {
+    var seconds: Double
+    /// Application bytes Linux acknowledged.
+    var bytesAcknowledged: UInt64
+    /// TCP segments we wrote to the TAP (data, and the odd window update), and ACK frames we
+    /// read from it.
+    var segmentsSent: UInt64, acksRead: UInt64
+    var retransmittedSegments: UInt64, retransmissionTimeouts: UInt64
+    /// Frames the TAP refused (`write` failed), and other host drops.
+    var transmitFailures: UInt64, hostDrops: UInt64
+    /// Loop rounds, and those that slept in epoll (nothing received, nothing to send).
+    var rounds: UInt64, sleeps: UInt64
+    /// CPU time the loop's thread got while measured (system: the TAP's reads and writes,
+    /// which also run Linux's receive path for what we write).
+    var cpu: ThreadCPUTime
+
+    var gigabitsPerSecond: Double { seconds > 0 ? Double(bytesAcknowledged) * 8 / seconds / 1e9 : 0 }
+    var segmentsPerSecond: Double { seconds > 0 ? Double(segmentsSent) / seconds : 0 }
+    var acksPerSecond: Double { seconds > 0 ? Double(acksRead) / seconds : 0 }
+}
+
+/// Our TCP to Linux over a plain TAP (SPEC: "TCP to Linux over a plain TAP, MTU 1500"). A
+/// `TapLink` (`.plain`) whose kernel side moves into a namespace of its own
+/// (`offload-bench-tcptap-<pid>`, 10.77.91.1/24, MTU 1500, IPv6 off) where `socat` accepts
+/// one connection on port 5401 and writes what it reads to /dev/null. Our host is 10.77.91.2
+/// (ARP both ways, as on a real link), its TCP as `offload send` sets it up (MSS 1460, 1 MiB
+/// receive buffer, SACK, timestamps, CUBIC). The loop is `offload send`'s: the application's
+/// turn (messages of `messageSize` as `TxBuffer(unowned:)` into one preallocated ring while
+/// the send queue has room), `HostLoop.runOnce` (a burst of up to 32 frames read from the TAP,
+/// then `poll`, which writes each segment with one `write`), and a sleep in epoll when
+/// nothing came and nothing is due. Measured from the first message for `seconds` (at least
+/// 0.5) or until `maxBytes` are acknowledged; the connection is reset afterwards. Nil, with
+/// the reason printed, when not root, when ip or socat is missing, or when a step fails. The
+/// TAP and the namespace are gone when it returns.
+func tcpToLinuxOverTap(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize: Int = 64 * 1024) -> TapTCPFigures? {
+    let skipped = "TCP to Linux over TAP skipped"
+    guard geteuid() == 0 else {
+        print("\(skipped): needs root (a TAP device, a network namespace)")
+        return nil
+    }
+    for tool in ["ip", "socat", "ss"] where !BenchShell.run("command -v \(tool)").ok {
+        print("\(skipped): \(tool) is not installed")
+        return nil
+    }
+    guard let namespace = BenchNamespace(name: "offload-bench-tcptap-\(getpid())") else {
+        print("\(skipped): could not create the network namespace")
+        return nil
+    }
+    defer { namespace.delete() }
+    // The TAP lives (and is closed, which deletes it) inside this call, before the namespace goes.
+    return TapTCPSender.measure(in: namespace, seconds: max(0.5, seconds), maxBytes: maxBytes,
+                                messageSize: messageSize, skipped: skipped)
+}
+
+private enum TapTCPSender {
+    static let port: UInt16 = 5401
+
+    static func measure(in namespace: BenchNamespace, seconds: Double, maxBytes: UInt64, messageSize: Int,
+                        skipped: String) -> TapTCPFigures? {
+        var tap: TapLink
+        do {
+            tap = try TapLink(name: "obtcp\(getpid() % 1_000_000)", mode: .plain)
+        } catch {
+            print("\(skipped): \(error)")
+            return nil
+        }
+        let device = tap.name, ns = namespace.name
+        for step in [
+            "ip link set \(device) netns \(ns)",
+            "ip -n \(ns) link set \(device) mtu 1500 up",
+            "ip -n \(ns) addr add 10.77.91.1/24 dev \(device)",
+        ] where !BenchShell.run(step).ok {
+            print("\(skipped): `\(step)` failed")
+            return nil
+        }
+        // The sink: one connection, read in 1 MiB pieces into /dev/null; gone with the namespace.
+        let limit = Int(seconds.rounded(.up)) + 15
+        namespace.run("timeout -k 1 \(limit) socat -u -b 1048576 TCP-LISTEN:\(port),reuseaddr "
+                      + "OPEN:/dev/null >/dev/null 2>&1 &")
+        guard namespace.waitForListener(tcpPort: Int(port)) else {
+            print("\(skipped): the socat sink did not start in \(ns)")
+            return nil
+        }
+
+        let address = IPv4Address(10, 77, 91, 2), linux = IPv4Address(10, 77, 91, 1)
+        // swiftlint:disable:next force_try
+        let cidr = try! IPv4CIDR(address: address, prefixLength: 24)
+        var configuration = TCPStack.Configuration()
+        configuration.tcp.maximumSegmentSize = 1460
+        configuration.tcp.receiveBufferSize = 1 << 20
+        configuration.seed = UInt64.random(in: .min ... .max)
+        let host = IPv4Host(.init(interface: cidr, hardwareAddress: MACAddress.local(UInt64(address.rawValue))),
+                            tcp: configuration)
+        let stack = host.tcp!
+        let clock = MonotonicClock()
+        var loop = HostLoop(host: host, pool: BufferPool(count: 512, bufferSize: TapLink.requiredReceiveSpace(.plain),
+                                                         headroom: 0), clock: clock)
+        let poller: Poller
+        do {
+            poller = try Poller()
+            try poller.add(tap.descriptor)
+        } catch {
+            print("\(skipped): \(error)")
+            return nil
+        }
+
+        /// One round; returns whether it slept.
+        func round() throws(LinkError) -> Bool {
+            let received = try loop.runOnce(on: &tap)
+            guard received == 0 && !stack.hasOutput else { return false }
+            var timeout: Int64 = 10
+            if let next = host.nextDeadline {
+                timeout = min(timeout, max(0, (next.nanoseconds - clock.now.nanoseconds) / 1_000_000))
+            }
+            _ = try poller.wait(timeoutMilliseconds: Int32(timeout))
+            return true
+        }
+
+        // ARP and the handshake, bounded.
+        let socket: TCPSocket
+        do {
+            socket = try stack.connect(to: linux, port: port, now: clock.now)
+            let deadline = clock.now + .seconds(3)
+            while clock.now < deadline && stack.connection(socket)?.state == .synSent { _ = try round() }
+        } catch {
+            print("\(skipped): \(error)")
+            return nil
+        }
+        guard let connection = stack.connection(socket), connection.state == .established else {
+            print("\(skipped): the handshake with Linux did not complete "
+                  + "(state \(stack.connection(socket).map { "\($0.state)" } ?? "released"))")
+            return nil
+        }
+
+        let sendLimit = connection.configuration.sendQueueLimit
+        let ringSize = (2 * sendLimit / messageSize + 1) * messageSize
+        let ring = UnsafeMutableRawPointer.allocate(byteCount: ringSize, alignment: 64)
+        defer { ring.deallocate() }
+        for i in 0..<ringSize { ring.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ i >> 12), toByteOffset: i, as: UInt8.self) }
+        var offset = 0
+        var queued: UInt64 = 0, rounds: UInt64 = 0, sleeps: UInt64 = 0
+        let before = host.counters
+        let failuresBefore = host.counters.drops[.transmitFailed]
+
+        let cpuBefore = ThreadCPUTime.now
+        let start = clock.now
+        let end = start + .nanoseconds(Int64(seconds * 1e9))
+        var now = start
+        var acknowledged: UInt64 = 0
+        do {
+            while now < end && acknowledged < maxBytes && connection.state == .established {
+                while queued < maxBytes && connection.unacknowledgedBytes + messageSize <= sendLimit {
+                    let buffer = TxBuffer(unowned: ring + offset, count: messageSize)
+                    guard case .queued = stack.send(buffer, on: socket) else { break }
+                    queued &+= UInt64(messageSize)
+                    offset += messageSize
+                    if offset == ringSize { offset = 0 }
+                }
+                stack.takeCompletions(of: socket) { _ in }
+                if try round() { sleeps &+= 1 }
+                rounds &+= 1
+                acknowledged = queued - UInt64(connection.unacknowledgedBytes)
+                now = clock.now
+            }
+        } catch {
+            print("\(skipped): \(error)")
+            return nil
+        }
+        let elapsed = Double((now - start).nanoseconds) / 1e9
+        let cpu = ThreadCPUTime.now - cpuBefore
+        let after = host.counters
+        let failures = after.drops[.transmitFailed] - failuresBefore
+        if connection.state != .established {
+            print("TCP to Linux over TAP: the connection ended early (\(connection.state), "
+                  + "\(connection.error.map { "\($0)" } ?? "no error"))")
+        }
+        let figures = TapTCPFigures(
+            seconds: elapsed, bytesAcknowledged: acknowledged,
+            segmentsSent: after.tcpSegmentsSent - before.tcpSegmentsSent,
+            acksRead: after.tcpSegmentsReceived - before.tcpSegmentsReceived,
+            retransmittedSegments: connection.counters.segmentsRetransmitted,
+            retransmissionTimeouts: connection.counters.retransmissionTimeouts,
+            transmitFailures: failures, hostDrops: after.totalDrops - before.totalDrops - failures,
+            rounds: rounds, sleeps: sleeps, cpu: cpu)
+        stack.abort(socket)
+        _ = try? loop.runOnce(on: &tap)
+        return figures
+    }
+}
+
+// MARK: Bench rows
+
+enum TCPBenchmarks {
+    /// Ours for `seconds`, then the reference for as long, one after the other.
+    static func memoryRows(seconds: Double) -> [BenchResult] {
+        guard let ours = twoStacksOverMemoryLink(seconds: seconds) else { return [] }
+        let linuxFigures = linuxLoopbackTCPFigures(seconds: seconds)
+        let linux = linuxFigures?.gigabitsPerSecond
+        let rounds = max(1, ours.rounds)
+        let detail = "\(format(ours.seconds)) s, \(format(Double(ours.bytesDelivered) / 1e9)) GB read, "
+            + "\(format(Double(ours.dataFrames) / ours.seconds / 1e6)) M data frames/s, "
+            + "\(format(Double(ours.ackFrames) / ours.seconds / 1e3)) k ACKs/s, "
+            + "\(format(Double(ours.dataFrames) / Double(rounds))) data frames/round, "
+            + "retransmitted \(ours.retransmittedSegments), wire drops \(ours.wireQueueDrops), "
+            + "host drops \(ours.hostDrops), "
+            + (ours.pinnedCPU.map { "pinned to CPU \($0)" } ?? "not pinned")
+            + ", thread CPU \(format(100 * ours.cpu.total / ours.seconds))% (sys \(format(100 * ours.cpu.system / ours.seconds))%), "
+            + "\(format(ours.gigabitsPerCPUSecond)) Gbit/s per CPU-second, \(Int(ours.nanosecondsPerSegment)) ns CPU per data segment"
+            + (linuxFigures.flatMap { l in l.gigabitsPerCPUSecond.map { perCPU in
+                "; Linux: iperf3 client + server CPU \(format(l.cpuPercent ?? 0))%, \(format(perCPU)) Gbit/s per CPU-second, "
+                    + "per CPU-second ratio \(format(ours.gigabitsPerCPUSecond / perCPU))" } } ?? "")
+            + (linux == nil ? ", no reference (see above)" : "")
+        return [BenchResult(name: "tcp offload: memory link (MSS 1460, 1 core)", value: ours.gigabitsPerSecond,
+                            unit: "Gbit/s", reference: linux.map { ("Linux lo", $0) },
+                            target: ">= 40 Gbit/s, >= 1.0x Linux", detail: detail)]
+    }
+
+    /// The reference (the TAP's raw frame-write limit) for `seconds`, then ours for as long.
+    static func tapRows(seconds: Double) -> [BenchResult] {
+        let limit = tapRawFrameWrite(seconds: seconds)
+        guard let ours = tcpToLinuxOverTap(seconds: seconds) else { return [] }
+        var detail = "\(format(ours.seconds)) s, \(format(Double(ours.bytesAcknowledged) / 1e9)) GB acknowledged, "
+            + "\(format(ours.segmentsPerSecond / 1e3)) k segments/s written"
+        if let limit {
+            detail += " (\(format(ours.segmentsPerSecond / limit.readPerSecond))x the limit's "
+                + "\(format(limit.readPerSecond / 1e3)) k frames/s)"
+        } else {
+            detail += ", no reference (see above)"
+        }
+        detail += ", retransmitted \(ours.retransmittedSegments) (timeouts \(ours.retransmissionTimeouts)), "
+            + "TAP write failures \(ours.transmitFailures), other host drops \(ours.hostDrops), "
+            + "\(ours.sleeps) of \(ours.rounds) rounds slept in epoll, thread CPU "
+            + "\(format(100 * ours.cpu.total / ours.seconds))% (user \(format(100 * ours.cpu.user / ours.seconds))%, "
+            + "sys \(format(100 * ours.cpu.system / ours.seconds))%)"
+        return [
+            BenchResult(name: "tcp offload: to Linux over TAP (MTU 1500)", value: ours.gigabitsPerSecond,
+                        unit: "Gbit/s", reference: limit.map { ("TAP raw write", $0.gigabitsPerSecond) },
+                        target: ">= 0.7x TAP raw frame-write", detail: detail),
+            BenchResult(name: "tcp offload: TAP ACK frames read", value: ours.acksPerSecond / 1e3, unit: "k/s",
+                        target: "- (report)",
+                        detail: "\(format(Double(ours.segmentsSent) / Double(max(1, ours.acksRead)))) segments per ACK"),
+        ]
+    }
+}
