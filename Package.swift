@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "OffloadLink", dependencies: ["OffloadCore", "OffloadWire", "COffloadShim"], swiftSettings: perPacket),
         .target(name: "OffloadSim", dependencies: ["OffloadCore"]),
         // TCP's pieces without I/O: sequence space, RTT/RTO, reassembly, the SACK scoreboard.
-        .target(name: "OffloadTCP", dependencies: ["OffloadCore", "OffloadWire"]),
+        .target(name: "OffloadTCP", dependencies: ["OffloadCore", "OffloadWire"], swiftSettings: perPacket),
         .target(name: "OffloadEngine", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "COffloadShim"],
                 swiftSettings: perPacket),
         .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine", "OffloadTCP"],

@@ -60,14 +60,20 @@ public final class IPv4Host {
 
     /// Handles one received frame.
     public func receive(_ frame: borrowing PacketBuffer, now: Instant, transmit: Transmit) {
+        receive(frame: frame.bytes, offload: frame.offload, now: now, transmit: transmit)
+    }
+
+    /// Handles one received frame given as bytes (valid during the call), with what its
+    /// link left unfinished.
+    public func receive(frame: UnsafeRawBufferPointer, offload: OffloadMetadata, now: Instant, transmit: Transmit) {
         counters.framesReceived &+= 1
         let ethernet: EthernetFrame
-        do { ethernet = try EthernetFrame(checking: frame.bytes) } catch { return drop(.malformedEthernet) }
+        do { ethernet = try EthernetFrame(checking: frame) } catch { return drop(.malformedEthernet) }
         let destination = ethernet.destination
         guard destination == hardwareAddress || destination.isBroadcast else { return drop(.notForUs) }
         switch ethernet.etherType {
         case .arp: receiveARP(ethernet.payload, now: now, transmit: transmit)
-        case .ipv4: receiveIPv4(ethernet, metadata: frame.offload, now: now, transmit: transmit)
+        case .ipv4: receiveIPv4(ethernet, metadata: offload, now: now, transmit: transmit)
         default: drop(.unsupportedEtherType)
         }
     }
@@ -174,7 +180,9 @@ public final class IPv4Host {
 
     /// Advances timers: resends ARP requests, gives up on silent neighbours (dropping what
     /// waited for them), expires old entries.
-    public func poll(now: Instant, transmit: Transmit) {
+    /// Runs timers and sends what is queued: ARP retries, UDP datagrams, TCP segments (at
+    /// most `budget` of the last, the room the transmit path has).
+    public func poll(now: Instant, budget: Int = .max, transmit: Transmit) {
         let (retry, failed) = neighbors.expire(now: now)
         for ip in retry { sendARPRequest(for: ip, transmit: transmit) }
         for ip in failed {
@@ -191,7 +199,7 @@ public final class IPv4Host {
                 header.emit(into: out, source: address, destination: datagram.peer, checksums: .verify)
             }
         }
-        tcp?.poll(now: now) { id, header, payload in
+        tcp?.poll(now: now, budget: budget) { id, header, payload in
             sendIPv4(to: id.remote, protocol: .tcp, payloadLength: header.bufferLength, now: now,
                      transmit: transmit) { out in
                 var at = header.headerLength
@@ -204,6 +212,9 @@ public final class IPv4Host {
             counters.tcpSegmentsSent &+= 1
         }
     }
+
+    /// Whether `poll` has something to send now.
+    public var hasOutput: Bool { udp.hasOutput || (tcp?.hasOutput ?? false) }
 
     /// When `poll` next has work to do.
     public var nextDeadline: Instant? {

@@ -47,13 +47,15 @@ public final class TCPStack {
     }
 
     final class SocketEntry {
+        let socket: TCPSocket
         let connection: TCPConnection
         var buffers = TxBufferQueue()
         /// The listener that made it, until the application accepts it.
         var listener: UInt16?
         var accepted: Bool
         var closedByApplication = false
-        init(connection: TCPConnection, listener: UInt16?) {
+        init(socket: TCPSocket, connection: TCPConnection, listener: UInt16?) {
+            self.socket = socket
             self.connection = connection
             self.listener = listener
             accepted = listener == nil
@@ -63,7 +65,8 @@ public final class TCPStack {
     public let address: IPv4Address
     public let configuration: Configuration
     public private(set) var counters = TCPStackCounters()
-    private var connections: [TCPConnectionID: TCPSocket] = [:]
+    /// By 4-tuple (one lookup per segment), and by socket handle.
+    private var connections: [TCPConnectionID: SocketEntry] = [:]
     private var sockets: [TCPSocket: SocketEntry] = [:]
     private var listeners: [UInt16: Listener] = [:]
     private var nextSocket = 1
@@ -205,7 +208,8 @@ public final class TCPStack {
                         destination: IPv4Address, now: Instant) {
         let id = TCPConnectionID(local: destination, localPort: segment.destinationPort, remote: source,
                                  remotePort: segment.sourcePort)
-        if let socket = connections[id], let entry = sockets[socket] {
+        if let entry = connections[id] {
+            let socket = entry.socket
             let wasSynReceived = entry.connection.state == .synReceived
             entry.connection.receive(segment, payload: payload, now: now)
             if wasSynReceived && entry.connection.state.isSynchronized { established(socket, entry) }
@@ -342,8 +346,9 @@ public final class TCPStack {
     private func register(_ connection: TCPConnection, listener: UInt16?) -> TCPSocket {
         let socket = TCPSocket(rawValue: nextSocket)
         nextSocket += 1
-        sockets[socket] = SocketEntry(connection: connection, listener: listener)
-        connections[connection.id] = socket
+        let entry = SocketEntry(socket: socket, connection: connection, listener: listener)
+        sockets[socket] = entry
+        connections[connection.id] = entry
         return socket
     }
 
@@ -364,7 +369,7 @@ public final class TCPStack {
 
     /// A connection reached CLOSED: forget its 4-tuple; release the socket if nobody needs it.
     private func ended(_ socket: TCPSocket, _ entry: SocketEntry) {
-        guard connections[entry.connection.id] == socket else { return }
+        guard connections[entry.connection.id] === entry else { return }
         connections[entry.connection.id] = nil
         counters.connectionsClosed &+= 1
         if entry.connection.error != nil { counters.connectionsFailed &+= 1 }

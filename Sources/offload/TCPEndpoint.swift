@@ -64,79 +64,80 @@ protocol TCPApplication: AnyObject {
     var isDone: Bool { get }
 }
 
-/// Runs a host with a TCP on a link until the application is done (or the duration ends, or
-/// a signal): receive a burst, let the host and its TCP answer, give the application its
-/// turn, and sleep in epoll when nothing is due.
+/// Runs a host with a TCP behind the engine on a link until the application is done (or the
+/// duration ends, or a signal): the engine polls the link, the host's frames cross to the
+/// software through the exception queue and its answers leave through the engine's transmit
+/// path (`HostEndpoint`); the application gets a turn after each of the endpoint's.
 struct TCPEndpoint {
     let options: TCPEndpointOptions
     let name: String
 
     func run(_ application: TCPApplication) throws -> TCPStack {
         guard offload_stop_signals_install() == 0 else { throw RunError(message: "\(name): cannot install signal handlers") }
+        let clock = MonotonicClock()
+        let epochOffset = offload_realtime_ns() - offload_monotonic_ns()
+        let writer = try options.pcap.map { try PcapFileWriter(path: $0) }
+        defer {
+            if let writer, let pcap = options.pcap {
+                try? writer.flush()
+                print("capture: \(writer.framesWritten) frames written to \(pcap)")
+            }
+        }
         do {
             switch options.link {
             case .tap(let device):
-                let tap = try TapLink(name: device, mode: .plain)
                 let hardware = options.mac ?? MACAddress.local(UInt64(options.address.address.rawValue))
-                return try run(tap, hardware: hardware, bufferSize: TapLink.requiredReceiveSpace(.plain), application)
+                if let writer {
+                    return try run(hardware: hardware, clock: clock, application) {
+                        CaptureLink(try TapLink(name: device), writer: writer, clock: clock, epochOffset: epochOffset)
+                    }
+                }
+                return try run(hardware: hardware, clock: clock, application) { try TapLink(name: device) }
             case .packetSocket(let device):
-                let socket = try PacketSocketLink(interface: device)
-                let capabilities = socket.capabilities
-                guard let hardware = options.mac ?? capabilities.address else {
+                guard let hardware = options.mac ?? Self.interfaceAddress(device) else {
                     throw RunError(message: "\(name): \(device) has no MAC address; give one with --mac")
                 }
-                return try run(socket, hardware: hardware, bufferSize: capabilities.maxFrameSize, application)
+                if let writer {
+                    return try run(hardware: hardware, clock: clock, application) {
+                        CaptureLink(try PacketSocketLink(interface: device), writer: writer, clock: clock,
+                                    epochOffset: epochOffset)
+                    }
+                }
+                return try run(hardware: hardware, clock: clock, application) { try PacketSocketLink(interface: device) }
             }
         } catch let error as LinkError {
             throw RunError(message: "\(name): \(error)")
         }
     }
 
-    private func run<L: Link & ~Copyable>(_ link: consuming L, hardware: MACAddress, bufferSize: Int,
-                                          _ application: TCPApplication) throws -> TCPStack {
-        let host = IPv4Host(.init(interface: options.address, hardwareAddress: hardware, gateway: options.gateway),
-                            tcp: options.stackConfiguration)
-        let stack = host.tcp!
-        let clock = MonotonicClock()
-        let loop = HostLoop(host: host, pool: BufferPool(count: 512, bufferSize: bufferSize, headroom: 0), clock: clock)
+    private func run<Port: Link & ~Copyable>(hardware: MACAddress, clock: MonotonicClock, _ application: TCPApplication,
+                                             makePort: () throws -> Port) throws -> TCPStack {
+        let endpoint = try HostEndpoint(
+            host: .init(interface: options.address, hardwareAddress: hardware, gateway: options.gateway),
+            tcp: options.stackConfiguration, clock: clock, makePort: makePort)
         let deadline = options.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
-        let shouldStop = {
+        endpoint.run(shouldStop: {
             offload_stop_requested() != 0 || application.isDone || deadline.map { clock.now >= $0 } ?? false
+        }) { stack, now in application.turn(stack, now: now) }
+        let host = endpoint.host.counters
+        let engine = endpoint.engine.counters
+        let software = endpoint.slowPath.dropped.filter { $0.value > 0 }
+        if host.totalDrops > 0 || engine.drops.total > 0 || !software.isEmpty {
+            print(host.table)
+            print(engine.table)
+            for (reason, count) in software.sorted(by: { $0.key < $1.key }) { print("software dropped: \(reason) \(count)") }
         }
-        if let pcap = options.pcap {
-            let writer = try PcapFileWriter(path: pcap)
-            var captured = CaptureLink(link, writer: writer, clock: clock,
-                                       epochOffset: offload_realtime_ns() - offload_monotonic_ns())
-            try drive(&captured, loop: loop, stack: stack, application, shouldStop: shouldStop)
-            try writer.flush()
-            print("capture: \(writer.framesWritten) frames written to \(pcap)")
-        } else {
-            var link = link
-            try drive(&link, loop: loop, stack: stack, application, shouldStop: shouldStop)
-        }
-        let counters = host.counters
-        if counters.totalDrops > 0 || !loop.transmitErrors.isEmpty {
-            print(counters.table)
-        }
-        return stack
+        return endpoint.tcp
     }
 
-    private func drive<L: Link & ~Copyable>(_ link: inout L, loop: HostLoop, stack: TCPStack,
-                                            _ application: TCPApplication, shouldStop: () -> Bool) throws {
-        var loop = loop
-        let poller = try Poller()
-        if let descriptor = link.capabilities.readinessDescriptor { try poller.add(descriptor) }
-        while !shouldStop() {
-            let received = try loop.runOnce(on: &link)
-            application.turn(stack, now: loop.clock.now)
-            if received == 0 && !stack.hasOutput {
-                var timeout: Int64 = 10
-                if let next = loop.host.nextDeadline {
-                    timeout = min(timeout, max(0, (next.nanoseconds - loop.clock.now.nanoseconds) / 1_000_000))
-                }
-                _ = try poller.wait(timeoutMilliseconds: Int32(timeout))
-            }
-        }
+    /// An interface's MAC address, from sysfs.
+    static func interfaceAddress(_ name: String) -> MACAddress? {
+        guard let f = fopen("/sys/class/net/\(name)/address", "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 64)
+        guard fgets(&line, 64, f) != nil else { return nil }
+        let text = String(cString: line).trimmingCharacters(in: .whitespacesAndNewlines)
+        return try? MACAddress(parsing: text)
     }
 }
 

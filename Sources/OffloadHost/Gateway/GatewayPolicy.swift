@@ -117,7 +117,7 @@ public final class GatewayPolicy: SlowPathPolicy {
         return .failed
     }
 
-    public func poll(send: Originate) {
+    public func poll(send: Originate, room: Int) {
         let now = clock.now
         guard now >= nextTimers else { return }
         nextTimers = now + Self.timerInterval

@@ -44,14 +44,23 @@ public final class SlowPath {
     /// host or a large rule set would (0 by default). Only for a slow path on its own thread.
     public var decisionDelayMicroseconds: UInt32 = 0
 
+    /// `ownFrames`: the software's own buffers for the frames it makes (a gateway's ARP
+    /// requests are small; a host's TCP segments are full frames).
     public init(exceptions: SPSCRing<ExceptionItem>, reinsertion: ReinsertionQueue, processing: Processing,
-                policy: any SlowPathPolicy, heldCapacity: Int = 256) {
+                policy: any SlowPathPolicy, heldCapacity: Int = 256, ownFrames: (count: Int, size: Int) = (64, 256)) {
         self.exceptions = exceptions
         self.queue = reinsertion
         self.processing = processing
         self.policy = policy
         held = HeldPackets(capacity: heldCapacity)
-        ownPool = BufferPool(count: 64, bufferSize: 256, headroom: 0)
+        ownPool = BufferPool(count: ownFrames.count, bufferSize: ownFrames.size, headroom: 0)
+    }
+
+    /// Frames the software can originate now: room in the queue (beyond what a packet in
+    /// hand may need) and buffers of its own (taking back those the engine has sent).
+    private func originateRoom() -> Int {
+        if ownPool.available < ownPool.count / 2 { _ = ownPool.reclaim() }
+        return max(0, min(queue.room - SlowPath.messagesPerPacket, ownPool.available))
     }
 
     /// A slow path whose policy is a function from a flow to its action (nil drops the flow).
@@ -77,7 +86,7 @@ public final class SlowPath {
     /// between the two.
     @discardableResult
     public func step(max: Int = 32) -> Int {
-        policy.poll(send: originate)
+        policy.poll(send: originate, room: originateRoom())
         var done = 0
         if held.count > 0 {
             held.release(where: { policy.resolution(of: $0) != .pending },
@@ -112,7 +121,10 @@ public final class SlowPath {
             return
         }
         let length = fill(buffer.writableSpace)
-        guard (try? buffer.setCount(length)) != nil else { return }
+        guard length > 0, (try? buffer.setCount(length)) != nil else {
+            dropped["originate-too-large", default: 0] += 1
+            return
+        }
         // The engine transmits it on its thread; the buffer comes back here through the pool's side list.
         buffer.isAway = true
         originated &+= 1

@@ -71,8 +71,9 @@ public protocol SlowPathPolicy: AnyObject {
     /// The interface an ICMP error about a packet that came in on `port` is sent from, or
     /// nil when none may be sent now (no address there, or the rate limit).
     func icmpErrorSource(port: UInt16) -> SoftwareInterface?
-    /// Runs timers (ARP retries), sending what they need.
-    func poll(send: Originate)
+    /// Runs timers (ARP retries) and sends what is due: at most `room` frames find room
+    /// on the way to the engine now.
+    func poll(send: Originate, room: Int)
     /// The entry for the replies of a new flow that `forward` sends on, installed with the
     /// flow's own so that the first reply already takes the fast path (as a NAT's
     /// connection tracking sets up both directions at once), or nil.
@@ -85,7 +86,7 @@ extension SlowPathPolicy {
     }
     public func resolution(of hop: NextHop) -> ResolutionState { .resolved }
     public func icmpErrorSource(port: UInt16) -> SoftwareInterface? { nil }
-    public func poll(send: Originate) {}
+    public func poll(send: Originate, room: Int) {}
     public func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)? {
         nil
     }
