@@ -277,14 +277,28 @@ private enum TapTCPSender {
 
     static func measure(in namespace: BenchNamespace, seconds: Double, maxBytes: UInt64, messageSize: Int,
                         skipped: String) -> TapTCPFigures? {
-        var tap: TapLink
+        let address = IPv4Address(10, 77, 91, 2), linux = IPv4Address(10, 77, 91, 1)
+        // swiftlint:disable:next force_try
+        let cidr = try! IPv4CIDR(address: address, prefixLength: 24)
+        var configuration = TCPStack.Configuration()
+        configuration.tcp.maximumSegmentSize = 1460
+        configuration.tcp.receiveBufferSize = 1 << 20
+        configuration.seed = UInt64.random(in: .min ... .max)
+        let clock = MonotonicClock()
+        // As `offload send` runs: the host behind the engine, its frames through the exception
+        // queue and the engine's transmit path.
+        let endpoint: HostEndpoint<TapLink>
         do {
-            tap = try TapLink(name: "obtcp\(getpid() % 1_000_000)", mode: .plain)
+            endpoint = try HostEndpoint(
+                host: .init(interface: cidr, hardwareAddress: MACAddress.local(UInt64(address.rawValue))),
+                tcp: configuration, clock: clock) { try TapLink(name: "obtcp\(getpid() % 1_000_000)", mode: .plain) }
         } catch {
             print("\(skipped): \(error)")
             return nil
         }
-        let device = tap.name, ns = namespace.name
+        let host = endpoint.host
+        let stack = endpoint.tcp
+        let device = endpoint.engine.withPort(0) { $0.name }, ns = namespace.name
         for step in [
             "ip link set \(device) netns \(ns)",
             "ip -n \(ns) link set \(device) mtu 1500 up",
@@ -302,37 +316,11 @@ private enum TapTCPSender {
             return nil
         }
 
-        let address = IPv4Address(10, 77, 91, 2), linux = IPv4Address(10, 77, 91, 1)
-        // swiftlint:disable:next force_try
-        let cidr = try! IPv4CIDR(address: address, prefixLength: 24)
-        var configuration = TCPStack.Configuration()
-        configuration.tcp.maximumSegmentSize = 1460
-        configuration.tcp.receiveBufferSize = 1 << 20
-        configuration.seed = UInt64.random(in: .min ... .max)
-        let host = IPv4Host(.init(interface: cidr, hardwareAddress: MACAddress.local(UInt64(address.rawValue))),
-                            tcp: configuration)
-        let stack = host.tcp!
-        let clock = MonotonicClock()
-        var loop = HostLoop(host: host, pool: BufferPool(count: 512, bufferSize: TapLink.requiredReceiveSpace(.plain),
-                                                         headroom: 0), clock: clock)
-        let poller: Poller
-        do {
-            poller = try Poller()
-            try poller.add(tap.descriptor)
-        } catch {
-            print("\(skipped): \(error)")
-            return nil
-        }
-
         /// One round; returns whether it slept.
         func round() throws(LinkError) -> Bool {
-            let received = try loop.runOnce(on: &tap)
-            guard received == 0 && !stack.hasOutput else { return false }
-            var timeout: Int64 = 10
-            if let next = host.nextDeadline {
-                timeout = min(timeout, max(0, (next.nanoseconds - clock.now.nanoseconds) / 1_000_000))
-            }
-            _ = try poller.wait(timeoutMilliseconds: Int32(timeout))
+            let worked = endpoint.turn(now: clock.now)
+            guard !worked && !endpoint.isBusy else { return false }
+            endpoint.sleep()
             return true
         }
 
@@ -403,7 +391,7 @@ private enum TapTCPSender {
             transmitFailures: failures, hostDrops: after.totalDrops - before.totalDrops - failures,
             rounds: rounds, sleeps: sleeps, cpu: cpu)
         stack.abort(socket)
-        _ = try? loop.runOnce(on: &tap)
+        endpoint.turn(now: clock.now)
         return figures
     }
 }
