@@ -151,7 +151,7 @@ public final class TCPConnection {
         return receiveBuffer.isEmpty && block.delegated.receiveNext == fin + 1
     }
     /// Bytes queued and not yet acknowledged.
-    public var unacknowledgedBytes: Int { sendQueue.end - block.delegated.sendUnacknowledged }
+    public var unacknowledgedBytes: Int { max(0, sendQueue.end - block.delegated.sendUnacknowledged) }
     /// Data may still be sent.
     public var canSend: Bool {
         finSequence == nil && (state == .established || state == .closeWait || state == .synSent

@@ -91,6 +91,7 @@ struct SendCommand: ParsableCommand {
                   + "sockets \(stack.socketCount))")
         }
         for f in t.failed.prefix(10) { print("failed: \(f)") }
+        for u in application.unfinished.prefix(10) { print("unfinished: \(u)") }
         guard application.finished, t.failed.isEmpty, application.failedCompletions == 0,
               !waitForRest || stack.isQuiescent else { throw ExitCode(1) }
     }
@@ -178,6 +179,11 @@ final class SendApplication: TCPApplication {
         self.rounds = rounds
         self.output = output
         self.waitForRest = waitForRest
+    }
+
+    /// The connections still running, for the report of a run that was cut short.
+    var unfinished: [String] {
+        active.map { "\($0.connection.id) \($0.connection.state), \($0.connection.unacknowledgedBytes) bytes unacknowledged" }
     }
 
     var isDone: Bool { finished && (!waitForRest || rested) || !totals.failed.isEmpty && active.isEmpty }
