@@ -4,6 +4,7 @@ import OffloadWire
 import OffloadLink
 import OffloadSim
 import OffloadHost
+import OffloadTCP
 
 /// Two hosts on a memory wire, run by a simulation.
 final class TwoHosts {
@@ -12,15 +13,16 @@ final class TwoHosts {
     var linkA: MemoryLink, linkB: MemoryLink
     let pool = BufferPool(count: 64, bufferSize: 2048, headroom: 0)
 
-    init(seed: UInt64, impairments: Impairments = .none, neighbors: NeighborCache.Configuration = .init()) throws {
+    init(seed: UInt64, impairments: Impairments = .none, neighbors: NeighborCache.Configuration = .init(),
+         tcp: TCPStack.Configuration? = nil) throws {
         sim = Simulation(seed: seed)
         (linkA, linkB) = MemoryLink.pair(clock: sim.clock, seed: seed, forward: impairments, backward: impairments)
         var configA = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.5.0.1/24"), hardwareAddress: .local(1))
         var configB = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.5.0.2/24"), hardwareAddress: .local(2))
         configA.neighbors = neighbors
         configB.neighbors = neighbors
-        a = IPv4Host(configA)
-        b = IPv4Host(configB)
+        a = IPv4Host(configA, tcp: tcp)
+        b = IPv4Host(configB, tcp: tcp.map { var c = $0; c.seed &+= 1; return c })
         sim.addProcess("a") { [unowned self] in self.step(host: self.a, isA: true) }
         sim.addProcess("b") { [unowned self] in self.step(host: self.b, isA: false) }
     }
