@@ -183,9 +183,11 @@ public enum Tshark {
             .joined(separator: " ")
     }()
 
-    /// How many frames of the capture match a display filter.
+    /// How many frames of the capture match a display filter (payload guessing off, as in
+    /// `problems`: on a capture of a large transfer it takes minutes instead of seconds).
     public static func count(in path: String, matching filter: String, timeout: Int = 60) -> Int {
-        let result = Shell.run("tshark -n -r \(path) -Y '\(filter)' 2>/dev/null | wc -l", timeout: timeout)
+        let result = Shell.run("tshark -n -r \(path) \(noPayloadGuessing) -Y '\(filter)' 2>/dev/null | wc -l",
+                               timeout: timeout)
         return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 }
