@@ -162,10 +162,12 @@ public enum Tshark {
         + "icmp.checksum.status == 0 || udp.checksum.status == 0 || tcp.checksum.status == 0"
 
     /// Runs tshark over a capture with `problemFilter`: what it printed (empty when every frame
-    /// is well formed), or nil when tshark failed.
-    public static func problems(in path: String, timeout: Int = 60) -> String? {
+    /// is well formed), or nil when tshark failed. Frames matching `excluding` (a display
+    /// filter) are not reported.
+    public static func problems(in path: String, excluding: String? = nil, timeout: Int = 60) -> String? {
+        let filter = excluding.map { "(\(problemFilter)) && !(\($0))" } ?? problemFilter
         let result = Shell.run(
-            "tshark -n -r \(path) \(checksumOptions) \(noPayloadGuessing) -Y '\(problemFilter)' 2>/dev/null",
+            "tshark -n -r \(path) \(checksumOptions) \(noPayloadGuessing) -Y '\(filter)' 2>/dev/null",
             timeout: timeout)
         return result.succeeded ? result.output.trimmingCharacters(in: .whitespacesAndNewlines) : nil
     }
@@ -181,9 +183,11 @@ public enum Tshark {
             .joined(separator: " ")
     }()
 
-    /// How many frames of the capture match a display filter.
+    /// How many frames of the capture match a display filter (payload guessing off, as in
+    /// `problems`: on a capture of a large transfer it takes minutes instead of seconds).
     public static func count(in path: String, matching filter: String, timeout: Int = 60) -> Int {
-        let result = Shell.run("tshark -n -r \(path) -Y '\(filter)' 2>/dev/null | wc -l", timeout: timeout)
+        let result = Shell.run("tshark -n -r \(path) \(noPayloadGuessing) -Y '\(filter)' 2>/dev/null | wc -l",
+                               timeout: timeout)
         return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 }
