@@ -17,8 +17,9 @@ public final class IPv4Host {
         /// Next hop for destinations outside `interface`; nil answers only the local subnet.
         public var gateway: IPv4Address?
         public var neighbors = NeighborCache.Configuration()
-        /// IP packets held per neighbour while it is being resolved.
-        public var pendingPerNeighbor = 4
+        /// IP packets held per neighbour while it is being resolved (enough for the SYNs of
+        /// many connections opened at once, as Linux's queue of about 100 packets).
+        public var pendingPerNeighbor = 128
 
         public init(interface: IPv4CIDR, hardwareAddress: MACAddress, gateway: IPv4Address? = nil) {
             self.interface = interface

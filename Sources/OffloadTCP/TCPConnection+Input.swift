@@ -211,6 +211,7 @@ extension TCPConnection {
     private func newDataAcknowledged(_ segment: TCPRepr, ack: SequenceNumber, now: Instant) {
         let before = block.delegated.sendUnacknowledged
         let acked = ack - before
+        limitedTransmit = 0
         let flightBefore = block.delegated.sendMax - before
         block.delegated.sendUnacknowledged = ack
         if block.delegated.sendNext < ack { block.delegated.sendNext = ack }
@@ -225,6 +226,8 @@ extension TCPConnection {
             timedSegment = nil
         }
         block.delegated.retransmission.newDataAcknowledged(at: now, allAcknowledged: ack == block.delegated.sendMax)
+        probeTimeoutOutstanding = false
+        armTailLossProbe(now: now)
 
         let dataEnd = sendQueue.end
         if let ids = sendQueue.acknowledge(upTo: SequenceNumber.earlier(ack, dataEnd)) {
@@ -273,6 +276,9 @@ extension TCPConnection {
     private func duplicateACK(now: Instant) {
         block.delegated.duplicateACKs += 1
         let threshold = 3
+        // Limited transmit (RFC 3042): the first two duplicate ACKs each let one new segment
+        // out beyond cwnd, so a small window still produces the third.
+        if block.delegated.duplicateACKs < threshold { limitedTransmit = block.delegated.duplicateACKs }
         if block.constant.sackPermitted {
             if !scoreboard.isInRecovery, scoreboard.mayEnterRecovery,
                block.delegated.duplicateACKs >= threshold || scoreboard.isLost(block.delegated.sendUnacknowledged) {
@@ -285,6 +291,8 @@ extension TCPConnection {
             // RFC 6582 3.2 step 2: a new recovery only once the last one's point is passed.
             newRenoRecover = block.delegated.sendMax
             inNewRenoRecovery = true
+            limitedTransmit = 0
+            tailLossProbeDeadline = nil
             counters.fastRetransmits &+= 1
             block.delegated.congestion.onLossDetected(flightSize: flightSize, now: now)
             windowInflation = 3 * block.constant.segmentSize
@@ -296,6 +304,8 @@ extension TCPConnection {
 
     /// RFC 6675 section 5, step 4.
     private func enterRecovery(now: Instant) {
+        limitedTransmit = 0
+        tailLossProbeDeadline = nil
         block.delegated.congestion.onLossDetected(flightSize: flightSize, now: now)
         if let first = scoreboard.enterRecovery() {
             counters.fastRetransmits &+= 1
@@ -368,9 +378,12 @@ extension TCPConnection {
                 block.delegated.delayedACKDeadline = now + configuration.delayedACKTimeout
             }
         } else {
-            // Out of order, a duplicate, or filling a hole: ACK at once (RFC 5681 4.2).
+            // Out of order, a duplicate, or filling a hole: ACK at once (RFC 5681 4.2), one ACK
+            // per such segment, so that the sender counts its duplicate ACKs even when a
+            // burst of segments is taken in before the next poll.
             if !inOrder && !hadHeld || outcome.delivered == 0 { counters.outOfOrderSegments &+= 1 }
             ackNow = true
+            acksOwed += 1
         }
     }
 

@@ -49,9 +49,17 @@ extension TCPConnection {
         } else {
             sendData(now: now, emit: emit)
         }
+        if tailLossProbeDue && emitBudget > 0 { sendTailLossProbe(now: now, emit: emit) }
         if probeDue && emitBudget > 0 { sendZeroWindowProbe(now: now, emit: emit) }
         armPersistTimerIfNeeded(now: now)
         if ackNow && emitBudget > 0 { sendACK(now: now, emit: emit) }
+        // One pure ACK per out-of-order segment (a data segment does not count as a
+        // duplicate ACK), at most a few per poll.
+        while acksOwed > 1 && emitBudget > 0 {
+            acksOwed -= 1
+            sendACK(now: now, emit: emit)
+        }
+        acksOwed = 0
     }
 
     /// When `poll` next has something to do on its own (nil: only a segment or a call can
@@ -59,7 +67,7 @@ extension TCPConnection {
     public var nextDeadline: Instant? {
         let d = block.delegated
         var next = timeWaitDeadline
-        for t in [d.retransmission.deadline, d.delayedACKDeadline, d.persistDeadline] {
+        for t in [d.retransmission.deadline, d.delayedACKDeadline, d.persistDeadline, tailLossProbeDeadline] {
             if let t, next.map({ t < $0 }) ?? true { next = t }
         }
         return next
@@ -85,7 +93,49 @@ extension TCPConnection {
             block.delegated.persistDeadline = nil
             probeDue = true
         }
+        if let t = tailLossProbeDeadline, t <= now {
+            tailLossProbeDeadline = nil
+            if flightSize > 0 && !probeTimeoutOutstanding && !isRecovering && state.isSynchronized {
+                tailLossProbeDue = true
+                probeTimeoutOutstanding = true
+            }
+        }
         if block.delegated.retransmission.expire(at: now) { retransmissionTimeout(now: now) }
+    }
+
+    var isRecovering: Bool { inNewRenoRecovery || scoreboard.isInRecovery }
+
+    /// Arms the tail loss probe for the data in flight: two smoothed RTTs (plus the peer's
+    /// delayed-ACK time when only one segment is out), never past the RTO. Without an RTT
+    /// sample yet, the RTO alone covers the tail.
+    func armTailLossProbe(now: Instant) {
+        guard flightSize > 0, !isRecovering, !probeTimeoutOutstanding,
+              let srtt = block.delegated.retransmission.estimator.smoothedRTT else {
+            tailLossProbeDeadline = nil
+            return
+        }
+        var timeout = srtt * 2
+        if flightSize <= block.constant.segmentSize { timeout += .milliseconds(200) }
+        timeout = max(timeout, .milliseconds(10))
+        tailLossProbeDeadline = now + min(timeout, block.delegated.retransmission.currentRTO)
+    }
+
+    /// The probe: a new segment if the windows allow one, else the last segment again, so
+    /// that an ACK (with SACK blocks) tells of a lost tail before the RTO would.
+    private func sendTailLossProbe(now: Instant, emit: Emit) {
+        tailLossProbeDue = false
+        let d = block.delegated
+        guard d.sendUnacknowledged < d.sendMax else { return }
+        let mss = block.constant.segmentSize
+        if d.sendNext == d.sendMax, d.sendNext < sendQueue.end, d.sendWindow - flightSize >= min(mss, sendQueue.end - d.sendNext) {
+            sendSegment(from: d.sendNext, length: min(mss, sendQueue.end - d.sendNext), retransmission: false, now: now,
+                        emit: emit)
+        } else {
+            let end = finSequence.map { d.sendMax == $0 + 1 ? $0 : d.sendMax } ?? d.sendMax
+            let start = SequenceNumber.later(d.sendUnacknowledged, end - mss)
+            sendSegment(from: start, length: end - start, retransmission: true, now: now, emit: emit)
+        }
+        counters.tailLossProbes &+= 1
     }
 
     /// RFC 6298 5.4 to 5.7, RFC 5681 eq. 4, RFC 6675 5.1: back to SND.UNA with a window of one.
@@ -103,6 +153,9 @@ extension TCPConnection {
             return
         }
         timedSegment = nil
+        tailLossProbeDeadline = nil
+        tailLossProbeDue = false
+        probeTimeoutOutstanding = false
         if state == .synSent || state == .synReceived {
             synDue = true
             return
@@ -186,8 +239,11 @@ extension TCPConnection {
                 next = block.delegated.sendNext
                 continue
             }
-            let window = min(d.sendWindow, d.congestion.congestionWindow + windowInflation)
-            let usable = window - (next - d.sendUnacknowledged)
+            let extra = windowInflation + (next == d.sendMax ? limitedTransmit * mss : 0)
+            let window = min(d.sendWindow, d.congestion.congestionWindow + extra)
+            // What the peer holds above a hole (SACKed) is no longer in the network.
+            let held = block.constant.sackPermitted && next == d.sendMax ? scoreboard.sackedBytes : 0
+            let usable = min(window - (next - d.sendUnacknowledged) + held, d.sendWindow - (next - d.sendUnacknowledged))
             let dataEnd = sendQueue.end
             let available = dataEnd - next
             var length = min(mss, available, max(0, usable))
@@ -282,6 +338,8 @@ extension TCPConnection {
         if end > block.delegated.sendMax {
             block.delegated.sendMax = end
             scoreboard.sent(upTo: end)
+            // New data (re)starts the tail loss probe (RFC 8985 7.2).
+            armTailLossProbe(now: now)
         }
         if end != sequence { block.delegated.retransmission.segmentSent(at: now) }
     }

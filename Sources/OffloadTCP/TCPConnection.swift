@@ -51,6 +51,15 @@ public final class TCPConnection {
     var timeWaitDeadline: Instant?
     /// Segments the current `poll` may still send.
     var emitBudget = 0
+    /// Pure ACKs owed for out-of-order or duplicate segments since the last poll.
+    var acksOwed = 0
+    /// Duplicate ACKs (1 or 2) that each let one segment out beyond cwnd (RFC 3042).
+    var limitedTransmit = 0
+    /// The tail loss probe (RFC 8985 section 7): when it fires, whether one is out unanswered,
+    /// and whether one is due now.
+    var tailLossProbeDeadline: Instant?
+    var probeTimeoutOutstanding = false
+    var tailLossProbeDue = false
     /// Something happened that the next `poll` must act on (see `hasOutput`).
     var needsPoll = true
     var timestampOffset: UInt32

@@ -13,6 +13,8 @@ public struct TCPConnectionCounters: Hashable, Sendable {
     public var fastRetransmits: UInt64 = 0
     public var retransmissionTimeouts: UInt64 = 0
     public var zeroWindowProbes: UInt64 = 0
+    /// Tail loss probes sent (RFC 8985 section 7).
+    public var tailLossProbes: UInt64 = 0
     public var challengeACKs: UInt64 = 0
     /// Segments dropped by PAWS (RFC 7323): an old timestamp.
     public var pawsDrops: UInt64 = 0

@@ -14,13 +14,17 @@ final class TwoHosts {
     let pool = BufferPool(count: 64, bufferSize: 2048, headroom: 0)
 
     init(seed: UInt64, impairments: Impairments = .none, neighbors: NeighborCache.Configuration = .init(),
-         tcp: TCPStack.Configuration? = nil) throws {
+         tcp: TCPStack.Configuration? = nil, pendingPerNeighbor: Int? = nil) throws {
         sim = Simulation(seed: seed)
         (linkA, linkB) = MemoryLink.pair(clock: sim.clock, seed: seed, forward: impairments, backward: impairments)
         var configA = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.5.0.1/24"), hardwareAddress: .local(1))
         var configB = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.5.0.2/24"), hardwareAddress: .local(2))
         configA.neighbors = neighbors
         configB.neighbors = neighbors
+        if let pendingPerNeighbor {
+            configA.pendingPerNeighbor = pendingPerNeighbor
+            configB.pendingPerNeighbor = pendingPerNeighbor
+        }
         a = IPv4Host(configA, tcp: tcp)
         b = IPv4Host(configB, tcp: tcp.map { var c = $0; c.seed &+= 1; return c })
         sim.addProcess("a") { [unowned self] in self.step(host: self.a, isA: true) }
@@ -91,7 +95,7 @@ final class PacketBufferBox {
         var neighbors = NeighborCache.Configuration()
         neighbors.retryInterval = .milliseconds(100)
         neighbors.maxAttempts = 3
-        let w = try TwoHosts(seed: 2, neighbors: neighbors)
+        let w = try TwoHosts(seed: 2, neighbors: neighbors, pendingPerNeighbor: 4)
         for seq in 0..<6 {
             w.a.ping(IPv4Address(10, 5, 0, 99), identifier: 1, sequence: UInt16(seq), now: w.sim.clock.now, transmit: w.send(true))
         }

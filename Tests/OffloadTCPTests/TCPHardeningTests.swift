@@ -143,7 +143,7 @@ final class ScriptedPeer {
         #expect(world.b.counters.resetsSent == 1)
     }
 
-    /// A peer that never answers: the RTO doubles each time, then the connection gives up
+    /// A peer that never answers: a probe, then the RTO doubles each time, then the connection gives up
     /// and hands every buffer back as failed.
     @Test func aSilentPeerTimesOutAndEveryBufferComesBack() throws {
         var configuration = TCPStack.Configuration()
@@ -166,9 +166,12 @@ final class ScriptedPeer {
                 last = peer.now
             }
         }
-        #expect(gaps.count == 4)
-        #expect(zip(gaps, gaps.dropFirst()).allSatisfy { $1 == $0 * 2 }, "\(gaps)")
         let c = try #require(peer.stack.connection(socket))
+        // A tail loss probe first (RFC 8985), then the four timeouts, each twice the last.
+        #expect(c.counters.tailLossProbes == 1)
+        #expect(gaps.count == 5)
+        let timeouts = Array(gaps.dropFirst(2))
+        #expect(zip(timeouts, timeouts.dropFirst()).allSatisfy { $1 == $0 * 2 }, "\(gaps)")
         #expect(c.error == .timedOut)
         #expect(peer.received.last?.flags == .rst)
         var statuses: [CompletionStatus] = []

@@ -35,8 +35,13 @@ public final class HostPolicy: SlowPathPolicy {
         return .consumed
     }
 
+    /// Frames the host may send per poll: about as many as the engine reads per burst, so
+    /// that a sender does not write far faster than it reads its ACKs (a TAP's queue towards
+    /// us is short, and the ACKs it drops cost timeouts).
+    public var framesPerPoll = 64
+
     public func poll(send: Originate, room: Int) {
-        host.poll(now: clock.now, budget: room) { out in Self.originate(out, port: port, send: send) }
+        host.poll(now: clock.now, budget: min(room, framesPerPoll)) { out in Self.originate(out, port: port, send: send) }
     }
 
     /// A frame of the host's, copied into a buffer of the software's own (a frame that
