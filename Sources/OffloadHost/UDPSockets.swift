@@ -83,6 +83,9 @@ public struct UDPSockets: Sendable {
         outgoing.append((port, datagram))
     }
 
+    /// Whether a datagram to `port` waits to be read.
+    public func hasDatagram(port: UInt16) -> Bool { (ports[port]?.count ?? 0) > 0 }
+
     /// The oldest unread datagram to `port`, or nil.
     public mutating func receive(port: UInt16) -> UDPDatagram? {
         guard var p = ports[port], p.count > 0 else { return nil }

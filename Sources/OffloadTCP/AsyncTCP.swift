@@ -85,6 +85,20 @@ public final class AsyncTCP: Sendable {
         }
     }
 
+    /// Runs `body` under the lock the driver holds for its turns (for state the driver
+    /// touches beside the stack, such as the host's UDP sockets), then asks for a turn.
+    public func withLock<R: Sendable, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        let result = core.withLock { _ in Result { () throws(E) in try body() } }
+        wake()
+        return try result.get()
+    }
+
+    /// Waits until `ready` holds; it is checked under the same lock, now and after every
+    /// driver turn.
+    public func wait(until ready: @escaping @Sendable () -> Bool) async {
+        await wait { (_: Core) in ready() }
+    }
+
     func locked<R: Sendable>(_ body: (Core) throws(TCPError) -> R) throws(TCPError) -> R {
         let result = core.withLock { core in Result { () throws(TCPError) in try body(core) } }
         wake()

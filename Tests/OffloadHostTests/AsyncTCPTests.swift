@@ -62,6 +62,24 @@ import OffloadTCP
         #expect(await connection.closed() == nil)
     }
 
+    @Test func udpDatagramsBetweenRuntimes() async throws {
+        let (server, client) = try Self.hosts()
+        server.start()
+        client.start()
+        defer {
+            client.stop()
+            server.stop()
+        }
+        try server.bindUDP(port: 53)
+        try client.bindUDP(port: 5353)
+        try client.sendUDP(UDPDatagram(peer: IPv4Address(10, 0, 0, 1), peerPort: 53, payload: Array("query".utf8)),
+                           from: 5353)
+        let query = await server.receiveUDP(port: 53)
+        #expect(query.payload == Array("query".utf8) && query.peer == IPv4Address(10, 0, 0, 2) && query.peerPort == 5353)
+        try server.sendUDP(UDPDatagram(peer: query.peer, peerPort: query.peerPort, payload: Array("answer".utf8)), from: 53)
+        #expect(await client.receiveUDP(port: 5353).payload == Array("answer".utf8))
+    }
+
     @Test func connectingWhereNobodyListensThrowsRefused() async throws {
         let (server, client) = try Self.hosts()
         server.start()

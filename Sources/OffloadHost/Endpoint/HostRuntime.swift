@@ -64,6 +64,26 @@ public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @uncheck
         thread.start()
     }
 
+    // MARK: UDP
+
+    /// Receives datagrams to `port` (at most `capacity` unread).
+    public func bindUDP(port: UInt16, capacity: Int = 256) throws(UDPError) {
+        try tcp.withLock { () throws(UDPError) in try host.udp.bind(port: port, capacity: capacity) }
+    }
+
+    /// Sends a datagram from `port` (bound); it leaves at the runtime's next turn.
+    public func sendUDP(_ datagram: UDPDatagram, from port: UInt16) throws(UDPError) {
+        try tcp.withLock { () throws(UDPError) in try host.udp.send(from: port, datagram) }
+    }
+
+    /// The next datagram to `port`, waiting for one.
+    public func receiveUDP(port: UInt16) async -> UDPDatagram {
+        while true {
+            if let datagram = tcp.withLock({ host.udp.receive(port: port) }) { return datagram }
+            await tcp.wait { [self] in host.udp.hasDatagram(port: port) }
+        }
+    }
+
     /// Stops the thread after its current turn.
     public func stop() {
         guard thread != nil else { return }
