@@ -122,14 +122,8 @@ func twoStacksOverMemoryLink(seconds: Double, maxBytes: UInt64 = 1 << 36, messag
         return nil
     }
 
-    // The data: one ring, twice the send queue's limit, so that a message is reused only
-    // long after the stack gave it back (the limit bounds what is unacknowledged).
     let limit = connection.configuration.sendQueueLimit
-    let ringSize = (2 * limit / messageSize + 1) * messageSize
-    let ring = UnsafeMutableRawPointer.allocate(byteCount: ringSize, alignment: 64)
-    defer { ring.deallocate() }
-    for i in 0..<ringSize { ring.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ i >> 12), toByteOffset: i, as: UInt8.self) }
-    var offset = 0
+    let ring = MessageRing(messageSize: messageSize, sendQueueLimit: limit)
     var queued: UInt64 = 0, delivered: UInt64 = 0, rounds: UInt64 = 0
     let countersA = hostA.counters, countersB = hostB.counters
     let wireBefore = linkA.sentCounters.queueDrops &+ linkB.sentCounters.queueDrops
@@ -142,11 +136,8 @@ func twoStacksOverMemoryLink(seconds: Double, maxBytes: UInt64 = 1 << 36, messag
         while now < end && delivered < maxBytes {
             // A's application: fill the send queue.
             while queued < maxBytes && connection.unacknowledgedBytes + messageSize <= limit {
-                let buffer = TxBuffer(unowned: ring + offset, count: messageSize)
-                guard case .queued = stackA.send(buffer, on: sender) else { break }
+                guard case .queued = stackA.send(ring.next(), on: sender) else { break }
                 queued &+= UInt64(messageSize)
-                offset += messageSize
-                if offset == ringSize { offset = 0 }
             }
             stackA.takeCompletions(of: sender) { _ in }
             try loopA.runOnce(on: &linkA)
@@ -246,22 +237,16 @@ struct TapTCPFigures {
 /// (ARP both ways, as on a real link), its TCP as `offload send` sets it up (MSS 1460, 1 MiB
 /// receive buffer, SACK, timestamps, CUBIC). The loop is `offload send`'s: the application's
 /// turn (messages of `messageSize` as `TxBuffer(unowned:)` into one preallocated ring while
-/// the send queue has room), `HostLoop.runOnce` (a burst of up to 32 frames read from the TAP,
-/// then `poll`, which writes each segment with one `write`), and a sleep in epoll when
-/// nothing came and nothing is due. Measured from the first message for `seconds` (at least
+/// the send queue has room), a `HostEndpoint` turn (the engine reads a burst from the TAP and
+/// hands the host's frames to the software through the exception queue; the host's segments
+/// leave through the engine's transmit path), and a sleep in epoll when nothing came and
+/// nothing is due. Measured from the first message for `seconds` (at least
 /// 0.5) or until `maxBytes` are acknowledged; the connection is reset afterwards. Nil, with
 /// the reason printed, when not root, when ip or socat is missing, or when a step fails. The
 /// TAP and the namespace are gone when it returns.
 func tcpToLinuxOverTap(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize: Int = 64 * 1024) -> TapTCPFigures? {
     let skipped = "TCP to Linux over TAP skipped"
-    guard geteuid() == 0 else {
-        print("\(skipped): needs root (a TAP device, a network namespace)")
-        return nil
-    }
-    for tool in ["ip", "socat", "ss"] where !BenchShell.run("command -v \(tool)").ok {
-        print("\(skipped): \(tool) is not installed")
-        return nil
-    }
+    guard benchCanRun(skipped, root: "a TAP device, a network namespace", tools: ["ip", "socat", "ss"]) else { return nil }
     guard let namespace = BenchNamespace(name: "offload-bench-tcptap-\(getpid())") else {
         print("\(skipped): could not create the network namespace")
         return nil
@@ -341,11 +326,7 @@ private enum TapTCPSender {
         }
 
         let sendLimit = connection.configuration.sendQueueLimit
-        let ringSize = (2 * sendLimit / messageSize + 1) * messageSize
-        let ring = UnsafeMutableRawPointer.allocate(byteCount: ringSize, alignment: 64)
-        defer { ring.deallocate() }
-        for i in 0..<ringSize { ring.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ i >> 12), toByteOffset: i, as: UInt8.self) }
-        var offset = 0
+        let ring = MessageRing(messageSize: messageSize, sendQueueLimit: sendLimit)
         var queued: UInt64 = 0, rounds: UInt64 = 0, sleeps: UInt64 = 0
         let before = host.counters
         let failuresBefore = host.counters.drops[.transmitFailed]
@@ -358,11 +339,8 @@ private enum TapTCPSender {
         do {
             while now < end && acknowledged < maxBytes && connection.state == .established {
                 while queued < maxBytes && connection.unacknowledgedBytes + messageSize <= sendLimit {
-                    let buffer = TxBuffer(unowned: ring + offset, count: messageSize)
-                    guard case .queued = stack.send(buffer, on: socket) else { break }
+                    guard case .queued = stack.send(ring.next(), on: socket) else { break }
                     queued &+= UInt64(messageSize)
-                    offset += messageSize
-                    if offset == ringSize { offset = 0 }
                 }
                 stack.takeCompletions(of: socket) { _ in }
                 if try round() { sleeps &+= 1 }
@@ -448,5 +426,32 @@ enum TCPBenchmarks {
                         target: "- (report)",
                         detail: "\(format(Double(ours.segmentsSent) / Double(max(1, ours.acksRead)))) segments per ACK"),
         ]
+    }
+}
+
+/// The data a TCP benchmark sends: one preallocated ring of messages, twice the send
+/// queue's limit, so that a message is reused only long after the stack gave it back (the
+/// limit bounds what is unacknowledged).
+final class MessageRing {
+    let messageSize: Int
+    private let size: Int
+    private let base: UnsafeMutableRawPointer
+    private var offset = 0
+
+    init(messageSize: Int, sendQueueLimit: Int) {
+        self.messageSize = messageSize
+        size = (2 * sendQueueLimit / messageSize + 1) * messageSize
+        base = .allocate(byteCount: size, alignment: 64)
+        for i in 0..<size { base.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ i >> 12), toByteOffset: i, as: UInt8.self) }
+    }
+
+    deinit { base.deallocate() }
+
+    /// The next message, as memory the application keeps (`TxBuffer(unowned:)`).
+    func next() -> TxBuffer {
+        let buffer = TxBuffer(unowned: base + offset, count: messageSize)
+        offset += messageSize
+        if offset == size { offset = 0 }
+        return buffer
     }
 }

@@ -39,14 +39,7 @@ struct LinuxLoopbackFigures {
 /// `linuxLoopbackTCP(seconds:)` with the CPU share iperf3 reports.
 func linuxLoopbackTCPFigures(seconds: Double) -> LinuxLoopbackFigures? {
     let skipped = "Linux TCP over lo skipped"
-    guard geteuid() == 0 else {
-        print("\(skipped): needs root (a network namespace)")
-        return nil
-    }
-    for tool in ["ip", "iperf3", "taskset"] where !BenchShell.run("command -v \(tool)").ok {
-        print("\(skipped): \(tool) is not installed")
-        return nil
-    }
+    guard benchCanRun(skipped, root: "a network namespace", tools: ["ip", "iperf3", "taskset"]) else { return nil }
     let duration = max(1, Int(seconds.rounded(.up)))
     guard let namespace = BenchNamespace(name: "offload-bench-lo-\(getpid())") else {
         print("\(skipped): could not create the network namespace")
@@ -132,14 +125,7 @@ func tapRawFrameWriteLimit(seconds: Double) -> (framesPerSecond: Double, gigabit
 /// step fails. The TAP and the namespace are gone when it returns.
 func tapRawFrameWrite(seconds: Double) -> TapFrameWriteFigures? {
     let skipped = "TAP raw frame-write limit skipped"
-    guard geteuid() == 0 else {
-        print("\(skipped): needs root (a TAP device, a network namespace)")
-        return nil
-    }
-    for tool in ["ip", "python3"] where !BenchShell.run("command -v \(tool)").ok {
-        print("\(skipped): \(tool) is not installed")
-        return nil
-    }
+    guard benchCanRun(skipped, root: "a TAP device, a network namespace", tools: ["ip", "python3"]) else { return nil }
     guard let namespace = BenchNamespace(name: "offload-bench-tap-\(getpid())") else {
         print("\(skipped): could not create the network namespace")
         return nil
@@ -371,6 +357,20 @@ struct BenchNamespace {
 
 /// Shell commands with a time limit, through `system` with the output in a file (as
 /// GatewayBenchmark does: a daemon the command starts could hold a pipe open past its end).
+/// Whether a benchmark that needs `root` and `tools` can run here; prints why not, after
+/// `skipped`, when it cannot.
+func benchCanRun(_ skipped: String, root why: String?, tools: [String]) -> Bool {
+    if let why, geteuid() != 0 {
+        print("\(skipped): needs root (\(why))")
+        return false
+    }
+    for tool in tools where !BenchShell.run("command -v \(tool)").ok {
+        print("\(skipped): \(tool) is not installed")
+        return false
+    }
+    return true
+}
+
 enum BenchShell {
     struct Result {
         let ok: Bool
