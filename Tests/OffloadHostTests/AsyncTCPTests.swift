@@ -8,6 +8,7 @@ import OffloadTCP
 /// The async API end to end: two hosts, each on a thread of its own (`HostRuntime`), joined
 /// by a socket pair. This is the example of the README.
 @Suite struct AsyncTCPTests {
+    /// Two runtimes joined by a socket pair, started (the caller stops them).
     static func hosts() throws -> (server: HostRuntime<SocketPairLink>, client: HostRuntime<SocketPairLink>) {
         let (a, b) = try SocketPairLink.makePair()
         let server = try HostRuntime(
@@ -16,13 +17,13 @@ import OffloadTCP
         let client = try HostRuntime(
             link: SocketPairLink(adopting: b, address: .local(2)),
             host: .init(interface: try IPv4CIDR(parsing: "10.0.0.2/24"), hardwareAddress: .local(2)))
+        server.start()
+        client.start()
         return (server, client)
     }
 
     @Test func anEchoServerAndAClient() async throws {
         let (server, client) = try Self.hosts()
-        server.start()
-        client.start()
         defer {
             client.stop()
             server.stop()
@@ -64,8 +65,6 @@ import OffloadTCP
 
     @Test func udpDatagramsBetweenRuntimes() async throws {
         let (server, client) = try Self.hosts()
-        server.start()
-        client.start()
         defer {
             client.stop()
             server.stop()
@@ -82,8 +81,6 @@ import OffloadTCP
 
     @Test func connectingWhereNobodyListensThrowsRefused() async throws {
         let (server, client) = try Self.hosts()
-        server.start()
-        client.start()
         defer {
             client.stop()
             server.stop()
