@@ -229,6 +229,12 @@ extension TCPConnection {
     /// sent before, skipping what the peer SACKed), with silly window avoidance and Nagle.
     private func sendData(now: Instant, emit: Emit) {
         let mss = block.constant.segmentSize
+        // Back from idle for longer than an RTO: the window restarts (RFC 5681 4.1), since
+        // what it knew of the path is stale.
+        if flightSize == 0, block.delegated.sendNext < sendQueue.end,
+           now - lastSend > block.delegated.retransmission.currentRTO {
+            block.delegated.congestion.onIdleRestart()
+        }
         while emitBudget > 0 {
             let d = block.delegated
             var next = d.sendNext

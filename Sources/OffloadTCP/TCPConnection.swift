@@ -63,6 +63,7 @@ public final class TCPConnection {
     /// Something happened that the next `poll` must act on (see `hasOutput`).
     var needsPoll = true
     var timestampOffset: UInt32
+    /// When a segment last went out (for the restart after idle).
     var lastSend: Instant
     var challengeACKWindowStart = Instant.zero
     var challengeACKsInWindow = 0

@@ -294,3 +294,45 @@ extension TCPHardeningTests {
         #expect(completions == 1)
     }
 }
+
+extension TCPHardeningTests {
+    /// Closing a listener resets the connections nobody accepted yet, and frees the port.
+    @Test func stopListeningResetsWhatWasNotAccepted() throws {
+        let peer = ScriptedPeer()
+        try peer.stack.listen(port: 80)
+        peer.send(.syn)
+        let synACK = try #require(peer.poll().first { $0.flags == [.syn, .ack] })
+        peer.sequence &+= 1
+        peer.acknowledgment = synACK.sequenceNumber &+ 1
+        peer.send(.ack)
+        #expect(peer.stack.hasAcceptable(port: 80))
+        peer.stack.stopListening(port: 80)
+        #expect(peer.poll().map(\.flags) == [.rst])
+        #expect(peer.stack.connectionCount == 0 && peer.stack.listenerCount == 0)
+        try peer.stack.listen(port: 80)
+    }
+
+    /// A sender idle for longer than its RTO starts again from the initial window.
+    @Test func theWindowRestartsAfterIdle() throws {
+        let world = TCPWorld(seed: 9)
+        try world.b.listen(port: 80)
+        let client = try world.a.connect(to: TCPWorld.addressB, port: 80, now: world.now)
+        var server: TCPSocket?
+        var sink = [UInt8](repeating: 0, count: 1 << 16)
+        func drain() {
+            if server == nil { server = world.b.accept(port: 80) }
+            if let s = server { while sink.withUnsafeMutableBytes({ world.b.read(s, into: $0) }) > 0 {} }
+        }
+        _ = world.a.send(TxBuffer(copying: pattern(400_000, seed: 1)), on: client)
+        world.run(for: .seconds(10)) { drain(); return world.a.connection(client)?.unacknowledgedBytes == 0 }
+        let connection = try #require(world.a.connection(client))
+        let grown = connection.block.delegated.congestion.congestionWindow
+        world.run(for: .seconds(1)) { drain(); return false }
+        world.now = world.now + .seconds(5) // nothing happens meanwhile: the sender is idle
+        _ = world.a.send(TxBuffer(copying: pattern(1000, seed: 2)), on: client)
+        world.step()
+        let restarted = connection.block.delegated.congestion.congestionWindow
+        #expect(grown > restarted, "cwnd \(grown) after the transfer, \(restarted) after idle")
+        #expect(restarted <= 10 * connection.block.constant.segmentSize)
+    }
+}
