@@ -105,6 +105,16 @@ public struct SACKScoreboard: Sendable {
 
     public func isSACKed(_ s: SequenceNumber) -> Bool { ranges.contains { $0.contains(s) } }
 
+    /// SACKed bytes from `s` on.
+    public func sackedBytes(from s: SequenceNumber) -> Int {
+        var n = 0
+        for r in ranges.reversed() {
+            guard s < r.upper else { break }
+            n += SequenceRange(SequenceNumber.later(r.lower, s), r.upper).count
+        }
+        return n
+    }
+
     /// New data went out up to `end` (HighData, step (C.3)).
     public mutating func sent(upTo end: SequenceNumber) {
         sentEnd = SequenceNumber.later(sentEnd, end)

@@ -196,6 +196,7 @@ extension TCPConnection {
             let isDuplicate = !hasData && !segment.flags.contains(.fin) && windowField == windowBefore
                 && d.sendUnacknowledged < d.sendMax && windowField > 0
             if isDuplicate || sacked > 0 { duplicateACK(now: now) }
+            if sacked > 0 { detectLostRetransmissions() }
         }
         updateSendWindow(segment)
         if block.delegated.sendWindow > 0 {
@@ -240,7 +241,9 @@ extension TCPConnection {
         let flight = block.delegated.sendMax - ack
 
         if block.constant.sackPermitted {
+            detectLostRetransmissions()
             if update.recoveryEnded {
+                recoveryRetransmissions.removeAll()
                 block.delegated.congestion.onRecoveryExit(flightSize: flight)
             } else if !scoreboard.isInRecovery {
                 block.delegated.congestion.onAcknowledged(bytes: acked, flightSize: flightBefore, now: now,
@@ -300,6 +303,19 @@ extension TCPConnection {
                                           SequenceNumber.earlier(block.delegated.sendUnacknowledged
                                                                  + block.constant.segmentSize, block.delegated.sendMax))
         }
+    }
+
+    /// In SACK recovery: the oldest retransmission whose hole is still open although the peer
+    /// has SACKed DupThresh segments' worth sent after it is lost; it goes out again at once.
+    private func detectLostRetransmissions() {
+        guard scoreboard.isInRecovery, retransmitNow == nil else { return }
+        let unacknowledged = block.delegated.sendUnacknowledged
+        recoveryRetransmissions.removeAll { $0.range.upper <= unacknowledged || scoreboard.isSACKed($0.range.lower) }
+        guard let oldest = recoveryRetransmissions.first,
+              scoreboard.sackedBytes(from: oldest.sentMax) >= 3 * block.constant.segmentSize else { return }
+        recoveryRetransmissions.removeFirst()
+        retransmitNow = SequenceRange(SequenceNumber.later(oldest.range.lower, unacknowledged), oldest.range.upper)
+        counters.lostRetransmissions &+= 1
     }
 
     /// RFC 6675 section 5, step 4.

@@ -167,6 +167,7 @@ extension TCPConnection {
             probeDue = true
             return
         }
+        recoveryRetransmissions.removeAll()
         block.delegated.congestion.onRetransmissionTimeout(
             flightSize: flightSize, now: now, firstInSeries: block.delegated.consecutiveTimeouts == 1)
         scoreboard.retransmissionTimeout()
@@ -332,6 +333,10 @@ extension TCPConnection {
         let end = sequence + length + (header.flags.contains(.fin) ? 1 : 0)
         if retransmission || sequence < block.delegated.sendMax {
             counters.segmentsRetransmitted &+= 1
+            if scoreboard.isInRecovery && length > 0 {
+                if recoveryRetransmissions.count == 64 { recoveryRetransmissions.removeFirst() }
+                recoveryRetransmissions.append((SequenceRange(sequence, sequence + length), block.delegated.sendMax))
+            }
             counters.bytesRetransmitted &+= UInt64(min(length, max(0, block.delegated.sendMax - sequence)))
             if let timed = timedSegment, timed.sequence >= sequence && timed.sequence < end { timedSegment = nil }
         } else if !block.constant.timestamps && timedSegment == nil && length > 0 {

@@ -38,8 +38,13 @@ public final class TCPConnection {
     var pendingReset: TCPRepr?
     /// The SYN (or SYN-ACK) is due.
     var synDue = false
-    /// A segment to retransmit at once (fast retransmit, a partial ACK).
+    /// A segment to retransmit at once (fast retransmit, a partial ACK, a lost retransmission).
     var retransmitNow: SequenceRange?
+    /// The retransmissions of the current SACK recovery, oldest first, each with SND.MAX when
+    /// it left: one whose hole stays open while the peer SACKs DupThresh segments sent after
+    /// it was lost again (RFC 6675 alone would wait for the RTO; Linux calls this lost
+    /// retransmit detection).
+    var recoveryRetransmissions: [(range: SequenceRange, sentMax: SequenceNumber)] = []
     /// NewReno recovery without SACK (RFC 6582): RecoveryPoint, and the window inflation.
     var newRenoRecover: SequenceNumber?
     var inNewRenoRecovery = false

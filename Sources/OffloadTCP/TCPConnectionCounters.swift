@@ -11,6 +11,8 @@ public struct TCPConnectionCounters: Hashable, Sendable {
     public var duplicateBytesReceived: UInt64 = 0
     public var outOfOrderSegments: UInt64 = 0
     public var fastRetransmits: UInt64 = 0
+    /// Retransmissions found lost during SACK recovery, and sent again.
+    public var lostRetransmissions: UInt64 = 0
     public var retransmissionTimeouts: UInt64 = 0
     public var zeroWindowProbes: UInt64 = 0
     /// Tail loss probes sent (RFC 8985 section 7).

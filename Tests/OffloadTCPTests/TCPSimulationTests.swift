@@ -24,14 +24,16 @@ extension TCPSimulationTests {
     /// left after close.
     @Test func thousandSeedsOfImpairedTransfers() {
         var failures: [TransferOutcome] = []
-        var retransmitted: UInt64 = 0
+        var retransmitted: UInt64 = 0, lostRetransmissions: UInt64 = 0
         for seed in UInt64(1)...1000 {
             let outcome = impairedTransfer(seed: seed)
             retransmitted += outcome.retransmitted
+            lostRetransmissions += outcome.lostRetransmissions
             if !outcome.passed { failures.append(outcome) }
         }
         #expect(failures.isEmpty, "\(failures.count) seeds failed; first: \(failures.prefix(3))")
         #expect(retransmitted > 0, "the impairments never made anything be resent")
+        #expect(lostRetransmissions > 0, "no retransmission was ever found lost during SACK recovery")
     }
 }
 

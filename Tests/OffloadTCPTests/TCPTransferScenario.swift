@@ -82,6 +82,7 @@ struct TransferOutcome: CustomStringConvertible {
     var quiescent: Bool
     var badSegments: Int
     var retransmitted: UInt64
+    var lostRetransmissions: UInt64
     var virtualSeconds: Double
     var detail: String
 
@@ -132,9 +133,12 @@ func runTransfer(seed: UInt64, impairments: TCPWorld.Impairments, bytesAToB: Int
         e.failedCompletions == 0 && e.wrongBuffers == 0 && e.completed.values.allSatisfy { $0 == 1 }
             && e.completed.count == e.messageStarts.count
     }
-    var retransmitted: UInt64 = 0
+    var retransmitted: UInt64 = 0, lostRetransmissions: UInt64 = 0
     for e in [endA, endB] {
-        if let c = e.connection { retransmitted += c.counters.segmentsRetransmitted }
+        if let c = e.connection {
+            retransmitted += c.counters.segmentsRetransmitted
+            lostRetransmissions += c.counters.lostRetransmissions
+        }
     }
     let detail = "A→B \(endB.received.count)/\(bytesAToB), B→A \(endA.received.count)/\(bytesBToA), "
         + "A \(world.a.connectionCount) conns \(world.a.socketCount) sockets, "
@@ -146,6 +150,6 @@ func runTransfer(seed: UInt64, impairments: TCPWorld.Impairments, bytesAToB: Int
         seed: seed, finished: finished,
         bytesExact: endB.received == endA.outgoing && endA.received == endB.outgoing,
         completionsExact: completionsExact, quiescent: world.a.isQuiescent && world.b.isQuiescent,
-        badSegments: world.badSegments, retransmitted: retransmitted,
+        badSegments: world.badSegments, retransmitted: retransmitted, lostRetransmissions: lostRetransmissions,
         virtualSeconds: Double((world.now - start).nanoseconds) / 1e9, detail: detail)
 }
