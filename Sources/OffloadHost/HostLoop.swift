@@ -43,8 +43,12 @@ public struct HostLoop {
         let now = clock.now
         var failures: [LinkError] = []
         let received = try withUnsafeMutablePointer(to: &link) { (linkPointer) throws(LinkError) -> Int in
-            let transmit: IPv4Host.Transmit = { frame in
-                do throws(LinkError) { try linkPointer.pointee.transmit(frame) } catch { failures.append(error) }
+            let transmit: IPv4Host.Transmit = { header, payload in
+                do throws(LinkError) {
+                    try linkPointer.pointee.transmit(header: header, payloads: payload, metadata: .none)
+                } catch {
+                    failures.append(error)
+                }
             }
             let host = self.host
             let n = try linkPointer.pointee.receive(into: pool, max: 32) { buffer in

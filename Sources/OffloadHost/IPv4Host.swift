@@ -1,5 +1,6 @@
 import OffloadCore
 import OffloadWire
+import OffloadLink
 import OffloadTCP
 
 /// A host: one IPv4 address on one Ethernet link. It answers ARP requests for its
@@ -55,7 +56,20 @@ public final class IPv4Host {
 
     deinit { scratch.deallocate() }
 
-    public typealias Transmit = (UnsafeRawBufferPointer) -> Void
+    /// Sends one frame: its headers, then payload slices from wherever the payload lives
+    /// (a TCP segment's from the application's buffers; none for the rest).
+    public typealias Transmit = (_ header: UnsafeRawBufferPointer, _ payload: PayloadSlices) -> Void
+
+    /// A `Transmit` for callers that want each frame in one piece: the payload slices are
+    /// copied after the header into a scratch buffer, valid during `body`.
+    public static func contiguous(_ body: @escaping (UnsafeRawBufferPointer) -> Void) -> Transmit {
+        { header, payload in
+            guard !payload.isEmpty else { return body(header) }
+            var frame = [UInt8](header)
+            for slice in payload.slices { frame += slice }
+            frame.withUnsafeBytes(body)
+        }
+    }
 
     // MARK: Receive
 
@@ -201,15 +215,7 @@ public final class IPv4Host {
             }
         }
         tcp?.poll(now: now, budget: budget) { id, header, payload in
-            sendIPv4(to: id.remote, protocol: .tcp, payloadLength: header.bufferLength, now: now,
-                     transmit: transmit) { out in
-                var at = header.headerLength
-                for slice in payload {
-                    UnsafeMutableRawBufferPointer(rebasing: out[at..<(at + slice.count)]).copyMemory(from: slice)
-                    at += slice.count
-                }
-                header.emit(into: out, source: address, destination: id.remote, checksums: .verify)
-            }
+            sendTCP(header, payload: payload, to: id.remote, now: now, transmit: transmit)
             counters.tcpSegmentsSent &+= 1
         }
     }
@@ -227,6 +233,47 @@ public final class IPv4Host {
     private func nextHop(_ destination: IPv4Address) -> IPv4Address? {
         if configuration.interface.contains(destination) { return destination }
         return configuration.gateway
+    }
+
+    /// Sends a TCP segment as a gather list: Ethernet, IPv4 and TCP headers built here, then
+    /// the payload slices as they are (the application's memory, not copied here); the TCP
+    /// checksum is summed over the headers and the slices. Held for ARP, it is copied whole.
+    private func sendTCP(_ header: TCPRepr, payload: UnsafeBufferPointer<UnsafeRawBufferPointer>,
+                         to destination: IPv4Address, now: Instant, transmit: Transmit) {
+        guard let hop = nextHop(destination) else { return drop(.noRoute) }
+        guard let mac = neighbors.lookup(hop, now: now) else {
+            // Not resolved yet: the whole packet waits in `pending`.
+            return sendIPv4(to: destination, protocol: .tcp, payloadLength: header.bufferLength, now: now,
+                            transmit: transmit) { out in
+                var at = header.headerLength
+                for slice in payload {
+                    UnsafeMutableRawBufferPointer(rebasing: out[at..<(at + slice.count)]).copyMemory(from: slice)
+                    at += slice.count
+                }
+                header.emit(into: out, source: address, destination: destination, checksums: .verify)
+            }
+        }
+        identification &+= 1
+        let ip = IPv4Repr(source: address, destination: destination, protocol: .tcp, payloadLength: header.bufferLength,
+                          identification: identification)
+        let ipStart = EthernetFrame.headerLength, tcpStart = ipStart + IPv4Packet.minimumHeaderLength
+        let headersEnd = tcpStart + header.headerLength
+        guard tcpStart + header.bufferLength <= scratch.count else { return drop(.tooLargeToAnswer) }
+        // The TCP header (checksum 0 for now) and the IPv4 header; the payload area stays unwritten.
+        header.emit(into: UnsafeMutableRawBufferPointer(rebasing: scratch[tcpStart..<(tcpStart + header.bufferLength)]),
+                    source: address, destination: destination, checksums: .ignore)
+        var sum = ipv4PseudoHeaderChecksum(source: address, destination: destination, protocol: IPProtocol.tcp.rawValue,
+                                           length: header.bufferLength)
+        sum.add(UnsafeRawBufferPointer(rebasing: scratch[tcpStart..<headersEnd]))
+        for slice in payload { sum.add(slice) }
+        guard let tcpHeader = try? MutableTCPPacket(checking: UnsafeMutableRawBufferPointer(rebasing: scratch[tcpStart..<headersEnd]))
+        else { return drop(.malformedTCP) }
+        tcpHeader.setChecksum(sum.value)
+        ip.emit(into: UnsafeMutableRawBufferPointer(rebasing: scratch[ipStart..<(ipStart + ip.bufferLength)]),
+                checksums: .verify)
+        EthernetRepr(destination: mac, source: hardwareAddress, etherType: .ipv4).emit(into: scratch)
+        transmit(UnsafeRawBufferPointer(rebasing: scratch[0..<headersEnd]), PayloadSlices(payload))
+        counters.framesTransmitted &+= 1
     }
 
     /// Builds an IPv4 packet (header by us, payload by `fill` into the buffer it is given)
@@ -283,7 +330,7 @@ public final class IPv4Host {
             length = 60
         }
         EthernetRepr(destination: destination, source: hardwareAddress, etherType: type).emit(into: scratch)
-        transmit(UnsafeRawBufferPointer(rebasing: scratch[0..<length]))
+        transmit(UnsafeRawBufferPointer(rebasing: scratch[0..<length]), .none)
         counters.framesTransmitted &+= 1
     }
 

@@ -46,6 +46,12 @@ public struct MemoryLink: Link {
             address: wire.addresses.map { side == 0 ? $0.0 : $0.1 })
     }
 
+    /// Calls `witness` with every payload slice a frame sent from this end is gathered from
+    /// (the memory the sender handed over, before the wire copies it); nil stops it.
+    public func witnessPayloads(_ witness: ((UnsafeRawBufferPointer) -> Void)?) {
+        outgoing.pointee.payloadWitness = witness
+    }
+
     /// What happened to frames sent from this end.
     public var sentCounters: MemoryWireCounters { outgoing.pointee.counters }
     /// What happened to frames sent to this end.

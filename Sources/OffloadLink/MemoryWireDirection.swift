@@ -53,6 +53,9 @@ struct MemoryWireDirection {
     let reorderDelayNanoseconds: Int64
     var random: SeededRandom
     @usableFromInline var counters = MemoryWireCounters()
+    /// Told of every payload slice handed to the wire (where its memory lies), for the
+    /// zero-copy tests; nil costs nothing.
+    var payloadWitness: ((UnsafeRawBufferPointer) -> Void)?
     @usableFromInline let slotSize: Int
     @usableFromInline let slotCount: Int
     @usableFromInline let slab: UnsafeMutableRawPointer
@@ -226,6 +229,7 @@ struct MemoryWireDirection {
         }
         for slice in payloads.slices {
             guard let s = slice.baseAddress else { continue }
+            payloadWitness?(slice)
             at.copyMemory(from: s, byteCount: slice.count)
             at += slice.count
             counters.payloadSlices &+= 1

@@ -90,8 +90,12 @@ struct HostPingInteropTests {
         // Our own ping: resolve the kernel's address by ARP (unless its request taught us
         // already), then get its echo reply.
         let kernel = try IPv4Address(parsing: kernelAddress)
-        host.ping(kernel, identifier: 0x4f, sequence: 1, now: clock.now) { frame in
-            do throws(LinkError) { try captured.transmit(frame) } catch { Issue.record("transmit: \(error)") }
+        host.ping(kernel, identifier: 0x4f, sequence: 1, now: clock.now) { header, payload in
+            do throws(LinkError) {
+                try captured.transmit(header: header, payloads: payload, metadata: .none)
+            } catch {
+                Issue.record("transmit: \(error)")
+            }
         }
         let replyDeadline = clock.now + .seconds(5)
         try loop.run(on: &captured, poller: poller) { !host.echoReplies.isEmpty || clock.now > replyDeadline }

@@ -57,9 +57,9 @@ final class GatewayWorld {
             var out: [[UInt8]] = []
             let n = (try? self.clientWire.receive(into: pool, max: 8) { frame in
                 self.atClient.append(Array(frame.bytes))
-                self.client.receive(frame, now: now) { out.append(Array($0)) }
+                self.client.receive(frame, now: now, transmit: IPv4Host.contiguous { out.append(Array($0)) })
             }) ?? 0
-            self.client.poll(now: now) { out.append(Array($0)) }
+            self.client.poll(now: now, transmit: IPv4Host.contiguous { out.append(Array($0)) })
             for frame in out { frame.withUnsafeBytes { self.sendFromClient($0) } }
             return n > 0
         }
@@ -68,9 +68,9 @@ final class GatewayWorld {
             var out: [[UInt8]] = []
             let n = (try? self.serverWire.receive(into: pool, max: 8) { frame in
                 self.atServer.append(Array(frame.bytes))
-                if !self.serverSilent { self.server.receive(frame, now: now) { out.append(Array($0)) } }
+                if !self.serverSilent { self.server.receive(frame, now: now, transmit: IPv4Host.contiguous { out.append(Array($0)) }) }
             }) ?? 0
-            self.server.poll(now: now) { out.append(Array($0)) }
+            self.server.poll(now: now, transmit: IPv4Host.contiguous { out.append(Array($0)) })
             for frame in out { frame.withUnsafeBytes { self.sendFromServer($0) } }
             return n > 0
         }
@@ -80,6 +80,7 @@ final class GatewayWorld {
 
     func sendFromClient(_ frame: UnsafeRawBufferPointer) { try! clientWire.transmit(frame) }
     func sendFromServer(_ frame: UnsafeRawBufferPointer) { try! serverWire.transmit(frame) }
+    var transmitFromClient: IPv4Host.Transmit { IPv4Host.contiguous { [unowned self] in self.sendFromClient($0) } }
 
     /// Runs for `seconds` of virtual time.
     func run(seconds: Double) {
@@ -133,7 +134,7 @@ final class GatewayWorld {
         for n in 0..<5 {
             world.sim.schedule(at: Instant(nanoseconds: Int64(n) * 10_000_000)) {
                 world.client.ping(GatewayWorld.serverIP, identifier: 7, sequence: UInt16(n), now: world.sim.clock.now,
-                                  transmit: world.sendFromClient)
+                                  transmit: world.transmitFromClient)
                 world.sim.wake()
             }
         }
@@ -168,14 +169,14 @@ final class GatewayWorld {
         for n in 0..<5 {
             world.sim.schedule(at: Instant(nanoseconds: 200_000_000 + Int64(n) * 10_000_000)) {
                 world.client.ping(GatewayWorld.serverIP, identifier: 9, sequence: UInt16(n), now: world.sim.clock.now,
-                                  transmit: world.sendFromClient)
+                                  transmit: world.transmitFromClient)
                 world.sim.wake()
             }
         }
         // The neighbours are known before the first ping (the gateway's own ARP for the server).
         world.sim.schedule(at: .zero) {
             world.client.ping(GatewayWorld.insideIP, identifier: 1, sequence: 1, now: world.sim.clock.now,
-                              transmit: world.sendFromClient)
+                              transmit: world.transmitFromClient)
             world.sendUDP(to: GatewayWorld.serverIP)
         }
         world.run(seconds: 1)
@@ -247,9 +248,9 @@ final class GatewayWorld {
         world.sim.schedule(at: .zero) {
             world.sendUDP(to: IPv4Address(192, 168, 50, 1))
             world.client.ping(GatewayWorld.insideIP, identifier: 1, sequence: 1, now: world.sim.clock.now,
-                              transmit: world.sendFromClient)
+                              transmit: world.transmitFromClient)
             world.client.ping(GatewayWorld.outsideIP, identifier: 1, sequence: 2, now: world.sim.clock.now,
-                              transmit: world.sendFromClient)
+                              transmit: world.transmitFromClient)
         }
         world.run(seconds: 0.5)
         let unreachable = GatewayWorld.icmp(in: world.atClient).filter { $0.type == 3 }

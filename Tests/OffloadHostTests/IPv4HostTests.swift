@@ -32,8 +32,12 @@ final class TwoHosts {
     }
 
     func send(_ isA: Bool) -> IPv4Host.Transmit {
-        { [unowned self] frame in
-            if isA { try! self.linkA.transmit(frame) } else { try! self.linkB.transmit(frame) }
+        { [unowned self] header, payload in
+            if isA {
+                try! self.linkA.transmit(header: header, payloads: payload, metadata: .none)
+            } else {
+                try! self.linkB.transmit(header: header, payloads: payload, metadata: .none)
+            }
         }
     }
 
@@ -125,7 +129,7 @@ final class PacketBufferBox {
         func deliver(_ bytes: [UInt8]) {
             guard var buffer = pool.take() else { return }
             bytes.withUnsafeBytes { try! buffer.append(contentsOf: $0) }
-            host.receive(buffer, now: .zero) { _ in sent += 1 }
+            host.receive(buffer, now: .zero) { _, _ in sent += 1 }
         }
         let us = MACAddress.local(1).bytes, them = MACAddress.local(5).bytes
         deliver([1, 2, 3])  // shorter than an Ethernet header

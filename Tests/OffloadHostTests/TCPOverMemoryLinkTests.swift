@@ -91,3 +91,48 @@ import OffloadTCP
         #expect(badChecksums > 0, "corrupted frames were caught by their checksums: \(badChecksums)")
     }
 }
+
+extension TCPOverMemoryLinkTests {
+    /// T5 on the host's own path: every payload slice handed to the link lies inside the
+    /// application's buffer (the link gets a gather list, the stack copies nothing).
+    @Test func payloadSlicesComeStraightFromTheApplicationsBuffer() throws {
+        var configuration = TCPStack.Configuration()
+        configuration.seed = 3
+        let w = try TwoHosts(seed: 3, tcp: configuration)
+        var slices: [(start: UInt, count: Int)] = []
+        w.linkA.witnessPayloads { slices.append((UInt(bitPattern: $0.baseAddress), $0.count)) }
+        let (ta, tb) = (w.a.tcp!, w.b.tcp!)
+        try tb.listen(port: 9)
+        let client = try ta.connect(to: w.b.address, port: 9, now: w.sim.clock.now)
+        var message = TxBuffer(count: 300_000)
+        message.withUnsafeMutableBytes { for i in $0.indices { $0[i] = UInt8(truncatingIfNeeded: i &* 13) } }
+        let memory = UInt(bitPattern: message.baseAddress)..<(UInt(bitPattern: message.baseAddress) + 300_000)
+        var queued = false, received = 0, server: TCPSocket?, completed = 0
+        var sink = [UInt8](repeating: 0, count: 65_536)
+        var pending: TxBuffer? = message
+        w.sim.addProcess("applications") {
+            var worked = false
+            if !queued, let c = ta.connection(client), c.state == .established, let buffer = pending.take() {
+                guard case .queued = ta.send(buffer, on: client) else { return false }
+                queued = true
+                worked = true
+            }
+            if server == nil { server = tb.accept(port: 9) }
+            if let s = server {
+                let n = sink.withUnsafeMutableBytes { tb.read(s, into: $0) }
+                received += n
+                worked = worked || n > 0
+            }
+            ta.takeCompletions(of: client) { completion in
+                completed += 1
+                #expect(UInt(bitPattern: completion.buffer.baseAddress) == memory.lowerBound)
+            }
+            return worked
+        }
+        w.sim.run(until: w.sim.clock.now + .seconds(10)) { completed == 0 || received < 300_000 }
+        #expect(received == 300_000 && completed == 1)
+        #expect(slices.reduce(0) { $0 + $1.count } >= 300_000)
+        let outside = slices.filter { !memory.contains($0.start) || !memory.contains($0.start + UInt($0.count) - 1) }
+        #expect(outside.isEmpty, "\(outside.count) of \(slices.count) payload slices lie outside the application's buffer")
+    }
+}

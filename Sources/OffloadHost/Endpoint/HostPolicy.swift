@@ -1,5 +1,6 @@
 import OffloadCore
 import OffloadEngine
+import OffloadLink
 import OffloadTCP
 
 /// The software of a host behind the engine: every frame for the host reaches it through
@@ -29,8 +30,8 @@ public final class HostPolicy: SlowPathPolicy {
     }
 
     public func answer(_ frame: UnsafeMutableRawBufferPointer, ingressPort: UInt16, send: Originate) -> LocalAnswer {
-        host.receive(frame: UnsafeRawBufferPointer(frame), offload: .none, now: clock.now) { out in
-            Self.originate(out, port: port, send: send)
+        host.receive(frame: UnsafeRawBufferPointer(frame), offload: .none, now: clock.now) { header, payload in
+            Self.originate(header, payload, port: port, send: send)
         }
         return .consumed
     }
@@ -41,16 +42,26 @@ public final class HostPolicy: SlowPathPolicy {
     public var framesPerPoll = 64
 
     public func poll(send: Originate, room: Int) {
-        host.poll(now: clock.now, budget: min(room, framesPerPoll)) { out in Self.originate(out, port: port, send: send) }
+        host.poll(now: clock.now, budget: min(room, framesPerPoll)) { header, payload in
+            Self.originate(header, payload, port: port, send: send)
+        }
     }
 
-    /// A frame of the host's, copied into a buffer of the software's own (a frame that
-    /// finds none is counted by the slow path and lost, as on a full device).
-    private static func originate(_ frame: UnsafeRawBufferPointer, port: UInt16, send: Originate) {
+    /// A frame of the host's, headers and payload slices copied into a buffer of the
+    /// software's own (a frame that finds none is counted by the slow path and lost, as on a
+    /// full device). The TCP offload will send segments from the engine without this copy.
+    private static func originate(_ header: UnsafeRawBufferPointer, _ payload: PayloadSlices, port: UInt16,
+                                  send: Originate) {
         send(port) { buffer in
-            guard frame.count <= buffer.count else { return 0 }
-            buffer.copyMemory(from: frame)
-            return frame.count
+            let length = header.count + payload.byteCount
+            guard length <= buffer.count, let base = buffer.baseAddress else { return 0 }
+            buffer.copyMemory(from: header)
+            var at = header.count
+            for slice in payload.slices where slice.count > 0 {
+                (base + at).copyMemory(from: slice.baseAddress!, byteCount: slice.count)
+                at += slice.count
+            }
+            return length
         }
     }
 }
