@@ -17,44 +17,28 @@ struct HostCommand: ParsableCommand {
             and give it an address there, then ping this host's address from the namespace.
             """)
 
-    @Option(help: "The link: tap:NAME (created here) or afpacket:IFNAME (an existing interface).")
-    var link: LinkSpec
-
-    @Option(help: "This host's address and prefix, e.g. 10.0.0.2/24.")
-    var address: IPv4CIDR
-
-    @Option(help: "This host's MAC address (default: a local address made from the IP address on TAP, the interface's own on afpacket).")
-    var mac: MACAddress?
-
-    @Option(help: "Next hop for addresses outside the prefix.")
-    var gateway: IPv4Address?
+    @OptionGroup var options: HostOptions
 
     @Flag(help: "TAP only: use the virtio-net header with checksum and TSO offload.")
     var virtioNetHeader = false
 
-    @Option(help: "Write every frame received and sent to this pcap file.")
-    var pcap: String?
-
-    @Option(help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
-    var duration: Double?
-
     func run() throws {
         guard offload_stop_signals_install() == 0 else { throw CleanExit.message("cannot install signal handlers") }
         do {
-            switch link {
+            switch options.link {
             case .tap(let name):
                 let mode: TapLink.Mode = virtioNetHeader ? .virtioNetHeader : .plain
                 let tap = try TapLink(name: name, mode: mode)
-                let hardware = mac ?? MACAddress.local(UInt64(address.address.rawValue))
-                print("offload host: \(address) (\(hardware)) on \(link)\(virtioNetHeader ? " with virtio-net header" : "")")
+                let hardware = options.mac ?? MACAddress.local(UInt64(options.address.address.rawValue))
+                print("offload host: \(options.address) (\(hardware)) on \(options.link)\(virtioNetHeader ? " with virtio-net header" : "")")
                 try serve(tap, hardware: hardware, bufferSize: TapLink.requiredReceiveSpace(mode)) { $0.counters }
             case .packetSocket(let name):
                 let socket = try PacketSocketLink(interface: name)
                 let capabilities = socket.capabilities
-                guard let hardware = mac ?? capabilities.address else {
+                guard let hardware = options.mac ?? capabilities.address else {
                     throw ValidationError("\(name) has no MAC address; give one with --mac")
                 }
-                print("offload host: \(address) (\(hardware)) on \(link)")
+                print("offload host: \(options.address) (\(hardware)) on \(options.link)")
                 try serve(socket, hardware: hardware, bufferSize: capabilities.maxFrameSize) { $0.counters }
             }
         } catch let error as LinkError {
@@ -67,14 +51,14 @@ struct HostCommand: ParsableCommand {
         _ link: consuming L, hardware: MACAddress, bufferSize: Int,
         linkCounters: (borrowing L) -> SystemLinkCounters
     ) throws {
-        let host = IPv4Host(.init(interface: address, hardwareAddress: hardware, gateway: gateway))
+        let host = IPv4Host(.init(interface: options.address, hardwareAddress: hardware, gateway: options.gateway))
         let clock = MonotonicClock()
         var loop = HostLoop(host: host, pool: BufferPool(count: 256, bufferSize: bufferSize, headroom: 0), clock: clock)
         let poller = try Poller()
-        let deadline = duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
+        let deadline = options.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
         let shouldStop = { offload_stop_requested() != 0 || deadline.map { clock.now >= $0 } ?? false }
         var counters: SystemLinkCounters
-        if let pcap {
+        if let pcap = options.pcap {
             let writer = try PcapFileWriter(path: pcap)
             var captured = CaptureLink(link, writer: writer, clock: clock,
                                        epochOffset: offload_realtime_ns() - offload_monotonic_ns())

@@ -77,7 +77,7 @@ struct SendCommand: ParsableCommand {
                                           connections: connections, rounds: rounds, output: out,
                                           waitForRest: waitForRest)
         print("offload send: \(data.count) bytes to \(to), \(connections) connection(s) × \(rounds) round(s), "
-              + "from \(endpoint.address) on \(endpoint.link)")
+              + "from \(endpoint.host.address) on \(endpoint.host.link)")
         let stack = try TCPEndpoint(options: endpoint, name: "offload send").run(application)
         let t = application.totals
         let elapsed = application.elapsed

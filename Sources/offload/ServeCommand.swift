@@ -51,7 +51,7 @@ struct ServeCommand: ParsableCommand {
         defer { if let file { fclose(file) } }
         let application = ServeApplication(port: port, mode: mode, output: file, sourceBytes: bytes,
                                            connectionLimit: connections, backlog: backlog)
-        print("offload serve: \(endpoint.address) port \(port), \(mode) mode, on \(endpoint.link)")
+        print("offload serve: \(endpoint.host.address) port \(port), \(mode) mode, on \(endpoint.host.link)")
         let stack = try TCPEndpoint(options: endpoint, name: "offload serve").run(application)
         let t = application.totals
         print("served \(t.connections) connections: received \(t.bytesReceived) bytes, sent \(t.bytesSent) bytes, "

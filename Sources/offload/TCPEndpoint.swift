@@ -11,17 +11,7 @@ import Glibc
 
 /// The options `serve` and `send` share: the link, the host on it, and its TCP.
 struct TCPEndpointOptions: ParsableArguments {
-    @Option(help: "The link: tap:NAME (created here) or afpacket:IFNAME (an existing interface).")
-    var link: LinkSpec
-
-    @Option(help: "This host's address and prefix, e.g. 10.0.0.2/24.")
-    var address: IPv4CIDR
-
-    @Option(help: "Next hop for addresses outside the prefix.")
-    var gateway: IPv4Address?
-
-    @Option(help: "This host's MAC address (default: made from the IP address on TAP, the interface's own on afpacket).")
-    var mac: MACAddress?
+    @OptionGroup var host: HostOptions
 
     @Option(help: "Congestion control: cubic or newreno.")
     var congestion: CongestionAlgorithm = .cubic
@@ -37,12 +27,6 @@ struct TCPEndpointOptions: ParsableArguments {
 
     @Flag(help: "Do not offer timestamps.")
     var noTimestamps = false
-
-    @Option(help: "Write every frame received and sent to this pcap file.")
-    var pcap: String?
-
-    @Option(help: "Stop after this many seconds (default: when the work is done, or on SIGINT or SIGTERM).")
-    var duration: Double?
 
     var stackConfiguration: TCPStack.Configuration {
         var c = TCPStack.Configuration()
@@ -76,17 +60,17 @@ struct TCPEndpoint {
         guard offload_stop_signals_install() == 0 else { throw RunError(message: "\(name): cannot install signal handlers") }
         let clock = MonotonicClock()
         let epochOffset = offload_realtime_ns() - offload_monotonic_ns()
-        let writer = try options.pcap.map { try PcapFileWriter(path: $0) }
+        let writer = try options.host.pcap.map { try PcapFileWriter(path: $0) }
         defer {
-            if let writer, let pcap = options.pcap {
+            if let writer, let pcap = options.host.pcap {
                 try? writer.flush()
                 print("capture: \(writer.framesWritten) frames written to \(pcap)")
             }
         }
         do {
-            switch options.link {
+            switch options.host.link {
             case .tap(let device):
-                let hardware = options.mac ?? MACAddress.local(UInt64(options.address.address.rawValue))
+                let hardware = options.host.mac ?? MACAddress.local(UInt64(options.host.address.address.rawValue))
                 if let writer {
                     return try run(hardware: hardware, clock: clock, application) {
                         CaptureLink(try TapLink(name: device), writer: writer, clock: clock, epochOffset: epochOffset)
@@ -94,7 +78,7 @@ struct TCPEndpoint {
                 }
                 return try run(hardware: hardware, clock: clock, application) { try TapLink(name: device) }
             case .packetSocket(let device):
-                guard let hardware = options.mac ?? Self.interfaceAddress(device) else {
+                guard let hardware = options.host.mac ?? Self.interfaceAddress(device) else {
                     throw RunError(message: "\(name): \(device) has no MAC address; give one with --mac")
                 }
                 if let writer {
@@ -113,9 +97,9 @@ struct TCPEndpoint {
     private func run<Port: Link & ~Copyable>(hardware: MACAddress, clock: MonotonicClock, _ application: TCPApplication,
                                              makePort: () throws -> Port) throws -> TCPStack {
         let endpoint = try HostEndpoint(
-            host: .init(interface: options.address, hardwareAddress: hardware, gateway: options.gateway),
+            host: .init(interface: options.host.address, hardwareAddress: hardware, gateway: options.host.gateway),
             tcp: options.stackConfiguration, clock: clock, makePort: makePort)
-        let deadline = options.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
+        let deadline = options.host.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
         endpoint.run(shouldStop: {
             offload_stop_requested() != 0 || application.isDone || deadline.map { clock.now >= $0 } ?? false
         }) { stack, now in application.turn(stack, now: now) }
