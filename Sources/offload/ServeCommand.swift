@@ -12,8 +12,8 @@ struct ServeCommand: ParsableCommand {
         abstract: "A TCP endpoint on a link: accept connections and sink, echo or source data.",
         discussion: """
             The TAP device is created by this command; move its kernel side into a namespace \
-            and give it an address there, then connect from the namespace (socat, iperf3 -c is \
-            not a sink). Each finished connection prints a line; a summary follows at the end.
+            and give it an address there, then connect from the namespace (socat, or a \
+            program of your own). Each finished connection prints a line; a summary follows at the end.
             """)
 
     enum Mode: String, ExpressibleByArgument, CaseIterable {
