@@ -109,9 +109,18 @@ struct MemoryWireDirection {
     ) throws(LinkError) {
         var plain = carriesMetadata
         if case .none = metadata { plain = true }
-        guard isPerfect, plain, payloads.isEmpty else {
+        guard isPerfect, plain else {
             return try transmitImpaired(header: header, payloads: payloads, metadata: metadata, now: now,
                                         carriesMetadata: carriesMetadata)
+        }
+        if !payloads.isEmpty {
+            // A gather list: header and slices copied into the frame's slot, as a wire reads them.
+            let length = header.count &+ payloads.byteCount
+            guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
+            guard let at = nextRingSlot(length: length) else { return }
+            copyFrame(header: header, payloads: payloads,
+                      into: UnsafeMutableRawBufferPointer(start: slab + at &* slotSize, count: length))
+            return enqueueInRing(at: at, length: length, metadata: metadata, lent: nil)
         }
         let length = header.count
         guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
@@ -220,7 +229,8 @@ struct MemoryWireDirection {
         return freeSlots[freeCount]
     }
 
-    private mutating func copyFrame(header: UnsafeRawBufferPointer, payloads: PayloadSlices,
+    @usableFromInline
+    mutating func copyFrame(header: UnsafeRawBufferPointer, payloads: PayloadSlices,
                                     into frame: UnsafeMutableRawBufferPointer) {
         var at = frame.baseAddress!
         if let h = header.baseAddress {

@@ -349,8 +349,10 @@ extension TCPConnection {
         if end > block.delegated.sendMax {
             block.delegated.sendMax = end
             scoreboard.sent(upTo: end)
-            // New data (re)starts the tail loss probe (RFC 8985 7.2).
-            armTailLossProbe(now: now)
+            // New data starts the tail loss probe when it is not running (RFC 8985 7.2 also
+            // restarts it then; each ACK of new data restarts it here, which costs less per
+            // segment and moves it as far).
+            if tailLossProbeDeadline == nil { armTailLossProbe(now: now) }
         }
         if end != sequence { block.delegated.retransmission.segmentSent(at: now) }
     }
