@@ -347,12 +347,14 @@ extension TCPConnection {
             block.delegated.sendNext = end
         }
         if end > block.delegated.sendMax {
+            let flightBefore = flightSize
             block.delegated.sendMax = end
             scoreboard.sent(upTo: end)
-            // New data starts the tail loss probe when it is not running (RFC 8985 7.2 also
-            // restarts it then; each ACK of new data restarts it here, which costs less per
-            // segment and moves it as far).
-            if tailLossProbeDeadline == nil { armTailLossProbe(now: now) }
+            // New data starts the tail loss probe when it is not running, and restarts it
+            // when the flight grows past one segment (whose probe waits for a delayed ACK).
+            // RFC 8985 7.2 restarts it on all new data; each ACK of new data restarts it here,
+            // which costs less per segment and moves it as far.
+            if tailLossProbeDeadline == nil || flightBefore <= block.constant.segmentSize { armTailLossProbe(now: now) }
         }
         if end != sequence { block.delegated.retransmission.segmentSent(at: now) }
     }
