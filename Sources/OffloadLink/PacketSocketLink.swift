@@ -39,6 +39,11 @@ public struct PacketSocketLink: ~Copyable, Link {
     /// The socket's descriptor (also `capabilities.readinessDescriptor`).
     public var descriptor: Int32 { io.descriptor }
 
+    /// An interface's MAC address by name, nil when it has none (or does not exist).
+    public static func hardwareAddress(of interface: String) -> MACAddress? {
+        SystemCall.hardwareAddress(interface: interface)
+    }
+
     /// Opens the socket on `interface` (which must exist in this namespace; ENODEV if not).
     /// Needs CAP_NET_RAW (and CAP_NET_ADMIN for a receive buffer above the system maximum).
     public init(

@@ -66,11 +66,13 @@ extension TCPConnection {
     /// wake it).
     public var nextDeadline: Instant? {
         let d = block.delegated
-        var next = timeWaitDeadline
-        for t in [d.retransmission.deadline, d.delayedACKDeadline, d.persistDeadline, tailLossProbeDeadline] {
-            if let t, next.map({ t < $0 }) ?? true { next = t }
+        func earlier(_ a: Instant?, _ b: Instant?) -> Instant? {
+            guard let a else { return b }
+            guard let b else { return a }
+            return min(a, b)
         }
-        return next
+        return earlier(earlier(timeWaitDeadline, d.retransmission.deadline),
+                       earlier(earlier(d.delayedACKDeadline, d.persistDeadline), tailLossProbeDeadline))
     }
 
     /// Whether `poll` may have something to send now, without waiting for a timer: something

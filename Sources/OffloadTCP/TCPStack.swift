@@ -50,15 +50,14 @@ public final class TCPStack {
         let socket: TCPSocket
         let connection: TCPConnection
         var buffers = TxBufferQueue()
-        /// The listener that made it, until the application accepts it.
+        /// The listener that made it, until the application accepts it (nil from then on,
+        /// and for connections of our own).
         var listener: UInt16?
-        var accepted: Bool
         var closedByApplication = false
         init(socket: TCPSocket, connection: TCPConnection, listener: UInt16?) {
             self.socket = socket
             self.connection = connection
             self.listener = listener
-            accepted = listener == nil
         }
     }
 
@@ -111,7 +110,7 @@ public final class TCPStack {
     /// Stops listening on `port`; connections not yet accepted are reset.
     public func stopListening(port: UInt16) {
         guard listeners.removeValue(forKey: port) != nil else { return }
-        for entry in sockets.values where entry.listener == port && !entry.accepted {
+        for entry in sockets.values where entry.listener == port {
             entry.listener = nil
             entry.closedByApplication = true
             entry.connection.abort()
@@ -125,7 +124,6 @@ public final class TCPStack {
     public func accept(port: UInt16) -> TCPSocket? {
         guard let listener = listeners[port], !listener.acceptQueue.isEmpty else { return nil }
         let socket = listener.acceptQueue.removeFirst()
-        sockets[socket]?.accepted = true
         sockets[socket]?.listener = nil
         return socket
     }
@@ -354,7 +352,7 @@ public final class TCPStack {
 
     /// A passive open finished its handshake: into its listener's accept queue.
     private func established(_ socket: TCPSocket, _ entry: SocketEntry) {
-        guard let port = entry.listener, !entry.accepted, let listener = listeners[port] else { return }
+        guard let port = entry.listener, let listener = listeners[port] else { return }
         listener.halfOpen -= 1
         if listener.acceptQueue.count < listener.backlog {
             listener.acceptQueue.append(socket)
@@ -373,7 +371,7 @@ public final class TCPStack {
         connections[entry.connection.id] = nil
         counters.connectionsClosed &+= 1
         if entry.connection.error != nil { counters.connectionsFailed &+= 1 }
-        if let port = entry.listener, !entry.accepted, let listener = listeners[port] {
+        if let port = entry.listener, let listener = listeners[port] {
             if let i = listener.acceptQueue.firstIndex(of: socket) {
                 listener.acceptQueue.remove(at: i)
             } else {

@@ -27,7 +27,7 @@ public struct TxBuffer: ~Copyable, @unchecked Sendable {
     /// A buffer holding a copy of `bytes` (not empty).
     public init(copying bytes: some Collection<UInt8>) {
         self.init(count: bytes.count)
-        _ = UnsafeMutableRawBufferPointer(start: baseAddress, count: count).copyBytes(from: bytes)
+        UnsafeMutableRawBufferPointer(start: baseAddress, count: count).copyBytes(from: bytes)
     }
 
     /// Memory the application owns and keeps alive until the completion returns this.

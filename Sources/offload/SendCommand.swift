@@ -129,7 +129,7 @@ final class MappedFile {
             return
         }
         let p = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
-        for i in 0..<count { p.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ i >> 10), toByteOffset: i, as: UInt8.self) }
+        fillPattern(p, count: count)
         base = p
     }
 

@@ -104,7 +104,7 @@ final class ServeApplication: TCPApplication {
         self.connectionLimit = connectionLimit
         self.backlog = backlog
         pattern = .allocate(byteCount: 1 << 20, alignment: 64)
-        for i in 0..<pattern.count { pattern[i] = UInt8(truncatingIfNeeded: i &* 31 &+ i >> 10) }
+        fillPattern(pattern.baseAddress!, count: pattern.count)
     }
 
     deinit { pattern.deallocate() }
@@ -125,14 +125,18 @@ final class ServeApplication: TCPApplication {
             served.append(Served(socket: socket, connection: connection, started: now,
                                  sourceLeft: mode == .source ? sourceBytes : 0))
         }
-        served.removeAll { serve($0, stack: stack, now: now) }
+        // With --output, connections are written one after the other: only the oldest is
+        // read; the others wait, their windows closing, until it is done.
+        let oldest = served.first.map { ObjectIdentifier($0) }
+        served.removeAll { serve($0, stack: stack, now: now, mayRead: output == nil || ObjectIdentifier($0) == oldest) }
     }
 
     /// One connection's turn; true when it is finished and released.
-    private func serve(_ s: Served, stack: TCPStack, now: Instant) -> Bool {
+    private func serve(_ s: Served, stack: TCPStack, now: Instant, mayRead: Bool) -> Bool {
         let c = s.connection
         switch mode {
         case .sink:
+            guard mayRead else { break }
             stack.read(s.socket, max: Int.max) { piece in
                 if let output { fwrite(piece.baseAddress, 1, piece.count, output) }
             }

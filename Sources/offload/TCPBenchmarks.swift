@@ -442,7 +442,7 @@ final class MessageRing {
         self.messageSize = messageSize
         size = (2 * sendQueueLimit / messageSize + 1) * messageSize
         base = .allocate(byteCount: size, alignment: 64)
-        for i in 0..<size { base.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ i >> 12), toByteOffset: i, as: UInt8.self) }
+        fillPattern(base, count: size)
     }
 
     deinit { base.deallocate() }

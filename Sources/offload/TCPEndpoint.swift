@@ -78,7 +78,7 @@ struct TCPEndpoint {
                 }
                 return try run(hardware: hardware, clock: clock, application) { try TapLink(name: device) }
             case .packetSocket(let device):
-                guard let hardware = options.host.mac ?? Self.interfaceAddress(device) else {
+                guard let hardware = options.host.mac ?? PacketSocketLink.hardwareAddress(of: device) else {
                     throw RunError(message: "\(name): \(device) has no MAC address; give one with --mac")
                 }
                 if let writer {
@@ -113,16 +113,6 @@ struct TCPEndpoint {
         }
         return endpoint.tcp
     }
-
-    /// An interface's MAC address, from sysfs.
-    static func interfaceAddress(_ name: String) -> MACAddress? {
-        guard let f = fopen("/sys/class/net/\(name)/address", "r") else { return nil }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 64)
-        guard fgets(&line, 64, f) != nil else { return nil }
-        let text = String(cString: line).trimmingCharacters(in: .whitespacesAndNewlines)
-        return try? MACAddress(parsing: text)
-    }
 }
 
 /// Counters of finished connections, summed for the report.
@@ -153,4 +143,10 @@ struct TCPTotals {
 func gigabits(_ bytes: UInt64, over duration: Duration) -> Double {
     let seconds = Double(duration.nanoseconds) / 1e9
     return seconds > 0 ? Double(bytes) * 8 / seconds / 1e9 : 0
+}
+
+/// Fills memory with the byte pattern the commands and benchmarks send (any fixed pattern
+/// would do; this one is not periodic at small strides, so a misplaced segment shows).
+func fillPattern(_ base: UnsafeMutableRawPointer, count: Int) {
+    for i in 0..<count { base.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ i >> 10), toByteOffset: i, as: UInt8.self) }
 }
