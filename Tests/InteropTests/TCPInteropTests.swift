@@ -533,6 +533,10 @@ final class TCPLink {
         let kernelsNegativeZero = "ip.src == \(kernelAddress) && tcp.checksum == 0xffff && tcp.checksum_calculated == 0 "
             + "&& ip.checksum.status == 1 && !_ws.malformed"
         let problems = Tshark.problems(in: capture, excluding: kernelsNegativeZero, timeout: 180)
+        if problems != "" {
+            // Printed as well as recorded: CI logs keep printed lines whole.
+            print("tshark found in \(capture): \(problems.map { String($0.prefix(2000)) } ?? "(tshark failed)")")
+        }
         #expect(problems == "", "tshark found in \(capture): \(problems.map { String($0.prefix(2000)) } ?? "(tshark failed)")",
                 sourceLocation: sourceLocation)
         Shell.run("rm -f \(capture)")

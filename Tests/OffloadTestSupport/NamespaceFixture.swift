@@ -167,7 +167,7 @@ public enum Tshark {
     public static func problems(in path: String, excluding: String? = nil, timeout: Int = 60) -> String? {
         let filter = excluding.map { "(\(problemFilter)) && !(\($0))" } ?? problemFilter
         let result = Shell.run(
-            "tshark -n -r \(path) \(checksumOptions) \(noPayloadGuessing) -Y '\(filter)' 2>/dev/null",
+            "tshark -n -r \(path) \(checksumOptions) \(noPayloadGuessing) \(payloadAsData) -Y '\(filter)' 2>/dev/null",
             timeout: timeout)
         return result.succeeded ? result.output.trimmingCharacters(in: .whitespacesAndNewlines) : nil
     }
@@ -182,6 +182,10 @@ public enum Tshark {
             .map { "--disable-protocol \($0)" }
             .joined(separator: " ")
     }()
+
+    /// Decodes every TCP and UDP payload as plain data: an ephemeral port can be a well-known
+    /// one (6667 is IRC's), and random bytes read as that protocol look malformed.
+    static let payloadAsData = "-d 'tcp.port==1-65535,data' -d 'udp.port==1-65535,data'"
 
     /// How many frames of the capture match a display filter (payload guessing off, as in
     /// `problems`: on a capture of a large transfer it takes minutes instead of seconds).
