@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "OffloadSim", dependencies: ["OffloadCore"]),
         // TCP's pieces without I/O: sequence space, RTT/RTO, reassembly, the SACK scoreboard.
         .target(name: "OffloadTCP", dependencies: ["OffloadCore", "OffloadWire"], swiftSettings: perPacket),
-        .target(name: "OffloadEngine", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "COffloadShim"],
+        .target(name: "OffloadEngine", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadTCP", "COffloadShim"],
                 swiftSettings: perPacket),
         .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine", "OffloadTCP"],
                 swiftSettings: perPacket),

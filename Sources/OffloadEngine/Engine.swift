@@ -35,23 +35,33 @@ public final class Engine<Port: Link & ~Copyable> {
         /// The queue's bound keeps a flood of new flows off the fast path; this keeps one
         /// source's flood from taking the whole queue and starving other sources' new flows.
         public var sourceFairness: SourceFairness? = SourceFairness()
+        /// TCP connections the engine can run at once (seed 003).
+        public var tcpOffloadSlots = 4096
+        /// Room for the engine's TCP events to the host (completions, uploads).
+        public var tcpEventCapacity = 8192
+        /// Segments the offloaded connections may send per poll, in all.
+        public var tcpPollBudget = 64
 
         public init() {}
     }
 
     public let configuration: Configuration
     public let pool: BufferPool
-    public private(set) var table: ConnectionTable
+    public internal(set) var table: ConnectionTable
     /// Packets for the software, in arrival order (engine to software).
     public let exceptions: SPSCRing<ExceptionItem>
     /// The software's way back, through the audit stage (software to engine).
     public let reinsertion: ReinsertionQueue
     private let messages: SPSCRing<SoftwareMessage>
-    public private(set) var counters = EngineCounters()
+    public internal(set) var counters = EngineCounters()
     /// RFC 3550 statistics of the flows whose entries carry RTP (B8), by flow; dropped with
     /// the entry when it idles out.
     public private(set) var rtpStatistics: [FlowKey: RTPFlowStatistics] = [:]
-    private let ports: UnsafeMutablePointer<Port>
+    let ports: UnsafeMutablePointer<Port>
+    /// Per port: whether it takes frames whose TCP checksum the device finishes.
+    let portTakesPartialChecksums: [Bool]
+    /// The offloaded TCP connections (seed 003), and their events to the host.
+    public let tcp: TCPOffloadTable
     public let portCount: Int
     private var marks: AuditMarkBook
     private let compatibility: CompatibilityTest
@@ -83,9 +93,12 @@ public final class Engine<Port: Link & ~Copyable> {
         burst = .allocate(capacity: configuration.burstSize)
         burstKeys = .allocate(capacity: configuration.burstSize)
         burstHomes = .allocate(capacity: configuration.burstSize)
-        ports = .allocate(capacity: portCount)
-        self.portCount = 0 + portCount
+        tcp = TCPOffloadTable(capacity: configuration.tcpOffloadSlots, eventCapacity: configuration.tcpEventCapacity)
+        let ports = UnsafeMutablePointer<Port>.allocate(capacity: portCount)
         for i in 0..<portCount { (ports + i).initialize(to: try makePort(i)) }
+        self.ports = ports
+        self.portCount = 0 + portCount
+        portTakesPartialChecksums = (0..<portCount).map { ports[$0].capabilities.partialChecksums }
     }
 
     deinit {
@@ -115,9 +128,11 @@ public final class Engine<Port: Link & ~Copyable> {
             handle(message, now: now)
         }
         for port in 0..<portCount { work &+= pollPort(UInt16(port), now: now) }
+        work &+= pollOffloadedTCP(now: now)
         counters.expired &+= UInt64(table.expireIdle(now: now, timeouts: configuration.idleTimeouts,
                                                      budget: configuration.expiryBudget) { key, _ in
             rtpStatistics[key] = nil
+            keepOffloadedEntry(key, now: now)
         })
         return work > 0
     }
@@ -193,7 +208,16 @@ public final class Engine<Port: Link & ~Copyable> {
                     table.recordHit(h, bytes: buffer.count, now: now)
                     return drop(.actionDrop)
                 case .deliver:
-                    return toSoftware(buffer, port: port, reason: .localDelivery, counted: nil, key: key)
+                    let id = table.entry(at: h).pointee.connection
+                    if id & FlowEntry.offloadedBit != 0 {
+                        return receiveOffloaded(buffer, slot: id & ~FlowEntry.offloadedBit, key: key, entry: h,
+                                                port: port, now: now)
+                    }
+                    // Counted like any packet in the software, so that an offload of the
+                    // flow waits for it (do-not-use) and the flow keeps its order.
+                    guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
+                    _ = table.incrementInSoftware(h)
+                    return toSoftware(buffer, port: port, reason: .localDelivery, counted: key, key: key)
                 case .toSoftware:
                     break
                 }
@@ -257,7 +281,7 @@ public final class Engine<Port: Link & ~Copyable> {
 
     // Never inlined: the fast path's exits to the software would otherwise bloat it.
     @inline(never)
-    private func toSoftware(_ buffer: consuming PacketBuffer, port: UInt16, reason: ExceptionReason,
+    func toSoftware(_ buffer: consuming PacketBuffer, port: UInt16, reason: ExceptionReason,
                             counted: FlowKey?, key: FlowKey?, bucket: UInt16 = SourceFairnessBook.untracked) {
         buffer.isAway = true
         let mark = configuration.audit.isOn ? marks.issue(for: key) : nil
@@ -284,6 +308,8 @@ public final class Engine<Port: Link & ~Copyable> {
             _ = table.insert(key, action: action, now: now, doNotUse: configuration.orderGuard && waiting > 0)
         case .reinsert(let reinsertion):
             reinsert(reinsertion, now: now)
+        case .tcp(let command):
+            handleTCP(command, now: now)
         case .originate(let frame, let port):
             // The frame stays marked away: it goes back to the software's own pool. Not a
             // packet of the engine's, so a failure is not one of its drops.
@@ -325,6 +351,9 @@ public final class Engine<Port: Link & ~Copyable> {
             if transmit(buffer, port: port) { counters.reinsertedOut &+= 1 }
         case .complete:
             // Only a packet that holds its flow's count has an entry to be completed with.
+            if let flow = countedFlow, let h = table.lookup(flow), table.kind(h) == .deliver {
+                return completeLocalDelivery(buffer, flow: flow, entry: h, port: ingressPort, now: now)
+            }
             guard let h = countedFlow.flatMap({ table.lookup($0) }), case .forward(let forward) = table.action(h),
                   table.applyRewrite(h, to: buffer.mutableBytes, partialL4: buffer.offload != .none) == .rewritten else {
                 countOut(countedFlow)
@@ -343,6 +372,21 @@ public final class Engine<Port: Link & ~Copyable> {
             counters.consumedBySoftware &+= 1
         }
         countOut(countedFlow)
+    }
+
+    /// A segment the software gives back for the engine's TCP: it came to the software while
+    /// its connection was being offloaded and now goes to the connection, in its turn. If the
+    /// connection went back to the host meanwhile, the segment goes back to the software too.
+    private func completeLocalDelivery(_ buffer: consuming PacketBuffer, flow: FlowKey, entry h: EntryHandle,
+                                       port: UInt16, now: Instant) {
+        let id = table.entry(at: h).pointee.connection
+        countOut(flow)
+        guard id & FlowEntry.offloadedBit != 0 else {
+            guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
+            _ = table.incrementInSoftware(h)
+            return toSoftware(buffer, port: port, reason: .localDelivery, counted: flow, key: flow)
+        }
+        receiveOffloaded(buffer, slot: id & ~FlowEntry.offloadedBit, key: flow, entry: h, port: port, now: now)
     }
 
     /// The packet that held a count for `flow` has cycled out: count it down, and clear the
@@ -373,7 +417,7 @@ public final class Engine<Port: Link & ~Copyable> {
         }
     }
 
-    private func drop(_ reason: EngineDropReason) { counters[drop: reason] &+= 1 }
+    func drop(_ reason: EngineDropReason) { counters[drop: reason] &+= 1 }
 
     /// Adds an RTP packet (Ethernet + IPv4 + UDP + RTP) to its flow's statistics; a payload
     /// that is not RTP version 2 is left out.

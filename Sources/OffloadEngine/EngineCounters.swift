@@ -12,11 +12,18 @@ public enum EngineDropReason: String, CaseIterable, Sendable, CustomStringConver
     /// B10: a new flow's first packet whose source bucket already had its share of the
     /// exception queue (see `SourceFairness`).
     case sourceOverShare = "source-over-share"
+    /// A segment for an offloaded connection that is malformed or fails its checksum.
+    case badSegment = "bad-segment"
+    /// An entry named an offload slot that holds no connection.
+    case noOffloadedConnection = "no-offloaded-connection"
+    /// A control segment could not go to the host: no room to announce the upload first.
+    case offloadEventsFull = "offload-events-full"
 
     public var description: String { rawValue }
 }
 
-/// The engine's counters. At rest: received = fastPath + reinsertedOut + consumedBySoftware + dropped.
+/// The engine's counters. At rest: received = fastPath + reinsertedOut + consumedBySoftware
+/// + deliveredToTCP + dropped.
 public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var received: UInt64 = 0
     /// Packets the fast path sent out (entry usable, action run in the engine).
@@ -30,6 +37,8 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var drops = ReasonCounters<EngineDropReason>()
     /// Packets for the software itself that it took (ARP replies it learned from).
     public var consumedBySoftware: UInt64 = 0
+    /// Segments the engine's TCP took for an offloaded connection (seed 003).
+    public var deliveredToTCP: UInt64 = 0
     /// Frames the software made itself (ARP requests) that the engine sent; not in `received`.
     public var originated: UInt64 = 0
     /// Of the software's own frames, those the port refused or that named no port.
@@ -65,6 +74,7 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var rows: [(String, UInt64)] {
         [("received", received), ("fast path", fastPath), ("re-inserted and sent", reinsertedOut),
          ("completed by the engine", completedByEngine), ("consumed by the software", consumedBySoftware),
+         ("delivered to the engine's TCP", deliveredToTCP),
          ("originated by the software", originated),
          ("originated, not sent", originatedNotSent),
          ("do-not-use flags cleared", flagsCleared),

@@ -49,6 +49,8 @@ public enum SoftwareMessage: ~Copyable {
     case install(FlowKey, FlowAction)
     /// Take a packet back.
     case reinsert(Reinsertion)
+    /// About an offloaded TCP connection (seed 003).
+    case tcp(TCPOffloadCommand)
     /// Send a frame the software made in its own memory (an ARP request) out of `port`.
     /// It is no packet of the engine's: it is not counted as received or re-inserted.
     case originate(PacketBuffer, port: UInt16)

@@ -8,8 +8,12 @@ public enum FlowAction: Hashable, Sendable {
     /// Send out of a port after rewriting the headers: Ethernet addresses always, IPv4 TTL
     /// decremented always, and the NAT translations that are not nil.
     case forward(Forward)
-    /// Hand to a local offloaded TCP connection or UDP socket, named by the engine's id.
+    /// Hand to the host software's own connection or socket (named by the host's id): the
+    /// packet goes to the software as a local delivery.
     case deliver(connection: UInt32)
+    /// Hand to a TCP connection the engine runs itself (offloaded, T1): `slot` in the
+    /// engine's TCP offload table.
+    case offloadedTCP(slot: UInt32)
     /// Drop (a policy decision, counted by the entry's counters).
     case drop
     /// Send to the host software. A placeholder the engine may insert on a miss so that
@@ -54,6 +58,7 @@ public enum FlowAction: Hashable, Sendable {
 }
 
 /// The kind of an entry's action, as the fast path switches on it.
+/// `deliver` and `offloadedTCP` share a kind: the entry's id says which (see `FlowEntry`).
 public enum FlowActionKind: UInt8, Sendable {
     case forward = 0
     case deliver = 1

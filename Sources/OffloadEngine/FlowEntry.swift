@@ -105,8 +105,13 @@ public struct FlowEntry: Sendable {
             FlowEntry.addChange(&l4, old: key.destinationPort, new: destinationPort)
             l4ChecksumDelta = FlowEntry.finishDelta(l4)
         case .deliver(let connection):
+            precondition(connection & FlowEntry.offloadedBit == 0, "FlowEntry: a host connection id uses the top bit")
             control = FlowActionKind.deliver.rawValue
             newSource = connection
+        case .offloadedTCP(let slot):
+            precondition(slot & FlowEntry.offloadedBit == 0, "FlowEntry: an offload slot uses the top bit")
+            control = FlowActionKind.deliver.rawValue
+            newSource = slot | FlowEntry.offloadedBit
         case .drop:
             control = FlowActionKind.drop.rawValue
         case .toSoftware:
@@ -149,8 +154,12 @@ public struct FlowEntry: Sendable {
     /// The output port of a `forward` action.
     @inlinable public var outputPort: UInt16 { outputPortValue }
 
-    /// The connection id of a `deliver` action.
+    /// The connection id of a `deliver` action, or the slot of an `offloadedTCP` one with
+    /// `offloadedBit` set.
     @inlinable public var connection: UInt32 { newSource }
+
+    /// Set in a `deliver`-kind entry's id when the engine runs the connection itself.
+    @usableFromInline static let offloadedBit: UInt32 = 0x8000_0000
 
     /// The do-not-use flag (B4): while set, packets of the flow go to the software.
     @inlinable public var doNotUse: Bool { control & FlowEntry.doNotUseBit != 0 }
@@ -180,7 +189,9 @@ public struct FlowEntry: Sendable {
                 translatedDestinationPort: control & FlowEntry.translatesDestinationPort != 0
                     ? UInt16(truncatingIfNeeded: ports) : nil,
                 carriesRTP: control & FlowEntry.carriesRTPBit != 0))
-        case .deliver: return .deliver(connection: newSource)
+        case .deliver:
+            return newSource & FlowEntry.offloadedBit == 0
+                ? .deliver(connection: newSource) : .offloadedTCP(slot: newSource & ~FlowEntry.offloadedBit)
         case .drop: return .drop
         case .toSoftware: return .toSoftware
         }

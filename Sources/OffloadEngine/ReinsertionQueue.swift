@@ -44,6 +44,8 @@ public final class ReinsertionQueue {
         switch consume message {
         case .install(let key, let action):
             return .install(key, action)
+        case .tcp(let command):
+            return .tcp(command)
         case .reinsert(let r):
             guard r.mark == nil, r.verdict.sendsOut else { return .reinsert(r) }
             guard let failure = check(r.buffer) else { return .reinsert(r) }

@@ -229,6 +229,13 @@ public final class IPv4Host {
         return neighbors.nextDeadline.map { min($0, t) } ?? t
     }
 
+    /// The headers of the segments of a connection to `destination`, once its next hop is
+    /// resolved (what the engine needs to send them itself).
+    public func frameHeaders(to destination: IPv4Address, now: Instant) -> TCPFrameHeaders? {
+        guard let hop = nextHop(destination), let mac = neighbors.lookup(hop, now: now) else { return nil }
+        return TCPFrameHeaders(sourceMAC: hardwareAddress, destinationMAC: mac, source: address, destination: destination)
+    }
+
     /// The next hop for `destination`: itself on the local subnet, else the gateway.
     private func nextHop(_ destination: IPv4Address) -> IPv4Address? {
         if configuration.interface.contains(destination) { return destination }
@@ -254,24 +261,10 @@ public final class IPv4Host {
             }
         }
         identification &+= 1
-        let ip = IPv4Repr(source: address, destination: destination, protocol: .tcp, payloadLength: header.bufferLength,
-                          identification: identification)
-        let ipStart = EthernetFrame.headerLength, tcpStart = ipStart + IPv4Packet.minimumHeaderLength
-        let headersEnd = tcpStart + header.headerLength
-        guard tcpStart + header.bufferLength <= scratch.count else { return drop(.tooLargeToAnswer) }
-        // The TCP header (checksum 0 for now) and the IPv4 header; the payload area stays unwritten.
-        header.emit(into: UnsafeMutableRawBufferPointer(rebasing: scratch[tcpStart..<(tcpStart + header.bufferLength)]),
-                    source: address, destination: destination, checksums: .ignore)
-        var sum = ipv4PseudoHeaderChecksum(source: address, destination: destination, protocol: IPProtocol.tcp.rawValue,
-                                           length: header.bufferLength)
-        sum.add(UnsafeRawBufferPointer(rebasing: scratch[tcpStart..<headersEnd]))
-        for slice in payload { sum.add(slice) }
-        guard let tcpHeader = try? MutableTCPPacket(checking: UnsafeMutableRawBufferPointer(rebasing: scratch[tcpStart..<headersEnd]))
-        else { return drop(.malformedTCP) }
-        tcpHeader.setChecksum(sum.value)
-        ip.emit(into: UnsafeMutableRawBufferPointer(rebasing: scratch[ipStart..<(ipStart + ip.bufferLength)]),
-                checksums: .verify)
-        EthernetRepr(destination: mac, source: hardwareAddress, etherType: .ipv4).emit(into: scratch)
+        let headers = TCPFrameHeaders(sourceMAC: hardwareAddress, destinationMAC: mac, source: address,
+                                      destination: destination)
+        let (headersEnd, _) = headers.write(header, payload: payload, identification: identification,
+                                            partialChecksum: false, into: scratch)
         transmit(UnsafeRawBufferPointer(rebasing: scratch[0..<headersEnd]), PayloadSlices(payload))
         counters.framesTransmitted &+= 1
     }

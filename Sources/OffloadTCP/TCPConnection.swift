@@ -207,6 +207,20 @@ public final class TCPConnection {
         return n
     }
 
+    /// Hands up to `max` received bytes to `body` like `read`, without touching the rest of
+    /// the connection's state: the host reads an offloaded connection's receive buffer this
+    /// way and tells the engine, which calls `applicationRead()`.
+    @discardableResult
+    public func readReceived(max: Int, _ body: (UnsafeRawBufferPointer) -> Void) -> Int {
+        receiveBuffer.read(max: max, body)
+    }
+
+    /// The application has read: a window update goes out if the window grew enough.
+    public func applicationRead() { windowOpened() }
+
+    /// Completion ranges waiting to be taken.
+    public var pendingCompletionRanges: Int { completions.count }
+
     /// Closes the sending side: a FIN follows the data already queued (RFC 9293 3.10.4).
     public func close() {
         needsPoll = true

@@ -54,6 +54,12 @@ public final class TCPStack {
         /// and for connections of our own).
         var listener: UInt16?
         var closedByApplication = false
+        /// Set while the engine runs the connection (see `TCPStack+Offload`).
+        var offload: Offload?
+        /// Whether the connection may be offloaded (not after the engine gave it back).
+        var mayOffload = true
+        /// Completions not yet taken by the application.
+        var completions: [CompletionRange] = []
         init(socket: TCPSocket, connection: TCPConnection, listener: UInt16?) {
             self.socket = socket
             self.connection = connection
@@ -63,10 +69,10 @@ public final class TCPStack {
 
     public let address: IPv4Address
     public let configuration: Configuration
-    public private(set) var counters = TCPStackCounters()
+    public internal(set) var counters = TCPStackCounters()
     /// By 4-tuple (one lookup per segment), and by socket handle.
     private var connections: [TCPConnectionID: SocketEntry] = [:]
-    private var sockets: [TCPSocket: SocketEntry] = [:]
+    var sockets: [TCPSocket: SocketEntry] = [:]
     private var listeners: [UInt16: Listener] = [:]
     private var nextSocket = 1
     private let sequenceNumbers: InitialSequenceNumbers
@@ -75,6 +81,10 @@ public final class TCPStack {
     /// RSTs and cookie SYN-ACKs, sent at the next poll.
     private var control: [(TCPConnectionID, TCPRepr)] = []
     static let controlQueueLimit = 1024
+    /// Where established connections are offloaded to (T1), if anywhere.
+    public weak var offloadPort: (any TCPOffloadPort)?
+    /// Established connections not offloaded yet.
+    var offloadCandidates: [TCPSocket] = []
 
     public init(address: IPv4Address, configuration: Configuration = .init()) {
         self.address = address
@@ -133,6 +143,19 @@ public final class TCPStack {
     public func send(_ buffer: consuming TxBuffer, on socket: TCPSocket) -> SendResult {
         guard let entry = sockets[socket] else { return .refused(.badSocket, buffer) }
         guard !entry.closedByApplication else { return .refused(.sendAfterClose, buffer) }
+        if let offload = entry.offload, let port = offloadPort {
+            // The engine queues it (T3); the limit counts what is not yet completed.
+            let limit = configuration.tcp.sendQueueLimit
+            guard !buffer.bytes.isEmpty else { return .refused(.emptyMessage, buffer) }
+            guard entry.buffers.byteCount + buffer.bytes.count <= limit || entry.buffers.isEmpty else {
+                return .refused(.sendQueueFull(limit: limit), buffer)
+            }
+            let id = offload.nextID
+            entry.offload!.nextID += 1
+            port.post(buffer.bytes, to: UInt32(truncatingIfNeeded: socket.rawValue))
+            entry.buffers.append(buffer)
+            return .queued(id)
+        }
         do {
             let id = try entry.connection.send(buffer.bytes)
             entry.buffers.append(buffer)
@@ -147,7 +170,9 @@ public final class TCPStack {
     @discardableResult
     public func takeCompletions(of socket: TCPSocket, _ body: (consuming TCPCompletion) -> Void) -> [CompletionRange] {
         guard let entry = sockets[socket] else { return [] }
-        let ranges = entry.connection.takeCompletions()
+        if entry.offload == nil { entry.completions += entry.connection.takeCompletions() }
+        let ranges = entry.completions
+        entry.completions.removeAll()
         for range in ranges {
             for id in range.lower...range.upper {
                 guard let buffer = entry.buffers.removeFirst() else {
@@ -163,12 +188,22 @@ public final class TCPStack {
     /// Copies out up to `buffer.count` received bytes; returns how many (0: none yet, or
     /// the end; see `isAtEndOfInput`).
     public func read(_ socket: TCPSocket, into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        sockets[socket]?.connection.read(into: buffer) ?? 0
+        var done = 0
+        read(socket, max: buffer.count) { piece in
+            UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + piece.count)]).copyMemory(from: piece)
+            done += piece.count
+        }
+        return done
     }
 
     @discardableResult
     public func read(_ socket: TCPSocket, max: Int, _ body: (UnsafeRawBufferPointer) -> Void) -> Int {
-        sockets[socket]?.connection.read(max: max, body) ?? 0
+        guard let entry = sockets[socket] else { return 0 }
+        guard entry.offload != nil, let port = offloadPort else { return entry.connection.read(max: max, body) }
+        // The receive buffer is the host's memory; the engine is told the window moved.
+        let n = entry.connection.readReceived(max: max, body)
+        if n > 0 { port.applicationRead(UInt32(truncatingIfNeeded: socket.rawValue)) }
+        return n
     }
 
     /// Shuts the sending side (a FIN after the queued data). The socket stays readable; it
@@ -176,6 +211,15 @@ public final class TCPStack {
     public func close(_ socket: TCPSocket) {
         guard let entry = sockets[socket] else { return }
         entry.closedByApplication = true
+        if entry.offload != nil {
+            // FIN and TIME_WAIT are the host's: the connection comes back once the engine
+            // has had its data acknowledged.
+            if !entry.offload!.closeWhenBack {
+                entry.offload!.closeWhenBack = true
+                offloadPort?.close(UInt32(truncatingIfNeeded: socket.rawValue))
+            }
+            return
+        }
         entry.connection.close()
         releaseIfDone(socket)
     }
@@ -184,6 +228,11 @@ public final class TCPStack {
     public func abort(_ socket: TCPSocket) {
         guard let entry = sockets[socket] else { return }
         entry.closedByApplication = true
+        if entry.offload != nil {
+            entry.offload!.abortWhenBack = true
+            upload(socket)
+            return
+        }
         entry.connection.abort()
     }
 
@@ -208,9 +257,20 @@ public final class TCPStack {
                                  remotePort: segment.sourcePort)
         if let entry = connections[id] {
             let socket = entry.socket
+            guard entry.offload == nil else {
+                // The host's glue sends these to the engine; none should get here.
+                counters.segmentsForOffloaded &+= 1
+                return
+            }
+            let wasSynchronized = entry.connection.state.isSynchronized
             let wasSynReceived = entry.connection.state == .synReceived
             entry.connection.receive(segment, payload: payload, now: now)
             if wasSynReceived && entry.connection.state.isSynchronized { established(socket, entry) }
+            if entry.mayOffload && entry.connection.state == .established && offloadPort != nil
+                && (!wasSynchronized || !offloadCandidates.contains(socket)) {
+                offloadCandidates.append(socket)
+                offloadEstablished(now: now)
+            }
             if entry.connection.state == .closed { ended(socket, entry) }
             return
         }
@@ -246,6 +306,10 @@ public final class TCPStack {
             connection.receive(segment, payload: payload, now: now)
             listener.acceptQueue.append(socket)
             counters.connectionsAccepted &+= 1
+            if offloadPort != nil && connection.state == .established {
+                offloadCandidates.append(socket)
+                offloadEstablished(now: now)
+            }
             return
         }
         guard flags.contains(.syn) else { return }
@@ -311,13 +375,14 @@ public final class TCPStack {
     /// most `budget` (the room the transmit path has); the rest wait for the next poll.
     public func poll(now: Instant, budget: Int = .max,
                      emit: (TCPConnectionID, TCPRepr, UnsafeBufferPointer<UnsafeRawBufferPointer>) -> Void) {
+        offloadEstablished(now: now)
         var budget = budget
         let controls = min(budget, control.count)
         for (id, segment) in control[0..<controls] { emit(id, segment, UnsafeBufferPointer(start: nil, count: 0)) }
         control.removeFirst(controls)
         budget -= controls
         var finished: [(TCPSocket, SocketEntry)] = []
-        for (socket, entry) in sockets {
+        for (socket, entry) in sockets where entry.offload == nil {
             let connection = entry.connection
             let id = connection.id
             // Timers run even with no budget left, so none is missed.
@@ -330,14 +395,16 @@ public final class TCPStack {
     /// The earliest timer of any connection.
     public var nextDeadline: Instant? {
         var next: Instant?
-        for entry in sockets.values {
+        for entry in sockets.values where entry.offload == nil {
             if let t = entry.connection.nextDeadline, next.map({ t < $0 }) ?? true { next = t }
         }
         return next
     }
 
     /// Something to send without waiting for a timer.
-    public var hasOutput: Bool { !control.isEmpty || sockets.values.contains { $0.connection.hasOutput } }
+    public var hasOutput: Bool {
+        !control.isEmpty || sockets.values.contains { $0.offload == nil && $0.connection.hasOutput }
+    }
 
     // MARK: Bookkeeping
 
@@ -366,7 +433,7 @@ public final class TCPStack {
     }
 
     /// A connection reached CLOSED: forget its 4-tuple; release the socket if nobody needs it.
-    private func ended(_ socket: TCPSocket, _ entry: SocketEntry) {
+    func ended(_ socket: TCPSocket, _ entry: SocketEntry) {
         guard connections[entry.connection.id] === entry else { return }
         connections[entry.connection.id] = nil
         counters.connectionsClosed &+= 1
@@ -379,13 +446,15 @@ public final class TCPStack {
             }
             entry.closedByApplication = true // never accepted: nobody will close it
             _ = entry.connection.takeCompletions()
+            entry.completions.removeAll()
         }
         releaseIfDone(socket)
     }
 
     private func releaseIfDone(_ socket: TCPSocket) {
-        guard let entry = sockets[socket], entry.closedByApplication, entry.connection.state == .closed,
-              entry.buffers.isEmpty, entry.connection.completions.isEmpty else { return }
+        guard let entry = sockets[socket], entry.closedByApplication, entry.offload == nil,
+              entry.connection.state == .closed, entry.buffers.isEmpty, entry.completions.isEmpty,
+              entry.connection.completions.isEmpty else { return }
         sockets[socket] = nil
     }
 

@@ -5,6 +5,8 @@ struct TxBufferQueue: ~Copyable {
     private var capacity: Int
     private var head = 0
     private(set) var count = 0
+    /// Bytes of all the buffers held.
+    private(set) var byteCount = 0
 
     init(capacity: Int = 16) {
         self.capacity = capacity
@@ -20,6 +22,7 @@ struct TxBufferQueue: ~Copyable {
 
     mutating func append(_ buffer: consuming TxBuffer) {
         if count == capacity { grow() }
+        byteCount += buffer.bytes.count
         (storage + (head + count) % capacity).initialize(to: buffer)
         count += 1
     }
@@ -29,7 +32,14 @@ struct TxBufferQueue: ~Copyable {
         let buffer = (storage + head).move()
         head = (head + 1) % capacity
         count -= 1
+        byteCount -= buffer.bytes.count
         return buffer
+    }
+
+    /// The memory of the buffer `index` places after the oldest.
+    func bytes(at index: Int) -> UnsafeRawBufferPointer {
+        precondition(index >= 0 && index < count, "TxBufferQueue: no buffer at \(index)")
+        return storage[(head + index) % capacity].bytes
     }
 
     private mutating func grow() {

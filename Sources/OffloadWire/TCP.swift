@@ -403,12 +403,24 @@ public struct TCPRepr: Equatable, Hashable, Sendable {
     @inlinable
     public func emit(into buffer: UnsafeMutableRawBufferPointer, source: IPv4Address, destination: IPv4Address,
                      checksums: ChecksumPolicy) {
+        let hl = headerLength
+        precondition(buffer.count >= hl + payloadLength, "TCPRepr.emit: buffer too small")
+        let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(hl + payloadLength)])
+        emitHeader(into: segment)
+        fillL4Checksum(segment, field: TCPPacket.Field.checksum,
+                       pseudoHeader: (source, destination, IPProtocol.tcp.rawValue), policy: checksums)
+    }
+
+    /// Writes the header and options (`headerLength` bytes) with a checksum field of 0, for
+    /// a segment whose payload is elsewhere (a gather list) and whose checksum the caller sums.
+    @inlinable
+    public func emitHeader(into segment: UnsafeMutableRawBufferPointer) {
         typealias F = TCPPacket.Field
         typealias K = TCPOption.Kind
         let hl = headerLength
         precondition(hl <= TCPPacket.maximumHeaderLength, "TCPRepr.emit: options do not fit in 40 bytes")
-        precondition(buffer.count >= hl + payloadLength, "TCPRepr.emit: buffer too small")
-        let segment = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(hl + payloadLength)])
+        precondition(segment.count >= hl, "TCPRepr.emitHeader: buffer too small")
+        segment.set16(F.checksum, 0)
         segment.set16(F.sourcePort, sourcePort)
         segment.set16(F.destinationPort, destinationPort)
         segment.set32(F.sequenceNumber, sequenceNumber)
@@ -441,7 +453,5 @@ public struct TCPRepr: Equatable, Hashable, Sendable {
                 o += 8
             }
         }
-        fillL4Checksum(segment, field: F.checksum, pseudoHeader: (source, destination, IPProtocol.tcp.rawValue),
-                       policy: checksums)
     }
 }

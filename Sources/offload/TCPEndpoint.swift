@@ -28,6 +28,9 @@ struct TCPEndpointOptions: ParsableArguments {
     @Flag(help: "Do not offer timestamps.")
     var noTimestamps = false
 
+    @Flag(help: "Keep connections in the host's software instead of offloading them to the engine.")
+    var noOffload = false
+
     var stackConfiguration: TCPStack.Configuration {
         var c = TCPStack.Configuration()
         c.tcp.congestionControl = congestion
@@ -98,11 +101,12 @@ struct TCPEndpoint {
                                              makePort: () throws -> Port) throws -> TCPStack {
         let endpoint = try HostEndpoint(
             host: .init(interface: options.host.address, hardwareAddress: hardware, gateway: options.host.gateway),
-            tcp: options.stackConfiguration, clock: clock, makePort: makePort)
+            tcp: options.stackConfiguration, offload: !options.noOffload, clock: clock, makePort: makePort)
         let deadline = options.host.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
         endpoint.run(shouldStop: {
             offload_stop_requested() != 0 || application.isDone || deadline.map { clock.now >= $0 } ?? false
         }) { stack, now in application.turn(stack, now: now) }
+        print(Self.offloadReport(endpoint))
         let host = endpoint.host.counters
         let engine = endpoint.engine.counters
         let software = endpoint.slowPath.dropped.filter { $0.value > 0 }
@@ -112,6 +116,19 @@ struct TCPEndpoint {
             for (reason, count) in software.sorted(by: { $0.key < $1.key }) { print("software dropped: \(reason) \(count)") }
         }
         return endpoint.tcp
+    }
+}
+
+extension TCPEndpoint {
+    /// Who carried the data: the engine's TCP (offloaded connections) or the host's software.
+    static func offloadReport<P: Link & ~Copyable>(_ endpoint: HostEndpoint<P>) -> String {
+        let t = endpoint.engine.tcp.counters
+        let uploads = t.uploads.rows("").filter { $0.1 > 0 }.map { "\($0.0) \($0.1)" }.joined(separator: ", ")
+        return "offload: \(t.offloaded) connections offloaded, \(t.uploads.total) uploaded"
+            + (uploads.isEmpty ? "" : " (\(uploads))")
+            + "; the engine received \(t.payloadBytesReceived) payload bytes in \(t.segmentsReceived) segments "
+            + "and sent \(t.payloadBytesSent) in \(t.segmentsSent); the host copied \(endpoint.policy.payloadBytesCopied) "
+            + "payload bytes"
     }
 }
 

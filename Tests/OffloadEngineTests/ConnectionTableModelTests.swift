@@ -78,7 +78,10 @@ import OffloadCore
                 translatedSourcePort: ports && rng.chance(0.5) ? UInt16(truncatingIfNeeded: rng.next()) : nil,
                 translatedDestination: rng.chance(0.3) ? IPv4Address(rawValue: UInt32(truncatingIfNeeded: rng.next())) : nil,
                 translatedDestinationPort: ports && rng.chance(0.3) ? UInt16(truncatingIfNeeded: rng.next()) : nil))
-        case 2: return .deliver(connection: UInt32(truncatingIfNeeded: rng.next()))
+        case 2:
+            // Ids of 31 bits: the top one tells an offloaded connection's slot from a host's id.
+            let id = UInt32(truncatingIfNeeded: rng.next()) & 0x7fff_ffff
+            return rng.chance(0.5) ? .deliver(connection: id) : .offloadedTCP(slot: id)
         default: return rng.chance(0.5) ? .drop : .toSoftware
         }
     }

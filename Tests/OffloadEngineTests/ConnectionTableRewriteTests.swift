@@ -272,7 +272,8 @@ import OffloadCore
         for _ in 0..<300 {
             let p = Self.randomPacket(&rng)
             let actions: [FlowAction] = [.forward(Self.randomForward(for: p, &rng)), .drop, .toSoftware,
-                                         .deliver(connection: UInt32(truncatingIfNeeded: rng.next()))]
+                                         .deliver(connection: UInt32(truncatingIfNeeded: rng.next()) & 0x7fff_ffff),
+                                         .offloadedTCP(slot: UInt32(truncatingIfNeeded: rng.next()) & 0x7fff_ffff)]
             for a in actions {
                 let e = FlowEntry(key: p.key, action: a)
                 #expect(e.action == a)

@@ -16,15 +16,19 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     public let clock: any Clock
     private let poller: Poller
 
-    /// `makePort` opens the link (once).
+    public let policy: HostPolicy
+
+    /// `makePort` opens the link (once). With `offload`, established TCP connections move to
+    /// the engine (seed 003); without, the host's software runs them.
     public init(host configuration: IPv4Host.Configuration, tcp: TCPStack.Configuration = .init(),
-                engine engineConfiguration: Engine<Port>.Configuration = .init(), clock: any Clock,
-                makePort: () throws -> Port) throws {
+                engine engineConfiguration: Engine<Port>.Configuration = .init(), offload: Bool = false,
+                clock: any Clock, makePort: () throws -> Port) throws {
         host = IPv4Host(configuration, tcp: tcp)
         self.clock = clock
         engine = try Engine(configuration: engineConfiguration, portCount: 1, clock: clock) { _ in try makePort() }
+        policy = HostPolicy(host: host, clock: clock, offloadTo: offload ? engine : nil)
         slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .complete,
-                            policy: HostPolicy(host: host, clock: clock),
+                            policy: policy,
                             ownFrames: (count: engineConfiguration.queueCapacity, size: engineConfiguration.bufferSize))
         poller = try Poller()
         if let descriptor = engine.withPort(0, { $0.capabilities.readinessDescriptor }) { try poller.add(descriptor) }
@@ -43,12 +47,22 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     }
 
     /// Whether a turn is due at once (the host has something to send, or frames wait).
-    public var isBusy: Bool { host.hasOutput || slowPath.hasWork || engine.hasSoftwareMessages }
+    public var isBusy: Bool {
+        host.hasOutput || slowPath.hasWork || engine.hasSoftwareMessages || policy.hasEvents || engine.tcp.hasOutput
+    }
+
+    /// The earliest timer of the host's and the engine's connections.
+    public var nextDeadline: Instant? {
+        switch (host.nextDeadline, engine.tcp.nextDeadline) {
+        case (let a?, let b?): min(a, b)
+        case (let a, let b): a ?? b
+        }
+    }
 
     /// Sleeps until the link has frames, the host's next timer, or `limit`.
     public func sleep(limit: Duration = .milliseconds(10)) {
         var timeout = limit.nanoseconds / 1_000_000
-        if let next = host.nextDeadline {
+        if let next = nextDeadline {
             timeout = min(timeout, max(0, (next.nanoseconds - clock.now.nanoseconds) / 1_000_000))
         }
         _ = try? poller.wait(timeoutMilliseconds: Int32(timeout))

@@ -172,6 +172,8 @@ public final class SlowPath {
             case .wait(let hop):
                 guard !released else { return reinsertDrop(item, "unresolved") }
                 return hold(item, hop: hop)
+            case .local:
+                return answerLocally(item)
             case .unreachable(let code, let why):
                 actions[key] = .drop
                 if reason != .tableFull { send(.install(key, .drop)) }
@@ -203,7 +205,7 @@ public final class SlowPath {
         let forward: FlowAction.Forward
         switch action {
         case .forward(let f): forward = f
-        case .deliver: return answerLocally(item)
+        case .deliver, .offloadedTCP: return answerLocally(item)
         case .drop, .toSoftware: return reinsertDrop(item, "policy")
         }
         let frame = item.buffer.bytes
@@ -236,6 +238,11 @@ public final class SlowPath {
             send(origin.reinsertion(item.buffer, .consumed))
         case .drop(let reason):
             reinsertDrop(item, reason)
+        case .toEngine:
+            // Only a packet that holds its flow's count can be completed by the engine.
+            guard item.countedFlow != nil else { return reinsertDrop(item, "no-entry-to-complete") }
+            let origin = Origin(item)
+            send(origin.reinsertion(item.buffer, .complete))
         }
     }
 

@@ -10,6 +10,9 @@ public enum FlowDecision: Equatable, Sendable {
     /// No way to deliver it: drop the flow and answer its first packet with an ICMP
     /// destination unreachable of this code (RFC 792). `reason` names the drop.
     case unreachable(code: UInt8, reason: String)
+    /// No entry to install (the flow's entry is the engine's own): the packet is for the
+    /// software itself and is answered like a local delivery.
+    case local
 }
 
 /// A neighbour to be resolved: an address on the link of a port.
@@ -41,6 +44,9 @@ public enum LocalAnswer: Sendable, Equatable {
     case consumed
     /// Nothing to send back; the packet is dropped for the reason named.
     case drop(String)
+    /// Not the software's after all: the engine completes it with its flow's entry (a
+    /// segment of a connection that moved to the engine while the segment was on its way).
+    case toEngine
 }
 
 /// An interface of the software's own, for the ICMP errors it sends from it.

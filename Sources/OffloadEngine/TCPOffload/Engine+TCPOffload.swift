@@ -1,0 +1,178 @@
+import OffloadCore
+import OffloadLink
+import OffloadTCP
+import OffloadWire
+
+/// The engine's side of TCP offload (seed 003): it runs the data transfer of the connections
+/// the host offloads. Their segments come to `receiveOffloaded` from the connection table,
+/// their timers and output run in `pollOffloadedTCP` on the engine's poll loop, and their
+/// segments leave as gather lists: headers from engine memory, payload slices straight from
+/// the application's buffers (T4, T5). Completions and uploads go to the host as events.
+extension Engine where Port: ~Copyable {
+    /// The events ring keeps this much room for offload and upload answers: completions
+    /// wait in their connection rather than take it.
+    static var reservedEventRoom: Int { 64 }
+
+    // MARK: Segments in
+
+    /// A segment of an offloaded connection whose entry is usable (`slot` from the entry).
+    func receiveOffloaded(_ buffer: consuming PacketBuffer, slot: UInt32, key: FlowKey, entry h: EntryHandle,
+                          port: UInt16, now: Instant) {
+        table.recordHit(h, bytes: buffer.count, now: now)
+        guard let s = tcp.slots[Int(slot)] else { return drop(.noOffloadedConnection) }
+        let policy = ChecksumPolicy(buffer.offload)
+        let frame = buffer.bytes
+        let header: TCPRepr
+        let payload: UnsafeRawBufferPointer
+        do {
+            let ethernet = try EthernetFrame(checking: frame)
+            let packet = try IPv4Packet(checking: ethernet.payload)
+            let ip = try IPv4Repr.parse(packet, checksums: policy)
+            let segment = try TCPPacket(checking: packet.payload)
+            header = try TCPRepr.parse(segment, source: ip.source, destination: ip.destination, checksums: policy)
+            payload = segment.payload
+        } catch {
+            tcp.counters.segmentsDropped &+= 1
+            return drop(.badSegment)
+        }
+        // SYN, FIN and RST are the host's: the connection goes back first, then the segment
+        // follows it through the exception queue, so the host sees them in order.
+        if !header.flags.isDisjoint(with: [.syn, .fin, .rst]) {
+            if uploadTCP(slot: slot, reason: .controlSegment, now: now), let h = table.lookup(key) {
+                _ = table.incrementInSoftware(h)
+                return toSoftware(buffer, port: port, reason: .localDelivery, counted: key, key: key)
+            }
+            return drop(.offloadEventsFull)
+        }
+        let connection = s.connection
+        connection.receive(header, payload: payload, now: now)
+        counters.deliveredToTCP &+= 1
+        tcp.counters.segmentsReceived &+= 1
+        tcp.counters.payloadBytesReceived &+= UInt64(payload.count)
+        _ = consume buffer
+        reportCompletions(slot: slot, connection)
+        if connection.state != .established {
+            uploadTCP(slot: slot, reason: .stateChanged, now: now)
+        } else if s.closing && connection.unacknowledgedBytes == 0 {
+            uploadTCP(slot: slot, reason: .closing, now: now)
+        }
+    }
+
+    // MARK: Time and segments out
+
+    /// Runs the offloaded connections' timers and sends what they have due, at most
+    /// `tcpPollBudget` segments in all. Returns how many were sent.
+    func pollOffloadedTCP(now: Instant) -> Int {
+        guard tcp.count > 0 else { return 0 }
+        var budget = configuration.tcpPollBudget
+        var sent = 0
+        var i = 0
+        while i < tcp.occupied.count {
+            let slot = tcp.occupied[i]
+            i += 1
+            guard let s = tcp.slots[Int(slot)] else { continue }
+            let connection = s.connection
+            guard connection.hasOutput || connection.nextDeadline.map({ $0 <= now }) ?? false else { continue }
+            let n = connection.poll(now: now, budget: budget) { header, payload in
+                transmitSegment(header, payload: payload, slot: s)
+            }
+            budget -= n
+            sent += n
+            reportCompletions(slot: slot, connection)
+            let reason: TCPUploadReason? = connection.state != .established ? .stateChanged
+                : s.closing && connection.unacknowledgedBytes == 0 ? .closing : nil
+            if let reason, uploadTCP(slot: slot, reason: reason, now: now) {
+                i -= 1 // the last occupied slot moved into this place
+            }
+        }
+        return sent
+    }
+
+    @_specialize(where Port == MemoryLink)
+    @_specialize(where Port == SystemLink)
+    private func transmitSegment(_ header: TCPRepr, payload: UnsafeBufferPointer<UnsafeRawBufferPointer>,
+                                 slot s: TCPOffloadTable.Slot) {
+        tcp.identification &+= 1
+        let (length, metadata) = s.headers.write(header, payload: payload, identification: tcp.identification,
+                                                 partialChecksum: portTakesPartialChecksums[Int(s.port)],
+                                                 into: tcp.headerScratch)
+        do {
+            try ports[Int(s.port)].transmit(header: UnsafeRawBufferPointer(rebasing: tcp.headerScratch[0..<length]),
+                                            payloads: PayloadSlices(payload), metadata: metadata)
+            tcp.counters.segmentsSent &+= 1
+            tcp.counters.payloadBytesSent &+= UInt64(header.payloadLength)
+        } catch {
+            // Lost like a frame on a full device: the connection's timers send it again.
+            tcp.counters.transmitFailures &+= 1
+        }
+    }
+
+    /// Tells the host which messages completed, when the events ring has room for all of
+    /// them beside its reserve (else they wait in the connection for a later poll).
+    private func reportCompletions(slot: UInt32, _ connection: TCPConnection) {
+        let pending = connection.pendingCompletionRanges
+        guard pending > 0, tcp.events.capacity - tcp.events.count >= pending + Self.reservedEventRoom,
+              let host = tcp.slots[Int(slot)]?.host else { return }
+        for range in connection.takeCompletions() {
+            tcp.counters.messagesCompleted &+= UInt64(range.count)
+            _ = tcp.events.push(.completed(host: host, range))
+        }
+    }
+
+    // MARK: Offload and upload
+
+    func handleTCP(_ command: TCPOffloadCommand, now: Instant) {
+        switch command {
+        case .offload(let request):
+            guard tcp.events.count < tcp.events.capacity else {
+                preconditionFailure("Engine: the TCP events ring is full beyond its reserve")
+            }
+            guard let slot = tcp.adopt(request) else {
+                tcp.counters.uploads[.noResources] &+= 1
+                _ = tcp.events.push(.uploaded(host: request.host, request.connection, .noResources))
+                return
+            }
+            // Segments of the flow still in the software keep do-not-use set: they come back
+            // (in order) to be completed with the new action before the engine takes new ones.
+            let waiting = table.lookup(request.key).map { table.inSoftwareCount($0) } ?? 0
+            _ = table.insert(request.key, action: .offloadedTCP(slot: slot), now: now,
+                             doNotUse: configuration.orderGuard && waiting > 0)
+            tcp.counters.offloaded &+= 1
+            _ = tcp.events.push(.offloaded(host: request.host))
+        case .post(let host, let bytes):
+            // A post that crossed an upload is sent again by the host, which has the buffer.
+            guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection,
+                  (try? connection.send(bytes)) != nil else { return }
+            tcp.counters.messagesPosted &+= 1
+        case .windowOpened(let host):
+            guard let slot = tcp.byHost[host] else { return }
+            tcp.slots[Int(slot)]?.connection.applicationRead()
+        case .upload(let host):
+            guard let slot = tcp.byHost[host] else { return }
+            uploadTCP(slot: slot, reason: .requested, now: now)
+        case .close(let host):
+            guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection else { return }
+            tcp.slots[Int(slot)]!.closing = true
+            if connection.unacknowledgedBytes == 0 { uploadTCP(slot: slot, reason: .closing, now: now) }
+        }
+    }
+
+    /// Hands a connection back to the host: its entry delivers to the host again, and the
+    /// event (with the connection and its untaken completions) goes ahead of every later
+    /// segment of the flow. False when the events ring is full.
+    @discardableResult
+    func uploadTCP(slot: UInt32, reason: TCPUploadReason, now: Instant) -> Bool {
+        guard tcp.events.count < tcp.events.capacity, let s = tcp.release(slot) else { return false }
+        _ = table.insert(s.key, action: .deliver(connection: s.host), now: now, doNotUse: false)
+        tcp.counters.uploads[reason] &+= 1
+        _ = tcp.events.push(.uploaded(host: s.host, s.connection, reason))
+        return true
+    }
+
+    /// An entry that idled out (or was replaced) while its connection is still offloaded is
+    /// put back: the connection's segments must keep reaching it.
+    func keepOffloadedEntry(_ key: FlowKey, now: Instant) {
+        guard let slot = tcp.byKey[key] else { return }
+        _ = table.insert(key, action: .offloadedTCP(slot: slot), now: now)
+    }
+}

@@ -1,0 +1,125 @@
+import OffloadCore
+import OffloadTCP
+
+/// The engine's offloaded TCP connections (seed 003): a fixed number of slots, each holding
+/// a connection's state machine (its control block, T2, and its message contexts, T3), the
+/// flow its segments arrive on and the headers its segments leave with. A connection-table
+/// entry `offloadedTCP(slot:)` sends the flow's segments here.
+public final class TCPOffloadTable {
+    struct Slot {
+        var connection: TCPConnection
+        var host: UInt32
+        var key: FlowKey
+        var headers: TCPFrameHeaders
+        var port: UInt16
+        /// The application closed: the connection goes back once its data is acknowledged.
+        var closing = false
+    }
+
+    public let capacity: Int
+    var slots: [Slot?]
+    private var free: [UInt32]
+    /// Slot by the host's name for the connection (for the host's commands), and by flow
+    /// (for an entry that idled out while its connection is still here).
+    var byHost: [UInt32: UInt32] = [:]
+    var byKey: [FlowKey: UInt32] = [:]
+    /// Occupied slots, in no order: what the engine's poll walks.
+    private(set) var occupied: [UInt32] = []
+    private var occupiedIndex: [Int]
+    /// IPv4 identification of the engine's segments.
+    var identification: UInt16 = 0
+    /// Events for the host (engine to host).
+    public let events: SPSCRing<TCPOffloadEvent>
+    public internal(set) var counters = TCPOffloadCounters()
+    /// Where a segment's headers are built (engine memory; the payload stays in the host's).
+    let headerScratch: UnsafeMutableRawBufferPointer
+
+    init(capacity: Int, eventCapacity: Int) {
+        self.capacity = capacity
+        slots = Array(repeating: nil, count: capacity)
+        free = (0..<UInt32(capacity)).reversed()
+        occupiedIndex = Array(repeating: -1, count: capacity)
+        events = SPSCRing(capacity: eventCapacity)
+        headerScratch = .allocate(byteCount: TCPFrameHeaders.maximumLength, alignment: 16)
+    }
+
+    deinit { headerScratch.deallocate() }
+
+    /// Connections the engine runs now.
+    public var count: Int { byHost.count }
+
+    /// The connection in a slot, if any (for tests and reports).
+    public func connection(host: UInt32) -> TCPConnection? {
+        byHost[host].flatMap { slots[Int($0)]?.connection }
+    }
+
+    /// Whether a connection has something to send without waiting for a timer.
+    public var hasOutput: Bool { occupied.contains { slots[Int($0)]?.connection.hasOutput ?? false } }
+
+    /// The earliest timer of the offloaded connections.
+    public var nextDeadline: Instant? {
+        var next: Instant?
+        for slot in occupied {
+            if let t = slots[Int(slot)]?.connection.nextDeadline, next.map({ t < $0 }) ?? true { next = t }
+        }
+        return next
+    }
+
+    func adopt(_ request: TCPOffloadRequest) -> UInt32? {
+        guard byHost[request.host] == nil, let slot = free.popLast() else { return nil }
+        slots[Int(slot)] = Slot(connection: request.connection, host: request.host, key: request.key,
+                                headers: request.headers, port: request.port)
+        byHost[request.host] = slot
+        byKey[request.key] = slot
+        occupiedIndex[Int(slot)] = occupied.count
+        occupied.append(slot)
+        return slot
+    }
+
+    func release(_ slot: UInt32) -> Slot? {
+        guard let s = slots[Int(slot)] else { return nil }
+        slots[Int(slot)] = nil
+        byHost[s.host] = nil
+        byKey[s.key] = nil
+        let i = occupiedIndex[Int(slot)]
+        occupied[i] = occupied[occupied.count - 1]
+        occupiedIndex[Int(occupied[i])] = i
+        occupied.removeLast()
+        occupiedIndex[Int(slot)] = -1
+        free.append(slot)
+        return s
+    }
+}
+
+/// What the engine's TCP did.
+public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
+    public var offloaded: UInt64 = 0
+    public var uploads = ReasonCounters<TCPUploadReason>()
+    public var segmentsReceived: UInt64 = 0
+    public var payloadBytesReceived: UInt64 = 0
+    public var segmentsSent: UInt64 = 0
+    /// Payload bytes sent, retransmissions included: gathered from the application's
+    /// buffers, never copied by the engine.
+    public var payloadBytesSent: UInt64 = 0
+    public var messagesPosted: UInt64 = 0
+    public var messagesCompleted: UInt64 = 0
+    /// Segments dropped before the state machine: a bad checksum or a malformed header.
+    public var segmentsDropped: UInt64 = 0
+    /// Segments the link refused (the state machine sends them again).
+    public var transmitFailures: UInt64 = 0
+
+    public init() {}
+
+    public var rows: [(String, UInt64)] {
+        [("tcp offload: connections offloaded", offloaded),
+         ("tcp offload: segments received", segmentsReceived),
+         ("tcp offload: payload bytes received", payloadBytesReceived),
+         ("tcp offload: segments sent", segmentsSent),
+         ("tcp offload: payload bytes sent", payloadBytesSent),
+         ("tcp offload: messages posted", messagesPosted),
+         ("tcp offload: messages completed", messagesCompleted),
+         ("tcp offload: segments dropped", segmentsDropped),
+         ("tcp offload: transmit failures", transmitFailures)]
+            + uploads.rows("tcp offload: uploaded, ")
+    }
+}

@@ -1,0 +1,224 @@
+import Foundation
+import Testing
+import OffloadCore
+import OffloadEngine
+import OffloadHost
+import OffloadLink
+import OffloadTCP
+
+/// TCP offload (seed 003) between two hosts behind their engines on a memory wire: the
+/// engines run the established connections, the hosts post messages and get completions.
+@Suite struct TCPOffloadTests {
+    struct Outcome {
+        var failure: String?
+        var engineBytesSent: UInt64 = 0
+        var uploads: UInt64 = 0
+        var retransmitted: UInt64 = 0
+    }
+
+    /// One seed: A sends `bytes` in messages of random sizes to B, which echoes them; A
+    /// closes once everything is back and completed, B when it reads the end. With `moves`,
+    /// A's connection goes back to the host and to the engine again in the middle, and B's
+    /// goes back for a while. Returns what failed, if anything.
+    static func echo(seed: UInt64, bytes: Int, impairments: Impairments = .none, moves: Bool = false,
+                     witness: ((UnsafeRawBufferPointer) -> Void)? = nil) throws -> Outcome {
+        var tcp = TCPStack.Configuration()
+        tcp.tcp.maximumSegmentLifetime = .seconds(5)
+        tcp.seed = seed
+        var engine = Engine<MemoryLink>.Configuration()
+        engine.idleTimeouts = IdleTimeouts(tcp: .seconds(30))
+        // Small, so that one poll's expiry scan covers the table.
+        engine.tableCapacity = 64
+        engine.expiryBudget = 1024
+        let w = try TwoEndpoints(seed: seed, impairments: impairments, tcp: tcp, engine: engine, witness: witness)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 7)
+        var random = SeededRandom(seed: seed)
+        let data = (0..<bytes).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        var server: TCPSocket?
+        var sent = 0, back: [UInt8] = [], echoed = 0
+        var completedIDs: [MessageID] = [], queuedIDs: [MessageID] = [], failures: [String] = []
+        var clientClosed = false, serverClosed = false
+        var movedA = 0, movedB = 0
+        var chunk = [UInt8](repeating: 0, count: 16_384)
+        w.sim.addProcess("applications") {
+            var worked = false
+            if server == nil, let s = tb.accept(port: 7) { server = s; worked = true }
+            if sent < data.count, let c = ta.connection(client), c.canSend {
+                let n = min(data.count - sent, 1 + Int(random.next() % 5000))
+                if case .queued(let id) = ta.send(TxBuffer(copying: data[sent..<(sent + n)]), on: client) {
+                    queuedIDs.append(id)
+                    sent += n
+                    worked = true
+                }
+            }
+            if moves {
+                // A: back to the host at a third, to the engine again at two thirds.
+                if movedA == 0 && sent >= data.count / 3 && ta.isOffloaded(client) { ta.upload(client); movedA = 1 }
+                if movedA == 1 && sent >= 2 * data.count / 3 && !ta.isOffloaded(client) { ta.offload(client); movedA = 2 }
+                if movedB == 0, let s = server, echoed >= data.count / 2, tb.isOffloaded(s) { tb.upload(s); movedB = 1 }
+            }
+            ta.takeCompletions(of: client) { c in
+                completedIDs.append(c.id)
+                if case .failed(let e) = c.status { failures.append("message \(c.id) failed: \(e)") }
+            }
+            let n = chunk.withUnsafeMutableBytes { ta.read(client, into: $0) }
+            if n > 0 { back += chunk[0..<n]; worked = true }
+            if !clientClosed && back.count == data.count && completedIDs.count == queuedIDs.count {
+                ta.close(client)
+                clientClosed = true
+                worked = true
+            }
+            if let s = server {
+                let m = chunk.withUnsafeMutableBytes { tb.read(s, into: $0) }
+                if m > 0 {
+                    echoed += m
+                    if case .refused(let e, _) = tb.send(TxBuffer(copying: chunk[0..<m]), on: s) {
+                        failures.append("echo refused: \(e)")
+                    }
+                    worked = true
+                }
+                tb.takeCompletions(of: s) { _ in }
+                if !serverClosed, let c = tb.connection(s), c.isAtEndOfInput {
+                    tb.close(s)
+                    serverClosed = true
+                    worked = true
+                }
+            }
+            return worked
+        }
+        let connection = ta.connection(client)
+        let atRest = { ta.isQuiescent && tb.isQuiescent && serverClosed }
+        w.sim.run(until: w.sim.clock.now + .seconds(900)) { !atRest() }
+        // Let the engines' entries idle out (B9), so that nothing of the flow is left.
+        _ = w.sim.schedule(after: .seconds(35)) {}
+        w.sim.run(until: w.sim.clock.now + .seconds(40)) { w.a.engine.table.count + w.b.engine.table.count > 0 }
+        var outcome = Outcome()
+        outcome.engineBytesSent = w.a.engine.tcp.counters.payloadBytesSent
+        outcome.uploads = w.a.engine.tcp.counters.uploads.total + w.b.engine.tcp.counters.uploads.total
+        outcome.retransmitted = connection?.counters.segmentsRetransmitted ?? 0
+        let prefix = "seed \(seed)"
+        if back != data {
+            outcome.failure = "\(prefix): echoed \(echoed), back \(back.count) of \(data.count)"
+        } else if !failures.isEmpty {
+            outcome.failure = "\(prefix): \(failures.prefix(3))"
+        } else if completedIDs != queuedIDs {
+            outcome.failure = "\(prefix): completions \(completedIDs.count) of \(queuedIDs.count), not each once in order"
+        } else if !atRest() {
+            outcome.failure = "\(prefix): not at rest: A \(ta.connectionCount) connections, B \(tb.connectionCount)"
+        } else if w.a.engine.tcp.count + w.b.engine.tcp.count > 0 {
+            outcome.failure = "\(prefix): the engines still hold \(w.a.engine.tcp.count + w.b.engine.tcp.count) connections"
+        } else if w.a.engine.buffered + w.b.engine.buffered > 0 {
+            outcome.failure = "\(prefix): the engines still hold \(w.a.engine.buffered + w.b.engine.buffered) buffers"
+        } else if w.a.engine.table.count + w.b.engine.table.count > 0 {
+            outcome.failure = "\(prefix): \(w.a.engine.table.count + w.b.engine.table.count) entries left"
+        } else if moves && (movedA < 2 || movedB < 1) {
+            outcome.failure = "\(prefix): the connections did not move (A \(movedA), B \(movedB)); A offloaded \(ta.counters.connectionsOffloaded), engine A \(w.a.engine.tcp.counters.rows.filter { $0.1 > 0 })"
+        } else if ta.counters.connectionsOffloaded == 0 || tb.counters.connectionsOffloaded == 0 {
+            outcome.failure = "\(prefix): not offloaded (A \(ta.counters.connectionsOffloaded), B \(tb.counters.connectionsOffloaded))"
+        }
+        return outcome
+    }
+
+    @Test func anOffloadedEchoIsByteExactAndTheEngineCarriesIt() throws {
+        let outcome = try Self.echo(seed: 1, bytes: 200_000)
+        #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
+        #expect(outcome.engineBytesSent >= 200_000, "the engine sent \(outcome.engineBytesSent) payload bytes")
+    }
+
+    /// Loss, reordering and duplication, with connections moving between host and engine
+    /// in the middle of the transfer on every other seed.
+    @Test func offloadedEchoesSurviveImpairmentsAndMoves() throws {
+        let first = UInt64(ProcessInfo.processInfo.environment["TCP_OFFLOAD_FIRST"].flatMap { Int($0) } ?? 1)
+        let seeds = UInt64(ProcessInfo.processInfo.environment["TCP_OFFLOAD_SEEDS"].flatMap { Int($0) } ?? 1000)
+        var failures: [String] = []
+        var engineBytes: UInt64 = 0, uploads: UInt64 = 0, retransmitted: UInt64 = 0
+        for seed in first...seeds {
+            let impairments = Impairments(loss: Double(seed % 11) / 100, duplication: seed % 3 == 0 ? 0.01 : 0,
+                                          reordering: seed % 4 == 1 ? 0.05 : 0)
+            let outcome = try Self.echo(seed: seed, bytes: 10_000 + Int(seed % 5) * 10_000, impairments: impairments,
+                                        moves: seed % 2 == 0)
+            if let failure = outcome.failure { failures.append(failure) }
+            engineBytes += outcome.engineBytesSent
+            uploads += outcome.uploads
+            retransmitted += outcome.retransmitted
+        }
+        #expect(failures.isEmpty, "\(failures.count) seeds failed: \(failures.prefix(3))")
+        #expect(retransmitted > 100, "the impairments made segments be resent: \(retransmitted)")
+        #expect(uploads >= 2 * seeds, "connections went back to their hosts: \(uploads)")
+        #expect(engineBytes > 0)
+    }
+}
+
+extension TCPOffloadTests {
+    /// T3 and T5: an offloaded transfer's payload leaves the engine as slices of the
+    /// application's buffer (the memory wire records where each came from), and neither
+    /// the host nor the engine copies a payload byte on the way.
+    @Test func offloadedSegmentsGatherFromTheApplicationsBuffer() throws {
+        var slices: [(start: UInt, count: Int)] = []
+        let w = try TwoEndpoints(seed: 3) { slices.append((UInt(bitPattern: $0.baseAddress), $0.count)) }
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 9)
+        let client = try ta.connect(to: w.b.host.address, port: 9, now: w.sim.clock.now)
+        let size = 300_000
+        var message = TxBuffer(count: size)
+        message.withUnsafeMutableBytes { for i in $0.indices { $0[i] = UInt8(truncatingIfNeeded: i &* 13) } }
+        let memory = UInt(bitPattern: message.baseAddress)..<(UInt(bitPattern: message.baseAddress) + UInt(size))
+        var pending: TxBuffer? = message
+        var received: [UInt8] = [], server: TCPSocket?, completed = 0, closed = false
+        var sink = [UInt8](repeating: 0, count: 65_536)
+        w.sim.addProcess("applications") {
+            var worked = false
+            if pending != nil, ta.isOffloaded(client), let buffer = pending.take() {
+                guard case .queued = ta.send(buffer, on: client) else { return false }
+                worked = true
+            }
+            if server == nil { server = tb.accept(port: 9) }
+            if let s = server {
+                let n = sink.withUnsafeMutableBytes { tb.read(s, into: $0) }
+                received += sink[0..<n]
+                worked = worked || n > 0
+            }
+            ta.takeCompletions(of: client) { completion in
+                completed += 1
+                #expect(UInt(bitPattern: completion.buffer.baseAddress) == memory.lowerBound)
+            }
+            if completed == 1 && !closed { ta.close(client); closed = true }
+            return worked
+        }
+        w.sim.run(until: w.sim.clock.now + .seconds(10)) { completed == 0 || received.count < size }
+        #expect(received.count == size && completed == 1)
+        #expect(received == (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        #expect(w.a.engine.tcp.counters.payloadBytesSent >= UInt64(size), "the engine sent the payload")
+        #expect(w.a.policy.payloadBytesCopied == 0, "the host copied \(w.a.policy.payloadBytesCopied) payload bytes")
+        #expect(slices.reduce(0) { $0 + $1.count } >= size)
+        let outside = slices.filter { !memory.contains($0.start) || !memory.contains($0.start + UInt($0.count) - 1) }
+        #expect(outside.isEmpty, "\(outside.count) of \(slices.count) payload slices lie outside the application's buffer")
+    }
+
+    /// The same transfer with offload off: the host's software sends it, copying each
+    /// segment into a frame of its own, so the copy counter does count (it can fail).
+    @Test func theHostsOwnPathCopiesAndIsCounted() throws {
+        let w = try TwoEndpoints(seed: 4, offload: false)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 9)
+        let client = try ta.connect(to: w.b.host.address, port: 9, now: w.sim.clock.now)
+        var pending: TxBuffer? = TxBuffer(count: 50_000)
+        var received = 0, server: TCPSocket?
+        var sink = [UInt8](repeating: 0, count: 65_536)
+        w.sim.addProcess("applications") {
+            if pending != nil, let c = ta.connection(client), c.state == .established, let buffer = pending.take() {
+                _ = ta.send(buffer, on: client)
+            }
+            if server == nil { server = tb.accept(port: 9) }
+            if let s = server { received += sink.withUnsafeMutableBytes { tb.read(s, into: $0) } }
+            ta.takeCompletions(of: client) { _ in }
+            return false
+        }
+        w.sim.run(until: w.sim.clock.now + .seconds(10)) { received < 50_000 }
+        #expect(received == 50_000)
+        #expect(w.a.policy.payloadBytesCopied >= 50_000)
+        #expect(w.a.engine.tcp.counters.payloadBytesSent == 0 && ta.counters.connectionsOffloaded == 0)
+    }
+}
