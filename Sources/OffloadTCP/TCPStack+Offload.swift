@@ -36,10 +36,19 @@ extension TCPStack {
         offloadCandidates.removeAll(keepingCapacity: true)
         for socket in candidates {
             guard let entry = sockets[socket], entry.offload == nil, entry.mayOffload,
-                  entry.connection.state == .established, !entry.closedByApplication else { continue }
-            if port.offload(entry.connection, as: UInt32(truncatingIfNeeded: socket.rawValue), now: now) {
+                  entry.connection.state == .established, !entry.closedByApplication || entry.closeAfterOffload
+            else { continue }
+            let host = UInt32(truncatingIfNeeded: socket.rawValue)
+            if port.offload(entry.connection, as: host, now: now) {
                 entry.offload = Offload(nextID: entry.connection.sendQueue.nextID)
                 counters.connectionsOffloaded &+= 1
+                if entry.closeAfterOffload {
+                    entry.offload!.closeWhenBack = true
+                    port.close(host)
+                }
+            } else if entry.closeAfterOffload {
+                entry.closeAfterOffload = false
+                entry.connection.close()
             } else {
                 offloadCandidates.append(socket)
             }

@@ -58,6 +58,9 @@ public final class TCPStack {
         var offload: Offload?
         /// Whether the connection may be offloaded (not after the engine gave it back).
         var mayOffload = true
+        /// Closed by the application before its handshake finished: it is offloaded with its
+        /// data first, and the close follows (so that the engine carries the data).
+        var closeAfterOffload = false
         /// Completions not yet taken by the application.
         var completions: [CompletionRange] = []
         init(socket: TCPSocket, connection: TCPConnection, listener: UInt16?) {
@@ -211,6 +214,11 @@ public final class TCPStack {
     public func close(_ socket: TCPSocket) {
         guard let entry = sockets[socket] else { return }
         entry.closedByApplication = true
+        let state = entry.connection.state
+        if entry.offload == nil, offloadPort != nil, entry.mayOffload, state == .synSent || state == .synReceived {
+            entry.closeAfterOffload = true
+            return
+        }
         if entry.offload != nil {
             // FIN and TIME_WAIT are the host's: the connection comes back once the engine
             // has had its data acknowledged.

@@ -31,7 +31,9 @@ struct TCPInteropTests {
         #expect(run.status == 0, "offload send failed: \(run.output)")
         #expect(run.output.contains("stack at rest: yes"), "\(run.output)")
         #expect(received == data.sha256, "sha256 sent \(data.sha256), socat received \(received)")
-        print("(a) we sent 256 MiB to socat in \(run.seconds) s: \(run.line("sent ")); \(run.line("connections "))")
+        print("(a) we sent 256 MiB to socat in \(run.seconds) s: \(run.line("sent ")); \(run.line("connections ")); "
+              + run.line("offload: "))
+        link.checkOffloaded(run, connections: 1, sent: 256 << 20)
         link.checkCapture(run)
     }
 
@@ -52,7 +54,9 @@ struct TCPInteropTests {
         #expect(run.status == 0, "offload serve failed: \(run.output)")
         let received = link.digest(ofFile: output)
         #expect(received == data.sha256, "sha256 socat sent \(data.sha256), we received \(received)")
-        print("(b) socat sent us 256 MiB in \(run.seconds) s: \(run.line("served ")); \(run.line("connection "))")
+        print("(b) socat sent us 256 MiB in \(run.seconds) s: \(run.line("served ")); \(run.line("connection ")); "
+              + run.line("offload: "))
+        link.checkOffloaded(run, connections: 1, received: 256 << 20)
         link.checkCapture(run)
     }
 
@@ -78,7 +82,8 @@ struct TCPInteropTests {
             #expect(words[4] == String(64 << 20) && words[5] == data.sha256,
                     "echoed back \(words[4]) bytes, sha256 \(words[5]), expected \(data.sha256)")
         }
-        print("(c) echo of 64 MiB in \(run.seconds) s: \(run.line("served "))")
+        print("(c) echo of 64 MiB in \(run.seconds) s: \(run.line("served ")); \(run.line("offload: "))")
+        link.checkOffloaded(run, connections: 1, sent: 64 << 20, received: 64 << 20)
         link.checkCapture(run)
     }
 
@@ -117,6 +122,7 @@ struct TCPInteropTests {
         #expect(sent.status == 0, "offload send failed: \(sent.output)")
         #expect(sent.output.contains("stack at rest: yes"), "\(sent.output)")
         #expect(socatReceived == data.sha256, "sha256 sent \(data.sha256), socat received \(socatReceived)")
+        link.checkOffloaded(sent, connections: 1, sent: 64 << 20)
         link.checkCapture(sent)
 
         // Linux's data to us.
@@ -133,6 +139,7 @@ struct TCPInteropTests {
         #expect(link.digest(ofFile: output) == data.sha256, "sha256 of what we received differs")
         #expect(dropsSending.toPort > 0 && dropsReceiving.toPort > 0, "nft dropped nothing")
         #expect(linuxRetransmitted > 0, "Linux retransmitted nothing: its segments were not lost on the wire")
+        link.checkOffloaded(received, connections: 1, received: 64 << 20)
         link.checkCapture(received)
 
         // Sending, the kernel's end listens on the port; receiving, ours does.
@@ -163,7 +170,9 @@ struct TCPInteropTests {
         #expect(counted.connections == 100, "the sink counted \(counted.connections) connections")
         #expect(counted.sizes == [size: 100], "bytes per connection: \(counted.sizes)")
         #expect(counted.digests == [expected: 100], "sha256 per connection: \(counted.digests), expected \(expected)")
-        print("(e) 100 connections × 1 MiB in \(run.seconds) s: \(run.line("sent ")); \(run.line("connections "))")
+        print("(e) 100 connections × 1 MiB in \(run.seconds) s: \(run.line("sent ")); \(run.line("connections ")); "
+              + run.line("offload: "))
+        link.checkOffloaded(run, connections: 100, sent: 100 << 20)
         link.checkCapture(run)
     }
 
@@ -192,7 +201,8 @@ struct TCPInteropTests {
         #expect(counted.sizes == [size: 1000], "bytes per connection: \(counted.sizes)")
         #expect(counted.digests == [expected: 1000], "sha256 per connection: \(counted.digests)")
         print("(f) 1000 cycles (50 rounds of 20) in \(run.seconds) s: \(run.line("sent ")); \(run.line("connections ")); "
-              + "\(run.line("stack at rest"))")
+              + "\(run.line("stack at rest")); \(run.line("offload: "))")
+        link.checkOffloaded(run, connections: 1000, sent: 10_000_000)
         link.checkCapture(run)
     }
 
@@ -515,6 +525,26 @@ final class TCPLink {
             result.append(n)
         }
         return result
+    }
+
+    /// The engine, not the host's software, carried the data: `offload send` and `serve`
+    /// report what the engine's TCP sent and received and what the host copied into frames
+    /// of its own (segments it sent itself). Every connection was offloaded, the engine
+    /// carried all the payload (a retransmission counts again, so at least), and the host
+    /// copied none of it.
+    func checkOffloaded(_ run: Finished, connections: Int, sent: Int = 0, received: Int = 0,
+                        sourceLocation: SourceLocation = #_sourceLocation) {
+        let line = run.line("offload: ")
+        let offloaded = TCPLink.numbers(after: ["offload: "], in: line).first ?? -1
+        let engineReceived = TCPLink.numbers(after: ["the engine received "], in: line).first ?? -1
+        let engineSent = TCPLink.numbers(after: [" and sent "], in: line).first ?? -1
+        let copied = TCPLink.numbers(after: ["the host copied "], in: line).first ?? -1
+        #expect(offloaded == connections, "offloaded: \(line)", sourceLocation: sourceLocation)
+        // The last segment may come with the peer's FIN, which the host takes: at most a
+        // segment a connection short.
+        #expect(engineSent >= sent && engineReceived >= received - 1460 * connections, "the engine carried: \(line)",
+                sourceLocation: sourceLocation)
+        #expect(copied == 0, "the host copied payload: \(line)", sourceLocation: sourceLocation)
     }
 
     /// (g) tshark, checksums checked, must find no malformed frame, no error-level expert

@@ -35,10 +35,13 @@ extension Engine where Port: ~Copyable {
             tcp.counters.segmentsDropped &+= 1
             return drop(.badSegment)
         }
-        // SYN, FIN and RST are the host's: the connection goes back first, then the segment
-        // follows it through the exception queue, so the host sees them in order.
-        if !header.flags.isDisjoint(with: [.syn, .fin, .rst]) {
-            if uploadTCP(slot: slot, reason: .controlSegment, now: now), let h = table.lookup(key) {
+        // A RST is the host's (an exception: it ends the connection, and the host decides
+        // whether it is acceptable): the connection goes back first, then the segment follows
+        // it through the exception queue, so the host sees them in order. A SYN the engine
+        // answers itself (a challenge ACK, RFC 5961), and the peer's FIN it takes (the
+        // connection goes on sending in CLOSE-WAIT).
+        if header.flags.contains(.rst) {
+            if uploadTCP(slot: slot, reason: .reset, now: now), let h = table.lookup(key) {
                 _ = table.incrementInSoftware(h)
                 return toSoftware(buffer, port: port, reason: .localDelivery, counted: key, key: key)
             }
@@ -51,12 +54,16 @@ extension Engine where Port: ~Copyable {
         tcp.counters.payloadBytesReceived &+= UInt64(payload.count)
         _ = consume buffer
         reportCompletions(slot: slot, connection)
-        if connection.state != .established {
+        if !Self.runsInEngine(connection.state) {
             uploadTCP(slot: slot, reason: .stateChanged, now: now)
         } else if s.closing && connection.unacknowledgedBytes == 0 {
             uploadTCP(slot: slot, reason: .closing, now: now)
         }
     }
+
+    /// The states the engine runs a connection in: data both ways, or only ours after the
+    /// peer's FIN. Our FIN, TIME_WAIT and the rest are the host's.
+    static func runsInEngine(_ state: TCPState) -> Bool { state == .established || state == .closeWait }
 
     // MARK: Time and segments out
 
@@ -79,7 +86,7 @@ extension Engine where Port: ~Copyable {
             budget -= n
             sent += n
             reportCompletions(slot: slot, connection)
-            let reason: TCPUploadReason? = connection.state != .established ? .stateChanged
+            let reason: TCPUploadReason? = !Self.runsInEngine(connection.state) ? .stateChanged
                 : s.closing && connection.unacknowledgedBytes == 0 ? .closing : nil
             if let reason, uploadTCP(slot: slot, reason: reason, now: now) {
                 i -= 1 // the last occupied slot moved into this place

@@ -52,9 +52,9 @@ public enum TCPUploadReason: String, Sendable, CaseIterable, CustomStringConvert
     case closing
     /// The engine had no free slot (or no room for its events) when offered the connection.
     case noResources = "no-resources"
-    /// A segment the engine leaves to the host: SYN, FIN or RST.
-    case controlSegment = "control-segment"
-    /// The connection left ESTABLISHED in the engine (it timed out, say).
+    /// A segment the engine leaves to the host: a RST.
+    case reset
+    /// The connection left ESTABLISHED and CLOSE-WAIT in the engine (it timed out, say).
     case stateChanged = "state-changed"
 
     public var description: String { rawValue }

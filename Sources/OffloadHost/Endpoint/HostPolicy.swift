@@ -127,7 +127,7 @@ public final class HostPolicy: SlowPathPolicy {
                 if let key = offload.keys.removeValue(forKey: id) { offload.flows[key] = nil }
                 // Posts still waiting here are queued on the connection by the stack.
                 offload.waiting.removeAll { if case .post(id, _) = $0 { true } else { false } }
-                tcp.offloadDidUpload(host: id, connection, forSegment: reason == .controlSegment, now: clock.now)
+                tcp.offloadDidUpload(host: id, connection, forSegment: reason == .reset, now: clock.now)
             }
         }
     }
