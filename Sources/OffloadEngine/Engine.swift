@@ -19,6 +19,7 @@ public final class Engine<Port: Link & ~Copyable> {
         public var orderGuard = true
         public var tableCapacity = 65_536
         public var bufferCount = 4096
+        /// Bytes per buffer, `headroom` included.
         public var bufferSize = 2048
         public var queueCapacity = 1024
         /// Audit mode (B7), switchable at run time; shared with the host's audit stage.
@@ -58,8 +59,10 @@ public final class Engine<Port: Link & ~Copyable> {
     /// the entry when it idles out.
     public private(set) var rtpStatistics: [FlowKey: RTPFlowStatistics] = [:]
     let ports: UnsafeMutablePointer<Port>
-    /// Per port: whether it takes frames whose TCP checksum the device finishes.
+    /// Per port: whether it takes frames whose TCP checksum the device finishes, and TCP
+    /// super-segments it cuts up itself (TSO).
     let portTakesPartialChecksums: [Bool]
+    let portSegmentsTCP: [Bool]
     /// The offloaded TCP connections (seed 003), and their events to the host.
     public let tcp: TCPOffloadTable
     public let portCount: Int
@@ -80,7 +83,8 @@ public final class Engine<Port: Link & ~Copyable> {
     public init(configuration: Configuration, portCount: Int, clock: any Clock,
                 log: @escaping (String) -> Void = { print($0) }, makePort: (Int) throws -> Port) rethrows {
         self.configuration = configuration
-        pool = BufferPool(count: configuration.bufferCount, bufferSize: configuration.bufferSize, headroom: 64)
+        pool = BufferPool(count: configuration.bufferCount, bufferSize: configuration.bufferSize,
+                          headroom: Self.headroom)
         table = ConnectionTable(capacity: configuration.tableCapacity)
         exceptions = SPSCRing(capacity: configuration.queueCapacity)
         messages = SPSCRing(capacity: configuration.queueCapacity)
@@ -99,6 +103,7 @@ public final class Engine<Port: Link & ~Copyable> {
         self.ports = ports
         self.portCount = 0 + portCount
         portTakesPartialChecksums = (0..<portCount).map { ports[$0].capabilities.partialChecksums }
+        portSegmentsTCP = (0..<portCount).map { ports[$0].capabilities.tcpSegmentation }
     }
 
     deinit {
@@ -108,6 +113,9 @@ public final class Engine<Port: Link & ~Copyable> {
         burstKeys.deallocate()
         burstHomes.deallocate()
     }
+
+    /// Bytes each buffer keeps free in front of a received frame.
+    public static var headroom: Int { 64 }
 
     /// Packets buffered in the engine's memory right now (0 at rest).
     public var buffered: Int { pool.inUse }

@@ -255,10 +255,12 @@ extension TCPConnection {
             let usable = min(window - (next - d.sendUnacknowledged) + held, d.sendWindow - (next - d.sendUnacknowledged))
             let dataEnd = sendQueue.end
             let available = dataEnd - next
-            var length = min(mss, available, max(0, usable))
+            var length = min(max(mss, largestSegmentPayload), available, max(0, usable))
             if next < d.sendMax {
                 // Resending: only up to what was sent before, in one piece.
-                length = min(length, d.sendMax - next)
+                length = min(length, d.sendMax - next, mss)
+            } else if length > mss && length < available {
+                length -= length % mss // a super-segment cuts into whole segments only
             }
             let finDue = finSequence.map { next + length == $0 && next <= $0 } ?? false
             if length <= 0 && !finDue { return }
@@ -316,12 +318,18 @@ extension TCPConnection {
         var header = ackHeader(now: now)
         header.sequenceNumber = sequence.rawValue
         let sackBytes = header.sackBlocks.isEmpty ? 0 : 4 + 8 * header.sackBlocks.count
-        var length = min(length, max(1, block.constant.segmentSize - sackBytes), sendQueue.end - sequence)
+        let perSegment = max(1, block.constant.segmentSize - sackBytes)
+        var length = min(length, max(perSegment, largestSegmentPayload), sendQueue.end - sequence)
         var gathered = 0
         if length > 0 {
             let (n, bytes) = sendQueue.gather(from: sequence, length: length, into: slices)
             length = bytes
             gathered = n
+            if length > perSegment && sequence + length < sendQueue.end && length % perSegment != 0 {
+                // A super-segment ends on a whole segment unless it ends the data.
+                length -= length % perSegment
+                gathered = sendQueue.gather(from: sequence, length: length, into: slices).slices
+            }
         }
         if let fin = finSequence, sequence + length == fin {
             header.flags.insert(.fin)

@@ -75,7 +75,12 @@ public final class TCPConnection {
     static let challengeACKLimitPerSecond = 100
     /// Where `poll` gathers a segment's payload slices.
     let slices: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>
-    static let maximumSlicesPerSegment = 16
+    static let maximumSlicesPerSegment = 48
+    /// The largest payload one emitted segment may carry. Up to one MSS it is one MSS; a
+    /// sender whose device segments (TSO) sets up to 64 KiB, and new data then leaves in
+    /// super-segments of whole MSS-sized pieces (the device cuts them; retransmissions stay
+    /// one MSS).
+    public var largestSegmentPayload = 0
 
     init(id: TCPConnectionID, state: TCPState, initialSendSequence iss: SequenceNumber,
          configuration: TCPConfiguration, timestampOffset: UInt32, now: Instant) {

@@ -31,10 +31,12 @@ public struct TCPFrameHeaders: Sendable, Equatable {
     /// at the start of `buffer` (`maximumLength` bytes at least) and returns their length
     /// and the metadata to send with them. The TCP checksum is summed over the headers and
     /// the payload slices, or, with `partialChecksum`, left to the device (the field holds
-    /// the pseudo-header sum, and the metadata says where it is).
+    /// the pseudo-header sum, and the metadata says where it is). A payload longer than
+    /// `segmentSize` is a TSO super-segment for the device to cut into pieces of that size
+    /// (the checksum is then partial whatever `partialChecksum` says).
     @inlinable
     public func write(_ segment: TCPRepr, payload: UnsafeBufferPointer<UnsafeRawBufferPointer>, identification: UInt16,
-                      partialChecksum: Bool, into buffer: UnsafeMutableRawBufferPointer)
+                      partialChecksum: Bool, segmentSize: Int = .max, into buffer: UnsafeMutableRawBufferPointer)
         -> (length: Int, metadata: OffloadMetadata) {
         let ipStart = EthernetFrame.headerLength
         let tcpStart = ipStart + IPv4Packet.minimumHeaderLength
@@ -49,9 +51,15 @@ public struct TCPFrameHeaders: Sendable, Equatable {
         var sum = ipv4PseudoHeaderChecksum(source: source, destination: destination, protocol: IPProtocol.tcp.rawValue,
                                            length: segment.bufferLength)
         let field = tcpStart + TCPPacket.Field.checksum
+        let offset = UInt16(TCPPacket.Field.checksum)
+        if segment.payloadLength > segmentSize {
+            buffer.storeBytes(of: sum.partial.bigEndian, toByteOffset: field, as: UInt16.self)
+            return (end, .tcpSegmentation(segmentSize: UInt16(segmentSize), headerLength: UInt16(end),
+                                          checksumStart: UInt16(tcpStart), checksumOffset: offset))
+        }
         if partialChecksum {
             buffer.storeBytes(of: sum.partial.bigEndian, toByteOffset: field, as: UInt16.self)
-            return (end, .partialChecksum(checksumStart: UInt16(tcpStart), checksumOffset: UInt16(TCPPacket.Field.checksum)))
+            return (end, .partialChecksum(checksumStart: UInt16(tcpStart), checksumOffset: offset))
         }
         sum.add(UnsafeRawBufferPointer(tcp))
         for slice in payload { sum.add(slice) }

@@ -19,18 +19,15 @@ struct HostCommand: ParsableCommand {
 
     @OptionGroup var options: HostOptions
 
-    @Flag(help: "TAP only: use the virtio-net header with checksum and TSO offload.")
-    var virtioNetHeader = false
-
     func run() throws {
         guard offload_stop_signals_install() == 0 else { throw CleanExit.message("cannot install signal handlers") }
         do {
             switch options.link {
             case .tap(let name):
-                let mode: TapLink.Mode = virtioNetHeader ? .virtioNetHeader : .plain
+                let mode: TapLink.Mode = options.virtioNetHeader ? .virtioNetHeader : .plain
                 let tap = try TapLink(name: name, mode: mode)
                 let hardware = options.mac ?? MACAddress.local(UInt64(options.address.address.rawValue))
-                print("offload host: \(options.address) (\(hardware)) on \(options.link)\(virtioNetHeader ? " with virtio-net header" : "")")
+                print("offload host: \(options.address) (\(hardware)) on \(options.link)\(options.virtioNetHeader ? " with virtio-net header" : "")")
                 try serve(tap, hardware: hardware, bufferSize: TapLink.requiredReceiveSpace(mode)) { $0.counters }
             case .packetSocket(let name):
                 let socket = try PacketSocketLink(interface: name)

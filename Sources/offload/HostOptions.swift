@@ -15,6 +15,9 @@ struct HostOptions: ParsableArguments {
     @Option(help: "Next hop for addresses outside the prefix.")
     var gateway: IPv4Address?
 
+    @Flag(help: "TAP only: use the virtio-net header, with checksum and TCP segmentation offload (TSO) both ways; offloaded connections then send super-segments of up to 64 KiB.")
+    var virtioNetHeader = false
+
     @Option(help: "Write every frame received and sent to this pcap file.")
     var pcap: String?
 

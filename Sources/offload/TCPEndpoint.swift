@@ -1,6 +1,7 @@
 import ArgumentParser
 import COffloadShim
 import OffloadCore
+import OffloadEngine
 import OffloadHost
 import OffloadLink
 import OffloadTCP
@@ -74,13 +75,20 @@ struct TCPEndpoint {
             switch options.host.link {
             case .tap(let device):
                 let hardware = options.host.mac ?? MACAddress.local(UInt64(options.host.address.address.rawValue))
+                let mode: TapLink.Mode = options.host.virtioNetHeader ? .virtioNetHeader : .plain
                 if let writer {
-                    return try run(hardware: hardware, clock: clock, application) {
-                        CaptureLink(try TapLink(name: device), writer: writer, clock: clock, epochOffset: epochOffset)
+                    return try run(hardware: hardware, clock: clock, receiveSpace: TapLink.requiredReceiveSpace(mode),
+                                   application) {
+                        CaptureLink(try TapLink(name: device, mode: mode), writer: writer, clock: clock,
+                                    epochOffset: epochOffset)
                     }
                 }
-                return try run(hardware: hardware, clock: clock, application) { try TapLink(name: device) }
+                return try run(hardware: hardware, clock: clock, receiveSpace: TapLink.requiredReceiveSpace(mode),
+                               application) { try TapLink(name: device, mode: mode) }
             case .packetSocket(let device):
+                guard !options.host.virtioNetHeader else {
+                    throw RunError(message: "\(name): --virtio-net-header is for tap: links")
+                }
                 guard let hardware = options.host.mac ?? PacketSocketLink.hardwareAddress(of: device) else {
                     throw RunError(message: "\(name): \(device) has no MAC address; give one with --mac")
                 }
@@ -97,11 +105,18 @@ struct TCPEndpoint {
         }
     }
 
-    private func run<Port: Link & ~Copyable>(hardware: MACAddress, clock: MonotonicClock, _ application: TCPApplication,
-                                             makePort: () throws -> Port) throws -> TCPStack {
+    private func run<Port: Link & ~Copyable>(hardware: MACAddress, clock: MonotonicClock, receiveSpace: Int = 2048,
+                                             _ application: TCPApplication, makePort: () throws -> Port) throws -> TCPStack {
+        var engineConfiguration = Engine<Port>.Configuration()
+        if receiveSpace + Engine<Port>.headroom > engineConfiguration.bufferSize {
+            // Super-frames (TSO from the kernel) need 64 KiB buffers: fewer of them.
+            engineConfiguration.bufferSize = receiveSpace + Engine<Port>.headroom
+            engineConfiguration.bufferCount = 1024
+        }
         let endpoint = try HostEndpoint(
             host: .init(interface: options.host.address, hardwareAddress: hardware, gateway: options.host.gateway),
-            tcp: options.stackConfiguration, offload: !options.noOffload, clock: clock, makePort: makePort)
+            tcp: options.stackConfiguration, engine: engineConfiguration, offload: !options.noOffload, clock: clock,
+            makePort: makePort)
         let deadline = options.host.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
         endpoint.run(shouldStop: {
             offload_stop_requested() != 0 || application.isDone || deadline.map { clock.now >= $0 } ?? false
@@ -127,7 +142,8 @@ extension TCPEndpoint {
         return "offload: \(t.offloaded) connections offloaded, \(t.uploads.total) uploaded"
             + (uploads.isEmpty ? "" : " (\(uploads))")
             + "; the engine received \(t.payloadBytesReceived) payload bytes in \(t.segmentsReceived) segments "
-            + "and sent \(t.payloadBytesSent) in \(t.segmentsSent); the host copied \(endpoint.policy.payloadBytesCopied) "
+            + "and sent \(t.payloadBytesSent) in \(t.segmentsSent) (\(t.superSegmentsSent) of them TSO super-segments); "
+            + "the host copied \(endpoint.policy.payloadBytesCopied) "
             + "payload bytes"
     }
 }

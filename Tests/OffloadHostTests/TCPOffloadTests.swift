@@ -14,13 +14,14 @@ import OffloadTCP
         var engineBytesSent: UInt64 = 0
         var uploads: UInt64 = 0
         var retransmitted: UInt64 = 0
+        var superSegments: UInt64 = 0
     }
 
     /// One seed: A sends `bytes` in messages of random sizes to B, which echoes them; A
     /// closes once everything is back and completed, B when it reads the end. With `moves`,
     /// A's connection goes back to the host and to the engine again in the middle, and B's
     /// goes back for a while. Returns what failed, if anything.
-    static func echo(seed: UInt64, bytes: Int, impairments: Impairments = .none, moves: Bool = false,
+    static func echo(seed: UInt64, bytes: Int, impairments: Impairments = .none, moves: Bool = false, tso: Bool = false,
                      witness: ((UnsafeRawBufferPointer) -> Void)? = nil) throws -> Outcome {
         var tcp = TCPStack.Configuration()
         tcp.tcp.maximumSegmentLifetime = .seconds(5)
@@ -30,7 +31,8 @@ import OffloadTCP
         // Small, so that one poll's expiry scan covers the table.
         engine.tableCapacity = 64
         engine.expiryBudget = 1024
-        let w = try TwoEndpoints(seed: seed, impairments: impairments, tcp: tcp, engine: engine, witness: witness)
+        let w = try TwoEndpoints(seed: seed, impairments: impairments, tso: tso, tcp: tcp, engine: engine,
+                                 witness: witness)
         let (ta, tb) = (w.a.tcp, w.b.tcp)
         try tb.listen(port: 7)
         var random = SeededRandom(seed: seed)
@@ -96,6 +98,7 @@ import OffloadTCP
         w.sim.run(until: w.sim.clock.now + .seconds(40)) { w.a.engine.table.count + w.b.engine.table.count > 0 }
         var outcome = Outcome()
         outcome.engineBytesSent = w.a.engine.tcp.counters.payloadBytesSent
+        outcome.superSegments = w.a.engine.tcp.counters.superSegmentsSent + w.b.engine.tcp.counters.superSegmentsSent
         outcome.uploads = w.a.engine.tcp.counters.uploads.total + w.b.engine.tcp.counters.uploads.total
         outcome.retransmitted = connection?.counters.segmentsRetransmitted ?? 0
         let prefix = "seed \(seed)"
@@ -125,6 +128,22 @@ import OffloadTCP
         let outcome = try Self.echo(seed: 1, bytes: 200_000)
         #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
         #expect(outcome.engineBytesSent >= 200_000, "the engine sent \(outcome.engineBytesSent) payload bytes")
+    }
+
+    /// T4 with a device that segments: the engines send super-segments of up to 64 KiB,
+    /// which the wire delivers whole; byte-exact under loss and reordering too.
+    @Test func offloadedEchoesWithTSO() throws {
+        let clean = try Self.echo(seed: 7, bytes: 2_000_000, tso: true)
+        #expect(clean.failure == nil, "\(clean.failure ?? "")")
+        #expect(clean.superSegments > 0, "no super-segment was sent")
+        var failures: [String] = []
+        for seed in UInt64(1)...50 {
+            let impairments = Impairments(loss: Double(seed % 6) / 100, reordering: seed % 2 == 0 ? 0.05 : 0)
+            let outcome = try Self.echo(seed: seed, bytes: 300_000, impairments: impairments, moves: seed % 3 == 0,
+                                        tso: true)
+            if let failure = outcome.failure { failures.append(failure) }
+        }
+        #expect(failures.isEmpty, "\(failures.count) seeds failed: \(failures.prefix(3))")
     }
 
     /// Loss, reordering and duplication, with connections moving between host and engine

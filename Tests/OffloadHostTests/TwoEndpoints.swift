@@ -12,11 +12,20 @@ final class TwoEndpoints {
     let sim: Simulation
     let a: HostEndpoint<MemoryLink>, b: HostEndpoint<MemoryLink>
 
-    init(seed: UInt64, impairments: Impairments = .none, offload: Bool = true, tcp: TCPStack.Configuration = .init(),
-         engine: Engine<MemoryLink>.Configuration = .init(),
+    /// `tso`: the wire carries offload metadata, so the engines send TSO super-segments of
+    /// up to 64 KiB (delivered whole, as GRO would).
+    init(seed: UInt64, impairments: Impairments = .none, offload: Bool = true, tso: Bool = false,
+         tcp: TCPStack.Configuration = .init(), engine: Engine<MemoryLink>.Configuration = .init(),
          witness: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
         sim = Simulation(seed: seed)
-        var (linkA, linkB) = MemoryLink.pair(clock: sim.clock, seed: seed, forward: impairments, backward: impairments)
+        var engine = engine
+        if tso {
+            engine.bufferSize = 65_536 + 14 + Engine<MemoryLink>.headroom
+            engine.bufferCount = 256
+        }
+        var (linkA, linkB) = MemoryLink.pair(clock: sim.clock, seed: seed, forward: impairments, backward: impairments,
+                                             maxFrameSize: tso ? 65_536 + 14 : 2048, framesInFlight: tso ? 128 : 1024,
+                                             carriesOffloadMetadata: tso)
         if let witness { linkA.witnessPayloads(witness) }
         let configA = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.6.0.1/24"), hardwareAddress: .local(1))
         let configB = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.6.0.2/24"), hardwareAddress: .local(2))

@@ -100,14 +100,17 @@ extension Engine where Port: ~Copyable {
     private func transmitSegment(_ header: TCPRepr, payload: UnsafeBufferPointer<UnsafeRawBufferPointer>,
                                  slot s: TCPOffloadTable.Slot) {
         tcp.identification &+= 1
+        // The pieces of a super-segment carry what fits beside this header's options.
+        let pieceSize = s.segmentSizeLimit - (header.headerLength - TCPPacket.minimumHeaderLength)
         let (length, metadata) = s.headers.write(header, payload: payload, identification: tcp.identification,
                                                  partialChecksum: portTakesPartialChecksums[Int(s.port)],
-                                                 into: tcp.headerScratch)
+                                                 segmentSize: pieceSize, into: tcp.headerScratch)
         do {
             try ports[Int(s.port)].transmit(header: UnsafeRawBufferPointer(rebasing: tcp.headerScratch[0..<length]),
                                             payloads: PayloadSlices(payload), metadata: metadata)
             tcp.counters.segmentsSent &+= 1
             tcp.counters.payloadBytesSent &+= UInt64(header.payloadLength)
+            if header.payloadLength > pieceSize { tcp.counters.superSegmentsSent &+= 1 }
         } catch {
             // Lost like a frame on a full device: the connection's timers send it again.
             tcp.counters.transmitFailures &+= 1
@@ -133,6 +136,11 @@ extension Engine where Port: ~Copyable {
         case .offload(let request):
             guard tcp.events.count < tcp.events.capacity else {
                 preconditionFailure("Engine: the TCP events ring is full beyond its reserve")
+            }
+            // A port that segments takes super-segments (TSO): up to 64 KiB of IPv4 packet.
+            if portSegmentsTCP[Int(request.port)] {
+                request.connection.largestSegmentPayload = 65_535 - IPv4Packet.minimumHeaderLength
+                    - TCPPacket.maximumHeaderLength
             }
             guard let slot = tcp.adopt(request) else {
                 tcp.counters.uploads[.noResources] &+= 1

@@ -14,6 +14,8 @@ public final class TCPOffloadTable {
         var port: UInt16
         /// The application closed: the connection goes back once its data is acknowledged.
         var closing = false
+        /// The MSS both sides allow, before options: what a TSO piece and its options share.
+        var segmentSizeLimit: Int
     }
 
     public let capacity: Int
@@ -67,8 +69,10 @@ public final class TCPOffloadTable {
 
     func adopt(_ request: TCPOffloadRequest) -> UInt32? {
         guard byHost[request.host] == nil, let slot = free.popLast() else { return nil }
+        let constant = request.connection.block.constant
         slots[Int(slot)] = Slot(connection: request.connection, host: request.host, key: request.key,
-                                headers: request.headers, port: request.port)
+                                headers: request.headers, port: request.port,
+                                segmentSizeLimit: min(constant.localMSS, constant.remoteMSS))
         byHost[request.host] = slot
         byKey[request.key] = slot
         occupiedIndex[Int(slot)] = occupied.count
@@ -101,6 +105,8 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
     /// Payload bytes sent, retransmissions included: gathered from the application's
     /// buffers, never copied by the engine.
     public var payloadBytesSent: UInt64 = 0
+    /// Of the segments sent, TSO super-segments the device cuts up.
+    public var superSegmentsSent: UInt64 = 0
     public var messagesPosted: UInt64 = 0
     public var messagesCompleted: UInt64 = 0
     /// Segments dropped before the state machine: a bad checksum or a malformed header.
@@ -116,6 +122,7 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
          ("tcp offload: payload bytes received", payloadBytesReceived),
          ("tcp offload: segments sent", segmentsSent),
          ("tcp offload: payload bytes sent", payloadBytesSent),
+         ("tcp offload: super-segments sent (TSO)", superSegmentsSent),
          ("tcp offload: messages posted", messagesPosted),
          ("tcp offload: messages completed", messagesCompleted),
          ("tcp offload: segments dropped", segmentsDropped),

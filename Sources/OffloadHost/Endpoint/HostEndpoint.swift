@@ -29,7 +29,8 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
         policy = HostPolicy(host: host, clock: clock, offloadTo: offload ? engine : nil)
         slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .complete,
                             policy: policy,
-                            ownFrames: (count: engineConfiguration.queueCapacity, size: engineConfiguration.bufferSize))
+                            ownFrames: (count: engineConfiguration.queueCapacity,
+                                        size: min(engineConfiguration.bufferSize, 2048)))
         poller = try Poller()
         if let descriptor = engine.withPort(0, { $0.capabilities.readinessDescriptor }) { try poller.add(descriptor) }
     }

@@ -226,6 +226,11 @@ public final class SlowPath {
     // MARK: Answers and errors
 
     private func answerLocally(_ item: consuming ExceptionItem) {
+        // The software reads frames whole: a checksum the device left partial is finished.
+        if let (start, offset) = item.buffer.offload.partialChecksumLocation {
+            OffloadMetadata.finishChecksum(in: item.buffer.mutableBytes, start: start, offset: offset)
+            item.buffer.offload = .none
+        }
         switch policy.answer(item.buffer.mutableBytes, ingressPort: item.ingressPort, send: originate) {
         case .send(let port):
             answered &+= 1
