@@ -381,6 +381,13 @@ enum TCPBenchmarks {
     static func memoryRows(seconds: Double) -> [BenchResult] {
         guard let ours = twoStacksOverMemoryLink(seconds: seconds) else { return [] }
         let linuxFigures = linuxLoopbackTCPFigures(seconds: seconds)
+        return [BenchResult(name: "tcp host: memory link (MSS 1460, 1 core)", value: ours.gigabitsPerSecond,
+                            unit: "Gbit/s", reference: linuxFigures.map { ("Linux lo", $0.gigabitsPerSecond) },
+                            target: "- (the host's own TCP, issue 5)", detail: memoryDetail(ours, linuxFigures))]
+    }
+
+    /// What a memory-link row prints besides its figure.
+    static func memoryDetail(_ ours: MemoryLinkTCPFigures, _ linuxFigures: LinuxLoopbackFigures?) -> String {
         let linux = linuxFigures?.gigabitsPerSecond
         let rounds = max(1, ours.rounds)
         let detail = "\(format(ours.seconds)) s, \(format(Double(ours.bytesDelivered) / 1e9)) GB read, "
@@ -396,9 +403,7 @@ enum TCPBenchmarks {
                 "; Linux: iperf3 client + server CPU \(format(l.cpuPercent ?? 0))%, \(format(perCPU)) Gbit/s per CPU-second, "
                     + "per CPU-second ratio \(format(ours.gigabitsPerCPUSecond / perCPU))" } } ?? "")
             + (linux == nil ? ", no reference (see above)" : "")
-        return [BenchResult(name: "tcp offload: memory link (MSS 1460, 1 core)", value: ours.gigabitsPerSecond,
-                            unit: "Gbit/s", reference: linux.map { ("Linux lo", $0) },
-                            target: ">= 40 Gbit/s, >= 1.0x Linux", detail: detail)]
+        return detail
     }
 
     /// The reference (the TAP's raw frame-write limit) for `seconds`, then ours for as long.
@@ -419,10 +424,10 @@ enum TCPBenchmarks {
             + "\(format(100 * ours.cpu.total / ours.seconds))% (user \(format(100 * ours.cpu.user / ours.seconds))%, "
             + "sys \(format(100 * ours.cpu.system / ours.seconds))%)"
         return [
-            BenchResult(name: "tcp offload: to Linux over TAP (MTU 1500)", value: ours.gigabitsPerSecond,
+            BenchResult(name: "tcp host: to Linux over TAP (MTU 1500)", value: ours.gigabitsPerSecond,
                         unit: "Gbit/s", reference: limit.map { ("TAP raw write", $0.gigabitsPerSecond) },
-                        target: ">= 0.7x TAP raw frame-write", detail: detail),
-            BenchResult(name: "tcp offload: TAP ACK frames read", value: ours.acksPerSecond / 1e3, unit: "k/s",
+                        target: "- (the host's own TCP, issue 5)", detail: detail),
+            BenchResult(name: "tcp host: TAP ACK frames read", value: ours.acksPerSecond / 1e3, unit: "k/s",
                         target: "- (report)",
                         detail: "\(format(Double(ours.segmentsSent) / Double(max(1, ours.acksRead)))) segments per ACK"),
         ]

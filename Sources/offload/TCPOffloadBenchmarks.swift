@@ -1,0 +1,133 @@
+import Foundation
+import OffloadCore
+import OffloadEngine
+import OffloadHost
+import OffloadLink
+import OffloadTCP
+
+// The TCP offload benchmarks of issue 6 (seed 003): the same measurements as the host's TCP
+// (TCPBenchmarks.swift) with the connections offloaded to the engines.
+
+/// Two offloaded stacks over a memory wire on one core: hosts A (10.77.81.1) and B
+/// (10.77.81.2), each a `HostEndpoint` with offload on (MSS 1460, 1 MiB receive buffer,
+/// SACK, timestamps, window scaling, CUBIC), so the engines run the connection; one thread,
+/// pinned to `cpu`, runs A's application (messages of `messageSize` from a preallocated ring
+/// while the send queue takes them; completions taken), A's turn, B's turn and B's
+/// application (reads and discards). With `tso` the wire carries offload metadata: the
+/// engine sends super-segments of up to 64 KiB that the wire delivers whole (as Linux's `lo`
+/// with TSO and GRO does); without, every segment is one 1514-byte frame. Measured from the
+/// first message for `seconds`. Nil, with the reason printed, when the handshake fails.
+func twoOffloadedStacksOverMemoryLink(seconds: Double, tso: Bool, messageSize: Int = 64 * 1024,
+                                      cpu: Int? = 0) -> MemoryLinkTCPFigures? {
+    let skipped = "offloaded TCP over a memory link skipped"
+    let pinned = cpu.flatMap { CPUAffinity.pin(to: $0) }
+    defer { pinned?.restore() }
+    let clock = MonotonicClock()
+    let macA = MACAddress.local(0x77_81_01), macB = MACAddress.local(0x77_81_02)
+    let frameSize = tso ? 65_536 + 14 : 2048
+    let (linkA, linkB) = MemoryLink.pair(clock: clock, seed: 1, maxFrameSize: frameSize,
+                                         framesInFlight: tso ? 256 : 1024, carriesOffloadMetadata: tso,
+                                         addresses: (macA, macB))
+    var tcp = TCPStack.Configuration()
+    tcp.tcp.maximumSegmentSize = 1460
+    tcp.tcp.receiveBufferSize = 1 << 20
+    var engine = Engine<MemoryLink>.Configuration()
+    if tso {
+        engine.bufferSize = frameSize + Engine<MemoryLink>.headroom
+        engine.bufferCount = 512
+    }
+    let a: HostEndpoint<MemoryLink>, b: HostEndpoint<MemoryLink>
+    do {
+        func endpoint(_ address: IPv4Address, _ mac: MACAddress, seed: UInt64, _ link: MemoryLink) throws
+            -> HostEndpoint<MemoryLink> {
+            var c = tcp
+            c.seed = seed
+            return try HostEndpoint(host: .init(interface: try IPv4CIDR(address: address, prefixLength: 24),
+                                                hardwareAddress: mac),
+                                    tcp: c, engine: engine, offload: true, clock: clock) { link }
+        }
+        a = try endpoint(IPv4Address(10, 77, 81, 1), macA, seed: 0xA, linkA)
+        b = try endpoint(IPv4Address(10, 77, 81, 2), macB, seed: 0xB, linkB)
+    } catch {
+        print("\(skipped): \(error)")
+        return nil
+    }
+    let stackA = a.tcp, stackB = b.tcp
+    let port: UInt16 = 5001
+    let sender: TCPSocket
+    var receiver: TCPSocket?
+    do {
+        try stackB.listen(port: port)
+        sender = try stackA.connect(to: b.host.address, port: port, now: clock.now)
+    } catch {
+        print("\(skipped): \(error)")
+        return nil
+    }
+    let deadline = clock.now + .seconds(2)
+    while clock.now < deadline && !(receiver != nil && stackA.isOffloaded(sender)) {
+        a.turn(now: clock.now)
+        b.turn(now: clock.now)
+        if receiver == nil { receiver = stackB.accept(port: port) }
+    }
+    guard let receiver, stackA.isOffloaded(sender), let connection = stackA.connection(sender) else {
+        print("\(skipped): the handshake and offload did not complete")
+        return nil
+    }
+    let ring = MessageRing(messageSize: messageSize, sendQueueLimit: connection.configuration.sendQueueLimit)
+    var delivered: UInt64 = 0, rounds: UInt64 = 0
+    let engineA = a.engine.tcp.counters, engineB = b.engine.tcp.counters
+    let wireBefore = linkA.sentCounters.queueDrops &+ linkB.sentCounters.queueDrops
+    let dropsBefore = a.engine.counters.totalDrops + b.engine.counters.totalDrops
+    let cpuBefore = ThreadCPUTime.now
+    let start = clock.now
+    let end = start + .nanoseconds(Int64(seconds * 1e9))
+    var now = start
+    while now < end {
+        // A's application: fill the send queue (the stack refuses past its limit).
+        while case .queued = stackA.send(ring.next(), on: sender) {}
+        stackA.takeCompletions(of: sender) { _ in }
+        a.turn(now: now)
+        b.turn(now: now)
+        stackB.read(receiver, max: Int.max) { delivered &+= UInt64($0.count) }
+        rounds &+= 1
+        now = clock.now
+    }
+    let elapsed = Double((now - start).nanoseconds) / 1e9
+    let cpu = ThreadCPUTime.now - cpuBefore
+    let figures = MemoryLinkTCPFigures(
+        seconds: elapsed, bytesDelivered: delivered,
+        dataFrames: a.engine.tcp.counters.segmentsSent - engineA.segmentsSent,
+        ackFrames: b.engine.tcp.counters.segmentsSent - engineB.segmentsSent,
+        retransmittedSegments: connection.counters.segmentsRetransmitted,
+        wireQueueDrops: linkA.sentCounters.queueDrops &+ linkB.sentCounters.queueDrops &- wireBefore,
+        hostDrops: a.engine.counters.totalDrops + b.engine.counters.totalDrops - dropsBefore,
+        rounds: rounds, pinnedCPU: pinned?.cpu, cpu: cpu)
+    stackA.abort(sender)
+    a.turn(now: clock.now)
+    return figures
+}
+
+// MARK: Bench rows
+
+enum TCPOffloadBenchmarks {
+    /// Offloaded stacks over the memory wire with TSO and without, then Linux over `lo`.
+    static func memoryRows(seconds: Double) -> [BenchResult] {
+        let tso = twoOffloadedStacksOverMemoryLink(seconds: seconds, tso: true)
+        let frames = twoOffloadedStacksOverMemoryLink(seconds: seconds, tso: false)
+        let linuxFigures = linuxLoopbackTCPFigures(seconds: seconds)
+        let reference = linuxFigures.map { ("Linux lo", $0.gigabitsPerSecond) }
+        var rows: [BenchResult] = []
+        if let tso {
+            rows.append(BenchResult(name: "tcp offload: memory link, TSO (MSS 1460, 1 core)",
+                                    value: tso.gigabitsPerSecond, unit: "Gbit/s", reference: reference,
+                                    target: ">= 40 Gbit/s, >= 1.0x Linux",
+                                    detail: TCPBenchmarks.memoryDetail(tso, linuxFigures)))
+        }
+        if let frames {
+            rows.append(BenchResult(name: "tcp offload: memory link, 1514-byte frames (1 core)",
+                                    value: frames.gigabitsPerSecond, unit: "Gbit/s", reference: reference,
+                                    target: "- (report)", detail: TCPBenchmarks.memoryDetail(frames, linuxFigures)))
+        }
+        return rows
+    }
+}
