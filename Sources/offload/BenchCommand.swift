@@ -38,6 +38,9 @@ struct BenchCommand: ParsableCommand {
             ("tcp host: memory link vs Linux lo", { TCPBenchmarks.memoryRows(seconds: seconds * 3) }),
             ("tcp host: to Linux over TAP vs raw frame-write", { TCPBenchmarks.tapRows(seconds: seconds * 3) }),
             ("tcp offload: memory link vs Linux lo", { TCPOffloadBenchmarks.memoryRows(seconds: seconds * 3) }),
+            ("tcp offload: to Linux over TAP vs raw frame-write, virtio-net TAP vs veth",
+             { TCPOffloadBenchmarks.tapRows(seconds: seconds * 3) }),
+            ("tcp offload: engine bytes per connection", { TCPOffloadBenchmarks.memoryRows() }),
         ]
         let results = all.filter { filter == nil || $0.0.contains(filter!) }.flatMap { $0.1() }
         if json {

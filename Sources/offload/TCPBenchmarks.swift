@@ -1,6 +1,7 @@
 import Foundation
 import COffloadShim
 import OffloadCore
+import OffloadEngine
 import OffloadHost
 import OffloadLink
 import OffloadTCP
@@ -216,6 +217,8 @@ struct TapTCPFigures {
     /// TCP segments we wrote to the TAP (data, and the odd window update), and ACK frames we
     /// read from it.
     var segmentsSent: UInt64, acksRead: UInt64
+    /// Of the segments sent, TSO super-segments (virtio-net header only).
+    var superSegments: UInt64
     var retransmittedSegments: UInt64, retransmissionTimeouts: UInt64
     /// Frames the TAP refused (`write` failed), and other host drops.
     var transmitFailures: UInt64, hostDrops: UInt64
@@ -244,7 +247,12 @@ struct TapTCPFigures {
 /// 0.5) or until `maxBytes` are acknowledged; the connection is reset afterwards. Nil, with
 /// the reason printed, when not root, when ip or socat is missing, or when a step fails. The
 /// TAP and the namespace are gone when it returns.
-func tcpToLinuxOverTap(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize: Int = 64 * 1024) -> TapTCPFigures? {
+///
+/// With `offload` the connection is offloaded to the engine once established (issue 6), and
+/// the figures are the engine's; with `virtioNetHeader` the TAP carries the virtio-net header
+/// and the engine sends TSO super-segments (and the Linux side keeps TSO, GSO and GRO on).
+func tcpToLinuxOverTap(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize: Int = 64 * 1024,
+                       offload: Bool = false, virtioNetHeader: Bool = false) -> TapTCPFigures? {
     let skipped = "TCP to Linux over TAP skipped"
     guard benchCanRun(skipped, root: "a TAP device, a network namespace", tools: ["ip", "socat", "ss"]) else { return nil }
     guard let namespace = BenchNamespace(name: "offload-bench-tcptap-\(getpid())") else {
@@ -254,14 +262,15 @@ func tcpToLinuxOverTap(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize:
     defer { namespace.delete() }
     // The TAP lives (and is closed, which deletes it) inside this call, before the namespace goes.
     return TapTCPSender.measure(in: namespace, seconds: max(0.5, seconds), maxBytes: maxBytes,
-                                messageSize: messageSize, skipped: skipped)
+                                messageSize: messageSize, offload: offload, virtioNetHeader: virtioNetHeader,
+                                skipped: skipped)
 }
 
 private enum TapTCPSender {
     static let port: UInt16 = 5401
 
     static func measure(in namespace: BenchNamespace, seconds: Double, maxBytes: UInt64, messageSize: Int,
-                        skipped: String) -> TapTCPFigures? {
+                        offload: Bool, virtioNetHeader: Bool, skipped: String) -> TapTCPFigures? {
         let address = IPv4Address(10, 77, 91, 2), linux = IPv4Address(10, 77, 91, 1)
         // swiftlint:disable:next force_try
         let cidr = try! IPv4CIDR(address: address, prefixLength: 24)
@@ -273,10 +282,18 @@ private enum TapTCPSender {
         // As `offload send` runs: the host behind the engine, its frames through the exception
         // queue and the engine's transmit path.
         let endpoint: HostEndpoint<TapLink>
+        let mode: TapLink.Mode = virtioNetHeader ? .virtioNetHeader : .plain
+        var engine = Engine<TapLink>.Configuration()
+        if virtioNetHeader {
+            engine.bufferSize = TapLink.requiredReceiveSpace(mode) + Engine<TapLink>.headroom
+            engine.bufferCount = 1024
+        }
         do {
             endpoint = try HostEndpoint(
                 host: .init(interface: cidr, hardwareAddress: MACAddress.local(UInt64(address.rawValue))),
-                tcp: configuration, clock: clock) { try TapLink(name: "obtcp\(getpid() % 1_000_000)", mode: .plain) }
+                tcp: configuration, engine: engine, offload: offload, clock: clock) {
+                try TapLink(name: "obtcp\(getpid() % 1_000_000)", mode: mode)
+            }
         } catch {
             print("\(skipped): \(error)")
             return nil
@@ -314,7 +331,10 @@ private enum TapTCPSender {
         do {
             socket = try stack.connect(to: linux, port: port, now: clock.now)
             let deadline = clock.now + .seconds(3)
-            while clock.now < deadline && stack.connection(socket)?.state == .synSent { _ = try round() }
+            while clock.now < deadline
+                    && (stack.connection(socket)?.state == .synSent || offload && !stack.isOffloaded(socket)) {
+                _ = try round()
+            }
         } catch {
             print("\(skipped): \(error)")
             return nil
@@ -330,6 +350,7 @@ private enum TapTCPSender {
         var queued: UInt64 = 0, rounds: UInt64 = 0, sleeps: UInt64 = 0
         let before = host.counters
         let failuresBefore = host.counters.drops[.transmitFailed]
+        let engineBefore = endpoint.engine.tcp.counters
 
         let cpuBefore = ThreadCPUTime.now
         let start = clock.now
@@ -338,14 +359,13 @@ private enum TapTCPSender {
         var acknowledged: UInt64 = 0
         do {
             while now < end && acknowledged < maxBytes && connection.state == .established {
-                while queued < maxBytes && connection.unacknowledgedBytes + messageSize <= sendLimit {
-                    guard case .queued = stack.send(ring.next(), on: socket) else { break }
+                // The stack refuses a message past its send queue's limit.
+                while queued < maxBytes, case .queued = stack.send(ring.next(), on: socket) {
                     queued &+= UInt64(messageSize)
                 }
-                stack.takeCompletions(of: socket) { _ in }
+                stack.takeCompletions(of: socket) { acknowledged &+= UInt64($0.buffer.count) }
                 if try round() { sleeps &+= 1 }
                 rounds &+= 1
-                acknowledged = queued - UInt64(connection.unacknowledgedBytes)
                 now = clock.now
             }
         } catch {
@@ -355,15 +375,20 @@ private enum TapTCPSender {
         let elapsed = Double((now - start).nanoseconds) / 1e9
         let cpu = ThreadCPUTime.now - cpuBefore
         let after = host.counters
-        let failures = after.drops[.transmitFailed] - failuresBefore
+        let engineAfter = endpoint.engine.tcp.counters
+        let failures = offload ? engineAfter.transmitFailures - engineBefore.transmitFailures
+            : after.drops[.transmitFailed] - failuresBefore
         if connection.state != .established {
             print("TCP to Linux over TAP: the connection ended early (\(connection.state), "
                   + "\(connection.error.map { "\($0)" } ?? "no error"))")
         }
         let figures = TapTCPFigures(
             seconds: elapsed, bytesAcknowledged: acknowledged,
-            segmentsSent: after.tcpSegmentsSent - before.tcpSegmentsSent,
-            acksRead: after.tcpSegmentsReceived - before.tcpSegmentsReceived,
+            segmentsSent: offload ? engineAfter.segmentsSent - engineBefore.segmentsSent
+                : after.tcpSegmentsSent - before.tcpSegmentsSent,
+            acksRead: offload ? engineAfter.segmentsReceived - engineBefore.segmentsReceived
+                : after.tcpSegmentsReceived - before.tcpSegmentsReceived,
+            superSegments: engineAfter.superSegmentsSent - engineBefore.superSegmentsSent,
             retransmittedSegments: connection.counters.segmentsRetransmitted,
             retransmissionTimeouts: connection.counters.retransmissionTimeouts,
             transmitFailures: failures, hostDrops: after.totalDrops - before.totalDrops - failures,

@@ -134,3 +134,63 @@ enum TCPOffloadBenchmarks {
         return rows
     }
 }
+
+extension TCPOffloadBenchmarks {
+    /// The offloaded connection to Linux over a plain TAP against the TAP's raw frame-write
+    /// limit, and over a virtio-net TAP with TSO against Linux veth to veth.
+    static func tapRows(seconds: Double) -> [BenchResult] {
+        var rows: [BenchResult] = []
+        let limit = tapRawFrameWrite(seconds: seconds)
+        if let ours = tcpToLinuxOverTap(seconds: seconds, offload: true) {
+            rows.append(BenchResult(name: "tcp offload: to Linux over TAP (MTU 1500)", value: ours.gigabitsPerSecond,
+                                    unit: "Gbit/s", reference: limit.map { ("TAP raw write", $0.gigabitsPerSecond) },
+                                    target: ">= 0.7x TAP raw frame-write", detail: tapDetail(ours)))
+            rows.append(BenchResult(name: "tcp offload: TAP ACK frames read", value: ours.acksPerSecond / 1e3,
+                                    unit: "k/s", target: "- (report)",
+                                    detail: "\(format(Double(ours.segmentsSent) / Double(max(1, ours.acksRead)))) "
+                                        + "segments per ACK"))
+        }
+        let veth = linuxVethTCPFigures(seconds: seconds)
+        if let ours = tcpToLinuxOverTap(seconds: seconds, offload: true, virtioNetHeader: true) {
+            rows.append(BenchResult(name: "tcp offload: to Linux over virtio-net TAP, TSO", value: ours.gigabitsPerSecond,
+                                    unit: "Gbit/s", reference: veth.map { ("Linux veth", $0.gigabitsPerSecond) },
+                                    target: ">= 0.5x Linux veth to veth",
+                                    detail: tapDetail(ours) + ", \(ours.superSegments) super-segments"
+                                        + (veth?.cpuPercent.map { "; Linux: iperf3 CPU \(format($0))%" } ?? "")))
+        }
+        return rows
+    }
+
+    static func tapDetail(_ ours: TapTCPFigures) -> String {
+        "\(format(ours.seconds)) s, \(format(Double(ours.bytesAcknowledged) / 1e9)) GB acknowledged, "
+            + "\(format(ours.segmentsPerSecond / 1e3)) k segments/s written, "
+            + "retransmitted \(ours.retransmittedSegments) (timeouts \(ours.retransmissionTimeouts)), "
+            + "TAP write failures \(ours.transmitFailures), \(ours.sleeps) of \(ours.rounds) rounds slept, thread CPU "
+            + "\(format(100 * ours.cpu.total / ours.seconds))% (sys \(format(100 * ours.cpu.system / ours.seconds))%)"
+    }
+
+    /// What the engine keeps per offloaded connection, message contexts aside.
+    static func memoryRows() -> [BenchResult] {
+        let bytes = TCPOffloadTable.bytesPerConnection
+        let object = connectionObjectBytes()
+        return [BenchResult(name: "tcp offload: engine bytes per connection", value: Double(bytes.total), unit: "B",
+                            target: "<= 512 B, message contexts aside",
+                            detail: "control block \(bytes.controlBlock) B (constant, cached, delegated: T2), "
+                                + "offload slot \(bytes.slot) B, connection-table entry \(bytes.entry) B; the state "
+                                + "machine object around the control block is \(object.map { "\($0) B" } ?? "unmeasured") "
+                                + "in all (its flags and queue headers, which a hardware engine would fold into the block)")]
+    }
+
+    /// The allocation of one `TCPConnection` object (`malloc_usable_size`, looked up with
+    /// `dlsym` as the Glibc module does not import it).
+    static func connectionObjectBytes() -> Int? {
+        typealias Call = @convention(c) (UnsafeMutableRawPointer?) -> Int
+        guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, "malloc_usable_size") else { return nil }
+        let usableSize = unsafeBitCast(symbol, to: Call.self)
+        let id = TCPConnectionID(local: IPv4Address(10, 0, 0, 1), localPort: 1, remote: IPv4Address(10, 0, 0, 2),
+                                 remotePort: 2)
+        let connection = TCPConnection(connecting: id, initialSendSequence: SequenceNumber(0),
+                                       configuration: TCPConfiguration(), now: .zero)
+        return usableSize(Unmanaged.passUnretained(connection).toOpaque())
+    }
+}

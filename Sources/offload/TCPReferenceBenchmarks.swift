@@ -59,7 +59,53 @@ func linuxLoopbackTCPFigures(seconds: Double) -> LinuxLoopbackFigures? {
         print("\(skipped): the iperf3 server did not start")
         return nil
     }
-    let result = namespace.run("taskset -c 0 iperf3 -c 127.0.0.1 -p \(port) -t \(duration) -J",
+    return iperf3Client(in: namespace, to: "127.0.0.1", port: port, seconds: duration, skipped: skipped)
+}
+
+/// Linux TCP from one namespace to another over a veth pair (SPEC: the reference of TCP
+/// offload over a virtio-net TAP with TSO): namespaces `offload-bench-veth{a,b}-<pid>`,
+/// 10.77.92.1/24 and .2/24, MTU 1500, the veth's offloads as Linux sets them (TSO, GSO, GRO
+/// on), an iperf3 server in b and its client in a, both pinned to core 0, one stream for
+/// `seconds` (whole seconds, at least 1). Nil, with the reason printed, where it cannot run.
+func linuxVethTCPFigures(seconds: Double) -> LinuxLoopbackFigures? {
+    let skipped = "Linux TCP over veth skipped"
+    guard benchCanRun(skipped, root: "network namespaces", tools: ["ip", "iperf3", "taskset"]) else { return nil }
+    let duration = max(1, Int(seconds.rounded(.up)))
+    guard let client = BenchNamespace(name: "offload-bench-vetha-\(getpid())") else {
+        print("\(skipped): could not create the network namespace")
+        return nil
+    }
+    defer { client.delete() }
+    guard let server = BenchNamespace(name: "offload-bench-vethb-\(getpid())") else {
+        print("\(skipped): could not create the network namespace")
+        return nil
+    }
+    defer { server.delete() }
+    for step in [
+        "ip link add obva type veth peer name obvb netns \(server.name)",
+        "ip link set obva netns \(client.name)",
+        "ip -n \(client.name) addr add 10.77.92.1/24 dev obva",
+        "ip -n \(client.name) link set obva mtu 1500 up",
+        "ip -n \(server.name) addr add 10.77.92.2/24 dev obvb",
+        "ip -n \(server.name) link set obvb mtu 1500 up",
+    ] where !BenchShell.run(step).ok {
+        print("\(skipped): `\(step)` failed")
+        return nil
+    }
+    let port = 5202
+    server.run("taskset -c 0 iperf3 -s -1 -D -p \(port)")
+    guard server.waitForListener(tcpPort: port) else {
+        print("\(skipped): the iperf3 server did not start")
+        return nil
+    }
+    return iperf3Client(in: client, to: "10.77.92.2", port: port, seconds: duration, skipped: skipped)
+}
+
+/// Runs an iperf3 client (pinned to core 0, JSON out) in `namespace` against a server at
+/// `address`, and reads its receiver's rate and both sides' CPU share.
+private func iperf3Client(in namespace: BenchNamespace, to address: String, port: Int, seconds duration: Int,
+                          skipped: String) -> LinuxLoopbackFigures? {
+    let result = namespace.run("taskset -c 0 iperf3 -c \(address) -p \(port) -t \(duration) -J",
                                timeout: duration + 20)
     guard let json = parseJSONObject(result.output) else {
         print("\(skipped): iperf3 gave no JSON (\(result.output.prefix(200)))")

@@ -67,6 +67,17 @@ public final class TCPOffloadTable {
         return next
     }
 
+    /// Engine memory per offloaded connection, message contexts (the send queue's
+    /// descriptors) aside: the control block (T2), the slot around it and the connection's
+    /// table entry. (What the state machine object keeps beside its control block, its
+    /// flags and its queues' headers, is measured by `offload bench`.)
+    public static var bytesPerConnection: (total: Int, controlBlock: Int, slot: Int, entry: Int) {
+        let block = MemoryLayout<TCPControlBlock>.size
+        let slot = MemoryLayout<Slot>.stride - MemoryLayout<TCPConnection>.size
+        let entry = MemoryLayout<FlowEntry>.stride
+        return (block + slot + entry, block, slot, entry)
+    }
+
     func adopt(_ request: TCPOffloadRequest) -> UInt32? {
         guard byHost[request.host] == nil, let slot = free.popLast() else { return nil }
         let constant = request.connection.block.constant
