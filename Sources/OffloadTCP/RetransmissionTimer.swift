@@ -5,17 +5,39 @@ import OffloadCore
 /// trips may be measured. Sans-I/O: the caller passes the time in and asks for `deadline`.
 public struct RetransmissionTimer: Hashable, Sendable {
     public struct Configuration: Hashable, Sendable {
+        // In nanoseconds: half of a `Duration`'s 16 bytes, and every control block holds one.
+        private var initialRTONanoseconds: Int64 = 0
+        private var minimumRTONanoseconds: Int64 = 0
+        private var maximumRTONanoseconds: Int64 = 0
+        private var clockGranularityNanoseconds: Int64 = 0
+        private var afterSYNRetransmissionNanoseconds: Int64 = 0
+
         /// RTO before the first sample: 1 s (RFC 6298 (2.1)).
-        public var initialRTO: Duration
+        public var initialRTO: Duration {
+            get { .nanoseconds(initialRTONanoseconds) }
+            set { initialRTONanoseconds = newValue.nanoseconds }
+        }
         /// The floor: RFC 6298 says 1 s; Linux uses 200 ms (`TCP_RTO_MIN`), and so do we.
-        public var minimumRTO: Duration
+        public var minimumRTO: Duration {
+            get { .nanoseconds(minimumRTONanoseconds) }
+            set { minimumRTONanoseconds = newValue.nanoseconds }
+        }
         /// The ceiling, also for backoff: at least 60 s (RFC 6298 (2.5)).
-        public var maximumRTO: Duration
+        public var maximumRTO: Duration {
+            get { .nanoseconds(maximumRTONanoseconds) }
+            set { maximumRTONanoseconds = newValue.nanoseconds }
+        }
         /// G, the clock granularity: the least spread above SRTT.
-        public var clockGranularity: Duration
+        public var clockGranularity: Duration {
+            get { .nanoseconds(clockGranularityNanoseconds) }
+            set { clockGranularityNanoseconds = newValue.nanoseconds }
+        }
         /// The RTO once a handshake whose SYN was retransmitted completes without a sample
         /// (RFC 6298 (5.7)): 3 s.
-        public var afterSYNRetransmission: Duration
+        public var afterSYNRetransmission: Duration {
+            get { .nanoseconds(afterSYNRetransmissionNanoseconds) }
+            set { afterSYNRetransmissionNanoseconds = newValue.nanoseconds }
+        }
 
         public init(initialRTO: Duration = .seconds(1), minimumRTO: Duration = .milliseconds(200),
                     maximumRTO: Duration = .seconds(60), clockGranularity: Duration = .milliseconds(1),
@@ -35,7 +57,6 @@ public struct RetransmissionTimer: Hashable, Sendable {
             return self
         }
 
-        @inlinable
         func clamp(_ d: Duration) -> Duration { min(max(d, minimumRTO), maximumRTO) }
     }
 

@@ -41,6 +41,7 @@ import OffloadTCP
         var server: TCPSocket?
         var sent = 0, back: [UInt8] = [], echoed = 0
         var completedIDs: [MessageID] = [], queuedIDs: [MessageID] = [], failures: [String] = []
+        var echoCompleted: [MessageID] = [], echoQueued: [MessageID] = []
         var clientClosed = false, serverClosed = false
         var movedA = 0, movedB = 0
         var chunk = [UInt8](repeating: 0, count: 16_384)
@@ -76,12 +77,16 @@ import OffloadTCP
                 let m = chunk.withUnsafeMutableBytes { tb.read(s, into: $0) }
                 if m > 0 {
                     echoed += m
-                    if case .refused(let e, _) = tb.send(TxBuffer(copying: chunk[0..<m]), on: s) {
-                        failures.append("echo refused: \(e)")
+                    switch tb.send(TxBuffer(copying: chunk[0..<m]), on: s) {
+                    case .queued(let id): echoQueued.append(id)
+                    case .refused(let e, _): failures.append("echo refused: \(e)")
                     }
                     worked = true
                 }
-                tb.takeCompletions(of: s) { _ in }
+                tb.takeCompletions(of: s) { c in
+                    echoCompleted.append(c.id)
+                    if case .failed(let e) = c.status { failures.append("echo \(c.id) failed: \(e)") }
+                }
                 if !serverClosed, let c = tb.connection(s), c.isAtEndOfInput {
                     tb.close(s)
                     serverClosed = true
@@ -106,8 +111,9 @@ import OffloadTCP
             outcome.failure = "\(prefix): echoed \(echoed), back \(back.count) of \(data.count)"
         } else if !failures.isEmpty {
             outcome.failure = "\(prefix): \(failures.prefix(3))"
-        } else if completedIDs != queuedIDs {
-            outcome.failure = "\(prefix): completions \(completedIDs.count) of \(queuedIDs.count), not each once in order"
+        } else if completedIDs != queuedIDs || echoCompleted != echoQueued {
+            outcome.failure = "\(prefix): completions \(completedIDs.count) of \(queuedIDs.count) and \(echoCompleted.count) "
+                + "of \(echoQueued.count) echoed, not each once in order"
         } else if !atRest() {
             outcome.failure = "\(prefix): not at rest: A \(ta.connectionCount) connections, B \(tb.connectionCount)"
         } else if w.a.engine.tcp.count + w.b.engine.tcp.count > 0 {
@@ -239,5 +245,16 @@ extension TCPOffloadTests {
         #expect(received == 50_000)
         #expect(w.a.policy.payloadBytesCopied >= 50_000)
         #expect(w.a.engine.tcp.counters.payloadBytesSent == 0 && ta.counters.connectionsOffloaded == 0)
+    }
+}
+
+extension TCPOffloadTests {
+    /// The engine's memory per offloaded connection, message contexts aside: control block,
+    /// offload slot and connection-table entry (the target is 512 bytes).
+    @Test func theEngineKeepsLittlePerConnection() {
+        let bytes = TCPOffloadTable.bytesPerConnection
+        print("engine bytes per offloaded connection: \(bytes.total) (control block \(bytes.controlBlock), "
+              + "slot \(bytes.slot), entry \(bytes.entry))")
+        #expect(bytes.total <= 512)
     }
 }

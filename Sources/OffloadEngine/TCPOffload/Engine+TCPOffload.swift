@@ -101,7 +101,7 @@ extension Engine where Port: ~Copyable {
                                  slot s: TCPOffloadTable.Slot) {
         tcp.identification &+= 1
         // The pieces of a super-segment carry what fits beside this header's options.
-        let pieceSize = s.segmentSizeLimit - (header.headerLength - TCPPacket.minimumHeaderLength)
+        let pieceSize = Int(s.segmentSizeLimit) - (header.headerLength - TCPPacket.minimumHeaderLength)
         let (length, metadata) = s.headers.write(header, payload: payload, identification: tcp.identification,
                                                  partialChecksum: portTakesPartialChecksums[Int(s.port)],
                                                  segmentSize: pieceSize, into: tcp.headerScratch)

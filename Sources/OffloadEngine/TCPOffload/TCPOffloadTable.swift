@@ -9,13 +9,19 @@ public final class TCPOffloadTable {
     struct Slot {
         var connection: TCPConnection
         var host: UInt32
-        var key: FlowKey
         var headers: TCPFrameHeaders
         var port: UInt16
         /// The application closed: the connection goes back once its data is acknowledged.
         var closing = false
         /// The MSS both sides allow, before options: what a TSO piece and its options share.
-        var segmentSizeLimit: Int
+        var segmentSizeLimit: UInt16
+
+        /// The flow of the connection's incoming segments (from the headers it sends with).
+        var key: FlowKey {
+            let id = connection.id
+            return FlowKey(ingressPort: port, protocol: 6, source: headers.destination, destination: headers.source,
+                           sourcePort: id.remotePort, destinationPort: id.localPort)
+        }
     }
 
     public let capacity: Int
@@ -81,9 +87,9 @@ public final class TCPOffloadTable {
     func adopt(_ request: TCPOffloadRequest) -> UInt32? {
         guard byHost[request.host] == nil, let slot = free.popLast() else { return nil }
         let constant = request.connection.block.constant
-        slots[Int(slot)] = Slot(connection: request.connection, host: request.host, key: request.key,
-                                headers: request.headers, port: request.port,
-                                segmentSizeLimit: min(constant.localMSS, constant.remoteMSS))
+        slots[Int(slot)] = Slot(connection: request.connection, host: request.host, headers: request.headers,
+                                port: request.port,
+                                segmentSizeLimit: UInt16(clamping: min(constant.localMSS, constant.remoteMSS)))
         byHost[request.host] = slot
         byKey[request.key] = slot
         occupiedIndex[Int(slot)] = occupied.count
