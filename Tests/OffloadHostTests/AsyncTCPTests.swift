@@ -61,6 +61,9 @@ import OffloadTCP
         #expect(try await back.value == message)
         #expect(try await echoed.value == message.count)
         #expect(await connection.closed() == nil)
+        // The engines carried the data both ways (the connections were offloaded).
+        #expect(client.offloadCounters.payloadBytesSent >= UInt64(message.count))
+        #expect(server.offloadCounters.payloadBytesSent >= UInt64(message.count))
     }
 
     @Test func udpDatagramsBetweenRuntimes() async throws {

@@ -60,6 +60,9 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
         }
     }
 
+    /// Ends a `sleep` early; callable from any thread.
+    public var waker: @Sendable () -> Void { { [poller] in poller.wake() } }
+
     /// Sleeps until the link has frames, the host's next timer, or `limit`.
     public func sleep(limit: Duration = .milliseconds(10)) {
         var timeout = limit.nanoseconds / 1_000_000

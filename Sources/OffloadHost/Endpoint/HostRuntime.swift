@@ -1,13 +1,15 @@
 import Foundation
 import Synchronization
 import OffloadCore
+import OffloadEngine
 import OffloadLink
 import OffloadTCP
 
-/// A host with TCP on a link, run by a thread of its own, for applications that use the
-/// async API (`tcp`): the thread receives bursts, lets the host and its TCP answer, resumes
-/// the tasks whose waits are over, and sleeps in epoll (on the link's descriptor and an
-/// eventfd the API rings) when nothing is due.
+/// A host with TCP behind the engine on a link (`HostEndpoint`), run by a thread of its own,
+/// for applications that use the async API (`tcp`): the thread runs the engine's poll and the
+/// host's software, resumes the tasks whose waits are over, and sleeps in epoll (on the
+/// link's descriptor and an eventfd the API rings) when nothing is due. With `offload` (the
+/// default) established connections run in the engine (seed 003).
 ///
 ///     let runtime = try HostRuntime(link: TapLink(name: "tap0"), host: .init(
 ///         interface: IPv4CIDR(parsing: "10.0.0.2/24"), hardwareAddress: .local(2)))
@@ -16,46 +18,42 @@ import OffloadTCP
 ///     let completion = await connection.send(TxBuffer(copying: Array("hello".utf8)))
 ///     // completion.buffer is ours again; completion.status says the peer has it all.
 public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @unchecked Sendable {
-    // Unchecked: `link`, `loop` and the host are touched only by the runtime's thread, and
-    // the stack only under `tcp`'s lock.
+    // Unchecked: the endpoint (engine, software, host) is touched only by the runtime's
+    // thread, and the stack only under `tcp`'s lock.
     public let tcp: AsyncTCP
     public let host: IPv4Host
-    private var link: L
-    private var loop: HostLoop
-    private let poller: Poller
+    private let endpoint: HostEndpoint<L>
     private let stopping = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private var thread: Thread?
 
     public init(link: consuming L, host configuration: IPv4Host.Configuration,
-                tcp tcpConfiguration: TCPStack.Configuration = .init(),
-                clock: any Clock = MonotonicClock()) throws(LinkError) {
-        let host = IPv4Host(configuration, tcp: tcpConfiguration)
-        self.host = host
-        let poller = try Poller()
-        self.poller = poller
-        let capabilities = link.capabilities
-        if let descriptor = capabilities.readinessDescriptor { try poller.add(descriptor) }
-        self.link = link
-        loop = HostLoop(host: host, pool: BufferPool(count: 512, bufferSize: capabilities.maxFrameSize, headroom: 0),
-                        clock: clock)
-        tcp = AsyncTCP(stack: host.tcp!, now: clock.now) { [poller] in poller.wake() }
+                tcp tcpConfiguration: TCPStack.Configuration = .init(), offload: Bool = true,
+                clock: any Clock = MonotonicClock()) throws {
+        var engine = Engine<L>.Configuration()
+        engine.bufferSize = max(engine.bufferSize, link.capabilities.maxFrameSize + Engine<L>.headroom)
+        if engine.bufferSize > 4096 { engine.bufferCount = 1024 }
+        var held: L? = consume link
+        let endpoint = try HostEndpoint(host: configuration, tcp: tcpConfiguration, engine: engine, offload: offload,
+                                        clock: clock) { held.take()! }
+        self.endpoint = endpoint
+        host = endpoint.host
+        // The stack stays reachable through the endpoint, but only the runtime's thread
+        // touches it there, and only under `tcp`'s lock.
+        nonisolated(unsafe) let stack = endpoint.tcp
+        tcp = AsyncTCP(stack: stack, now: clock.now, wake: endpoint.waker)
     }
 
     public func start() {
         let thread = Thread { [self] in
             while !stopping.load(ordering: .relaxed) {
-                let now = loop.clock.now
-                let (received, busy, next) = tcp.withStack(now: now) { stack in
-                    let received = (try? loop.runOnce(on: &link)) ?? 0
-                    return (received, stack.hasOutput, host.nextDeadline)
+                let now = endpoint.clock.now
+                let (worked, busy) = tcp.withStack(now: now) { _ in
+                    let worked = endpoint.turn(now: now)
+                    return (worked, endpoint.isBusy)
                 }
                 tcp.resumeReady()
-                if received == 0 && !busy {
-                    var timeout: Int64 = 10
-                    if let next { timeout = min(timeout, max(0, (next.nanoseconds - now.nanoseconds) / 1_000_000)) }
-                    _ = try? poller.wait(timeoutMilliseconds: Int32(timeout))
-                }
+                if !worked && !busy { endpoint.sleep() }
             }
             finished.signal()
         }
@@ -63,6 +61,9 @@ public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @uncheck
         self.thread = thread
         thread.start()
     }
+
+    /// What the engine's TCP has done (connections offloaded, segments and bytes carried).
+    public var offloadCounters: TCPOffloadCounters { tcp.withLock { endpoint.engine.tcp.counters } }
 
     // MARK: UDP
 
@@ -88,7 +89,7 @@ public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @uncheck
     public func stop() {
         guard thread != nil else { return }
         stopping.store(true, ordering: .relaxed)
-        poller.wake()
+        endpoint.waker()
         finished.wait()
         thread = nil
     }
