@@ -158,9 +158,15 @@ public final class Engine<Port: Link & ~Copyable> {
     private func pollPort(_ port: UInt16, now: Instant) -> Int {
         var n = 0
         let burst = self.burst
-        _ = try? ports[Int(port)].receive(into: pool, max: configuration.burstSize) { buffer in
-            (burst + n).initialize(to: buffer)
-            n &+= 1
+        do {
+            _ = try ports[Int(port)].receive(into: pool, max: configuration.burstSize) { buffer in
+                (burst + n).initialize(to: buffer)
+                n &+= 1
+            }
+        } catch {
+            // A port that cannot be read (a pool too small for its frames, a device gone):
+            // counted, and tried again at the next poll.
+            counters.receiveErrors &+= 1
         }
         guard n > 0 else { return 0 }
         // Every home slot is prefetched first; each packet probes when it is handled, so the

@@ -39,6 +39,8 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var consumedBySoftware: UInt64 = 0
     /// Segments the engine's TCP took for an offloaded connection (seed 003).
     public var deliveredToTCP: UInt64 = 0
+    /// Polls in which a port could not be read (it said why; the frames wait in the port).
+    public var receiveErrors: UInt64 = 0
     /// Frames the software made itself (ARP requests) that the engine sent; not in `received`.
     public var originated: UInt64 = 0
     /// Of the software's own frames, those the port refused or that named no port.
@@ -74,7 +76,7 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var rows: [(String, UInt64)] {
         [("received", received), ("fast path", fastPath), ("re-inserted and sent", reinsertedOut),
          ("completed by the engine", completedByEngine), ("consumed by the software", consumedBySoftware),
-         ("delivered to the engine's TCP", deliveredToTCP),
+         ("delivered to the engine's TCP", deliveredToTCP), ("port receive errors", receiveErrors),
          ("originated by the software", originated),
          ("originated, not sent", originatedNotSent),
          ("do-not-use flags cleared", flagsCleared),

@@ -125,7 +125,7 @@ struct TCPEndpoint {
         let host = endpoint.host.counters
         let engine = endpoint.engine.counters
         let software = endpoint.slowPath.dropped.filter { $0.value > 0 }
-        if host.totalDrops > 0 || engine.drops.total > 0 || !software.isEmpty {
+        if host.totalDrops > 0 || engine.drops.total > 0 || engine.receiveErrors > 0 || !software.isEmpty {
             print(host.table)
             print(engine.table)
             for (reason, count) in software.sorted(by: { $0.key < $1.key }) { print("software dropped: \(reason) \(count)") }

@@ -13,7 +13,7 @@ import Glibc
 /// transfer is checked byte for byte (sha256 at both ends) and every capture (`--pcap`) is
 /// read by tshark with checksums checked (`Tshark.problems`).
 ///
-/// Subnets 10.77.60.0/24 to 10.77.69.0/24 are this suite's; each test has its own (69 is
+/// Subnets 10.77.59.0/24 to 10.77.69.0/24 are this suite's; each test has its own (69 is
 /// the SYN flood's sources).
 @Suite("TCP interop with Linux", .serialized)
 struct TCPInteropTests {
@@ -98,6 +98,40 @@ struct TCPInteropTests {
         print("(a, TSO) we sent 256 MiB in \(sent.seconds) s: \(sent.line("sent ")); \(sent.line("offload: "))")
         print("(b, TSO) socat sent us 256 MiB in \(received.seconds) s: \(received.line("served ")); "
               + received.line("offload: "))
+    }
+
+    /// (a) and (b) with the connections kept in the host's software (`--no-offload`): the
+    /// host's own TCP path (issue 5), segments through the exception queue and frames the
+    /// software originates, against Linux too.
+    @Test("(a) and (b) with the host's own TCP (--no-offload): 64 MiB each way, sha256 equal",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func withoutOffload() throws {
+        guard Root.check() else { return }
+        let link = TCPLink(prefix: "otj", subnet: 59)
+        defer { link.tearDown() }
+        let data = link.makeRandomFile(bytes: 64 << 20)
+        let sink = link.socatSink(port: 5059)
+        let sent = try link.offload("send --to \(link.kernelAddress):5059 --file \(data.path) --msl 0.5 --wait-for-rest "
+                                    + "--no-offload", timeout: 180)
+        let socatReceived = sink.finish()
+        #expect(sent.status == 0, "offload send failed: \(sent.output)")
+        #expect(sent.output.contains("stack at rest: yes"), "\(sent.output)")
+        #expect(socatReceived == data.sha256, "sha256 sent \(data.sha256), socat received \(socatReceived)")
+        #expect(sent.line("offload: ").hasPrefix("offload: 0 connections offloaded"), "\(sent.line("offload: "))")
+        link.checkCapture(sent)
+
+        let output = "\(link.scratch)/received"
+        let serve = try link.startOffload("serve --port 5059 --mode sink --output \(output) --connections 1 --no-offload",
+                                          timeout: 180)
+        let client = link.namespace.run("socat -u OPEN:\(data.path) TCP:\(link.ourAddress):5059", timeout: 170)
+        let received = serve.finish()
+        #expect(client.succeeded, "socat said: \(client.output)")
+        #expect(received.status == 0, "offload serve failed: \(received.output)")
+        #expect(link.digest(ofFile: output) == data.sha256, "sha256 of what we received differs")
+        #expect(received.line("offload: ").hasPrefix("offload: 0 connections offloaded"), "\(received.line("offload: "))")
+        link.checkCapture(received)
+        print("(a, host TCP) we sent 64 MiB in \(sent.seconds) s: \(sent.line("sent "))")
+        print("(b, host TCP) socat sent us 64 MiB in \(received.seconds) s: \(received.line("served "))")
     }
 
     /// (c) Our echo server; a Python client sends 64 MiB and reads it all back.
