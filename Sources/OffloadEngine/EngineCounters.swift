@@ -16,8 +16,6 @@ public enum EngineDropReason: String, CaseIterable, Sendable, CustomStringConver
     case badSegment = "bad-segment"
     /// An entry named an offload slot that holds no connection.
     case noOffloadedConnection = "no-offloaded-connection"
-    /// A control segment could not go to the host: no room to announce the upload first.
-    case offloadEventsFull = "offload-events-full"
 
     public var description: String { rawValue }
 }

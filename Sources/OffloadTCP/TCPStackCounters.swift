@@ -16,7 +16,8 @@ public struct TCPStackCounters: Hashable, Sendable {
     public var synCookiesRejected: UInt64 = 0
     /// Control segments (RSTs, cookie SYN-ACKs) dropped because their queue was full.
     public var controlQueueDrops: UInt64 = 0
-    /// Connections handed to the engine (T1), and handed back.
+    /// Connections offered to the engine (T1; one it has no room for comes straight back and
+    /// counts in both), and handed back.
     public var connectionsOffloaded: UInt64 = 0
     public var connectionsUploaded: UInt64 = 0
     /// Segments of an offloaded connection that reached the stack (its glue should have

@@ -9,10 +9,6 @@ import OffloadWire
 /// segments leave as gather lists: headers from engine memory, payload slices straight from
 /// the application's buffers (T4, T5). Completions and uploads go to the host as events.
 extension Engine where Port: ~Copyable {
-    /// The events ring keeps this much room for offload and upload answers: completions
-    /// wait in their connection rather than take it.
-    static var reservedEventRoom: Int { 64 }
-
     // MARK: Segments in
 
     /// A segment of an offloaded connection whose entry is usable (`slot` from the entry).
@@ -41,11 +37,12 @@ extension Engine where Port: ~Copyable {
         // answers itself (a challenge ACK, RFC 5961), and the peer's FIN it takes (the
         // connection goes on sending in CLOSE-WAIT).
         if header.flags.contains(.rst) {
-            if uploadTCP(slot: slot, reason: .reset, now: now), let h = table.lookup(key) {
-                _ = table.incrementInSoftware(h)
-                return toSoftware(buffer, port: port, reason: .localDelivery, counted: key, key: key)
+            uploadTCP(slot: slot, reason: .reset, now: now)
+            guard exceptions.count < exceptions.capacity, let h = table.lookup(key) else {
+                return drop(.exceptionQueueFull)
             }
-            return drop(.offloadEventsFull)
+            _ = table.incrementInSoftware(h)
+            return toSoftware(buffer, port: port, reason: .localDelivery, counted: key, key: key)
         }
         let connection = s.connection
         connection.receive(header, payload: payload, now: now)
@@ -70,6 +67,7 @@ extension Engine where Port: ~Copyable {
     /// Runs the offloaded connections' timers and sends what they have due, at most
     /// `tcpPollBudget` segments in all. Returns how many were sent.
     func pollOffloadedTCP(now: Instant) -> Int {
+        tcp.flushOverflow()
         guard tcp.count > 0 else { return 0 }
         var budget = configuration.tcpPollBudget
         var sent = 0
@@ -79,7 +77,9 @@ extension Engine where Port: ~Copyable {
             i += 1
             guard let s = tcp.slots[Int(slot)] else { continue }
             let connection = s.connection
-            guard connection.hasOutput || connection.nextDeadline.map({ $0 <= now }) ?? false else { continue }
+            // Completions that found no room in the events ring are tried again here too.
+            guard connection.hasOutput || connection.nextDeadline.map({ $0 <= now }) ?? false
+                    || connection.pendingCompletionRanges > 0 else { continue }
             let n = connection.poll(now: now, budget: budget) { header, payload in
                 transmitSegment(header, payload: payload, slot: s)
             }
@@ -121,11 +121,10 @@ extension Engine where Port: ~Copyable {
     /// them beside its reserve (else they wait in the connection for a later poll).
     private func reportCompletions(slot: UInt32, _ connection: TCPConnection) {
         let pending = connection.pendingCompletionRanges
-        guard pending > 0, tcp.events.capacity - tcp.events.count >= pending + Self.reservedEventRoom,
-              let host = tcp.slots[Int(slot)]?.host else { return }
+        guard pending > 0, tcp.hasRoom(forCompletions: pending), let host = tcp.slots[Int(slot)]?.host else { return }
         for range in connection.takeCompletions() {
             tcp.counters.messagesCompleted &+= UInt64(range.count)
-            _ = tcp.events.push(.completed(host: host, range))
+            tcp.emit(.completed(host: host, range))
         }
     }
 
@@ -134,9 +133,6 @@ extension Engine where Port: ~Copyable {
     func handleTCP(_ command: TCPOffloadCommand, now: Instant) {
         switch command {
         case .offload(let request):
-            guard tcp.events.count < tcp.events.capacity else {
-                preconditionFailure("Engine: the TCP events ring is full beyond its reserve")
-            }
             // A port that segments takes super-segments (TSO): up to 64 KiB of IPv4 packet.
             if portSegmentsTCP[Int(request.port)] {
                 request.connection.largestSegmentPayload = 65_535 - IPv4Packet.minimumHeaderLength
@@ -144,7 +140,7 @@ extension Engine where Port: ~Copyable {
             }
             guard let slot = tcp.adopt(request) else {
                 tcp.counters.uploads[.noResources] &+= 1
-                _ = tcp.events.push(.uploaded(host: request.host, request.connection, .noResources))
+                tcp.emit(.uploaded(host: request.host, request.connection, .noResources))
                 return
             }
             // Segments of the flow still in the software keep do-not-use set: they come back
@@ -153,7 +149,7 @@ extension Engine where Port: ~Copyable {
             _ = table.insert(request.key, action: .offloadedTCP(slot: slot), now: now,
                              doNotUse: configuration.orderGuard && waiting > 0)
             tcp.counters.offloaded &+= 1
-            _ = tcp.events.push(.offloaded(host: request.host))
+            tcp.emit(.offloaded(host: request.host))
         case .post(let host, let bytes):
             // A post that crossed an upload is sent again by the host, which has the buffer.
             guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection,
@@ -174,13 +170,13 @@ extension Engine where Port: ~Copyable {
 
     /// Hands a connection back to the host: its entry delivers to the host again, and the
     /// event (with the connection and its untaken completions) goes ahead of every later
-    /// segment of the flow. False when the events ring is full.
+    /// segment of the flow. False when the slot held no connection.
     @discardableResult
     func uploadTCP(slot: UInt32, reason: TCPUploadReason, now: Instant) -> Bool {
-        guard tcp.events.count < tcp.events.capacity, let s = tcp.release(slot) else { return false }
+        guard let s = tcp.release(slot) else { return false }
         _ = table.insert(s.key, action: .deliver(connection: s.host), now: now, doNotUse: false)
         tcp.counters.uploads[reason] &+= 1
-        _ = tcp.events.push(.uploaded(host: s.host, s.connection, reason))
+        tcp.emit(.uploaded(host: s.host, s.connection, reason))
         return true
     }
 

@@ -38,6 +38,9 @@ public final class TCPOffloadTable {
     var identification: UInt16 = 0
     /// Events for the host (engine to host).
     public let events: SPSCRing<TCPOffloadEvent>
+    /// Offload and upload answers that found the ring full, in order, sent before anything
+    /// else (rare: completions leave the ring a reserve, and the host drains it every turn).
+    private var overflow: [TCPOffloadEvent] = []
     public internal(set) var counters = TCPOffloadCounters()
     /// Where a segment's headers are built (engine memory; the payload stays in the host's).
     let headerScratch: UnsafeMutableRawBufferPointer
@@ -59,6 +62,25 @@ public final class TCPOffloadTable {
     /// The connection in a slot, if any (for tests and reports).
     public func connection(host: UInt32) -> TCPConnection? {
         byHost[host].flatMap { slots[Int($0)]?.connection }
+    }
+
+    /// Sends an event to the host, behind any that wait.
+    func emit(_ event: TCPOffloadEvent) {
+        if overflow.isEmpty, events.push(event) == nil { return }
+        overflow.append(event)
+        counters.eventsDelayed &+= 1
+    }
+
+    /// Sends the events that waited, as far as the ring has room.
+    func flushOverflow() {
+        var sent = 0
+        while sent < overflow.count, events.push(overflow[sent]) == nil { sent += 1 }
+        if sent > 0 { overflow.removeFirst(sent) }
+    }
+
+    /// Room for `count` completion events beside the reserve kept for offload and upload answers.
+    func hasRoom(forCompletions count: Int) -> Bool {
+        overflow.isEmpty && events.capacity - events.count >= count + min(64, events.capacity / 4)
     }
 
     /// Whether a connection has something to send without waiting for a timer.
@@ -130,6 +152,8 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
     public var segmentsDropped: UInt64 = 0
     /// Segments the link refused (the state machine sends them again).
     public var transmitFailures: UInt64 = 0
+    /// Offload and upload answers that waited for room in the events ring.
+    public var eventsDelayed: UInt64 = 0
 
     public init() {}
 
@@ -143,7 +167,8 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
          ("tcp offload: messages posted", messagesPosted),
          ("tcp offload: messages completed", messagesCompleted),
          ("tcp offload: segments dropped", segmentsDropped),
-         ("tcp offload: transmit failures", transmitFailures)]
+         ("tcp offload: transmit failures", transmitFailures),
+         ("tcp offload: events delayed", eventsDelayed)]
             + uploads.rows("tcp offload: uploaded, ")
     }
 }
