@@ -66,7 +66,9 @@ extension ConnectionTable {
         while seen < evictionWindow && examined <= mask {
             if slots[i].keyLow != 0 {
                 seen += 1
-                if cold[i].inSoftwareCount == 0 {
+                // Never an entry with packets in the software, nor an offloaded connection's
+                // (its segments would have nowhere to go).
+                if cold[i].inSoftwareCount == 0 && !slots[i].isOffloadedTCP {
                     let stale = slots[i].epoch != epoch
                     let age = nowTick &- slots[i].lastUsedTick
                     if best < 0 || (stale && !bestStale) || (stale == bestStale && age > bestAge) {

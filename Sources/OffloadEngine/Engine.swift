@@ -65,6 +65,8 @@ public final class Engine<Port: Link & ~Copyable> {
     let portSegmentsTCP: [Bool]
     /// The offloaded TCP connections (seed 003), and their events to the host.
     public let tcp: TCPOffloadTable
+    /// Offloaded connections' entries that idled out in this poll's expiry scan.
+    var expiredOffloadedKeys: [FlowKey] = []
     public let portCount: Int
     private var marks: AuditMarkBook
     private let compatibility: CompatibilityTest
@@ -140,8 +142,9 @@ public final class Engine<Port: Link & ~Copyable> {
         counters.expired &+= UInt64(table.expireIdle(now: now, timeouts: configuration.idleTimeouts,
                                                      budget: configuration.expiryBudget) { key, _ in
             rtpStatistics[key] = nil
-            keepOffloadedEntry(key, now: now)
+            if tcp.byKey[key] != nil { expiredOffloadedKeys.append(key) }
         })
+        if !expiredOffloadedKeys.isEmpty { restoreOffloadedEntries(&expiredOffloadedKeys, now: now) }
         return work > 0
     }
 

@@ -161,6 +161,11 @@ public struct FlowEntry: Sendable {
     /// Set in a `deliver`-kind entry's id when the engine runs the connection itself.
     @usableFromInline static let offloadedBit: UInt32 = 0x8000_0000
 
+    /// Whether the entry sends its flow to a connection the engine runs.
+    @inlinable var isOffloadedTCP: Bool {
+        control & FlowEntry.kindMask == FlowActionKind.deliver.rawValue && newSource & FlowEntry.offloadedBit != 0
+    }
+
     /// The do-not-use flag (B4): while set, packets of the flow go to the software.
     @inlinable public var doNotUse: Bool { control & FlowEntry.doNotUseBit != 0 }
     /// Whether the engine keeps RTP statistics for the flow.

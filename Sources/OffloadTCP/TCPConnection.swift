@@ -76,6 +76,9 @@ public final class TCPConnection {
     /// Where `poll` gathers a segment's payload slices.
     let slices: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>
     static let maximumSlicesPerSegment = 48
+    /// The smallest MSS we take from a peer.
+    public static let minimumRemoteMSS = 88
+
     /// The largest payload one emitted segment may carry. Up to one MSS it is one MSS; a
     /// sender whose device segments (TSO) sets up to 64 KiB, and new data then leaves in
     /// super-segments of whole MSS-sized pieces (the device cuts them; retransmissions stay
@@ -147,7 +150,7 @@ public final class TCPConnection {
                   timestampOffset: timestampOffset, now: now)
         let irs = SequenceNumber(ack.sequenceNumber) - 1
         block.constant.initialReceiveSequence = irs
-        block.constant.remoteMSS = mss
+        block.constant.remoteMSS = max(mss, Self.minimumRemoteMSS)
         startReceiving(at: irs + 1)
         // The window the cookie's SYN-ACK offered (unscaled, as no option was agreed).
         block.delegated.receiveAdvertisedEdge = irs + 1 + min(receiveBuffer.free, 65_535)
@@ -294,7 +297,9 @@ public final class TCPConnection {
         let irs = SequenceNumber(syn.sequenceNumber)
         block.constant.initialReceiveSequence = irs
         startReceiving(at: irs + 1)
-        block.constant.remoteMSS = Int(syn.maxSegmentSize ?? 536)
+        // A floor, as Linux keeps one (tcp_min_snd_mss): a segment must have room for data
+        // beside 40 bytes of options, and a tiny MSS would only multiply our segments.
+        block.constant.remoteMSS = max(Int(syn.maxSegmentSize ?? 536), Self.minimumRemoteMSS)
         if configuration.windowScaling, let shift = syn.windowScale {
             block.constant.windowScaling = true
             block.constant.sendWindowShift = min(shift, 14)

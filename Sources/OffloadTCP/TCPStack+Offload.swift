@@ -69,13 +69,25 @@ extension TCPStack {
         let socket = TCPSocket(rawValue: Int(host))
         guard let entry = sockets[socket], entry.connection === connection else { return }
         if let offload = entry.offload {
+            // Completions the connection holds are older than anything posted after it left.
+            entry.completions += connection.takeCompletions()
             let missing = Int(offload.nextID - connection.sendQueue.nextID)
             for i in (entry.buffers.count - missing)..<entry.buffers.count {
-                do { _ = try connection.send(entry.buffers.bytes(at: i)) } catch {
-                    preconditionFailure("TCPStack: a posted message could not be queued again: \(error)")
+                do {
+                    _ = try connection.send(entry.buffers.bytes(at: i))
+                } catch {
+                    // The connection ended in the engine (a timeout), the one way `send` throws
+                    // here (the stack checked the limits when it posted): the rest fail with it,
+                    // after the failures the connection already holds, so ids stay in order.
+                    let id = offload.nextID - MessageID(entry.buffers.count - i)
+                    entry.completions.append(CompletionRange(lower: id, upper: offload.nextID - 1,
+                                                             status: .failed(connection.error ?? error)))
+                    break
                 }
             }
             entry.offload = nil
+            // A read made after the engine let go rang nobody: the window update is due here.
+            connection.applicationRead()
             counters.connectionsUploaded &+= 1
             if offload.abortWhenBack {
                 connection.abort()

@@ -125,8 +125,7 @@ public final class TCPStack {
         guard listeners.removeValue(forKey: port) != nil else { return }
         for entry in sockets.values where entry.listener == port {
             entry.listener = nil
-            entry.closedByApplication = true
-            entry.connection.abort()
+            abort(entry.socket)
         }
     }
 

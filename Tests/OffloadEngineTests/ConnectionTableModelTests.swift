@@ -19,6 +19,13 @@ import OffloadCore
         var stats: FlowEntryStats {
             FlowEntryStats(packets: packets, bytes: bytes, lastUsedTick: lastUsedTick, inSoftwareCount: inSoftware)
         }
+
+        /// Never evicted: its packets are in the software, or its connection runs in the engine.
+        var isPinned: Bool {
+            if inSoftware > 0 { return true }
+            if case .offloadedTCP = action { return true }
+            return false
+        }
     }
 
     /// The reference: what the table must hold, and the eviction and expiry rules stated plainly.
@@ -30,13 +37,14 @@ import OffloadCore
 
         func isStale(_ e: ModelEntry) -> Bool { e.epoch != epoch }
 
-        /// Not in the software; stale first, then the oldest; first in probe order on ties.
+        /// Not pinned (in the software, or offloaded); stale first, then the oldest; first in
+        /// probe order on ties.
         func victim(among candidates: [FlowKey], nowTick: UInt32) -> FlowKey? {
             var best: FlowKey?
             var bestStale = false, bestAge: UInt32 = 0
             for k in candidates {
                 let e = entries[k]!
-                guard e.inSoftware == 0 else { continue }
+                guard !e.isPinned else { continue }
                 let stale = isStale(e), age = nowTick &- e.lastUsedTick
                 if best == nil || (stale && !bestStale) || (stale == bestStale && age > bestAge) {
                     best = k
@@ -194,7 +202,7 @@ import OffloadCore
                     switch outcome {
                     case .full:
                         #expect(expected == nil, "\(what): full, but \(String(describing: expected)) was evictable")
-                        #expect(candidates.allSatisfy { model.entries[$0]!.inSoftware > 0 })
+                        #expect(candidates.allSatisfy { model.entries[$0]!.isPinned })
                         model.counters.rejectedFull += 1
                     case .evicted(let victim, let stats, let h):
                         #expect(victim == expected, "\(what): evicted \(victim), rule says \(String(describing: expected))")

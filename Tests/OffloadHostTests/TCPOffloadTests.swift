@@ -5,6 +5,7 @@ import OffloadEngine
 import OffloadHost
 import OffloadLink
 import OffloadTCP
+import OffloadWire
 
 /// TCP offload (seed 003) between two hosts behind their engines on a memory wire: the
 /// engines run the established connections, the hosts post messages and get completions.
@@ -301,5 +302,20 @@ extension TCPOffloadTests {
         #expect(a.messagesCompleted == 1 && a.eventsDelayed > 0, "the offloaded connection's completion waited its turn")
         // The stack counts the offers; two came back.
         #expect(ta.counters.connectionsOffloaded == 3 && ta.counters.connectionsUploaded == 2)
+    }
+}
+
+extension TCPOffloadTests {
+    /// A peer that announces a tiny MSS gets a floor (as Linux's tcp_min_snd_mss): every
+    /// segment, and every TSO piece beside 40 bytes of options, still has room for data.
+    @Test func aTinyPeerMSSHasAFloor() {
+        let id = TCPConnectionID(local: IPv4Address(10, 0, 0, 1), localPort: 7, remote: IPv4Address(10, 0, 0, 2),
+                                 remotePort: 9)
+        let syn = TCPRepr(sourcePort: 9, destinationPort: 7, sequenceNumber: 1, flags: .syn, windowSize: 1000,
+                          maxSegmentSize: 10)
+        let c = TCPConnection(accepting: syn, id: id, initialSendSequence: SequenceNumber(5),
+                              configuration: TCPConfiguration(), now: .zero)
+        #expect(c.block.constant.remoteMSS == TCPConnection.minimumRemoteMSS)
+        #expect(TCPConnection.minimumRemoteMSS - TCPPacket.maximumHeaderLength + TCPPacket.minimumHeaderLength > 0)
     }
 }

@@ -37,10 +37,10 @@ extension Engine where Port: ~Copyable {
         // answers itself (a challenge ACK, RFC 5961), and the peer's FIN it takes (the
         // connection goes on sending in CLOSE-WAIT).
         if header.flags.contains(.rst) {
+            // No room for it in the software: dropped, and the connection stays here (the peer
+            // resends a RST in answer to what we send next).
+            guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
             uploadTCP(slot: slot, reason: .reset, now: now)
-            guard exceptions.count < exceptions.capacity, let h = table.lookup(key) else {
-                return drop(.exceptionQueueFull)
-            }
             _ = table.incrementInSoftware(h)
             return toSoftware(buffer, port: port, reason: .localDelivery, counted: key, key: key)
         }
@@ -102,15 +102,16 @@ extension Engine where Port: ~Copyable {
         tcp.identification &+= 1
         // The pieces of a super-segment carry what fits beside this header's options.
         let pieceSize = Int(s.segmentSizeLimit) - (header.headerLength - TCPPacket.minimumHeaderLength)
+        let segments = portSegmentsTCP[Int(s.port)] && pieceSize > 0
         let (length, metadata) = s.headers.write(header, payload: payload, identification: tcp.identification,
                                                  partialChecksum: portTakesPartialChecksums[Int(s.port)],
-                                                 segmentSize: pieceSize, into: tcp.headerScratch)
+                                                 segmentSize: segments ? pieceSize : .max, into: tcp.headerScratch)
         do {
             try ports[Int(s.port)].transmit(header: UnsafeRawBufferPointer(rebasing: tcp.headerScratch[0..<length]),
                                             payloads: PayloadSlices(payload), metadata: metadata)
             tcp.counters.segmentsSent &+= 1
             tcp.counters.payloadBytesSent &+= UInt64(header.payloadLength)
-            if header.payloadLength > pieceSize { tcp.counters.superSegmentsSent &+= 1 }
+            if segments && header.payloadLength > pieceSize { tcp.counters.superSegmentsSent &+= 1 }
         } catch {
             // Lost like a frame on a full device: the connection's timers send it again.
             tcp.counters.transmitFailures &+= 1
@@ -133,11 +134,6 @@ extension Engine where Port: ~Copyable {
     func handleTCP(_ command: TCPOffloadCommand, now: Instant) {
         switch command {
         case .offload(let request):
-            // A port that segments takes super-segments (TSO): up to 64 KiB of IPv4 packet.
-            if portSegmentsTCP[Int(request.port)] {
-                request.connection.largestSegmentPayload = 65_535 - IPv4Packet.minimumHeaderLength
-                    - TCPPacket.maximumHeaderLength
-            }
             guard let slot = tcp.adopt(request) else {
                 tcp.counters.uploads[.noResources] &+= 1
                 tcp.emit(.uploaded(host: request.host, request.connection, .noResources))
@@ -146,14 +142,30 @@ extension Engine where Port: ~Copyable {
             // Segments of the flow still in the software keep do-not-use set: they come back
             // (in order) to be completed with the new action before the engine takes new ones.
             let waiting = table.lookup(request.key).map { table.inSoftwareCount($0) } ?? 0
-            _ = table.insert(request.key, action: .offloadedTCP(slot: slot), now: now,
-                             doNotUse: configuration.orderGuard && waiting > 0)
+            if case .full = table.insert(request.key, action: .offloadedTCP(slot: slot), now: now,
+                                         doNotUse: configuration.orderGuard && waiting > 0) {
+                // No entry, no segments: the connection stays with the host.
+                _ = tcp.release(slot)
+                tcp.counters.uploads[.noResources] &+= 1
+                tcp.emit(.uploaded(host: request.host, request.connection, .noResources))
+                return
+            }
+            // A port that segments takes super-segments (TSO): up to 64 KiB of IPv4 packet.
+            if portSegmentsTCP[Int(request.port)] {
+                request.connection.largestSegmentPayload = 65_535 - IPv4Packet.minimumHeaderLength
+                    - TCPPacket.maximumHeaderLength
+            }
             tcp.counters.offloaded &+= 1
             tcp.emit(.offloaded(host: request.host))
         case .post(let host, let bytes):
             // A post that crossed an upload is sent again by the host, which has the buffer.
-            guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection,
-                  (try? connection.send(bytes)) != nil else { return }
+            guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection else { return }
+            guard (try? connection.send(bytes)) != nil else {
+                // Only a connection that has ended refuses (the host checks the limits first):
+                // it goes back to the host, which fails the message with the others, in order.
+                tcp.counters.postsRefused &+= 1
+                return
+            }
             tcp.counters.messagesPosted &+= 1
         case .windowOpened(let host):
             guard let slot = tcp.byHost[host] else { return }
@@ -174,16 +186,23 @@ extension Engine where Port: ~Copyable {
     @discardableResult
     func uploadTCP(slot: UInt32, reason: TCPUploadReason, now: Instant) -> Bool {
         guard let s = tcp.release(slot) else { return false }
-        _ = table.insert(s.key, action: .deliver(connection: s.host), now: now, doNotUse: false)
+        // The host's own path sends one MSS a segment.
+        s.connection.largestSegmentPayload = 0
+        _ = table.insert(s.key, action: .deliver(connection: s.host & ~FlowEntry.offloadedBit), now: now,
+                         doNotUse: false)
         tcp.counters.uploads[reason] &+= 1
         tcp.emit(.uploaded(host: s.host, s.connection, reason))
         return true
     }
 
-    /// An entry that idled out (or was replaced) while its connection is still offloaded is
-    /// put back: the connection's segments must keep reaching it.
-    func keepOffloadedEntry(_ key: FlowKey, now: Instant) {
-        guard let slot = tcp.byKey[key] else { return }
-        _ = table.insert(key, action: .offloadedTCP(slot: slot), now: now)
+    /// Entries that idled out while their connections are still offloaded are put back:
+    /// the connections' segments must keep reaching them. (Collected during the expiry scan,
+    /// put back after it: the table cannot be changed inside its own scan.)
+    func restoreOffloadedEntries(_ keys: inout [FlowKey], now: Instant) {
+        for key in keys {
+            guard let slot = tcp.byKey[key] else { continue }
+            _ = table.insert(key, action: .offloadedTCP(slot: slot), now: now)
+        }
+        keys.removeAll(keepingCapacity: true)
     }
 }

@@ -50,7 +50,7 @@ public enum TCPUploadReason: String, Sendable, CaseIterable, CustomStringConvert
     case requested
     /// The application closed and every byte was acknowledged (`TCPOffloadCommand.close`).
     case closing
-    /// The engine had no free slot (or no room for its events) when offered the connection.
+    /// The engine had no free slot, or no room in its connection table, when offered the connection.
     case noResources = "no-resources"
     /// A segment the engine leaves to the host: a RST.
     case reset

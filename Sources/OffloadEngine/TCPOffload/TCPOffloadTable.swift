@@ -147,6 +147,8 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
     /// Of the segments sent, TSO super-segments the device cuts up.
     public var superSegmentsSent: UInt64 = 0
     public var messagesPosted: UInt64 = 0
+    /// Posts for a connection that had ended in the engine (it is on its way back to the host).
+    public var postsRefused: UInt64 = 0
     public var messagesCompleted: UInt64 = 0
     /// Segments dropped before the state machine: a bad checksum or a malformed header.
     public var segmentsDropped: UInt64 = 0
@@ -165,6 +167,7 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
          ("tcp offload: payload bytes sent", payloadBytesSent),
          ("tcp offload: super-segments sent (TSO)", superSegmentsSent),
          ("tcp offload: messages posted", messagesPosted),
+         ("tcp offload: posts refused", postsRefused),
          ("tcp offload: messages completed", messagesCompleted),
          ("tcp offload: segments dropped", segmentsDropped),
          ("tcp offload: transmit failures", transmitFailures),

@@ -58,7 +58,8 @@ public final class HostPolicy: SlowPathPolicy {
         guard key.destination == host.address else { return .install(.drop) }
         // An offloaded flow's entry is the engine's; its packet goes on as a local one.
         if offload?.flows[key] != nil { return .local }
-        defer { nextConnection &+= 1 }
+        // 31 bits: the top one marks an engine's own connection in the entry.
+        defer { nextConnection = nextConnection == 0x7fff_ffff ? 1 : nextConnection + 1 }
         return .install(.deliver(connection: nextConnection))
     }
 
@@ -66,8 +67,11 @@ public final class HostPolicy: SlowPathPolicy {
         if let offload {
             takeEvents(offload)
             // A segment that reached the software while its connection moved to the engine:
-            // back to the engine, in its turn, to go on to the connection there.
+            // back to the engine, in its turn, to go on to the connection there. The offload
+            // goes first if it still waits (the slow path keeps room for this packet's own
+            // messages, of which a local answer uses one).
             if let key = FlowKey(frame: UnsafeRawBufferPointer(frame), port: ingressPort), offload.flows[key] != nil {
+                flush(offload, keeping: 1)
                 return .toEngine
             }
         }
@@ -139,9 +143,11 @@ public final class HostPolicy: SlowPathPolicy {
         flush(offload)
     }
 
-    private func flush(_ offload: Offload) {
+    /// Sends waiting commands while the queue has more room than `keeping`: by default the
+    /// slow path's reserve for a packet it may take.
+    private func flush(_ offload: Offload, keeping: Int = SlowPath.messagesPerPacket) {
         var sent = 0
-        while sent < offload.waiting.count && offload.commands.room > SlowPath.messagesPerPacket {
+        while sent < offload.waiting.count && offload.commands.room > keeping {
             offload.commands.send(.tcp(offload.waiting[sent]))
             sent += 1
         }
