@@ -144,7 +144,8 @@ import OffloadWire
         #expect(clean.failure == nil, "\(clean.failure ?? "")")
         #expect(clean.superSegments > 0, "no super-segment was sent")
         var failures: [String] = []
-        for seed in UInt64(1)...50 {
+        let seeds = UInt64(ProcessInfo.processInfo.environment["TCP_OFFLOAD_TSO_SEEDS"].flatMap { Int($0) } ?? 50)
+        for seed in UInt64(1)...seeds {
             let impairments = Impairments(loss: Double(seed % 6) / 100, reordering: seed % 2 == 0 ? 0.05 : 0)
             let outcome = try Self.echo(seed: seed, bytes: 300_000, impairments: impairments, moves: seed % 3 == 0,
                                         tso: true)
