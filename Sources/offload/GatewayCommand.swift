@@ -62,6 +62,9 @@ struct GatewayCommand: ParsableCommand {
     @Flag(help: "Print the final counters as JSON instead of tables.")
     var json = false
 
+    @Option(help: "Write the counters as Prometheus text to this file every second (node_exporter's textfile collector): the engine's and the ports' while running, all of them at the end.")
+    var metricsFile: String?
+
     func validate() throws {
         guard !ports.isEmpty else { throw ValidationError("give at least one --port") }
         guard threads == 1 || threads == 2 else { throw ValidationError("--threads is 1 or 2") }
@@ -161,10 +164,24 @@ struct GatewayCommand: ParsableCommand {
         let deadline = duration.map { start + .nanoseconds(Int64($0 * 1e9)) }
         var last = engine.counters
         var lastTime = start
+        let metrics = metricsFile.map { MetricsFile(path: $0) }
+        // The engine's thread runs this: the software's counters are its own thread's, so
+        // the running file holds the engine's and the ports' (the last one holds all).
+        func engineSections() -> [MetricsSnapshot.Section] {
+            [.init("engine", engine.counters.rows + [("entries", UInt64(engine.table.count)),
+                                                     ("buffered", UInt64(engine.buffered))],
+                   gauges: ["entries", "buffered"])]
+                + ports.indices.map { i in
+                    .init("port \(i) \(ports[i].link.deviceName)", engine.withPort(i) { linkCounters(&$0) }.rows)
+                }
+        }
+        // A tick a second with a metrics file, else one per statistics line.
+        let tick = metrics != nil ? min(1, stats > 0 ? stats : 1) : (stats > 0 ? stats : 3600)
         loop.run(clock: clock, shouldStop: {
             offload_stop_requested() != 0 || deadline.map { clock.now >= $0 } ?? false
-        }, every: .nanoseconds(Int64((stats > 0 ? stats : 3600) * 1e9))) { now in
-            guard stats > 0 else { return }
+        }, every: .nanoseconds(Int64(tick * 1e9))) { now in
+            metrics?.write(MetricsSnapshot(engineSections()))
+            guard stats > 0, Double((now - lastTime).nanoseconds) / 1e9 >= stats * 0.999 else { return }
             let c = engine.counters
             let seconds = Double((now - lastTime).nanoseconds) / 1e9
             let pps = Int(Double(c.received - last.received) / seconds)
@@ -177,26 +194,20 @@ struct GatewayCommand: ParsableCommand {
         // Let the software's last messages reach the engine so every buffer comes back.
         for _ in 0..<8 { engine.poll(now: clock.now) }
 
-        var sections: [(String, [(String, UInt64)])] = [
-            ("engine", engine.counters.rows + [("entries", UInt64(engine.table.count)), ("buffered", UInt64(engine.buffered))]),
-            ("software", [("packets handled", slowPath.processed), ("answered", slowPath.answered),
-                          ("ICMP errors sent", slowPath.icmpErrorsSent), ("frames originated", slowPath.originated),
-                          ("held", UInt64(slowPath.heldCount))]
+        let software = MetricsSnapshot.Section(
+            "software", [("packets handled", slowPath.processed), ("answered", slowPath.answered),
+                         ("ICMP errors sent", slowPath.icmpErrorsSent), ("frames originated", slowPath.originated),
+                         ("held", UInt64(slowPath.heldCount))]
                 + slowPath.dropped.sorted { $0.key < $1.key }.map { ("dropped: \($0.key)", $0.value) }
-                + policy.counters.rows + [("NAT mappings", UInt64(policy.nat?.count ?? 0))]),
-            ("audit stage", [("tested", engine.reinsertion.tested)] + engine.reinsertion.failures.rows("failed: ")),
-        ]
-        for (i, spec) in ports.enumerated() {
-            sections.append(("port \(i) \(spec.link.deviceName)", engine.withPort(i) { linkCounters(&$0) }.rows))
-        }
-        if json {
-            print(CounterJSON.render(sections))
-        } else {
-            for (title, rows) in sections {
-                print("\n\(title)")
-                print(CounterRows(rows: rows).table)
-            }
-        }
+                + policy.counters.rows + [("NAT mappings", UInt64(policy.nat?.count ?? 0))],
+            gauges: ["held", "NAT mappings"])
+        let audit = MetricsSnapshot.Section("audit stage", [("tested", engine.reinsertion.tested)]
+                                                + engine.reinsertion.failures.rows("failed: "))
+        var sections = engineSections()
+        sections.insert(contentsOf: [software, audit], at: 1)
+        let snapshot = MetricsSnapshot(sections)
+        metrics?.write(snapshot)
+        print(json ? snapshot.json : "\n" + snapshot.table)
     }
 }
 
@@ -237,27 +248,4 @@ enum ProcessingSpec: String, ExpressibleByArgument, CustomStringConvertible {
 
     var value: SlowPath.Processing { self == .partial ? .partial : .complete }
     var description: String { rawValue }
-}
-
-/// Rows that print as a table.
-struct CounterRows: CounterTable {
-    let rows: [(String, UInt64)]
-}
-
-/// Counters as JSON: one object per section, counter names as keys.
-enum CounterJSON {
-    static func render(_ sections: [(String, [(String, UInt64)])]) -> String {
-        "{" + sections.map { title, rows in
-            quote(title) + ": {" + rows.map { "\(quote($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
-        }.joined(separator: ",\n ") + "}"
-    }
-
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for c in s {
-            if c == "\"" || c == "\\" { out.append("\\") }
-            out.append(c)
-        }
-        return out + "\""
-    }
 }

@@ -32,6 +32,9 @@ struct TCPEndpointOptions: ParsableArguments {
     @Flag(help: "Keep connections in the host's software instead of offloading them to the engine.")
     var noOffload = false
 
+    @Option(help: "Write every counter as Prometheus text to this file every second, and at the end (node_exporter's textfile collector).")
+    var metricsFile: String?
+
     var stackConfiguration: TCPStack.Configuration {
         var c = TCPStack.Configuration()
         c.tcp.congestionControl = congestion
@@ -118,9 +121,18 @@ struct TCPEndpoint {
             tcp: options.stackConfiguration, engine: engineConfiguration, offload: !options.noOffload, clock: clock,
             makePort: makePort)
         let deadline = options.host.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
+        let metrics = options.metricsFile.map { MetricsFile(path: $0) }
+        var nextMetrics = clock.now
         endpoint.run(shouldStop: {
             offload_stop_requested() != 0 || application.isDone || deadline.map { clock.now >= $0 } ?? false
-        }) { stack, now in application.turn(stack, now: now) }
+        }) { stack, now in
+            application.turn(stack, now: now)
+            if let metrics, now >= nextMetrics {
+                metrics.write(endpoint.metrics())
+                nextMetrics = now + .seconds(1)
+            }
+        }
+        metrics?.write(endpoint.metrics())
         print(Self.offloadReport(endpoint))
         let host = endpoint.host.counters
         let engine = endpoint.engine.counters

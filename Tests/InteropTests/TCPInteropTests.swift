@@ -47,10 +47,17 @@ struct TCPInteropTests {
         defer { link.tearDown() }
         let data = link.makeRandomFile(bytes: 256 << 20)
         let output = "\(link.scratch)/received"
-        let serve = try link.startOffload("serve --port 5061 --mode sink --output \(output) --connections 1",
-                                          timeout: 180)
+        let metrics = "\(link.scratch)/offload.prom"
+        let serve = try link.startOffload("serve --port 5061 --mode sink --output \(output) --connections 1 "
+                                          + "--metrics-file \(metrics)", timeout: 180)
         let client = link.namespace.run("socat -u OPEN:\(data.path) TCP:\(link.ourAddress):5061", timeout: 170)
         let run = serve.finish()
+        // The metrics file parses as Prometheus text (prometheus_client's parser) and holds
+        // what the engine received.
+        let samples = link.prometheusSamples(metrics)
+        #expect((samples["offload_tcp_offload_payload_bytes_received_total"] ?? 0) >= Double(256 << 20),
+                "metrics: \(samples.count) samples")
+        #expect(samples["offload_engine_buffered"] == 0 && samples["offload_tcp_open_connections"] == 0)
         #expect(client.succeeded, "socat said: \(client.output)")
         #expect(run.status == 0, "offload serve failed: \(run.output)")
         let received = link.digest(ofFile: output)
@@ -599,6 +606,30 @@ final class TCPLink {
             result.append(n)
         }
         return result
+    }
+
+    /// The samples of a Prometheus text file as `prometheus_client`'s parser reads them (the
+    /// system's Python, where `.ci/run` installs it), by sample name; empty (and an issue
+    /// recorded) when it does not parse.
+    func prometheusSamples(_ path: String) -> [String: Double] {
+        let script = write("""
+            import sys
+            from prometheus_client.parser import text_string_to_metric_families
+            for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+                for sample in family.samples:
+                    print(sample.name, sample.value)
+            """, as: "parse_metrics.py")
+        let result = Shell.run("/usr/bin/python3 \(script) \(path)", timeout: 30)
+        guard result.succeeded else {
+            Issue.record("the metrics file does not parse: \(result.output.suffix(500))")
+            return [:]
+        }
+        var samples: [String: Double] = [:]
+        for line in result.output.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let value = Double(parts[1]) { samples[String(parts[0])] = value }
+        }
+        return samples
     }
 
     /// The engine, not the host's software, carried the data: `offload send` and `serve`

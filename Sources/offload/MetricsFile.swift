@@ -1,0 +1,57 @@
+import Foundation
+import OffloadCore
+import OffloadEngine
+import OffloadHost
+import OffloadLink
+
+/// A Prometheus text file rewritten in place for node_exporter's textfile collector: each
+/// write goes to a file beside it that is then renamed over it, so a reader never sees half
+/// of one. A write that fails is reported once, on one line, and the command goes on.
+final class MetricsFile {
+    let path: String
+    private var reported = false
+
+    init(path: String) { self.path = path }
+
+    func write(_ snapshot: MetricsSnapshot) {
+        do {
+            try snapshot.prometheus.write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            guard !reported else { return }
+            reported = true
+            print("metrics: cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+}
+
+extension HostEndpoint where Port: ~Copyable {
+    /// The counters of a host behind its engine: the engine, its TCP offload, the software,
+    /// the host and its TCP.
+    func metrics() -> MetricsSnapshot {
+        let stack = tcp.counters
+        return MetricsSnapshot([
+            .init("engine", engine.counters.rows + [("entries", UInt64(engine.table.count)),
+                                                    ("buffered", UInt64(engine.buffered))],
+                  gauges: ["entries", "buffered"]),
+            .init("tcp offload", engine.tcp.counters.rows + [("connections now", UInt64(engine.tcp.count))],
+                  gauges: ["connections now"]),
+            .init("software", [("packets handled", slowPath.processed), ("answered", slowPath.answered),
+                               ("frames originated", slowPath.originated),
+                               ("payload bytes copied", policy.payloadBytesCopied)]
+                + slowPath.dropped.sorted { $0.key < $1.key }.map { ("dropped: \($0.key)", $0.value) }),
+            .init("host", host.counters.rows),
+            .init("tcp", [("connections opened", stack.connectionsOpened),
+                          ("connections accepted", stack.connectionsAccepted),
+                          ("connections closed", stack.connectionsClosed), ("connections failed", stack.connectionsFailed),
+                          ("connections offloaded", stack.connectionsOffloaded),
+                          ("connections uploaded", stack.connectionsUploaded),
+                          ("segments without socket", stack.segmentsWithoutSocket), ("resets sent", stack.resetsSent),
+                          ("syns dropped, backlog full", stack.synsDroppedBacklogFull),
+                          ("syn cookies sent", stack.synCookiesSent), ("syn cookies accepted", stack.synCookiesAccepted),
+                          ("syn cookies rejected", stack.synCookiesRejected),
+                          ("control queue drops", stack.controlQueueDrops),
+                          ("open connections", UInt64(tcp.connectionCount)), ("sockets", UInt64(tcp.socketCount))],
+                  gauges: ["open connections", "sockets"]),
+        ])
+    }
+}
