@@ -172,8 +172,9 @@ import OffloadWire
             retransmitted += outcome.retransmitted
         }
         #expect(failures.isEmpty, "\(failures.count) seeds failed: \(failures.prefix(3))")
-        #expect(retransmitted > 100, "the impairments made segments be resent: \(retransmitted)")
-        #expect(uploads >= 2 * (seeds - first + 1), "connections went back to their hosts: \(uploads)")
+        let count = seeds - first + 1
+        #expect(retransmitted > count / 10, "the impairments made segments be resent: \(retransmitted)")
+        #expect(uploads >= 2 * count, "connections went back to their hosts: \(uploads)")
         #expect(engineBytes > 0)
     }
 }
