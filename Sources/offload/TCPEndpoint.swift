@@ -35,6 +35,12 @@ struct TCPEndpointOptions: ParsableArguments {
     @Option(help: "Write every counter as Prometheus text to this file every second, and at the end (node_exporter's textfile collector).")
     var metricsFile: String?
 
+    @Flag(help: "Print every counter at the end, as tables.")
+    var counters = false
+
+    @Flag(help: "Print every counter at the end as JSON, on one line.")
+    var json = false
+
     var stackConfiguration: TCPStack.Configuration {
         var c = TCPStack.Configuration()
         c.tcp.congestionControl = congestion
@@ -132,12 +138,16 @@ struct TCPEndpoint {
                 nextMetrics = now + .seconds(1)
             }
         }
-        metrics?.write(endpoint.metrics())
+        let snapshot = endpoint.metrics()
+        metrics?.write(snapshot)
         print(Self.offloadReport(endpoint))
+        if options.counters { print(snapshot.table) }
+        if options.json { print(snapshot.json.replacingOccurrences(of: "\n", with: "")) }
         let host = endpoint.host.counters
         let engine = endpoint.engine.counters
         let software = endpoint.slowPath.dropped.filter { $0.value > 0 }
-        if host.totalDrops > 0 || engine.drops.total > 0 || engine.receiveErrors > 0 || !software.isEmpty {
+        if !options.counters && (host.totalDrops > 0 || engine.drops.total > 0 || engine.receiveErrors > 0
+                                 || !software.isEmpty) {
             print(host.table)
             print(engine.table)
             for (reason, count) in software.sorted(by: { $0.key < $1.key }) { print("software dropped: \(reason) \(count)") }

@@ -150,10 +150,14 @@ struct TCPInteropTests {
         defer { link.tearDown() }
         let data = link.makeRandomFile(bytes: 64 << 20)
         let script = link.write(Self.echoClient, as: "echo_client.py")
-        let serve = try link.startOffload("serve --port 5062 --mode echo --connections 1", timeout: 180)
+        let serve = try link.startOffload("serve --port 5062 --mode echo --connections 1 --json", timeout: 180)
         let client = link.namespace.run("python3 \(script) \(link.ourAddress) 5062 \(data.path)", timeout: 170)
         let run = serve.finish()
         #expect(run.status == 0, "offload serve failed: \(run.output)")
+        // --json: every counter, on one line that parses.
+        let json = run.line("{").data(using: .utf8).flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: Any]
+        let offload = json?["tcp offload"] as? [String: Any]
+        #expect((offload?["tcp offload: payload bytes sent"] as? Int ?? 0) >= 64 << 20, "JSON: \(run.line("{").prefix(300))")
         let words = client.output.split(separator: "\n").last(where: { $0.hasPrefix("sent ") })?
             .split(separator: " ").map(String.init) ?? []
         // sent N SHA received M SHA
