@@ -26,6 +26,15 @@ public enum OffloadMetadata: Equatable, Hashable, Sendable {
 }
 
 extension OffloadMetadata {
+    /// The value a finished checksum field takes. A computed 0 stays 0 (what a full
+    /// computation gives; tshark calls 0xffff in its place an error), except in UDP, where 0
+    /// means "no checksum" and 0xffff, the same number in ones' complement, is sent instead
+    /// (RFC 768). UDP's field is the one 6 bytes into its header, TCP's 16.
+    @inlinable
+    public static func finished(_ value: UInt16, offset: Int) -> UInt16 {
+        value == 0 && offset == 6 ? 0xffff : value
+    }
+
     /// Finishes a partial checksum in `frame`: folds in the bytes from `start` on and stores
     /// the final value at `start + offset`. This is what a device does on transmit, and what
     /// a capture does so that a file shows frames as they are on the wire. Returns false
@@ -36,10 +45,8 @@ extension OffloadMetadata {
             return false
         }
         // The field holds the pseudo-header sum; summing over it includes it.
-        var value = InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: frame[start...]))
-        // As Linux does (CSUM_MANGLED_0): 0 and 0xffff verify alike, and 0 means "no checksum" to UDP.
-        if value == 0 { value = 0xffff }
-        base.storeBytes(of: value.bigEndian, toByteOffset: start + offset, as: UInt16.self)
+        let value = InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: frame[start...]))
+        base.storeBytes(of: finished(value, offset: offset).bigEndian, toByteOffset: start + offset, as: UInt16.self)
         return true
     }
 }

@@ -238,9 +238,7 @@ struct FrameIO: ~Copyable {
         }
         add(header)
         for slice in payloads.slices { add(slice) }
-        let value = sum.value
-        // 0 and 0xffff verify alike; UDP reserves 0 for "no checksum".
-        (scratch + 32).storeBytes(of: (value == 0 ? 0xffff : value).bigEndian, as: UInt16.self)
+        (scratch + 32).storeBytes(of: OffloadMetadata.finished(sum.value, offset: offset).bigEndian, as: UInt16.self)
     }
 
     /// Appends header and payloads; with `checksumField`, the two bytes there come from the
