@@ -168,9 +168,7 @@ struct GatewayCommand: ParsableCommand {
         // The engine's thread runs this: the software's counters are its own thread's, so
         // the running file holds the engine's and the ports' (the last one holds all).
         func engineSections() -> [MetricsSnapshot.Section] {
-            [.init("engine", engine.counters.rows + [("entries", UInt64(engine.table.count)),
-                                                     ("buffered", UInt64(engine.buffered))],
-                   gauges: ["entries", "buffered"])]
+            [.engine(engine)]
                 + ports.indices.map { i in
                     .init("port \(i) \(ports[i].link.deviceName)", engine.withPort(i) { linkCounters(&$0) }.rows)
                 }

@@ -24,15 +24,22 @@ final class MetricsFile {
     }
 }
 
+extension MetricsSnapshot.Section {
+    /// An engine's counters, with its table's entries and its buffers held as levels.
+    static func engine<P: Link & ~Copyable>(_ engine: Engine<P>) -> Self {
+        .init("engine", engine.counters.rows + [("entries", UInt64(engine.table.count)),
+                                                ("buffered", UInt64(engine.buffered))],
+              gauges: ["entries", "buffered"])
+    }
+}
+
 extension HostEndpoint where Port: ~Copyable {
     /// The counters of a host behind its engine: the engine, its TCP offload, the software,
     /// the host and its TCP.
     func metrics() -> MetricsSnapshot {
         let stack = tcp.counters
         return MetricsSnapshot([
-            .init("engine", engine.counters.rows + [("entries", UInt64(engine.table.count)),
-                                                    ("buffered", UInt64(engine.buffered))],
-                  gauges: ["entries", "buffered"]),
+            .engine(engine),
             .init("tcp offload", engine.tcp.counters.rows + [("connections now", UInt64(engine.tcp.count))],
                   gauges: ["connections now"]),
             .init("software", [("packets handled", slowPath.processed), ("answered", slowPath.answered),

@@ -351,6 +351,7 @@ private enum TapTCPSender {
         let before = host.counters
         let failuresBefore = host.counters.drops[.transmitFailed]
         let engineBefore = endpoint.engine.tcp.counters
+        let engineDeliveredBefore = endpoint.engine.counters.deliveredToTCP
 
         let cpuBefore = ThreadCPUTime.now
         let start = clock.now
@@ -386,7 +387,7 @@ private enum TapTCPSender {
             seconds: elapsed, bytesAcknowledged: acknowledged,
             segmentsSent: offload ? engineAfter.segmentsSent - engineBefore.segmentsSent
                 : after.tcpSegmentsSent - before.tcpSegmentsSent,
-            acksRead: offload ? engineAfter.segmentsReceived - engineBefore.segmentsReceived
+            acksRead: offload ? endpoint.engine.counters.deliveredToTCP - engineDeliveredBefore
                 : after.tcpSegmentsReceived - before.tcpSegmentsReceived,
             superSegments: engineAfter.superSegmentsSent - engineBefore.superSegmentsSent,
             retransmittedSegments: connection.counters.segmentsRetransmitted,

@@ -163,7 +163,7 @@ extension TCPEndpoint {
         let uploads = t.uploads.rows("").filter { $0.1 > 0 }.map { "\($0.0) \($0.1)" }.joined(separator: ", ")
         return "offload: \(t.offloaded) connections offloaded, \(t.uploads.total) uploaded"
             + (uploads.isEmpty ? "" : " (\(uploads))")
-            + "; the engine received \(t.payloadBytesReceived) payload bytes in \(t.segmentsReceived) segments "
+            + "; the engine received \(t.payloadBytesReceived) payload bytes in \(endpoint.engine.counters.deliveredToTCP) segments "
             + "and sent \(t.payloadBytesSent) in \(t.segmentsSent) (\(t.superSegmentsSent) of them TSO super-segments); "
             + "the host copied \(endpoint.policy.payloadBytesCopied) "
             + "payload bytes"

@@ -47,7 +47,6 @@ extension Engine where Port: ~Copyable {
         let connection = s.connection
         connection.receive(header, payload: payload, now: now)
         counters.deliveredToTCP &+= 1
-        tcp.counters.segmentsReceived &+= 1
         tcp.counters.payloadBytesReceived &+= UInt64(payload.count)
         _ = consume buffer
         reportCompletions(slot: slot, connection)

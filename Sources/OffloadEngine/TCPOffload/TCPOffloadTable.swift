@@ -138,7 +138,6 @@ public final class TCPOffloadTable {
 public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
     public var offloaded: UInt64 = 0
     public var uploads = ReasonCounters<TCPUploadReason>()
-    public var segmentsReceived: UInt64 = 0
     public var payloadBytesReceived: UInt64 = 0
     public var segmentsSent: UInt64 = 0
     /// Payload bytes sent, retransmissions included: gathered from the application's
@@ -161,7 +160,6 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
 
     public var rows: [(String, UInt64)] {
         [("tcp offload: connections offloaded", offloaded),
-         ("tcp offload: segments received", segmentsReceived),
          ("tcp offload: payload bytes received", payloadBytesReceived),
          ("tcp offload: segments sent", segmentsSent),
          ("tcp offload: payload bytes sent", payloadBytesSent),
