@@ -35,10 +35,12 @@ let package = Package(
                 swiftSettings: perPacket),
         .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine", "OffloadTCP"],
                 swiftSettings: perPacket),
+        // `offload demo`: two hosts and a gateway in one simulation, with its checks and report.
+        .target(name: "OffloadDemo", dependencies: ["OffloadHost", "OffloadEngine", "OffloadLink", "OffloadSim", "OffloadTCP"]),
         .executableTarget(
             name: "offload",
             dependencies: [
-                "OffloadHost", "OffloadLink", "OffloadEngine", "COffloadShim",
+                "OffloadHost", "OffloadLink", "OffloadEngine", "OffloadDemo", "COffloadShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Namespaces, shell commands with time limits, the root check: shared by the tests that touch Linux.
@@ -50,6 +52,7 @@ let package = Package(
         .testTarget(name: "OffloadSimTests", dependencies: ["OffloadSim"]),
         .testTarget(name: "OffloadTCPTests", dependencies: ["OffloadTCP", "OffloadCore", "OffloadWire"]),
         .testTarget(name: "OffloadHostTests", dependencies: ["OffloadHost", "OffloadSim", "OffloadEngine"]),
+        .testTarget(name: "OffloadDemoTests", dependencies: ["OffloadDemo", "offload"]),
         // Depends on the command too, so that `swift test` builds the binary its tests run.
         .testTarget(name: "InteropTests", dependencies: ["OffloadHost", "OffloadLink", "OffloadTestSupport", "offload"]),
     ],

@@ -1,0 +1,147 @@
+import OffloadCore
+import OffloadEngine
+import OffloadHost
+import OffloadLink
+
+/// Reads the world's counters after a run into a `DemoReport`, and decides each check.
+struct DemoReportBuilder {
+    let configuration: DemoConfiguration
+    let network: DemoNetwork
+    let streams: StreamTransfers
+    let datagrams: DatagramFlows
+    let timedOut: Bool
+    let wallTime: Duration
+
+    var report: DemoReport {
+        var r = DemoReport(configuration: configuration)
+        fillTCP(&r.tcp)
+        fillUDP(&r.udp)
+        fillGateway(&r.gateway)
+        r.order = .init(guardOn: configuration.orderGuard, packetsChecked: network.order.packetsChecked,
+                        violations: network.order.violations, flowsReordered: network.order.flowsReordered)
+        r.hosts = .init(clientDrops: Self.drops(of: network.client), serverDrops: Self.drops(of: network.server))
+        let wires = network.wires
+        r.wires = .init(framesSent: wires.sent, framesLost: wires.lost, queueDrops: wires.queueDrops)
+        let simulated = Demo.seconds(network.sim.clock.now - .zero), wall = Demo.seconds(wallTime)
+        r.time = .init(simulatedSeconds: simulated, wallSeconds: wall,
+                       wallGigabitsPerSecond: wall > 0 ? Double(r.tcp.bytesVerified) * 8 / wall / 1e9 : 0,
+                       simulatedGigabitsPerSecond: simulated > 0 ? Double(r.tcp.bytesVerified) * 8 / simulated / 1e9 : 0)
+        addChecks(&r)
+        r.passed = r.checks.allSatisfy(\.passed)
+        return r
+    }
+
+    private func fillTCP(_ t: inout DemoReport.TCP) {
+        t.connections = configuration.flows
+        t.offloadedByClient = network.client.tcp.counters.connectionsOffloaded
+        t.offloadedByServer = network.server.tcp.counters.connectionsOffloaded
+        t.bytesSent = streams.senders.reduce(0) { $0 + $1.queued - StreamTransfers.headerSize * ($1.queued > 0 ? 1 : 0) }
+        t.bytesVerified = streams.bytesVerified
+        t.messages = streams.senders.reduce(0) { $0 + $1.messages.count }
+        t.messagesCompleted = streams.senders.reduce(0) { $0 + $1.completed.count }
+        t.completionRanges = streams.senders.reduce(0) { $0 + $1.completionRanges }
+        let c = streams.clientCounters
+        t.segmentsRetransmitted = c.segmentsRetransmitted
+        t.retransmissionTimeouts = c.retransmissionTimeouts
+        t.fastRetransmits = c.fastRetransmits
+        t.outOfOrderSegmentsAtServer = streams.serverCounters.outOfOrderSegments
+        t.engineBytesSent = network.client.engine.tcp.counters.payloadBytesSent
+        t.engineSegmentsSent = network.client.engine.tcp.counters.segmentsSent
+        t.hostBytesCopied = network.client.policy.payloadBytesCopied
+    }
+
+    private func fillUDP(_ u: inout DemoReport.UDP) {
+        u.flows = datagrams.count
+        u.rtpFlows = (0..<datagrams.count).count(where: datagrams.isRTP)
+        u.datagramsSent = datagrams.sent
+        u.datagramsVerified = datagrams.received
+        u.datagramsLost = datagrams.sent - datagrams.received
+        u.duplicates = datagrams.duplicates
+        u.corrupt = datagrams.corrupt
+        u.outOfOrderAtServer = datagrams.outOfOrder
+        for stats in network.rtpStatistics {
+            u.rtpPackets += stats.packets
+            u.rtpSequenceGaps += stats.gaps
+            u.rtpReordered += stats.reordered
+            // Jitter is in timestamp units: 90 kHz for the demo's payload type.
+            u.rtpMaxJitterMicroseconds = max(u.rtpMaxJitterMicroseconds, Double(stats.jitter) / 0.09)
+        }
+    }
+
+    private func fillGateway(_ g: inout DemoReport.Gateway) {
+        let engine = network.gateway
+        let c = engine.counters
+        g.received = c.received
+        g.fastPath = c.fastPath
+        g.slowPath = c.totalToSoftware
+        g.reinserted = c.reinsertedOut
+        g.completedByEngine = c.completedByEngine
+        g.consumedBySoftware = c.consumedBySoftware
+        g.originatedBySoftware = c.originated
+        g.audited = engine.reinsertion.tested
+        g.validMarks = c.auditValidMarks
+        g.invalidMarks = c.auditInvalidMarks
+        g.auditFailures = Self.nonZero(engine.reinsertion.failures.rows(""))
+        g.dropped = Self.nonZero(c.drops.rows(""))
+        g.toSoftware = Self.nonZero(c.toSoftware.rows(""))
+        g.entries = engine.table.count
+        g.flagsCleared = c.flagsCleared
+    }
+
+    /// A host's drops: its software's, its UDP sockets', its engine's.
+    static func drops(of endpoint: HostEndpoint<MemoryLink>) -> [String: UInt64] {
+        let udp = endpoint.host.udp.counters
+        return nonZero(endpoint.host.counters.drops.rows("host: ") + endpoint.engine.counters.drops.rows("engine: ")
+                       + [("UDP: no socket", udp.droppedNoPort), ("UDP: socket queue full", udp.droppedQueueFull)])
+    }
+
+    static func nonZero(_ rows: [(String, UInt64)]) -> [String: UInt64] {
+        Dictionary(rows.filter { $0.1 > 0 }, uniquingKeysWith: +)
+    }
+
+    private func addChecks(_ r: inout DemoReport) {
+        let total = configuration.flows * configuration.bytesPerConnection
+        let failures = streams.failures
+        r.check("finished", !timedOut,
+                timedOut ? "the transfers did not finish within \(Demo.timeLimit) of simulated time" : "every transfer ended and every stack came to rest")
+        r.check("TCP bytes verified", r.tcp.bytesVerified == total && failures.isEmpty,
+                failures.isEmpty ? "\(r.tcp.bytesVerified) of \(total) bytes arrived and matched"
+                    : "\(failures.count) problem(s), first: \(failures[0])")
+        r.check("zero-copy completions", r.tcp.messagesCompleted == r.tcp.messages && failures.isEmpty,
+                "\(r.tcp.messagesCompleted) of \(r.tcp.messages) messages completed once each, in order, with their own buffer")
+        let flows = UInt64(configuration.flows)
+        r.check("offloaded", r.tcp.offloadedByClient >= flows && r.tcp.offloadedByServer >= flows
+                    && r.tcp.engineBytesSent >= UInt64(total) && r.tcp.hostBytesCopied == 0,
+                "the engines ran \(r.tcp.offloadedByClient) client and \(r.tcp.offloadedByServer) server connections; "
+                    + "the client's engine sent \(r.tcp.engineBytesSent) payload bytes from the application's buffers, "
+                    + "its host copied \(r.tcp.hostBytesCopied)")
+        let udpIntact = r.udp.corrupt == 0 && r.udp.duplicates == 0 && r.udp.datagramsSent == datagrams.count * datagrams.datagramsPerFlow
+            && (configuration.loss > 0 || r.udp.datagramsLost == 0)
+        r.check("UDP datagrams verified", udpIntact,
+                "\(r.udp.datagramsVerified) of \(r.udp.datagramsSent) arrived intact, \(r.udp.duplicates) duplicated, "
+                    + "\(r.udp.corrupt) corrupt" + (configuration.loss > 0 ? " (the rest lost on the wires)" : ""))
+        if configuration.orderGuard {
+            r.check("per-flow order", r.order.violations == 0 && r.udp.outOfOrderAtServer == 0,
+                    "\(r.order.violations) of \(r.order.packetsChecked) forwarded packets overtaken at the gateway; "
+                        + "\(r.udp.outOfOrderAtServer) datagrams out of order at the server")
+        }
+        let dropped = [r.hosts.clientDrops, r.hosts.serverDrops, r.gateway.dropped].flatMap(\.values).reduce(0, +)
+        r.check("no drops but the wires'", dropped == 0,
+                dropped == 0 ? "the hosts and the gateway dropped nothing"
+                    : "client \(r.hosts.clientDrops), server \(r.hosts.serverDrops), gateway \(r.gateway.dropped)")
+        let c = network.gateway.counters
+        var inSoftware = 0
+        network.gateway.table.forEach { _, stats in inSoftware += Int(stats.inSoftwareCount) }
+        let engines = [network.gateway.buffered, network.client.engine.buffered, network.server.engine.buffered]
+        r.check("at rest", c.received == c.fastPath + c.reinsertedOut + c.consumedBySoftware + c.totalDrops
+                    && engines.allSatisfy { $0 == 0 } && inSoftware == 0 && network.gatewaySoftware.heldCount == 0,
+                "gateway: received \(c.received) = fast \(c.fastPath) + re-inserted \(c.reinsertedOut) + consumed "
+                    + "\(c.consumedBySoftware) + dropped \(c.totalDrops); buffers held by the engines \(engines); "
+                    + "packets still in software \(inSoftware + network.gatewaySoftware.heldCount)")
+        if configuration.audit {
+            r.check("audit", r.gateway.audited + r.gateway.validMarks > 0 && r.gateway.auditFailures.isEmpty,
+                    "\(r.gateway.audited) re-inserted packets tested, \(r.gateway.validMarks) valid marks, "
+                        + "\(r.gateway.auditFailures.values.reduce(0, +)) failed")
+        }
+    }
+}
