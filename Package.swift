@@ -52,7 +52,8 @@ let package = Package(
         .testTarget(name: "OffloadSimTests", dependencies: ["OffloadSim"]),
         .testTarget(name: "OffloadTCPTests", dependencies: ["OffloadTCP", "OffloadCore", "OffloadWire"]),
         .testTarget(name: "OffloadHostTests", dependencies: ["OffloadHost", "OffloadSim", "OffloadEngine"]),
-        .testTarget(name: "OffloadDemoTests", dependencies: ["OffloadDemo", "offload"]),
+        // Runs the `offload` binary too (it depends on the command, so `swift test` builds it).
+        .testTarget(name: "OffloadDemoTests", dependencies: ["OffloadDemo", "OffloadEngine", "OffloadTestSupport", "offload"]),
         // Depends on the command too, so that `swift test` builds the binary its tests run.
         .testTarget(name: "InteropTests", dependencies: ["OffloadHost", "OffloadLink", "OffloadTestSupport", "offload"]),
     ],

@@ -1,12 +1,82 @@
 import Testing
+import OffloadEngine
 @testable import OffloadDemo
 
+/// The demo's world in process: the same seed gives the same run, and the pieces its checks
+/// rest on (the order witness, the payload check) catch what they are there to catch.
 @Suite struct DemoTests {
-    @Test func aSmallDemoPasses() throws {
+    @Test func theSameSeedGivesTheSameRun() throws {
         var configuration = DemoConfiguration()
         configuration.flows = 4
-        configuration.bytesPerConnection = 200_000
-        let report = try Demo.run(configuration)
-        #expect(report.passed, "\(report.text)")
+        configuration.bytesPerConnection = 100_000
+        configuration.loss = 0.02
+        let first = try Demo.run(configuration), second = try Demo.run(configuration)
+        #expect(first.passed, "\(first.text)")
+        #expect(first.wires.framesSent == second.wires.framesSent && first.wires.framesLost == second.wires.framesLost)
+        #expect(first.gateway.fastPath == second.gateway.fastPath && first.gateway.slowPath == second.gateway.slowPath)
+        #expect(first.tcp.segmentsRetransmitted == second.tcp.segmentsRetransmitted)
+        #expect(first.time.simulatedSeconds == second.time.simulatedSeconds)
+        configuration.seed = 2
+        let other = try Demo.run(configuration)
+        #expect(other.wires.framesLost != first.wires.framesLost || other.wires.framesSent != first.wires.framesSent,
+                "another seed loses other frames")
+    }
+
+    @Test func badSettingsAreRefusedWithAReason() {
+        var configuration = DemoConfiguration()
+        configuration.loss = 1
+        #expect(throws: DemoError.self) { try Demo.run(configuration) }
+        configuration.loss = 0
+        configuration.flows = 0
+        #expect(throws: DemoError.invalid("--flows is 1 to 1000")) { try Demo.run(configuration) }
+    }
+
+    /// A UDP frame from `source`:`port` with the demo's flow and sequence numbers, as the
+    /// client sends it or (`translated`) as the gateway forwards it after NAT.
+    static func frame(flow: UInt8, sequence: UInt8, translated: Bool = false) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: 14 + 20 + 8 + 24)
+        f[12] = 0x08
+        f[14] = 0x45
+        f[16] = 0; f[17] = 52                          // total length
+        f[18] = 0; f[19] = sequence                    // identification
+        f[22] = translated ? 63 : 64                   // TTL
+        f[23] = 17
+        f[26...29] = translated ? [10, 2, 0, 1] : [10, 1, 0, 2]
+        f[30...33] = [10, 2, 0, 2]
+        f[34] = translated ? 0x9c : 0x80; f[35] = flow  // source port
+        f[36] = 0x13; f[37] = 0x8c
+        f[42 + 15] = flow
+        f[42 + 19] = sequence
+        if translated { f[24] = 0xab; f[40] = 0xcd }   // checksums rewritten
+        return f
+    }
+
+    @Test func theWitnessKnowsPacketsAgainAfterNATAndCountsOvertaking() {
+        let witness = GatewayOrderWitness()
+        for n in 0..<4 { Self.frame(flow: 1, sequence: UInt8(n)).withUnsafeBytes { witness.arrived($0, port: 0) } }
+        Self.frame(flow: 2, sequence: 0).withUnsafeBytes { witness.arrived($0, port: 0) }
+        // Leaving in the order 0, 2, 1, 3 (packet 1 overtaken by 2); flow 2 on its own.
+        for n in [0, 2, 1, 3] {
+            Self.frame(flow: 1, sequence: UInt8(n), translated: true).withUnsafeBytes { witness.departed($0) }
+        }
+        Self.frame(flow: 2, sequence: 0, translated: true).withUnsafeBytes { witness.departed($0) }
+        #expect(witness.packetsChecked == 5)
+        #expect(witness.violations == 1)
+        #expect(witness.flowsReordered == 1)
+        // A frame no flow brought in (the gateway's own) is not checked.
+        Self.frame(flow: 9, sequence: 9, translated: true).withUnsafeBytes { witness.departed($0) }
+        #expect(witness.packetsChecked == 5)
+    }
+
+    @Test func thePayloadCheckCatchesAWrongByteAndAWrongStream() {
+        let payload = DemoPayload(seed: 5)
+        var bytes = [UInt8](repeating: 0, count: 3000)
+        // Across the block's end, where the stream wraps around.
+        let offset = DemoPayload.length - 1000
+        bytes.withUnsafeMutableBytes { payload.fill($0, stream: 3, offset: offset) }
+        bytes.withUnsafeBytes { #expect(payload.matches($0, stream: 3, offset: offset)) }
+        bytes.withUnsafeBytes { #expect(!payload.matches($0, stream: 4, offset: offset)) }
+        bytes[2500] ^= 1
+        bytes.withUnsafeBytes { #expect(!payload.matches($0, stream: 3, offset: offset)) }
     }
 }
