@@ -10,7 +10,7 @@ public struct DemoConfiguration: Sendable, Codable {
     /// TCP connections opened at once, and as many UDP flows (every other one RTP).
     public var flows = 16
     /// Bytes each TCP connection sends.
-    public var bytesPerConnection = 1 << 20
+    public var bytesPerConnection = 4 << 20
     /// Bytes of one zero-copy message (one application buffer).
     public var messageSize = 65_536
     /// Datagrams each UDP flow sends, in groups sent back to back.

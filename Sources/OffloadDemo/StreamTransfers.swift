@@ -90,7 +90,7 @@ final class StreamTransfers {
             senders[i].closed = true
             return true
         }
-        while senders[i].queued < streamLength, tcp.connection(socket)?.canSend ?? false {
+        sending: while senders[i].queued < streamLength, tcp.connection(socket)?.canSend ?? false {
             let offset = senders[i].queued
             var buffer = TxBuffer(count: min(messageSize, streamLength - offset))
             buffer.withUnsafeMutableBytes { fill($0, connection: i, offset: offset) }
@@ -103,7 +103,7 @@ final class StreamTransfers {
                 senders[i].buffers[id] = base
                 worked = true
             case .refused(.sendQueueFull, _):
-                return worked
+                break sending  // the completions below make room
             case .refused(let error, _):
                 failures.append("connection \(i): a send was refused: \(error)")
                 senders[i].closed = true

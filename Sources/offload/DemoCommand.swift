@@ -31,7 +31,7 @@ struct DemoCommand: ParsableCommand {
     var flows = 16
 
     @Option(help: ArgumentHelp("Bytes each TCP connection sends (K, M and G suffixes: 1M is 1048576).", valueName: "bytes"))
-    var bytes = ByteCount(value: 1 << 20)
+    var bytes = ByteCount(value: 4 << 20)
 
     @Flag(help: "Audit mode on the gateway: every packet its software re-inserts is checked (B7).")
     var audit = false
@@ -97,5 +97,5 @@ struct ByteCount: ExpressibleByArgument, CustomStringConvertible {
     }
 
     var description: String { "\(value)" }
-    static var defaultValueDescription: String { "1M" }
+    static var defaultValueDescription: String { "4M" }
 }

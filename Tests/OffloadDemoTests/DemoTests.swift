@@ -22,6 +22,17 @@ import OffloadEngine
                 "another seed loses other frames")
     }
 
+    /// More than the send queue holds (4 MiB): the sender waits for completions to make room.
+    @Test func aTransferLargerThanTheSendQueueCompletes() throws {
+        var configuration = DemoConfiguration()
+        configuration.flows = 1
+        configuration.bytesPerConnection = 6_000_000
+        configuration.messageSize = 200_000
+        let report = try Demo.run(configuration)
+        #expect(report.passed, "\(report.text)")
+        #expect(report.tcp.messagesCompleted == 31)
+    }
+
     @Test func badSettingsAreRefusedWithAReason() {
         var configuration = DemoConfiguration()
         configuration.loss = 1
