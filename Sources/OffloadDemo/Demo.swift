@@ -40,7 +40,7 @@ public enum Demo {
             throw .setup("cannot bind the UDP sockets: \(error)")
         }
         sim.addProcess("applications") {
-            let tcp = streams.step(client: client.tcp, server: server.tcp)
+            let tcp = streams.step(client: client.tcp, server: server.tcp, now: sim.clock.now)
             return datagrams.step(server: server.host) || tcp
         }
 

@@ -88,7 +88,10 @@ public struct DemoReport: Codable, Sendable {
     }
 
     public struct Time: Codable, Sendable {
+        /// The whole run, TIME_WAIT included.
         public var simulatedSeconds = 0.0
+        /// From the start until the server read the last byte.
+        public var transferSimulatedSeconds = 0.0
         public var wallSeconds = 0.0
         /// Verified TCP bytes over wall-clock time: the whole world (three engines, two
         /// hosts, the gateway's software, the wires) runs on one core.

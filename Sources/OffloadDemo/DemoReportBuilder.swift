@@ -23,9 +23,10 @@ struct DemoReportBuilder {
         let wires = network.wires
         r.wires = .init(framesSent: wires.sent, framesLost: wires.lost, queueDrops: wires.queueDrops)
         let simulated = Demo.seconds(network.sim.clock.now - .zero), wall = Demo.seconds(wallTime)
-        r.time = .init(simulatedSeconds: simulated, wallSeconds: wall,
+        let transfer = streams.finishedAt.map { Demo.seconds($0 - .zero) } ?? simulated
+        r.time = .init(simulatedSeconds: simulated, transferSimulatedSeconds: transfer, wallSeconds: wall,
                        wallGigabitsPerSecond: wall > 0 ? Double(r.tcp.bytesVerified) * 8 / wall / 1e9 : 0,
-                       simulatedGigabitsPerSecond: simulated > 0 ? Double(r.tcp.bytesVerified) * 8 / simulated / 1e9 : 0)
+                       simulatedGigabitsPerSecond: transfer > 0 ? Double(r.tcp.bytesVerified) * 8 / transfer / 1e9 : 0)
         addChecks(&r)
         r.passed = r.checks.allSatisfy(\.passed)
         return r

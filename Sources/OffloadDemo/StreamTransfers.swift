@@ -42,6 +42,8 @@ final class StreamTransfers {
     /// Counters of each side's connections, taken as they close.
     private(set) var clientCounters = TCPConnectionCounters()
     private(set) var serverCounters = TCPConnectionCounters()
+    /// When the last connection's last byte was read (simulated time).
+    private(set) var finishedAt: Instant?
     private var readBuffer = [UInt8](repeating: 0, count: 65_536)
 
     init(payload: DemoPayload, connections: Int, bytesPerConnection: Int, messageSize: Int) {
@@ -70,7 +72,7 @@ final class StreamTransfers {
     }
 
     /// One turn of both applications; returns whether anything happened.
-    func step(client: TCPStack, server: TCPStack) -> Bool {
+    func step(client: TCPStack, server: TCPStack, now: Instant) -> Bool {
         var worked = false
         for i in senders.indices where !senders[i].closed { worked = send(i, client) || worked }
         while let socket = server.accept(port: Self.port) {
@@ -78,6 +80,7 @@ final class StreamTransfers {
             worked = true
         }
         for i in receivers.indices where !receivers[i].closed { worked = receive(i, server) || worked }
+        if finishedAt == nil && worked && bytesVerified == connections * bytesPerConnection { finishedAt = now }
         return worked
     }
 
