@@ -25,8 +25,7 @@ struct DemoReportBuilder {
         let simulated = Demo.seconds(network.sim.clock.now - .zero), wall = Demo.seconds(wallTime)
         let transfer = streams.finishedAt.map { Demo.seconds($0 - .zero) } ?? simulated
         r.time = .init(simulatedSeconds: simulated, transferSimulatedSeconds: transfer, wallSeconds: wall,
-                       wallGigabitsPerSecond: wall > 0 ? Double(r.tcp.bytesVerified) * 8 / wall / 1e9 : 0,
-                       simulatedGigabitsPerSecond: transfer > 0 ? Double(r.tcp.bytesVerified) * 8 / transfer / 1e9 : 0)
+                       wallGigabitsPerSecond: wall > 0 ? Double(r.tcp.bytesVerified) * 8 / wall / 1e9 : 0)
         addChecks(&r)
         r.passed = r.checks.allSatisfy(\.passed)
         return r
