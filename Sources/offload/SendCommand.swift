@@ -76,9 +76,9 @@ struct SendCommand: ParsableCommand {
         let application = SendApplication(destination: to, data: data, messageSize: messageSize,
                                           connections: connections, rounds: rounds, output: out,
                                           waitForRest: waitForRest)
-        print("offload send: \(data.count) bytes to \(to), \(connections) connection(s) × \(rounds) round(s), "
-              + "from \(endpoint.host.address) on \(endpoint.host.link)")
-        let stack = try TCPEndpoint(options: endpoint, name: "offload send").run(application)
+        let banner = "offload send: \(data.count) bytes to \(to), \(connections) connection(s) × \(rounds) round(s), "
+            + "from \(endpoint.host.address) on \(endpoint.host.link)"
+        let stack = try TCPEndpoint(options: endpoint, name: "offload send").run(application, banner: banner)
         let t = application.totals
         let elapsed = application.elapsed
         print("sent \(t.bytesSent) bytes in \(elapsed): \(String(format: "%.3f", gigabits(t.bytesSent, over: elapsed))) "

@@ -40,6 +40,12 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "The listen backlog: established connections not yet accepted.")
     var backlog = 128
 
+    func validate() throws {
+        guard port > 0 else { throw ValidationError("--port is 1 to 65535") }
+        guard backlog > 0 else { throw ValidationError("--backlog must be positive") }
+        if let connections, connections <= 0 { throw ValidationError("--connections must be positive") }
+    }
+
     func run() throws {
         var file: UnsafeMutablePointer<FILE>?
         if let output {
@@ -51,8 +57,8 @@ struct ServeCommand: ParsableCommand {
         defer { if let file { fclose(file) } }
         let application = ServeApplication(port: port, mode: mode, output: file, sourceBytes: bytes,
                                            connectionLimit: connections, backlog: backlog)
-        print("offload serve: \(endpoint.host.address) port \(port), \(mode) mode, on \(endpoint.host.link)")
-        let stack = try TCPEndpoint(options: endpoint, name: "offload serve").run(application)
+        let stack = try TCPEndpoint(options: endpoint, name: "offload serve").run(
+            application, banner: "offload serve: \(endpoint.host.address) port \(port), \(mode) mode, on \(endpoint.host.link)")
         let t = application.totals
         print("served \(t.connections) connections: received \(t.bytesReceived) bytes, sent \(t.bytesSent) bytes, "
               + "retransmitted segments \(t.segmentsRetransmitted) (timeouts \(t.timeouts), fast \(t.fastRetransmits)), "

@@ -69,7 +69,8 @@ struct TCPEndpoint {
     let options: TCPEndpointOptions
     let name: String
 
-    func run(_ application: TCPApplication) throws -> TCPStack {
+    /// `banner` is printed once the link is open (a link that fails to open prints only the error).
+    func run(_ application: TCPApplication, banner: String) throws -> TCPStack {
         guard offload_stop_signals_install() == 0 else { throw RunError(message: "\(name): cannot install signal handlers") }
         let clock = MonotonicClock()
         let epochOffset = offload_realtime_ns() - offload_monotonic_ns()
@@ -87,13 +88,13 @@ struct TCPEndpoint {
                 let mode: TapLink.Mode = options.host.virtioNetHeader ? .virtioNetHeader : .plain
                 if let writer {
                     return try run(hardware: hardware, clock: clock, receiveSpace: TapLink.requiredReceiveSpace(mode),
-                                   application) {
+                                   banner: banner, application) {
                         CaptureLink(try TapLink(name: device, mode: mode), writer: writer, clock: clock,
                                     epochOffset: epochOffset)
                     }
                 }
                 return try run(hardware: hardware, clock: clock, receiveSpace: TapLink.requiredReceiveSpace(mode),
-                               application) { try TapLink(name: device, mode: mode) }
+                               banner: banner, application) { try TapLink(name: device, mode: mode) }
             case .packetSocket(let device):
                 guard !options.host.virtioNetHeader else {
                     throw RunError(message: "\(name): --virtio-net-header is for tap: links")
@@ -102,12 +103,14 @@ struct TCPEndpoint {
                     throw RunError(message: "\(name): \(device) has no MAC address; give one with --mac")
                 }
                 if let writer {
-                    return try run(hardware: hardware, clock: clock, application) {
+                    return try run(hardware: hardware, clock: clock, banner: banner, application) {
                         CaptureLink(try PacketSocketLink(interface: device), writer: writer, clock: clock,
                                     epochOffset: epochOffset)
                     }
                 }
-                return try run(hardware: hardware, clock: clock, application) { try PacketSocketLink(interface: device) }
+                return try run(hardware: hardware, clock: clock, banner: banner, application) {
+                    try PacketSocketLink(interface: device)
+                }
             }
         } catch let error as LinkError {
             throw RunError(message: "\(name): \(error)")
@@ -115,7 +118,8 @@ struct TCPEndpoint {
     }
 
     private func run<Port: Link & ~Copyable>(hardware: MACAddress, clock: MonotonicClock, receiveSpace: Int = 2048,
-                                             _ application: TCPApplication, makePort: () throws -> Port) throws -> TCPStack {
+                                             banner: String, _ application: TCPApplication,
+                                             makePort: () throws -> Port) throws -> TCPStack {
         var engineConfiguration = Engine<Port>.Configuration()
         if receiveSpace + Engine<Port>.headroom > engineConfiguration.bufferSize {
             // Super-frames (TSO from the kernel) need 64 KiB buffers: fewer of them.
@@ -126,6 +130,7 @@ struct TCPEndpoint {
             host: .init(interface: options.host.address, hardwareAddress: hardware, gateway: options.host.gateway),
             tcp: options.stackConfiguration, engine: engineConfiguration, offload: !options.noOffload, clock: clock,
             makePort: makePort)
+        print(banner)
         let deadline = options.host.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
         let metrics = options.metricsFile.map { MetricsFile(path: $0) }
         var nextMetrics = clock.now

@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+import OffloadTestSupport
+
+/// What a person sees when a command cannot do its job: one line saying why, a non-zero
+/// status, no stack trace, and nothing printed as if it had started.
+@Suite("Command errors", .serialized, .enabled(if: Root.shouldRun))
+struct CommandErrorTests {
+    static var binary: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("offload").path
+    }
+
+    /// Runs `offload ARGUMENTS` (after `prefix`, such as a change of user) and checks that it
+    /// failed with one error line containing `expected`.
+    static func expectOneClearLine(_ arguments: String, prefix: String = "", _ expected: String,
+                                   sourceLocation: SourceLocation = #_sourceLocation) {
+        let result = Shell.run("\(prefix)\(binary) \(arguments)", timeout: 20)
+        let lines = result.output.split(separator: "\n")
+        #expect(result.status != 0, "\(arguments): \(result.output)", sourceLocation: sourceLocation)
+        #expect(lines.first?.hasPrefix("Error: ") == true, "\(arguments): \(result.output)", sourceLocation: sourceLocation)
+        #expect(lines.first?.contains(expected) == true, "\(arguments): \(result.output)", sourceLocation: sourceLocation)
+        #expect(!result.output.contains("Fatal error") && !result.output.contains("Stack dump")
+                && !result.output.contains("Current stack trace"), "\(result.output)", sourceLocation: sourceLocation)
+    }
+
+    @Test func withoutThePrivilegeToOpenATap() {
+        guard Root.check() else { return }
+        let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups "
+        for command in ["host --link tap:offepriv --address 10.77.9.2/24 --duration 1",
+                        "serve --link tap:offepriv --address 10.77.9.2/24 --port 80 --duration 1",
+                        "gateway --port tap:offepriv=10.77.9.1/24 --duration 1"] {
+            Self.expectOneClearLine(command, prefix: nobody, "needs CAP_NET_ADMIN")
+        }
+    }
+
+    @Test func aTapNameInUse() throws {
+        guard Root.check() else { return }
+        let holder = Shell.start("\(Self.binary) host --link tap:offebusy --address 10.77.9.2/24 --duration 4", timeout: 10)
+        Thread.sleep(forTimeInterval: 1)
+        for command in ["host --link tap:offebusy --address 10.77.9.2/24 --duration 1",
+                        "send --link tap:offebusy --address 10.77.9.2/24 --to 10.77.9.1:5001 --bytes 10 --duration 1",
+                        "gateway --port tap:offebusy=10.77.9.1/24 --duration 1"] {
+            Self.expectOneClearLine(command, "held by another open TAP device")
+        }
+        #expect(holder.finish().succeeded)
+    }
+
+    @Test func aMissingInterface() {
+        guard Root.check() else { return }
+        Self.expectOneClearLine("host --link afpacket:offenone0 --address 10.77.9.2/24 --duration 1", "no such interface")
+    }
+
+    @Test(arguments: [
+        ("host --link tap:offex --address 10.77.0.300/24", "'10.77.0.300/24' is invalid for '--address"),
+        ("send --link tap:offex --address 10.77.0.3/24 --to 10.77.0.4:99999 --bytes 1", "is invalid for '--to"),
+        ("serve --link tap:offex --address 10.77.0.3/24 --port 0", "--port is 1 to 65535"),
+        ("gateway --port tap:offex=10.77.0.1", "is invalid for '--port"),
+        ("gateway --port tap:offex=10.77.0.1/24 --port tap:offex=10.77.1.1/24", "a device is named by two --port options"),
+        ("demo --loss 2", "--loss is a fraction"),
+    ])
+    func inputThatDoesNotParse(_ arguments: String, _ expected: String) {
+        Self.expectOneClearLine(arguments, expected)
+    }
+}
