@@ -26,7 +26,8 @@ extension DemoReport {
             ("consumed by the software", "\(gateway.consumedBySoftware) (ARP for the gateway)"),
             ("audited", configuration.audit ? "\(gateway.audited) tested, \(gateway.validMarks) valid marks, "
                 + "\(gateway.invalidMarks) invalid" + breakdown(gateway.auditFailures, "failed") : "off"),
-            ("dropped", "\(gateway.dropped.values.reduce(0, +))" + breakdown(gateway.dropped)),
+            ("dropped", "\(gateway.dropped.values.reduce(0, +))" + breakdown(gateway.dropped)
+                + breakdown(gateway.softwareDrops, "by the software")),
         ]
         paths.append(("originated by the software", "\(gateway.originatedBySoftware) (ARP, ICMP)"))
         paths.append(("order", "\(order.violations) of \(order.packetsChecked) forwarded packets overtaken"))
@@ -51,6 +52,11 @@ extension DemoReport {
                 + "\(udp.rtpReordered) reordered, jitter up to \(format(udp.rtpMaxJitterMicroseconds, 1)) µs"),
         ])
         lines.append("")
+        if !hosts.clientDrops.isEmpty || !hosts.serverDrops.isEmpty {
+            lines.append("hosts: dropped")
+            lines += table([("client", list(hosts.clientDrops)), ("server", list(hosts.serverDrops))])
+            lines.append("")
+        }
         lines.append("wires and time")
         lines += table([
             ("frames on the wires", "\(wires.framesSent) (\(wires.framesLost) lost, \(wires.queueDrops) dropped for room)"),
@@ -73,6 +79,10 @@ extension DemoReport {
         guard !reasons.isEmpty else { return "" }
         let parts = reasons.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         return " (" + (label.isEmpty ? "" : label + ": ") + parts + ")"
+    }
+
+    private func list(_ reasons: [String: UInt64]) -> String {
+        reasons.isEmpty ? "none" : reasons.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
     }
 
     private func bytes(_ n: Int) -> String {

@@ -61,6 +61,8 @@ public struct DemoReport: Codable, Sendable {
         public var invalidMarks: UInt64 = 0
         public var auditFailures: [String: UInt64] = [:]
         public var dropped: [String: UInt64] = [:]
+        /// Why the software dropped what the engine counts as `software-drop`.
+        public var softwareDrops: [String: UInt64] = [:]
         public var toSoftware: [String: UInt64] = [:]
         public var entries = 0
         public var flagsCleared: UInt64 = 0

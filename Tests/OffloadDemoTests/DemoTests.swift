@@ -22,6 +22,24 @@ import OffloadEngine
                 "another seed loses other frames")
     }
 
+    /// The demo's checks over many seeds: lossy wires on most (ARP requests lost too), the
+    /// audit on every other one; every byte, completion and flow's order must hold.
+    @Test func everyCheckHoldsOverManySeeds() throws {
+        var failed: [String] = []
+        for seed in UInt64(1)...30 {
+            var configuration = DemoConfiguration()
+            configuration.seed = seed
+            configuration.flows = 4
+            configuration.bytesPerConnection = 64 << 10
+            configuration.datagramsPerFlow = 40
+            configuration.loss = Double(seed % 5) / 50
+            configuration.audit = seed % 2 == 1
+            let report = try Demo.run(configuration)
+            if !report.passed { failed.append("seed \(seed): " + report.checks.filter { !$0.passed }.map(\.detail).joined(separator: "; ")) }
+        }
+        #expect(failed.isEmpty, "\(failed.count) seeds failed: \(failed.prefix(3))")
+    }
+
     /// More than the send queue holds (4 MiB): the sender waits for completions to make room.
     @Test func aTransferLargerThanTheSendQueueCompletes() throws {
         var configuration = DemoConfiguration()
