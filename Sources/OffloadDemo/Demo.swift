@@ -19,7 +19,7 @@ public enum Demo {
     }
 
     /// Virtual time after which a run that has not finished gives up (and fails).
-    static let timeLimit = Duration.seconds(600)
+    static let timeLimit = Duration.seconds(3600)
 
     public static func run(_ configuration: DemoConfiguration, progressEvery: Duration = .seconds(1),
                            progress: (Progress) -> Void = { _ in }) throws(DemoError) -> DemoReport {

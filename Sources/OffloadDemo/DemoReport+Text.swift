@@ -60,8 +60,8 @@ extension DemoReport {
         lines.append("wires and time")
         lines += table([
             ("frames on the wires", "\(wires.framesSent) (\(wires.framesLost) lost, \(wires.queueDrops) dropped for room)"),
-            ("simulated time", "\(format(time.transferSimulatedSeconds * 1000, 2)) ms to the last byte, "
-                + "\(format(time.simulatedSeconds * 1000, 1)) ms with TIME_WAIT"),
+            ("simulated time", "\(duration(time.transferSimulatedSeconds)) to the last byte, "
+                + "\(duration(time.simulatedSeconds)) with TIME_WAIT"),
             ("throughput", "\(format(time.wallGigabitsPerSecond, 2)) Gbit/s of TCP verified in \(format(time.wallSeconds, 2)) s "
                 + "of wall time, with both hosts, the gateway and the checks on one core"),
         ])
@@ -79,6 +79,10 @@ extension DemoReport {
         guard !reasons.isEmpty else { return "" }
         let parts = reasons.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         return " (" + (label.isEmpty ? "" : label + ": ") + parts + ")"
+    }
+
+    private func duration(_ seconds: Double) -> String {
+        seconds < 10 ? "\(format(seconds * 1000, 2)) ms" : "\(format(seconds, 1)) s"
     }
 
     private func list(_ reasons: [String: UInt64]) -> String {

@@ -40,7 +40,7 @@ struct DemoReportBuilder {
         t.messages = streams.senders.reduce(0) { $0 + $1.messages.count }
         t.messagesCompleted = streams.senders.reduce(0) { $0 + $1.completed.count }
         t.completionRanges = streams.senders.reduce(0) { $0 + $1.completionRanges }
-        let c = streams.clientCounters
+        let c = streams.clientTotals(network.client.tcp)
         t.segmentsRetransmitted = c.segmentsRetransmitted
         t.retransmissionTimeouts = c.retransmissionTimeouts
         t.fastRetransmits = c.fastRetransmits

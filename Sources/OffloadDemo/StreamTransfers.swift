@@ -206,6 +206,15 @@ final class StreamTransfers {
         receivers[i].verified += bytes.count
     }
 
+    /// The client's counters: of closed connections as they closed, of the others as they are.
+    func clientTotals(_ tcp: TCPStack) -> TCPConnectionCounters {
+        var total = clientCounters
+        for sender in senders where !sender.closed {
+            if let c = tcp.connection(sender.socket) { add(c.counters, to: &total) }
+        }
+        return total
+    }
+
     private func add(_ c: TCPConnectionCounters, to total: inout TCPConnectionCounters) {
         total.segmentsSent += c.segmentsSent
         total.segmentsReceived += c.segmentsReceived

@@ -24,7 +24,7 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Seed of the simulation: interleavings, losses, data.")
     var seed: UInt64 = 1
 
-    @Option(help: "Fraction of frames each wire drops, both ways (0.05 is 5%).")
+    @Option(help: "Fraction of frames each wire drops, both ways (0.05 is 5%). Past 0.1, TCP's exponential backoff can take hours of simulated time (a few seconds of real time); the run gives up after one.")
     var loss = 0.0
 
     @Option(help: "TCP connections opened at once, and as many UDP flows.")
