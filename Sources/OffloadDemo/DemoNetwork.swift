@@ -67,6 +67,11 @@ final class DemoNetwork {
         engineConfiguration.audit = AuditSwitch(configuration.audit)
         engineConfiguration.orderGuard = configuration.orderGuard
         engineConfiguration.tableCapacity = 4096
+        // Room in the exception queue for every flow's first packets at once: the demo's
+        // burst is one client's, which the per-source share (B10) would otherwise clip.
+        var queue = 1024
+        while queue < 16 * configuration.flows { queue *= 2 }
+        engineConfiguration.queueCapacity = queue
         let ends = [gatewayInsideEnd, gatewayOutsideEnd]
         let (order, capture) = (self.order, self.capture)
         gateway = Engine(configuration: engineConfiguration, portCount: 2, clock: clock) { i in
@@ -85,8 +90,10 @@ final class DemoNetwork {
             routes: RouteTable([.init(prefix: try IPv4CIDR(address: IPv4Address(10, 1, 0, 0), prefixLength: 24), port: 0),
                                 .init(prefix: try IPv4CIDR(address: IPv4Address(10, 2, 0, 0), prefixLength: 24), port: 1)]),
             outsidePort: 1, clock: clock)
+        // Every flow's first packets wait together for the gateway's ARP answer for the server.
         gatewaySoftware = SlowPath(exceptions: gateway.exceptions, reinsertion: gateway.reinsertion,
-                                   processing: .partial, policy: gatewayPolicy)
+                                   processing: .partial, policy: gatewayPolicy,
+                                   heldCapacity: clientConfiguration.pendingPerNeighbor)
 
         sim.addProcess("client") { [unowned self] in step(client) }
         sim.addProcess("server") { [unowned self] in step(server) }

