@@ -71,7 +71,8 @@ import OffloadTestSupport
         #expect(run.number("tcp.bytesVerified") == run.number("configuration.flows") * run.number("configuration.bytesPerConnection"))
     }
 
-    @Test func theCaptureOpensInTshark() throws {
+    @Test(.enabled(if: Tools.shouldRun(needing: ["tshark"])))
+    func theCaptureOpensInTshark() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("offload-demo-\(getpid()).pcap").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         let result = Shell.run("\(Self.binary) demo --flows 2 --bytes 64K --pcap \(path)", timeout: 120)

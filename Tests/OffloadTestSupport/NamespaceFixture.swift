@@ -154,6 +154,20 @@ public struct NetworkNamespace: ~Copyable {
     }
 }
 
+/// Whether tests that need a program beyond the toolchain (tshark) can run: they skip with
+/// a reason where it is missing, unless `OFFLOAD_REQUIRE_ROOT=1` (CI, which installs it) asks
+/// for every test, when the missing program fails them.
+public enum Tools {
+    public static func shouldRun(needing programs: [String]) -> Bool {
+        let missing = programs.filter { !Shell.run("command -v \($0)").succeeded }
+        if !missing.isEmpty && !Root.isRequired {
+            print("skipped: needs \(missing.joined(separator: ", ")) (apt-get install \(missing.joined(separator: " ")); "
+                  + ".ci/run installs it)")
+        }
+        return missing.isEmpty || Root.isRequired
+    }
+}
+
 /// tshark with IP, TCP, UDP (and ICMP) checksum validation on.
 public enum Tshark {
     public static let checksumOptions = "-o ip.check_checksum:TRUE -o tcp.check_checksum:TRUE -o udp.check_checksum:TRUE"
