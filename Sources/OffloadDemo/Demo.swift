@@ -39,16 +39,14 @@ public enum Demo {
         do { try datagrams.start(client: client.host, server: server.host, in: network) } catch {
             throw .setup("cannot bind the UDP sockets: \(error)")
         }
-        sim.addProcess("applications") {
+        // The simulation keeps its processes and events: they must not keep it in turn.
+        sim.addProcess("applications") { [unowned sim] in
             let tcp = streams.step(client: client.tcp, server: server.tcp, now: sim.clock.now)
             return datagrams.step(server: server.host) || tcp
         }
 
-        // Timers of the gateway's software (ARP retries) and the engines' entry expiry
-        // need polls while everyone waits: a tick every 10 ms until the end.
-        var finished = false
-        func tick() { if !finished { sim.schedule(after: .milliseconds(10)) { tick() } } }
-        tick()
+        let ticking = Ticker(sim)
+        ticking.start()
 
         let wall = MonotonicClock()
         let started = wall.now
@@ -58,25 +56,46 @@ public enum Demo {
                 && client.engine.tcp.count == 0 && server.engine.tcp.count == 0
         }
         let limit = sim.clock.now + timeLimit
-        while !isAtRest() && sim.clock.now < limit {
+        var stuck = false
+        while !isAtRest() && sim.clock.now < limit && !stuck {
             // A slice of virtual time, then a look at the wall clock for the progress line.
+            let before = sim.clock.now
             sim.run(until: sim.clock.now + .milliseconds(20), maxSteps: 200_000) { !isAtRest() }
+            // Processes that always claim work without time moving on would spin forever;
+            // the tick guarantees time moves in any sound run.
+            stuck = sim.clock.now == before && !isAtRest()
             if wall.now - lastProgress >= progressEvery {
                 lastProgress = wall.now
                 progress(Progress(tcpBytesVerified: streams.bytesVerified,
                                   tcpBytesTotal: configuration.flows * configuration.bytesPerConnection,
                                   connectionsDone: streams.receiversDone, connections: configuration.flows,
-                                  datagramsVerified: datagrams.received, datagramsTotal: datagrams.sent,
+                                  datagramsVerified: datagrams.received, datagramsTotal: datagrams.count * datagrams.datagramsPerFlow,
                                   simulatedSeconds: seconds(sim.clock.now - .zero)))
             }
         }
-        finished = true
+        ticking.stop()
         // What is still in flight inside the engines comes back (messages, buffers).
         sim.run(until: sim.clock.now + .milliseconds(50), maxSteps: 100_000)
         let wallTime = wall.now - started
 
         return DemoReportBuilder(configuration: configuration, network: network, streams: streams,
-                                 datagrams: datagrams, timedOut: !isAtRest(), wallTime: wallTime).report
+                                 datagrams: datagrams, ending: isAtRest() ? .atRest : stuck ? .stuck : .timedOut,
+                                 wallTime: wallTime).report
+    }
+
+    /// How a run ended.
+    enum Ending { case atRest, timedOut, stuck }
+
+    /// Polls every 10 ms of virtual time while the run lasts: the gateway's software has
+    /// timers (ARP retries) and the engines expire entries, and they need a poll while
+    /// everyone else waits.
+    private final class Ticker {
+        unowned let sim: Simulation
+        var running = false
+        init(_ sim: Simulation) { self.sim = sim }
+        func start() { running = true; tick() }
+        func stop() { running = false }
+        private func tick() { if running { sim.schedule(after: .milliseconds(10)) { self.tick() } } }
     }
 
     static func seconds(_ d: Duration) -> Double { Double(d.nanoseconds) / 1e9 }

@@ -46,7 +46,8 @@ extension DemoReport {
         lines.append("UDP and RTP")
         lines += table([
             ("datagrams verified", "\(udp.datagramsVerified) of \(udp.datagramsSent) (\(udp.datagramsLost) lost, "
-                + "\(udp.duplicates) duplicated, \(udp.corrupt) corrupt)"),
+                + "\(udp.duplicates) duplicated, \(udp.corrupt) corrupt"
+                + (udp.datagramsRefused > 0 ? ", \(udp.datagramsRefused) refused by the client's stack)" : ")")),
             ("out of order at server", "\(udp.outOfOrderAtServer)"),
             ("RTP at the gateway", "\(udp.rtpFlows) flows, \(udp.rtpPackets) packets, \(udp.rtpSequenceGaps) sequence gaps, "
                 + "\(udp.rtpReordered) reordered, jitter up to \(format(udp.rtpMaxJitterMicroseconds, 1)) µs"),
@@ -60,8 +61,8 @@ extension DemoReport {
         lines.append("wires and time")
         lines += table([
             ("frames on the wires", "\(wires.framesSent) (\(wires.framesLost) lost, \(wires.queueDrops) dropped for room)"),
-            ("simulated time", "\(duration(time.transferSimulatedSeconds)) to the last byte, "
-                + "\(duration(time.simulatedSeconds)) with TIME_WAIT"),
+            ("simulated time", (time.transferSimulatedSeconds.map { "\(duration($0)) to the last byte, " }
+                                ?? "the last byte never arrived, ") + "\(duration(time.simulatedSeconds)) in all"),
             ("throughput", "\(format(time.wallGigabitsPerSecond, 2)) Gbit/s of TCP verified in \(format(time.wallSeconds, 2)) s "
                 + "of wall time, with both hosts, the gateway and the checks on one core"),
         ])

@@ -32,6 +32,8 @@ public struct DemoReport: Codable, Sendable {
         public var flows = 0
         public var rtpFlows = 0
         public var datagramsSent = 0
+        /// Datagrams the client's stack would not take (none in a sound run).
+        public var datagramsRefused = 0
         /// Received, each one's bytes checked.
         public var datagramsVerified = 0
         public var datagramsLost = 0
@@ -93,8 +95,9 @@ public struct DemoReport: Codable, Sendable {
         /// The whole run, TIME_WAIT included.
         public var simulatedSeconds = 0.0
         /// From the start until the server read the last byte. Only the gateway's steps cost
-        /// simulated time (the hosts' cost none), so it is no throughput figure.
-        public var transferSimulatedSeconds = 0.0
+        /// simulated time (the hosts' cost none), so it is no throughput figure. Absent when
+        /// the last byte never arrived.
+        public var transferSimulatedSeconds: Double?
         public var wallSeconds = 0.0
         /// Verified TCP bytes over wall-clock time: the whole world (three engines, two
         /// hosts, the gateway's software, the wires) runs on one core.

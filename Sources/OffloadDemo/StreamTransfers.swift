@@ -37,8 +37,11 @@ final class StreamTransfers {
     let messageSize: Int
     private(set) var senders: [Sender] = []
     private(set) var receivers: [Receiver] = []
-    /// What went wrong, in words, for the report.
+    /// What went wrong with the streams' bytes or connections, in words, for the report.
     private(set) var failures: [String] = []
+    /// What went wrong with the messages' completions: failed, twice, out of order, or with
+    /// a buffer other than their own.
+    private(set) var completionFailures: [String] = []
     /// Counters of each side's connections, taken as they close.
     private(set) var clientCounters = TCPConnectionCounters()
     private(set) var serverCounters = TCPConnectionCounters()
@@ -109,6 +112,7 @@ final class StreamTransfers {
                 break sending  // the completions below make room
             case .refused(let error, _):
                 failures.append("connection \(i): a send was refused: \(error)")
+                tcp.close(socket)
                 senders[i].closed = true
                 return true
             }
@@ -116,10 +120,10 @@ final class StreamTransfers {
         let ranges = tcp.takeCompletions(of: socket) { completion in
             let id = completion.id
             if case .failed(let error) = completion.status {
-                failures.append("connection \(i): message \(id) failed: \(error)")
+                completionFailures.append("connection \(i): message \(id) failed: \(error)")
             }
             if senders[i].buffers.removeValue(forKey: id) != UInt(bitPattern: completion.buffer.baseAddress) {
-                failures.append("connection \(i): message \(id) came back with another buffer")
+                completionFailures.append("connection \(i): message \(id) came back with another buffer")
             }
             senders[i].completed.append(id)
         }
@@ -132,7 +136,7 @@ final class StreamTransfers {
             tcp.close(socket)
             senders[i].closed = true
             if senders[i].completed != senders[i].messages {
-                failures.append("connection \(i): messages completed out of order or not once each")
+                completionFailures.append("connection \(i): messages completed out of order or not once each")
             }
             worked = true
         }

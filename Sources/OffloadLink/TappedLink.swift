@@ -1,8 +1,10 @@
 import OffloadCore
 
-/// Any link, with every frame it receives and transmits shown to a tap first: a capture, a
-/// checker of what crosses a port (the demo's order witness), or both. The tap sees the
-/// frame as the link has it: a gather list, offload metadata not yet applied.
+/// Any link, with every frame it receives and transmits shown to a tap: a capture, a
+/// checker of what crosses a port (the demo's order witness), or both. A received frame is
+/// shown before the engine has it; a transmitted one once the link has taken it (a frame
+/// the link refuses is not shown). The tap sees the frame as the link has it: a gather
+/// list, offload metadata not yet applied.
 public struct TappedLink<Inner: Link & ~Copyable>: ~Copyable, Link {
     public enum Direction: Sendable { case received, transmitted }
     public typealias Tap = (Direction, _ header: UnsafeRawBufferPointer, PayloadSlices, OffloadMetadata) -> Void

@@ -30,7 +30,7 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "TCP connections opened at once, and as many UDP flows.")
     var flows = 16
 
-    @Option(help: ArgumentHelp("Bytes each TCP connection sends (K, M and G suffixes: 1M is 1048576).", valueName: "bytes"))
+    @Option(help: ArgumentHelp("Bytes each TCP connection sends, up to 1G (K, M and G suffixes: 1M is 1048576).", valueName: "bytes"))
     var bytes = ByteCount(value: 4 << 20)
 
     @Flag(help: "Audit mode on the gateway: every packet its software re-inserts is checked (B7).")

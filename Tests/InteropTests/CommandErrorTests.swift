@@ -21,6 +21,9 @@ struct CommandErrorTests {
         #expect(lines.first?.contains(expected) == true, "\(arguments): \(result.output)", sourceLocation: sourceLocation)
         #expect(!result.output.contains("Fatal error") && !result.output.contains("Stack dump")
                 && !result.output.contains("Current stack trace"), "\(result.output)", sourceLocation: sourceLocation)
+        // No start line (each command's begins with its name) before or after the error.
+        #expect(!lines.contains { $0.hasPrefix("offload ") && $0.contains(":") && !$0.hasPrefix("offload --help") },
+                "\(arguments): \(result.output)", sourceLocation: sourceLocation)
     }
 
     @Test func withoutThePrivilegeToOpenATap() {

@@ -27,12 +27,20 @@ struct GatewayInteropTests {
         // (c) On a loss-free path the server's stack never had to queue a segment out of
         // order. A frame the kernel dropped at a TAP (its queue towards the gateway full
         // while the machine is busy) makes the path lossy, and the segments after the hole
-        // are queued out of order with no reordering by the gateway: then the count is no
-        // evidence either way, and only reported.
-        #expect(transfer.outOfOrderQueued == 0 || transfer.tapDrops > 0,
-                "TcpExtTCPOFOQueue on the server: \(transfer.outOfOrderQueued) with no frame lost at the TAPs")
-        if transfer.outOfOrderQueued > 0 {
-            print("(c) not loss-free: the TAPs dropped \(transfer.tapDrops) frames; the server queued \(transfer.outOfOrderQueued) out of order")
+        // are queued out of order with no reordering by the gateway: such a run is no
+        // evidence either way, so smaller transfers are tried until one is loss-free.
+        var evidence = transfer
+        for _ in 0..<4 where evidence.tapDrops > 0 {
+            print("(c) not loss-free: the TAPs dropped \(evidence.tapDrops) frames; the server queued "
+                  + "\(evidence.outOfOrderQueued) out of order; trying 32 MiB again")
+            evidence = world.tcpTransfer(bytes: 32 << 20)
+            #expect(evidence.sent == evidence.received, "sha256 sent \(evidence.sent), received \(evidence.received)")
+        }
+        if evidence.tapDrops == 0 {
+            #expect(evidence.outOfOrderQueued == 0,
+                    "TcpExtTCPOFOQueue on the server: \(evidence.outOfOrderQueued) with no frame lost at the TAPs")
+        } else {
+            print("(c) NOT CHECKED: no transfer in five was loss-free at the TAPs (the machine is too busy)")
         }
 
         // (b) Eight UDP streams started at once: no datagram out of order.

@@ -84,7 +84,8 @@ import OffloadTestSupport
         #expect(Tshark.problems(in: path) == "", "tshark finds every frame well formed")
     }
 
-    @Test(arguments: ["--loss 1.5", "--flows 0", "--bytes lots", "--seed -1"])
+    @Test(arguments: ["--loss 1.5", "--flows 0", "--bytes lots", "--seed -1", "--bytes 2G",
+                      "--bytes 99999999999G"])
     func badFlagsGetOneClearLineAndAFailingStatus(_ arguments: String) {
         let result = Shell.run("\(Self.binary) demo \(arguments)", timeout: 30)
         #expect(result.status != 0)

@@ -58,6 +58,51 @@ import OffloadEngine
         configuration.loss = 0
         configuration.flows = 0
         #expect(throws: DemoError.invalid("--flows is 1 to 256")) { try Demo.run(configuration) }
+        configuration.flows = 16
+        // Past a GiB per connection the stream's 32-bit length would wrap.
+        configuration.bytesPerConnection = DemoConfiguration.maximumBytesPerConnection + 1
+        #expect(throws: DemoError.invalid("--bytes is 0 to 1G per connection")) { try Demo.run(configuration) }
+        configuration.bytesPerConnection = 1 << 20
+        configuration.messageSize = 0
+        #expect(throws: DemoError.self) { try Demo.run(configuration) }
+        configuration.messageSize = 65_536
+        configuration.datagramsPerFlow = 0
+        #expect(throws: DemoError.self) { try Demo.run(configuration) }
+    }
+
+    /// A TCP segment of flow `flow` with sequence number `sequence`, before or after NAT.
+    static func segment(flow: UInt8, sequence: UInt8, translated: Bool = false) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: 14 + 20 + 20 + 16)
+        f[12] = 0x08
+        f[14] = 0x45
+        f[16] = 0; f[17] = 56                          // total length
+        f[22] = translated ? 63 : 64                   // TTL
+        f[23] = 6
+        f[26...29] = translated ? [10, 2, 0, 1] : [10, 1, 0, 2]
+        f[30...33] = [10, 2, 0, 2]
+        f[34] = translated ? 0x9c : 0x80; f[35] = flow  // source port
+        f[36] = 0x13; f[37] = 0x89
+        f[41] = sequence                               // sequence number
+        f[46] = 0x50; f[47] = 0x18                     // offset 5, PSH ACK
+        f[54] = flow
+        if translated { f[24] = 0xab; f[50] = 0xcd }   // checksums rewritten
+        return f
+    }
+
+    @Test func theWitnessFollowsTCPSegmentsByTheirSequenceNumbers() {
+        let witness = GatewayOrderWitness()
+        for n in 0..<3 { Self.segment(flow: 1, sequence: UInt8(n)).withUnsafeBytes { witness.arrived($0, port: 0) } }
+        for n in [1, 0, 2] {
+            Self.segment(flow: 1, sequence: UInt8(n), translated: true).withUnsafeBytes { witness.departed($0) }
+        }
+        #expect(witness.packetsChecked == 3)
+        #expect(witness.violations == 1)
+        // The same segment twice (a retransmission): each copy is matched to one arrival.
+        for _ in 0..<2 { Self.segment(flow: 2, sequence: 7).withUnsafeBytes { witness.arrived($0, port: 0) } }
+        for _ in 0..<3 { Self.segment(flow: 2, sequence: 7, translated: true).withUnsafeBytes { witness.departed($0) } }
+        #expect(witness.packetsChecked == 5)
+        #expect(witness.violations == 1)
+        #expect(witness.flowsReordered == 1)
     }
 
     /// A UDP frame from `source`:`port` with the demo's flow and sequence numbers, as the
@@ -100,8 +145,9 @@ import OffloadEngine
     @Test func thePayloadCheckCatchesAWrongByteAndAWrongStream() {
         let payload = DemoPayload(seed: 5)
         var bytes = [UInt8](repeating: 0, count: 3000)
-        // Across the block's end, where the stream wraps around.
-        let offset = DemoPayload.length - 1000
+        // Across the block's end, where the stream wraps around (stream 3 starts 3 × 7919
+        // bytes into the block).
+        let offset = DemoPayload.length - 1000 - 3 * 7919
         bytes.withUnsafeMutableBytes { payload.fill($0, stream: 3, offset: offset) }
         bytes.withUnsafeBytes { #expect(payload.matches($0, stream: 3, offset: offset)) }
         bytes.withUnsafeBytes { #expect(!payload.matches($0, stream: 4, offset: offset)) }
