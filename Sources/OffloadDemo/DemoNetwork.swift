@@ -107,12 +107,9 @@ final class DemoNetwork {
 
     /// One turn of a host; when it has nothing to do, time may move on to its next timer.
     private func step(_ endpoint: HostEndpoint<MemoryLink>) -> Bool {
-        let now = sim.clock.now
-        let worked = endpoint.turn(now: now)
-        if !worked && !endpoint.isBusy, let next = endpoint.nextDeadline, next > now {
-            sim.schedule(at: next) {}
-        }
-        return worked || endpoint.isBusy
+        let (again, wakeAt) = endpoint.scheduledTurn(now: sim.clock.now)
+        if let wakeAt { sim.schedule(at: wakeAt) {} }
+        return again
     }
 
     /// What the wires did, summed over both wires and both ways: frames sent, and frames

@@ -23,7 +23,7 @@ final class TwoEndpoints {
             engine.bufferSize = 65_536 + 14 + Engine<MemoryLink>.headroom
             engine.bufferCount = 256
         }
-        var (linkA, linkB) = MemoryLink.pair(clock: sim.clock, seed: seed, forward: impairments, backward: impairments,
+        let (linkA, linkB) = MemoryLink.pair(clock: sim.clock, seed: seed, forward: impairments, backward: impairments,
                                              maxFrameSize: tso ? 65_536 + 14 : 2048, framesInFlight: tso ? 128 : 1024,
                                              carriesOffloadMetadata: tso)
         if let witness { linkA.witnessPayloads(witness) }
@@ -38,11 +38,8 @@ final class TwoEndpoints {
     }
 
     private func step(_ endpoint: HostEndpoint<MemoryLink>) -> Bool {
-        let now = sim.clock.now
-        let worked = endpoint.turn(now: now)
-        if !worked && !endpoint.isBusy, let next = endpoint.nextDeadline, next > now {
-            sim.schedule(at: next) {}
-        }
-        return worked || endpoint.isBusy
+        let (again, wakeAt) = endpoint.scheduledTurn(now: sim.clock.now)
+        if let wakeAt { sim.schedule(at: wakeAt) {} }
+        return again
     }
 }

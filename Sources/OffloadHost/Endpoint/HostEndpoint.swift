@@ -47,6 +47,16 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
         return worked
     }
 
+    /// A turn for a scheduler that runs a process again while it has work and otherwise
+    /// moves time on (the simulator): whether another turn is due at once, and if not, when
+    /// the next timer wants one.
+    public func scheduledTurn(now: Instant) -> (again: Bool, wakeAt: Instant?) {
+        let worked = turn(now: now)
+        if worked || isBusy { return (true, nil) }
+        guard let next = nextDeadline, next > now else { return (false, nil) }
+        return (false, next)
+    }
+
     /// Whether a turn is due at once (the host has something to send, or frames wait).
     public var isBusy: Bool {
         host.hasOutput || slowPath.hasWork || engine.hasSoftwareMessages || policy.hasEvents || engine.tcp.hasOutput
