@@ -60,6 +60,10 @@ struct GatewayInteropTests {
         let drops = engine.filter { $0.key.hasPrefix("dropped: ") }.values.reduce(0, +)
         #expect(received == out + drops, "received \(received) = out \(out) + dropped \(drops)")
         #expect(engine["buffered"] == 0)
+        // The metrics file, written last at the stop, parses and agrees with the final table.
+        let samples = PrometheusText.samples(world.metricsPath)
+        #expect(samples["offload_engine_received_total"] == Double(received), "metrics: \(samples.count) samples")
+        #expect(samples["offload_engine_buffered"] == 0)
         #expect((engine["fast path"] ?? 0) > 100 * (engine["re-inserted and sent"] ?? 0),
                 "the engine, not the software, carried the traffic: \(engine)")
         if audit {
@@ -144,6 +148,8 @@ final class GatewayNamespaces {
     private let gateway: Shell.Background
     private let insideName: String, outsideName: String
     private let scratch: String
+    /// The gateway's Prometheus text file (`--metrics-file`).
+    let metricsPath: String
 
     init(audit: Bool, orderGuard: Bool, threads: Int = 2, decisionDelayMicroseconds: Int = 0,
          capture: Bool = false) throws {
@@ -154,9 +160,11 @@ final class GatewayNamespaces {
         outsideName = outside
         scratch = "/tmp/offload-gw-\(client.tag)"
         Shell.must("mkdir -p \(scratch)")
+        metricsPath = "\(scratch)/gateway.prom"
         let binary = GatewayNamespaces.offloadBinary
         var command = "exec \(binary) gateway --port tap:\(inside)=10.77.31.1/24 --port tap:\(outside)=10.77.32.1/24 "
-            + "--nat-outside \(outside) --stats 0 --json --duration 300 --threads \(threads)"
+            + "--nat-outside \(outside) --stats 0 --json --duration 300 --threads \(threads) "
+            + "--metrics-file \(scratch)/gateway.prom"
         if audit { command += " --audit" }
         if !orderGuard { command += " --no-order-guard" }
         if decisionDelayMicroseconds > 0 { command += " --decision-delay \(decisionDelayMicroseconds)" }

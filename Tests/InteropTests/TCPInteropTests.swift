@@ -26,9 +26,14 @@ struct TCPInteropTests {
         defer { link.tearDown() }
         let data = link.makeRandomFile(bytes: 256 << 20)
         let sink = link.socatSink(port: 5060)
-        let run = try link.offload("send --to \(link.kernelAddress):5060 --file \(data.path) --msl 0.5 --wait-for-rest",
-                                   timeout: 180)
+        let metrics = "\(link.scratch)/send.prom"
+        let run = try link.offload("send --to \(link.kernelAddress):5060 --file \(data.path) --msl 0.5 --wait-for-rest "
+                                   + "--metrics-file \(metrics)", timeout: 180)
         let received = sink.finish()
+        // send's metrics file parses as Prometheus text and holds what the engine sent.
+        let samples = PrometheusText.samples(metrics)
+        #expect((samples["offload_tcp_offload_payload_bytes_sent_total"] ?? 0) >= Double(256 << 20),
+                "metrics: \(samples.count) samples")
         #expect(run.status == 0, "offload send failed: \(run.output)")
         #expect(run.output.contains("stack at rest: yes"), "\(run.output)")
         #expect(received == data.sha256, "sha256 sent \(data.sha256), socat received \(received)")
@@ -54,7 +59,7 @@ struct TCPInteropTests {
         let run = serve.finish()
         // The metrics file parses as Prometheus text (prometheus_client's parser) and holds
         // what the engine received.
-        let samples = link.prometheusSamples(metrics)
+        let samples = PrometheusText.samples(metrics)
         #expect((samples["offload_tcp_offload_payload_bytes_received_total"] ?? 0) >= Double(256 << 20),
                 "metrics: \(samples.count) samples")
         #expect(samples["offload_engine_buffered"] == 0 && samples["offload_tcp_open_connections"] == 0)
@@ -610,30 +615,6 @@ final class TCPLink {
             result.append(n)
         }
         return result
-    }
-
-    /// The samples of a Prometheus text file as `prometheus_client`'s parser reads them (the
-    /// system's Python, where `.ci/run` installs it), by sample name; empty (and an issue
-    /// recorded) when it does not parse.
-    func prometheusSamples(_ path: String) -> [String: Double] {
-        let script = write("""
-            import sys
-            from prometheus_client.parser import text_string_to_metric_families
-            for family in text_string_to_metric_families(open(sys.argv[1]).read()):
-                for sample in family.samples:
-                    print(sample.name, sample.value)
-            """, as: "parse_metrics.py")
-        let result = Shell.run("/usr/bin/python3 \(script) \(path)", timeout: 30)
-        guard result.succeeded else {
-            Issue.record("the metrics file does not parse: \(result.output.suffix(500))")
-            return [:]
-        }
-        var samples: [String: Double] = [:]
-        for line in result.output.split(separator: "\n") {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, let value = Double(parts[1]) { samples[String(parts[0])] = value }
-        }
-        return samples
     }
 
     /// The engine, not the host's software, carried the data: `offload send` and `serve`

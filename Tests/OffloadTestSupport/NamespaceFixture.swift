@@ -209,3 +209,31 @@ public enum Tshark {
         return Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 }
+
+/// Prometheus text files as `prometheus_client`'s parser reads them (the system's Python,
+/// where `.ci/run` installs it).
+public enum PrometheusText {
+    /// The file's samples by name (labels aside); empty, with an issue recorded, when it
+    /// does not parse.
+    public static func samples(_ path: String, sourceLocation: SourceLocation = #_sourceLocation) -> [String: Double] {
+        let script = """
+            import sys
+            from prometheus_client.parser import text_string_to_metric_families
+            for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+                for sample in family.samples:
+                    print(sample.name, sample.value)
+            """
+        let result = Shell.run("/usr/bin/python3 -c '\(script)' \(path)", timeout: 30)
+        guard result.succeeded else {
+            Issue.record("\(path) does not parse as Prometheus text: \(result.output.suffix(500))",
+                         sourceLocation: sourceLocation)
+            return [:]
+        }
+        var samples: [String: Double] = [:]
+        for line in result.output.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let value = Double(parts[1]) { samples[String(parts[0])] = value }
+        }
+        return samples
+    }
+}
