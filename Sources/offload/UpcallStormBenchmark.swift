@@ -59,7 +59,7 @@ enum UpcallStormBenchmark {
 
     static func run(flows: Int, seconds: Double) -> [BenchResult] {
         let rigs = stormFractions.map { StormRig(flows: flows, storm: $0) }
-        for rig in rigs { rig.drive(seconds: min(0.2, seconds / 5)) }  // warm-up
+        for rig in rigs { _ = rig.drive(seconds: min(0.2, seconds / 5)) }  // warm-up
         var figures = stormFractions.map { Figures(storm: $0) }
         for _ in 0..<rounds {
             for (i, rig) in rigs.enumerated() { figures[i] += rig.drive(seconds: seconds / Double(rounds)) }

@@ -183,6 +183,41 @@ extension TCPOffloadTests {
     /// T3 and T5: an offloaded transfer's payload leaves the engine as slices of the
     /// application's buffer (the memory wire records where each came from), and neither
     /// the host nor the engine copies a payload byte on the way.
+    /// Connections share the engine's segment budget: with room for a few segments per poll,
+    /// a bulk sender that is visited first cannot keep the others from sending.
+    @Test func offloadedConnectionsShareEachPollsBudget() throws {
+        var engine = Engine<MemoryLink>.Configuration()
+        engine.tcpPollBudget = 4
+        let w = try TwoEndpoints(seed: 3, engine: engine)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 9)
+        let clients = try (0..<3).map { _ in try ta.connect(to: w.b.host.address, port: 9, now: w.sim.clock.now) }
+        var servers: [TCPSocket] = []
+        var received = [Int](repeating: 0, count: 3)
+        var sink = [UInt8](repeating: 0, count: 65_536)
+        let bytes = [UInt8](repeating: 7, count: 65_536)
+        w.sim.addProcess("applications") {
+            var worked = false
+            while let s = tb.accept(port: 9) { servers.append(s); worked = true }
+            for c in clients where ta.connection(c)?.canSend ?? false {
+                if case .queued = ta.send(TxBuffer(copying: bytes), on: c) { worked = true }
+                ta.takeCompletions(of: c) { _ in }
+            }
+            // Servers are accepted in the clients' order: the handshakes cross one engine each way.
+            for (i, s) in servers.enumerated() {
+                let n = sink.withUnsafeMutableBytes { tb.read(s, into: $0) }
+                if n > 0 { received[i] += n; worked = true }
+            }
+            return worked
+        }
+        w.sim.run(until: w.sim.clock.now + .seconds(10)) { received.reduce(0, +) < 24 << 20 }
+        #expect(w.a.engine.tcp.count == 3, "the engine runs all three connections")
+        let total = received.reduce(0, +)
+        #expect(total >= 24 << 20, "received \(received)")
+        // Round robin: each gets a fair part (a third, give or take what one window holds).
+        #expect(received.allSatisfy { $0 >= total / 6 }, "received \(received)")
+    }
+
     @Test func offloadedSegmentsGatherFromTheApplicationsBuffer() throws {
         var slices: [(start: UInt, count: Int)] = []
         let w = try TwoEndpoints(seed: 3) { slices.append((UInt(bitPattern: $0.baseAddress), $0.count)) }

@@ -54,6 +54,9 @@ extension Engine where Port: ~Copyable {
             uploadTCP(slot: slot, reason: .stateChanged, now: now)
         } else if s.closing && connection.unacknowledgedBytes == 0 {
             uploadTCP(slot: slot, reason: .closing, now: now)
+        } else {
+            // An ACK to send, a window that opened, a timer that moved: the next poll sees.
+            tcp.schedule.markReady(slot)
         }
     }
 
@@ -67,29 +70,31 @@ extension Engine where Port: ~Copyable {
     /// `tcpPollBudget` segments in all. Returns how many were sent.
     func pollOffloadedTCP(now: Instant) -> Int {
         tcp.flushOverflow()
-        guard tcp.count > 0 else { return 0 }
+        // Even with no connection left: the marks of those that left are cleared by a visit.
+        tcp.schedule.markDue(now: now)
         var budget = configuration.tcpPollBudget
         var sent = 0
-        var i = 0
-        while i < tcp.occupied.count {
-            let slot = tcp.occupied[i]
-            i += 1
+        // Each connection ready now once; one that is left with output goes to the back.
+        var visits = tcp.schedule.readyCount
+        while visits > 0, budget > 0, let slot = tcp.schedule.takeReady() {
+            visits -= 1
             guard let s = tcp.slots[Int(slot)] else { continue }
             let connection = s.connection
             // Completions that found no room in the events ring are tried again here too.
-            guard connection.hasOutput || connection.nextDeadline.map({ $0 <= now }) ?? false
-                    || connection.pendingCompletionRanges > 0 else { continue }
-            let n = connection.poll(now: now, budget: budget) { header, payload in
-                transmitSegment(header, payload: payload, slot: s)
+            if connection.hasOutput || connection.nextDeadline.map({ $0 <= now }) ?? false
+                || connection.pendingCompletionRanges > 0 {
+                let n = connection.poll(now: now, budget: budget) { header, payload in
+                    transmitSegment(header, payload: payload, slot: s)
+                }
+                budget -= n
+                sent += n
+                reportCompletions(slot: slot, connection)
+                let reason: TCPUploadReason? = !Self.runsInEngine(connection.state) ? .stateChanged
+                    : s.closing && connection.unacknowledgedBytes == 0 ? .closing : nil
+                if let reason, uploadTCP(slot: slot, reason: reason, now: now) { continue }
+                if connection.hasOutput || connection.pendingCompletionRanges > 0 { tcp.schedule.markReady(slot) }
             }
-            budget -= n
-            sent += n
-            reportCompletions(slot: slot, connection)
-            let reason: TCPUploadReason? = !Self.runsInEngine(connection.state) ? .stateChanged
-                : s.closing && connection.unacknowledgedBytes == 0 ? .closing : nil
-            if let reason, uploadTCP(slot: slot, reason: reason, now: now) {
-                i -= 1 // the last occupied slot moved into this place
-            }
+            tcp.schedule.schedule(slot, at: connection.nextDeadline)
         }
         return sent
     }
@@ -166,16 +171,22 @@ extension Engine where Port: ~Copyable {
                 return
             }
             tcp.counters.messagesPosted &+= 1
+            tcp.schedule.markReady(slot)
         case .windowOpened(let host):
             guard let slot = tcp.byHost[host] else { return }
             tcp.slots[Int(slot)]?.connection.applicationRead()
+            tcp.schedule.markReady(slot)
         case .upload(let host):
             guard let slot = tcp.byHost[host] else { return }
             uploadTCP(slot: slot, reason: .requested, now: now)
         case .close(let host):
             guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection else { return }
             tcp.slots[Int(slot)]!.closing = true
-            if connection.unacknowledgedBytes == 0 { uploadTCP(slot: slot, reason: .closing, now: now) }
+            if connection.unacknowledgedBytes == 0 {
+                uploadTCP(slot: slot, reason: .closing, now: now)
+            } else {
+                tcp.schedule.markReady(slot)
+            }
         }
     }
 

@@ -31,9 +31,8 @@ public final class TCPOffloadTable {
     /// (for an entry that idled out while its connection is still here).
     var byHost: [UInt32: UInt32] = [:]
     var byKey: [FlowKey: UInt32] = [:]
-    /// Occupied slots, in no order: what the engine's poll walks.
-    private(set) var occupied: [UInt32] = []
-    private var occupiedIndex: [Int]
+    /// Which connections the engine's poll visits.
+    var schedule: TCPOffloadSchedule
     /// IPv4 identification of the engine's segments.
     var identification: UInt16 = 0
     /// Events for the host (engine to host).
@@ -49,7 +48,7 @@ public final class TCPOffloadTable {
         self.capacity = capacity
         slots = Array(repeating: nil, count: capacity)
         free = (0..<UInt32(capacity)).reversed()
-        occupiedIndex = Array(repeating: -1, count: capacity)
+        schedule = TCPOffloadSchedule(capacity: capacity)
         events = SPSCRing(capacity: eventCapacity)
         headerScratch = .allocate(byteCount: TCPFrameHeaders.maximumLength, alignment: 16)
     }
@@ -83,25 +82,21 @@ public final class TCPOffloadTable {
         overflow.isEmpty && events.capacity - events.count >= count + min(64, events.capacity / 4)
     }
 
-    /// Whether a connection has something to send without waiting for a timer.
-    public var hasOutput: Bool { occupied.contains { slots[Int($0)]?.connection.hasOutput ?? false } }
+    /// Whether a connection needs a visit without waiting for a timer: it has something to
+    /// send, or something happened to it since the last poll.
+    public var hasOutput: Bool { schedule.readyCount > 0 }
 
     /// The earliest timer of the offloaded connections.
-    public var nextDeadline: Instant? {
-        var next: Instant?
-        for slot in occupied {
-            if let t = slots[Int(slot)]?.connection.nextDeadline, next.map({ t < $0 }) ?? true { next = t }
-        }
-        return next
-    }
+    public var nextDeadline: Instant? { schedule.nextDeadline() }
 
     /// Engine memory per offloaded connection, message contexts (the send queue's
     /// descriptors) aside: the control block (T2), the slot around it and the connection's
-    /// table entry. (What the state machine object keeps beside its control block, its
-    /// flags and its queues' headers, is measured by `offload bench`.)
+    /// table entry. The slot counts the poll's bookkeeping too (`TCPOffloadSchedule`). (What
+    /// the state machine object keeps beside its control block, its flags and its queues'
+    /// headers, is measured by `offload bench`.)
     public static var bytesPerConnection: (total: Int, controlBlock: Int, slot: Int, entry: Int) {
         let block = MemoryLayout<TCPControlBlock>.size
-        let slot = MemoryLayout<Slot>.stride - MemoryLayout<TCPConnection>.size
+        let slot = MemoryLayout<Slot>.stride - MemoryLayout<TCPConnection>.size + TCPOffloadSchedule.bytesPerConnection
         let entry = MemoryLayout<FlowEntry>.stride
         return (block + slot + entry, block, slot, entry)
     }
@@ -114,8 +109,7 @@ public final class TCPOffloadTable {
                                 segmentSizeLimit: UInt16(clamping: min(constant.localMSS, constant.remoteMSS)))
         byHost[request.host] = slot
         byKey[request.key] = slot
-        occupiedIndex[Int(slot)] = occupied.count
-        occupied.append(slot)
+        schedule.markReady(slot)
         return slot
     }
 
@@ -124,11 +118,8 @@ public final class TCPOffloadTable {
         slots[Int(slot)] = nil
         byHost[s.host] = nil
         byKey[s.key] = nil
-        let i = occupiedIndex[Int(slot)]
-        occupied[i] = occupied[occupied.count - 1]
-        occupiedIndex[Int(occupied[i])] = i
-        occupied.removeLast()
-        occupiedIndex[Int(slot)] = -1
+        // A ready mark may stay: a visit to an empty slot is skipped.
+        schedule.forget(slot)
         free.append(slot)
         return s
     }
