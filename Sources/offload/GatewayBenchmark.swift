@@ -54,7 +54,10 @@ struct GatewayBenchmark {
         return [
             row("gateway TCP, offloads on", \.tcpOffloadsOn, "Gbit/s", ">= 0.75x kernel"),
             row("gateway TCP, offloads off", \.tcpOffloadsOff, "Gbit/s", "-"),
-            row("gateway UDP -P 8 -l 1400 loss", \.udp.lossPercent, "%", "-"),
+            BenchResult(name: "gateway UDP -P 8 -l 1400 loss", value: ours.udp.lossPercent, unit: "%",
+                        reference: ("kernel", kernel.udp.lossPercent), target: "-",
+                        detail: "datagrams the server's socket had no room for: ours \(ours.udp.receiverBufferDrops), "
+                            + "kernel's \(kernel.udp.receiverBufferDrops)"),
             row("gateway UDP -P 8 out of order", { Double($0.udp.outOfOrder) }, "datagrams", "0"),
             row("gateway 64 B UDP, < 1% loss", { $0.smallPacketRate / 1e3 }, "kpps", "-"),
             row("gateway new TCP connections", { $0.connectionRate / 1e3 }, "k/s", ">= 0.9x kernel"),
@@ -181,11 +184,16 @@ struct GatewayBenchmark {
     struct UDPFigures {
         var lossPercent = 0.0
         var outOfOrder = 0
+        /// Datagrams the server's kernel dropped for want of socket buffer (UdpRcvbufErrors):
+        /// lost at the receiver, not on the way.
+        var receiverBufferDrops = 0
     }
 
     private func udpStreams() -> UDPFigures {
+        let before = serverCounter("UdpRcvbufErrors")
         guard let end = iperf("-u -P 8 -l 1400 -b 100M -t \(seconds)")?["end"] as? [String: Any],
               let streams = end["streams"] as? [[String: Any]] else { return UDPFigures(lossPercent: 100) }
+        let receiverBufferDrops = serverCounter("UdpRcvbufErrors") - before
         var packets = 0, lost = 0, outOfOrder = 0
         for stream in streams {
             let udp = stream["udp"] as? [String: Any] ?? [:]
@@ -193,7 +201,15 @@ struct GatewayBenchmark {
             lost += udp["lost_packets"] as? Int ?? 0
             outOfOrder += udp["out_of_order"] as? Int ?? 0
         }
-        return UDPFigures(lossPercent: packets > 0 ? 100 * Double(lost) / Double(packets) : 100, outOfOrder: outOfOrder)
+        return UDPFigures(lossPercent: packets > 0 ? 100 * Double(lost) / Double(packets) : 100, outOfOrder: outOfOrder,
+                          receiverBufferDrops: receiverBufferDrops)
+    }
+
+    /// A kernel SNMP counter of the server's namespace, absolute.
+    private func serverCounter(_ name: String) -> Int {
+        let output = sh("ip netns exec \(server) nstat -asz \(name)").output
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return 0 }
+        return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? 0
     }
 
     /// The highest offered rate of 64-byte frames (18 bytes of UDP payload) that loses under 1%.

@@ -47,6 +47,9 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: "Threads: 2 runs the software on a thread of its own beside the engine's; 1 runs it between the engine's polls.")
     var threads = 2
 
+    @Option(help: ArgumentHelp("Microseconds an idle engine keeps polling before it sleeps until a frame arrives: more answers sooner, less leaves the cores to the hosts around it.", valueName: "microseconds"))
+    var spin: UInt32 = 100
+
     @Option(help: "Connection table capacity (entries).")
     var tableSize = 65_536
 
@@ -151,6 +154,7 @@ struct GatewayCommand: ParsableCommand {
                                 processing: processing.value, policy: policy)
         slowPath.decisionDelayMicroseconds = decisionDelay
         let loop = try EngineLoop(engine: engine, slowPath: slowPath, softwareThread: threads == 2)
+        loop.spinBeforeSleeping = .microseconds(Int64(spin))
 
         for (i, spec) in ports.enumerated() {
             print("port \(i): \(spec.link) \(spec.address) (\(gatewayPorts[i].hardwareAddress))"
