@@ -156,6 +156,32 @@ int offload_socket_receive_buffer(int fd) {
     return value;
 }
 
+int offload_packet_socket_receive(int fd, int count, void *const *frames, const size_t *capacities,
+                                  void *headers, int header_size, size_t *lengths) {
+    struct mmsghdr messages[64];
+    struct iovec vectors[128];
+    if (count > 64) count = 64;
+    if (count <= 0) return 0;
+    for (int i = 0; i < count; i++) {
+        int parts = 0;
+        if (header_size > 0) {
+            vectors[2 * i] = (struct iovec){ .iov_base = (char *)headers + 16 * i, .iov_len = (size_t)header_size };
+            parts = 1;
+        }
+        vectors[2 * i + parts] = (struct iovec){ .iov_base = frames[i], .iov_len = capacities[i] };
+        memset(&messages[i], 0, sizeof messages[i]);
+        messages[i].msg_hdr.msg_iov = &vectors[2 * i];
+        messages[i].msg_hdr.msg_iovlen = (size_t)parts + 1;
+    }
+    int n;
+    do {
+        n = recvmmsg(fd, messages, (unsigned)count, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) lengths[i] = messages[i].msg_len;
+    return n;
+}
+
 int offload_epoll_create(void) {
     int fd = epoll_create1(EPOLL_CLOEXEC);
     return fd < 0 ? -errno : fd;

@@ -2,6 +2,7 @@
 import Glibc
 import OffloadCore
 import OffloadWire
+import COffloadShim
 
 /// Traffic counters of a Linux link (TAP or packet socket), readable as one value.
 public struct SystemLinkCounters: Sendable, Equatable {
@@ -57,7 +58,7 @@ extension SystemLinkCounters: CounterTable {
 /// `writev`, the receive vector and scratch space for virtio-net headers and a checksum
 /// finished in software. Nothing here allocates per frame.
 struct FrameIO: ~Copyable {
-    /// Frames come from a character device (`readv`) or a packet socket (`recvmsg`).
+    /// Frames come from a character device (`readv`) or a socket (`recvmmsg`).
     enum Source { case device, socket }
 
     let descriptor: Int32
@@ -70,6 +71,15 @@ struct FrameIO: ~Copyable {
     /// [32, 34): a checksum finished in software.
     private let scratch: UnsafeMutableRawPointer
     private let receiveVector: UnsafeMutablePointer<iovec>
+    /// A socket's receive batch (one `recvmmsg`): its buffers, where their bytes go and how
+    /// much room they have, what the kernel reports for each, and their virtio-net headers
+    /// (16 bytes apart).
+    private static let batchCapacity = 64
+    private let batch: UnsafeMutablePointer<PacketBuffer>
+    private let batchFrames: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private let batchCapacities: UnsafeMutablePointer<Int>
+    private let batchLengths: UnsafeMutablePointer<Int>
+    private let batchHeaders: UnsafeMutableRawPointer
 
     init(descriptor: Int32, source: Source, virtioNetHeader: Bool, slices: Int = 64) {
         self.descriptor = descriptor
@@ -80,18 +90,29 @@ struct FrameIO: ~Copyable {
         scratch = .allocate(byteCount: 64, alignment: 16)
         scratch.initializeMemory(as: UInt8.self, repeating: 0, count: 64)
         receiveVector = .allocate(capacity: 2)
+        batch = .allocate(capacity: Self.batchCapacity)
+        batchFrames = .allocate(capacity: Self.batchCapacity)
+        batchCapacities = .allocate(capacity: Self.batchCapacity)
+        batchLengths = .allocate(capacity: Self.batchCapacity)
+        batchHeaders = .allocate(byteCount: 16 * Self.batchCapacity, alignment: 16)
     }
 
     deinit {
         vector.deallocate()
         scratch.deallocate()
         receiveVector.deallocate()
+        batch.deallocate()
+        batchFrames.deallocate()
+        batchCapacities.deallocate()
+        batchLengths.deallocate()
+        batchHeaders.deallocate()
     }
 
     // MARK: receive
 
-    /// Reads frames into buffers from `pool` until `max` reads were made, the descriptor has
-    /// nothing more (EAGAIN) or the pool is empty, and hands each good frame to `body`.
+    /// Reads up to `max` frames into buffers from `pool` (a device: one `readv` each until
+    /// it has nothing more; a socket: one `recvmmsg` for them all) and hands each good frame
+    /// to `body`. Stops early when the pool is empty.
     mutating func receive(
         into pool: BufferPool, max: Int, minimumSpace: Int, counters: inout SystemLinkCounters,
         _ body: (consuming PacketBuffer) -> Void
@@ -102,58 +123,111 @@ struct FrameIO: ~Copyable {
                 "pool buffers hold \(space) bytes after their headroom, this link needs \(minimumSpace)"
                     + (virtioNetHeader ? " (virtio-net header mode receives 64 KiB TSO frames)" : ""))
         }
-        let headerSize = virtioNetHeader ? VirtioNetHeader.size : 0
+        switch source {
+        case .device: return try receiveFromDevice(into: pool, max: max, counters: &counters, body)
+        case .socket: return try receiveFromSocket(into: pool, max: max, counters: &counters, body)
+        }
+    }
+
+    private mutating func receiveFromDevice(
+        into pool: BufferPool, max: Int, counters: inout SystemLinkCounters, _ body: (consuming PacketBuffer) -> Void
+    ) throws(LinkError) -> Int {
         let headerSpace = scratch + 16
         var received = 0
         var reads = 0
         while reads < max {
             reads &+= 1
-            guard var buffer = pool.take() else { break }
-            let room = buffer.writableSpace
-            let n = read(into: room, header: headerSpace)
+            guard let buffer = pool.take() else { break }
+            let n = read(into: buffer.writableSpace, header: headerSpace)
             if n < 0 {
                 let code = SystemCall.lastError
                 if code == EAGAIN || code == EWOULDBLOCK { break }
                 if code == EINTR { reads &-= 1; continue }
-                if code == EINVAL && source == .socket && virtioNetHeader {
-                    counters.drops.kernelHandover &+= 1
-                    continue
-                }
-                throw SystemCall.error(source == .socket ? "recvmsg" : "readv", code, "descriptor \(descriptor)")
+                throw SystemCall.error("readv", code, "descriptor \(descriptor)")
             }
-            let length = n - headerSize
-            guard length >= 0 else { counters.drops.badVirtioNetHeader &+= 1; continue }
-            guard length <= room.count else { counters.drops.truncated &+= 1; continue }
-            guard length >= 14 else { counters.drops.runt &+= 1; continue }
-            var metadata = OffloadMetadata.none
-            if virtioNetHeader {
-                do throws(WireError) {
-                    metadata = try VirtioNetHeader(
-                        parsing: UnsafeRawBufferPointer(start: headerSpace, count: headerSize)).metadata()
-                } catch {
-                    counters.drops.badVirtioNetHeader &+= 1
-                    continue
-                }
-                if let (start, offset) = metadata.partialChecksumLocation, start &+ offset &+ 2 > length {
-                    counters.drops.badVirtioNetHeader &+= 1
-                    continue
-                }
-            }
-            do throws(BufferError) { try buffer.setCount(length) } catch {
-                counters.drops.truncated &+= 1
-                continue
-            }
-            buffer.offload = metadata
-            counters.framesReceived &+= 1
-            counters.bytesReceived &+= UInt64(length)
-            received &+= 1
-            body(buffer)
+            if deliver(buffer, reported: n, header: headerSpace, counters: &counters, body) { received &+= 1 }
         }
         return received
     }
 
-    /// One read: the frame into `room`, its virtio-net header (if any) into `header`.
-    /// Returns the byte count the kernel reports (a truncated frame's full length) or -1.
+    /// One `recvmmsg` for up to `max` frames (at most 64): a buffer from the pool for each
+    /// frame it might bring, and those it did not fill go straight back.
+    private mutating func receiveFromSocket(
+        into pool: BufferPool, max: Int, counters: inout SystemLinkCounters, _ body: (consuming PacketBuffer) -> Void
+    ) throws(LinkError) -> Int {
+        var taken = 0
+        while taken < Swift.min(max, Self.batchCapacity), let buffer = pool.take() {
+            let room = buffer.writableSpace
+            batchFrames[taken] = room.baseAddress
+            batchCapacities[taken] = room.count
+            (batch + taken).initialize(to: buffer)
+            taken &+= 1
+        }
+        guard taken > 0 else { return 0 }
+        let headerSize = virtioNetHeader ? VirtioNetHeader.size : 0
+        let n = Int(offload_packet_socket_receive(descriptor, Int32(taken), batchFrames, batchCapacities,
+                                                  batchHeaders, Int32(headerSize), batchLengths))
+        let filled = Swift.max(n, 0)
+        defer { (batch + filled).deinitialize(count: taken &- filled) }
+        if n < 0 {
+            let code = -Int32(n)
+            if code == EAGAIN || code == EWOULDBLOCK { return 0 }
+            // The kernel could not describe a frame's offload state in a virtio-net header:
+            // that frame is gone, the rest wait for the next poll.
+            if code == EINVAL && virtioNetHeader {
+                counters.drops.kernelHandover &+= 1
+                return 0
+            }
+            throw SystemCall.error("recvmmsg", code, "descriptor \(descriptor)")
+        }
+        var received = 0
+        for i in 0..<filled {
+            if deliver((batch + i).move(), reported: batchLengths[i], header: batchHeaders + 16 &* i,
+                       counters: &counters, body) {
+                received &+= 1
+            }
+        }
+        return received
+    }
+
+    /// Checks one frame the kernel reported `reported` bytes for (its virtio-net header, if
+    /// any, at `header`), and hands it to `body` or counts why not. Returns whether it went.
+    private func deliver(
+        _ buffer: consuming PacketBuffer, reported: Int, header: UnsafeMutableRawPointer,
+        counters: inout SystemLinkCounters, _ body: (consuming PacketBuffer) -> Void
+    ) -> Bool {
+        let headerSize = virtioNetHeader ? VirtioNetHeader.size : 0
+        let length = reported - headerSize
+        guard length >= 0 else { counters.drops.badVirtioNetHeader &+= 1; return false }
+        guard length <= buffer.writableSpace.count else { counters.drops.truncated &+= 1; return false }
+        guard length >= 14 else { counters.drops.runt &+= 1; return false }
+        var metadata = OffloadMetadata.none
+        if virtioNetHeader {
+            do throws(WireError) {
+                metadata = try VirtioNetHeader(parsing: UnsafeRawBufferPointer(start: header, count: headerSize)).metadata()
+            } catch {
+                counters.drops.badVirtioNetHeader &+= 1
+                return false
+            }
+            if let (start, offset) = metadata.partialChecksumLocation, start &+ offset &+ 2 > length {
+                counters.drops.badVirtioNetHeader &+= 1
+                return false
+            }
+        }
+        var buffer = buffer
+        do throws(BufferError) { try buffer.setCount(length) } catch {
+            counters.drops.truncated &+= 1
+            return false
+        }
+        buffer.offload = metadata
+        counters.framesReceived &+= 1
+        counters.bytesReceived &+= UInt64(length)
+        body(buffer)
+        return true
+    }
+
+    /// One read from the device: the frame into `room`, its virtio-net header (if any) into
+    /// `header`. Returns the byte count the kernel reports, or -1.
     private func read(into room: UnsafeMutableRawBufferPointer, header: UnsafeMutableRawPointer) -> Int {
         var parts: Int32 = 0
         if virtioNetHeader {
@@ -162,16 +236,7 @@ struct FrameIO: ~Copyable {
         }
         receiveVector[Int(parts)] = iovec(iov_base: room.baseAddress, iov_len: room.count)
         parts &+= 1
-        switch source {
-        case .device:
-            return Glibc.readv(descriptor, receiveVector, parts)
-        case .socket:
-            var message = msghdr()
-            message.msg_iov = receiveVector
-            message.msg_iovlen = Int(parts)
-            // MSG_TRUNC: the result is the frame's real length, so a cut frame shows.
-            return Glibc.recvmsg(descriptor, &message, Int32(MSG_TRUNC))
-        }
+        return Glibc.readv(descriptor, receiveVector, parts)
     }
 
     // MARK: transmit

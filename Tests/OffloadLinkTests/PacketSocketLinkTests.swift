@@ -89,6 +89,30 @@ struct PacketSocketLinkTests {
         try Exchanges.udpDelivery(&link, namespace: namespace, kernelMAC: kernelMAC, kernelIP: "10.77.2.1",
                                   ourIP: "10.77.2.2", ourMAC: Self.ourMAC, partial: true, pieces: 3, port: 5562)
         #expect(link.counters.checksumsCompletedInSoftware > 0)
+
+        // A burst waiting in the socket comes in batches (one recvmmsg each), in order, as
+        // far as the pool has buffers; the buffers a batch did not fill go back to the pool.
+        let count = 100
+        namespace.must("python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                       + "[s.sendto(i.to_bytes(2, \"big\") * 50, (\"10.77.2.2\", 5570)) for i in range(\(count))]'")
+        usleep(100_000)
+        let pool = BufferPool(count: 8, bufferSize: 2048, headroom: 64)
+        var sequence: [Int] = [], largestBatch = 0
+        for _ in 0..<200 where sequence.count < count {
+            var batch = 0
+            _ = try link.receive(into: pool, max: 32) { frame in
+                batch += 1
+                let bytes = frame.bytes
+                // IPv4 UDP to port 5570 (0x15c2): the datagram's first two bytes are its number.
+                if bytes.count >= 44, bytes[23] == 17, bytes[36] == 0x15, bytes[37] == 0xc2 {
+                    sequence.append(Int(bytes[42]) << 8 | Int(bytes[43]))
+                }
+            }
+            largestBatch = max(largestBatch, batch)
+            #expect(pool.inUse == 0)
+        }
+        #expect(sequence == Array(0..<count), "\(sequence.count) datagrams: \(sequence.prefix(10))")
+        #expect(largestBatch == 8, "a call takes as many frames as the pool has buffers")
     }
 
     @Test("a packet socket on a missing interface fails with ENODEV and says so",
