@@ -18,6 +18,8 @@ final class GatewayOrderWitness {
     private var reorderedFlows: Set<Int> = []
 
     private(set) var packetsChecked = 0
+    /// Of those, UDP datagrams.
+    private(set) var datagramsChecked = 0
     private(set) var violations = 0
     var flowsReordered: Int { reorderedFlows.count }
 
@@ -43,6 +45,7 @@ final class GatewayOrderWitness {
         let (flow, arrival) = waiting.removeFirst()
         inside[fingerprint] = waiting.isEmpty ? nil : waiting
         packetsChecked += 1
+        if frame[14 + 9] == 17 { datagramsChecked += 1 }
         if arrival < latestDeparted[flow] {
             violations += 1
             reorderedFlows.insert(flow)

@@ -167,8 +167,9 @@ struct FrameIO: ~Copyable {
         let headerSize = virtioNetHeader ? VirtioNetHeader.size : 0
         let n = Int(offload_packet_socket_receive(descriptor, Int32(taken), batchFrames, batchCapacities,
                                                   batchHeaders, Int32(headerSize), batchLengths))
+        // The buffers no frame came into go back to the pool before any frame is handed on.
         let filled = Swift.max(n, 0)
-        defer { (batch + filled).deinitialize(count: taken &- filled) }
+        (batch + filled).deinitialize(count: taken &- filled)
         if n < 0 {
             let code = -Int32(n)
             if code == EAGAIN || code == EWOULDBLOCK { return 0 }

@@ -268,6 +268,14 @@ public final class TCPConnection {
         return completions
     }
 
+    /// Takes at most `max` of the oldest completions; the rest stay for a later call.
+    public func takeCompletions(max: Int) -> [CompletionRange] {
+        guard max < completions.count else { return takeCompletions() }
+        let taken = Array(completions.prefix(Swift.max(0, max)))
+        completions.removeFirst(taken.count)
+        return taken
+    }
+
     /// Whether everything is back at rest: no message, no held data, no timer but TIME_WAIT's.
     public var isQuiescent: Bool {
         sendQueue.isEmpty && reassembly.isEmpty && block.delegated.retransmission.deadline == nil

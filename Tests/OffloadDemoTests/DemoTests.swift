@@ -101,6 +101,7 @@ import OffloadEngine
         for _ in 0..<2 { Self.segment(flow: 2, sequence: 7).withUnsafeBytes { witness.arrived($0, port: 0) } }
         for _ in 0..<3 { Self.segment(flow: 2, sequence: 7, translated: true).withUnsafeBytes { witness.departed($0) } }
         #expect(witness.packetsChecked == 5)
+        #expect(witness.datagramsChecked == 0)
         #expect(witness.violations == 1)
         #expect(witness.flowsReordered == 1)
     }
@@ -135,6 +136,7 @@ import OffloadEngine
         }
         Self.frame(flow: 2, sequence: 0, translated: true).withUnsafeBytes { witness.departed($0) }
         #expect(witness.packetsChecked == 5)
+        #expect(witness.datagramsChecked == 5)
         #expect(witness.violations == 1)
         #expect(witness.flowsReordered == 1)
         // A frame no flow brought in (the gateway's own) is not checked.

@@ -183,6 +183,51 @@ extension TCPOffloadTests {
     /// T3 and T5: an offloaded transfer's payload leaves the engine as slices of the
     /// application's buffer (the memory wire records where each came from), and neither
     /// the host nor the engine copies a payload byte on the way.
+    /// With a small events ring the engine reports completions as far as it has room, the
+    /// oldest first, and the rest at later polls: still each once, in order. Eight
+    /// connections' ACKs arrive in the same polls, so the ring of four is often full.
+    @Test func completionsWaitForRoomInASmallEventsRing() throws {
+        var engine = Engine<MemoryLink>.Configuration()
+        engine.tcpEventCapacity = 4
+        let w = try TwoEndpoints(seed: 5, engine: engine)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 9)
+        let clients = try (0..<8).map { _ in try ta.connect(to: w.b.host.address, port: 9, now: w.sim.clock.now) }
+        var servers: [TCPSocket] = []
+        var queued = [[MessageID]](repeating: [], count: 8), completed = [[MessageID]](repeating: [], count: 8)
+        var received = 0
+        var sink = [UInt8](repeating: 0, count: 65_536)
+        let bytes = [UInt8](repeating: 1, count: 4096)
+        let messagesEach = 64
+        w.sim.addProcess("applications") {
+            var worked = false
+            while let s = tb.accept(port: 9) { servers.append(s); worked = true }
+            for (i, c) in clients.enumerated() {
+                if queued[i].count < messagesEach, ta.connection(c)?.canSend ?? false,
+                   case .queued(let id) = ta.send(TxBuffer(copying: bytes), on: c) {
+                    queued[i].append(id)
+                    worked = true
+                }
+                _ = ta.takeCompletions(of: c) { completion in
+                    if case .failed(let e) = completion.status { Issue.record("message \(completion.id) failed: \(e)") }
+                    completed[i].append(completion.id)
+                }
+            }
+            for s in servers {
+                let n = sink.withUnsafeMutableBytes { tb.read(s, into: $0) }
+                if n > 0 { received += n; worked = true }
+            }
+            return worked
+        }
+        let total = 8 * messagesEach * bytes.count
+        w.sim.run(until: w.sim.clock.now + .seconds(60)) {
+            received < total || zip(queued, completed).contains { $0.0.count != $0.1.count }
+        }
+        #expect(received == total)
+        #expect(completed == queued, "every message completed once, in order, on its own connection")
+        #expect(w.a.engine.tcp.counters.completionsDelayed > 0, "the ring was never short of room: the case is not exercised")
+    }
+
     /// Connections share the engine's segment budget: with room for a few segments per poll,
     /// a bulk sender that is visited first cannot keep the others from sending.
     @Test func offloadedConnectionsShareEachPollsBudget() throws {

@@ -72,7 +72,8 @@ extension Engine where Port: ~Copyable {
         tcp.flushOverflow()
         // Even with no connection left: the marks of those that left are cleared by a visit.
         tcp.schedule.markDue(now: now)
-        var budget = configuration.tcpPollBudget
+        // At least one segment: a budget of 0 would leave ready connections waiting for ever.
+        var budget = max(1, configuration.tcpPollBudget)
         var sent = 0
         // Each connection ready now once; one that is left with output goes to the back.
         var visits = tcp.schedule.readyCount
@@ -122,12 +123,16 @@ extension Engine where Port: ~Copyable {
         }
     }
 
-    /// Tells the host which messages completed, when the events ring has room for all of
-    /// them beside its reserve (else they wait in the connection for a later poll).
+    /// Tells the host which messages completed, as far as the events ring has room beside
+    /// its reserve (the rest wait in the connection for a later poll).
     private func reportCompletions(slot: UInt32, _ connection: TCPConnection) {
         let pending = connection.pendingCompletionRanges
-        guard pending > 0, tcp.hasRoom(forCompletions: pending), let host = tcp.slots[Int(slot)]?.host else { return }
-        for range in connection.takeCompletions() {
+        guard pending > 0, let host = tcp.slots[Int(slot)]?.host else { return }
+        let room = tcp.completionRoom
+        if room < pending { tcp.counters.completionsDelayed &+= 1 }
+        guard room > 0 else { return }
+        // The oldest first, as many as fit: the rest wait for a later poll.
+        for range in connection.takeCompletions(max: room) {
             tcp.counters.messagesCompleted &+= UInt64(range.count)
             tcp.emit(.completed(host: host, range))
         }

@@ -77,9 +77,10 @@ public final class TCPOffloadTable {
         if sent > 0 { overflow.removeFirst(sent) }
     }
 
-    /// Room for `count` completion events beside the reserve kept for offload and upload answers.
-    func hasRoom(forCompletions count: Int) -> Bool {
-        overflow.isEmpty && events.capacity - events.count >= count + min(64, events.capacity / 4)
+    /// Completion events the ring has room for beside the reserve kept for offload and
+    /// upload answers.
+    var completionRoom: Int {
+        overflow.isEmpty ? max(0, events.capacity - events.count - min(64, events.capacity / 4)) : 0
     }
 
     /// Whether a connection needs a visit without waiting for a timer: it has something to
@@ -146,6 +147,8 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
     public var transmitFailures: UInt64 = 0
     /// Offload and upload answers that waited for room in the events ring.
     public var eventsDelayed: UInt64 = 0
+    /// Times a connection's completions waited, all or some, for room in the events ring.
+    public var completionsDelayed: UInt64 = 0
 
     public init() {}
 
@@ -160,7 +163,8 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
          ("tcp offload: messages completed", messagesCompleted),
          ("tcp offload: segments dropped", segmentsDropped),
          ("tcp offload: transmit failures", transmitFailures),
-         ("tcp offload: events delayed", eventsDelayed)]
+         ("tcp offload: events delayed", eventsDelayed),
+         ("tcp offload: completions delayed", completionsDelayed)]
             + uploads.rows("tcp offload: uploaded, ")
     }
 }
