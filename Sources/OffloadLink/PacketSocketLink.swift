@@ -81,7 +81,7 @@ public struct PacketSocketLink: ~Copyable, Link {
 
     deinit { SystemCall.close(io.descriptor) }
 
-    /// Reads up to `max` frames, one per `recvmsg`, until the socket is empty or the pool is.
+    /// Reads up to `max` frames with one `recvmmsg` (fewer when the pool has fewer buffers).
     /// Throws when the pool's buffers are smaller than `capabilities.maxFrameSize`.
     public mutating func receive(
         into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void
