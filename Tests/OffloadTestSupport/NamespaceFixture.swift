@@ -83,11 +83,32 @@ public enum Root {
     public static var isRoot: Bool { geteuid() == 0 }
     public static var isRequired: Bool { ProcessInfo.processInfo.environment["OFFLOAD_REQUIRE_ROOT"] == "1" }
 
-    /// The `.enabled(if:)` condition: run when root, or when root is required (to fail).
+    /// The `.enabled(if:)` condition: run when root and the interop tools are installed, or
+    /// when root is required (to fail, with the reason, where something is missing).
     public static var shouldRun: Bool {
-        if !isRoot && !isRequired { print("skipped: \(reason)") }
-        return isRoot || isRequired
+        if isRequired { return true }
+        if !isRoot {
+            print("skipped: \(reason)")
+            return false
+        }
+        if let missing = missingTools {
+            print("skipped: the Linux interop tests need \(missing) (.ci/run installs them), "
+                  + "or set OFFLOAD_REQUIRE_ROOT=1 to turn this skip into a failure")
+            return false
+        }
+        return true
     }
+
+    /// What the interop tests run that this machine lacks, as an install line; nil when
+    /// nothing is missing. Looked up once.
+    public static let missingTools: String? = {
+        let programs = ["ip": "iproute2", "ss": "iproute2", "nstat": "iproute2", "ping": "iputils-ping",
+                        "pkill": "procps", "socat": "socat", "iperf3": "iperf3", "tshark": "tshark",
+                        "nft": "nftables", "setpriv": "util-linux", "python3": "python3"]
+        var packages = Set(programs.filter { !Shell.run("command -v \($0.key)").succeeded }.values)
+        if !Shell.run("/usr/bin/python3 -c 'import prometheus_client'").succeeded { packages.insert("python3-prometheus-client") }
+        return packages.isEmpty ? nil : "apt-get install " + packages.sorted().joined(separator: " ")
+    }()
 
     /// First line of a root test: false (with a recorded failure) when root is missing.
     public static func check(sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
