@@ -14,8 +14,11 @@ public final class EngineLoop<Port: Link & ~Copyable> {
     /// Nil when the software runs on the engine's thread.
     private let software: SoftwareThread?
     private let wakeup: Poller
-    /// How long the engine keeps polling without work before it sleeps (see `SoftwareThread`).
-    public var spinBeforeSleeping = Duration.microseconds(100)
+    /// How long the engine, and the software's thread if it has one, keep polling without
+    /// work before they sleep (see `SoftwareThread`).
+    public var spinBeforeSleeping = Duration.microseconds(100) {
+        didSet { software?.spinBeforeSleeping = spinBeforeSleeping }
+    }
 
     public init(engine: Engine<Port>, slowPath: SlowPath, softwareThread: Bool = true) throws(LinkError) {
         self.engine = engine

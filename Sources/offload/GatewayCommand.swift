@@ -47,7 +47,7 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: "Threads: 2 runs the software on a thread of its own beside the engine's; 1 runs it between the engine's polls.")
     var threads = 2
 
-    @Option(help: ArgumentHelp("Microseconds an idle engine keeps polling before it sleeps until a frame arrives: more answers sooner, less leaves the cores to the hosts around it.", valueName: "microseconds"))
+    @Option(help: ArgumentHelp("Microseconds the idle engine and software threads keep polling before they sleep until a frame arrives or the other wakes them: more answers sooner, less leaves the cores to the hosts around it.", valueName: "microseconds"))
     var spin: UInt32 = 100
 
     @Option(help: "Connection table capacity (entries).")

@@ -119,7 +119,8 @@ extension GatewayInteropTests {
           .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func icmpErrorsAndCapture() throws {
         guard Root.check() else { return }
-        let world = try GatewayNamespaces(audit: false, orderGuard: true, capture: true)
+        // No spin: every frame finds both threads asleep, so every wake-up is exercised.
+        let world = try GatewayNamespaces(audit: false, orderGuard: true, capture: true, spinMicroseconds: 0)
         defer { world.tearDown() }
         let expired = world.client.run("ping -n -c 1 -t 1 -W 2 \(GatewayNamespaces.serverAddress)", timeout: 10)
         #expect(expired.output.contains("Time to live exceeded") && expired.output.contains("10.77.31.1"),
@@ -152,7 +153,7 @@ final class GatewayNamespaces {
     let metricsPath: String
 
     init(audit: Bool, orderGuard: Bool, threads: Int = 2, decisionDelayMicroseconds: Int = 0,
-         capture: Bool = false) throws {
+         capture: Bool = false, spinMicroseconds: Int? = nil) throws {
         client = NetworkNamespace(prefix: "ogc")
         server = NetworkNamespace(prefix: "ogs")
         let inside = client.interfaceName("ogc"), outside = server.interfaceName("ogs")
@@ -169,6 +170,7 @@ final class GatewayNamespaces {
         if !orderGuard { command += " --no-order-guard" }
         if decisionDelayMicroseconds > 0 { command += " --decision-delay \(decisionDelayMicroseconds)" }
         if capture { command += " --pcap \(scratch)/gateway.pcap" }
+        if let spinMicroseconds { command += " --spin \(spinMicroseconds)" }
         gateway = Shell.start(command, timeout: 320)
         // The TAP devices exist once the gateway has opened them.
         var ready = false
