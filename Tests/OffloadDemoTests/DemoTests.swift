@@ -72,20 +72,29 @@ import OffloadEngine
 
     /// A TCP segment of flow `flow` with sequence number `sequence`, before or after NAT.
     static func segment(flow: UInt8, sequence: UInt8, translated: Bool = false) -> [UInt8] {
-        var f = [UInt8](repeating: 0, count: 14 + 20 + 20 + 16)
-        f[12] = 0x08
-        f[14] = 0x45
-        f[16] = 0; f[17] = 56                          // total length
-        f[22] = translated ? 63 : 64                   // TTL
-        f[23] = 6
-        f[26...29] = translated ? [10, 2, 0, 1] : [10, 1, 0, 2]
-        f[30...33] = [10, 2, 0, 2]
-        f[34] = translated ? 0x9c : 0x80; f[35] = flow  // source port
+        var f = ipv4(protocol: 6, flow: flow, l4Length: 20 + 16, translated: translated)
         f[36] = 0x13; f[37] = 0x89
         f[41] = sequence                               // sequence number
         f[46] = 0x50; f[47] = 0x18                     // offset 5, PSH ACK
         f[54] = flow
-        if translated { f[24] = 0xab; f[50] = 0xcd }   // checksums rewritten
+        if translated { f[50] = 0xcd }                 // checksum rewritten
+        return f
+    }
+
+    /// An Ethernet + IPv4 frame from the client (or, `translated`, from the gateway's
+    /// outside address) to the server, source port 0x80 `flow` (0x9c `flow` after NAT), with
+    /// `l4Length` bytes of zeros after the IPv4 header for the caller to fill.
+    static func ipv4(protocol: UInt8, flow: UInt8, l4Length: Int, translated: Bool) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: 14 + 20 + l4Length)
+        f[12] = 0x08
+        f[14] = 0x45
+        f[16] = 0; f[17] = UInt8(20 + l4Length)        // total length
+        f[22] = translated ? 63 : 64                   // TTL
+        f[23] = `protocol`
+        if translated { f[24] = 0xab }                 // header checksum rewritten
+        f[26...29] = translated ? [10, 2, 0, 1] : [10, 1, 0, 2]
+        f[30...33] = [10, 2, 0, 2]
+        f[34] = translated ? 0x9c : 0x80; f[35] = flow  // source port
         return f
     }
 
@@ -106,23 +115,15 @@ import OffloadEngine
         #expect(witness.flowsReordered == 1)
     }
 
-    /// A UDP frame from `source`:`port` with the demo's flow and sequence numbers, as the
-    /// client sends it or (`translated`) as the gateway forwards it after NAT.
+    /// A UDP frame with the demo's flow and sequence numbers, as the client sends it or
+    /// (`translated`) as the gateway forwards it after NAT.
     static func frame(flow: UInt8, sequence: UInt8, translated: Bool = false) -> [UInt8] {
-        var f = [UInt8](repeating: 0, count: 14 + 20 + 8 + 24)
-        f[12] = 0x08
-        f[14] = 0x45
-        f[16] = 0; f[17] = 52                          // total length
+        var f = ipv4(protocol: 17, flow: flow, l4Length: 8 + 24, translated: translated)
         f[18] = 0; f[19] = sequence                    // identification
-        f[22] = translated ? 63 : 64                   // TTL
-        f[23] = 17
-        f[26...29] = translated ? [10, 2, 0, 1] : [10, 1, 0, 2]
-        f[30...33] = [10, 2, 0, 2]
-        f[34] = translated ? 0x9c : 0x80; f[35] = flow  // source port
         f[36] = 0x13; f[37] = 0x8c
         f[42 + 15] = flow
         f[42 + 19] = sequence
-        if translated { f[24] = 0xab; f[40] = 0xcd }   // checksums rewritten
+        if translated { f[40] = 0xcd }                 // checksum rewritten
         return f
     }
 

@@ -180,9 +180,48 @@ import OffloadWire
 }
 
 extension TCPOffloadTests {
-    /// T3 and T5: an offloaded transfer's payload leaves the engine as slices of the
-    /// application's buffer (the memory wire records where each came from), and neither
-    /// the host nor the engine copies a payload byte on the way.
+    /// `count` connections from A to B, each sending `messagesEach` messages of `size` bytes
+    /// (fresh buffers) while B reads everything; each connection's messages and completions
+    /// are kept. Servers are accepted in the clients' order (the handshakes cross one engine
+    /// each way), so `received[i]` is client `i`'s.
+    final class BulkSenders {
+        let w: TwoEndpoints
+        var queued: [[MessageID]], completed: [[MessageID]], received: [Int]
+
+        init(_ w: TwoEndpoints, count: Int, size: Int, messagesEach: Int = .max) throws {
+            self.w = w
+            queued = Array(repeating: [], count: count)
+            completed = Array(repeating: [], count: count)
+            received = Array(repeating: 0, count: count)
+            let (ta, tb) = (w.a.tcp, w.b.tcp)
+            try tb.listen(port: 9)
+            let clients = try (0..<count).map { _ in try ta.connect(to: w.b.host.address, port: 9, now: w.sim.clock.now) }
+            var servers: [TCPSocket] = []
+            var sink = [UInt8](repeating: 0, count: 65_536)
+            let bytes = [UInt8](repeating: 7, count: size)
+            w.sim.addProcess("applications") { [unowned self] in
+                var worked = false
+                while let s = tb.accept(port: 9) { servers.append(s); worked = true }
+                for (i, c) in clients.enumerated() {
+                    if queued[i].count < messagesEach, ta.connection(c)?.canSend ?? false,
+                       case .queued(let id) = ta.send(TxBuffer(copying: bytes), on: c) {
+                        queued[i].append(id)
+                        worked = true
+                    }
+                    _ = ta.takeCompletions(of: c) { completion in
+                        if case .failed(let e) = completion.status { Issue.record("message \(completion.id) failed: \(e)") }
+                        completed[i].append(completion.id)
+                    }
+                }
+                for (i, s) in servers.enumerated() {
+                    let n = sink.withUnsafeMutableBytes { tb.read(s, into: $0) }
+                    if n > 0 { received[i] += n; worked = true }
+                }
+                return worked
+            }
+        }
+    }
+
     /// With a small events ring the engine reports completions as far as it has room, the
     /// oldest first, and the rest at later polls: still each once, in order. Eight
     /// connections' ACKs arrive in the same polls, so the ring of four is often full.
@@ -190,41 +229,13 @@ extension TCPOffloadTests {
         var engine = Engine<MemoryLink>.Configuration()
         engine.tcpEventCapacity = 4
         let w = try TwoEndpoints(seed: 5, engine: engine)
-        let (ta, tb) = (w.a.tcp, w.b.tcp)
-        try tb.listen(port: 9)
-        let clients = try (0..<8).map { _ in try ta.connect(to: w.b.host.address, port: 9, now: w.sim.clock.now) }
-        var servers: [TCPSocket] = []
-        var queued = [[MessageID]](repeating: [], count: 8), completed = [[MessageID]](repeating: [], count: 8)
-        var received = 0
-        var sink = [UInt8](repeating: 0, count: 65_536)
-        let bytes = [UInt8](repeating: 1, count: 4096)
-        let messagesEach = 64
-        w.sim.addProcess("applications") {
-            var worked = false
-            while let s = tb.accept(port: 9) { servers.append(s); worked = true }
-            for (i, c) in clients.enumerated() {
-                if queued[i].count < messagesEach, ta.connection(c)?.canSend ?? false,
-                   case .queued(let id) = ta.send(TxBuffer(copying: bytes), on: c) {
-                    queued[i].append(id)
-                    worked = true
-                }
-                _ = ta.takeCompletions(of: c) { completion in
-                    if case .failed(let e) = completion.status { Issue.record("message \(completion.id) failed: \(e)") }
-                    completed[i].append(completion.id)
-                }
-            }
-            for s in servers {
-                let n = sink.withUnsafeMutableBytes { tb.read(s, into: $0) }
-                if n > 0 { received += n; worked = true }
-            }
-            return worked
-        }
-        let total = 8 * messagesEach * bytes.count
+        let run = try BulkSenders(w, count: 8, size: 4096, messagesEach: 64)
+        let total = 8 * 64 * 4096
         w.sim.run(until: w.sim.clock.now + .seconds(60)) {
-            received < total || zip(queued, completed).contains { $0.0.count != $0.1.count }
+            run.received.reduce(0, +) < total || zip(run.queued, run.completed).contains { $0.0.count != $0.1.count }
         }
-        #expect(received == total)
-        #expect(completed == queued, "every message completed once, in order, on its own connection")
+        #expect(run.received.reduce(0, +) == total)
+        #expect(run.completed == run.queued, "every message completed once, in order, on its own connection")
         #expect(w.a.engine.tcp.counters.completionsDelayed > 0, "the ring was never short of room: the case is not exercised")
     }
 
@@ -234,28 +245,9 @@ extension TCPOffloadTests {
         var engine = Engine<MemoryLink>.Configuration()
         engine.tcpPollBudget = 4
         let w = try TwoEndpoints(seed: 3, engine: engine)
-        let (ta, tb) = (w.a.tcp, w.b.tcp)
-        try tb.listen(port: 9)
-        let clients = try (0..<3).map { _ in try ta.connect(to: w.b.host.address, port: 9, now: w.sim.clock.now) }
-        var servers: [TCPSocket] = []
-        var received = [Int](repeating: 0, count: 3)
-        var sink = [UInt8](repeating: 0, count: 65_536)
-        let bytes = [UInt8](repeating: 7, count: 65_536)
-        w.sim.addProcess("applications") {
-            var worked = false
-            while let s = tb.accept(port: 9) { servers.append(s); worked = true }
-            for c in clients where ta.connection(c)?.canSend ?? false {
-                if case .queued = ta.send(TxBuffer(copying: bytes), on: c) { worked = true }
-                ta.takeCompletions(of: c) { _ in }
-            }
-            // Servers are accepted in the clients' order: the handshakes cross one engine each way.
-            for (i, s) in servers.enumerated() {
-                let n = sink.withUnsafeMutableBytes { tb.read(s, into: $0) }
-                if n > 0 { received[i] += n; worked = true }
-            }
-            return worked
-        }
-        w.sim.run(until: w.sim.clock.now + .seconds(10)) { received.reduce(0, +) < 24 << 20 }
+        let run = try BulkSenders(w, count: 3, size: 65_536)
+        w.sim.run(until: w.sim.clock.now + .seconds(10)) { run.received.reduce(0, +) < 24 << 20 }
+        let received = run.received
         #expect(w.a.engine.tcp.count == 3, "the engine runs all three connections")
         let total = received.reduce(0, +)
         #expect(total >= 24 << 20, "received \(received)")
@@ -263,6 +255,9 @@ extension TCPOffloadTests {
         #expect(received.allSatisfy { $0 >= total / 6 }, "received \(received)")
     }
 
+    /// T3 and T5: an offloaded transfer's payload leaves the engine as slices of the
+    /// application's buffer (the memory wire records where each came from), and neither
+    /// the host nor the engine copies a payload byte on the way.
     @Test func offloadedSegmentsGatherFromTheApplicationsBuffer() throws {
         var slices: [(start: UInt, count: Int)] = []
         let w = try TwoEndpoints(seed: 3) { slices.append((UInt(bitPattern: $0.baseAddress), $0.count)) }
