@@ -156,7 +156,7 @@ int offload_socket_receive_buffer(int fd) {
     return value;
 }
 
-int offload_packet_socket_receive(int fd, int count, void *const *frames, const size_t *capacities,
+int offload_packet_socket_receive(int fd, int count, void *const *frames, size_t capacity,
                                   void *headers, int header_size, size_t *lengths) {
     struct mmsghdr messages[64];
     struct iovec vectors[128];
@@ -168,7 +168,7 @@ int offload_packet_socket_receive(int fd, int count, void *const *frames, const 
             vectors[2 * i] = (struct iovec){ .iov_base = (char *)headers + 16 * i, .iov_len = (size_t)header_size };
             parts = 1;
         }
-        vectors[2 * i + parts] = (struct iovec){ .iov_base = frames[i], .iov_len = capacities[i] };
+        vectors[2 * i + parts] = (struct iovec){ .iov_base = frames[i], .iov_len = capacity };
         memset(&messages[i], 0, sizeof messages[i]);
         messages[i].msg_hdr.msg_iov = &vectors[2 * i];
         messages[i].msg_hdr.msg_iovlen = (size_t)parts + 1;

@@ -46,6 +46,8 @@ final class DatagramFlows {
     }
 
     var isRTP: (Int) -> Bool { { $0 % 2 == 0 } }
+    /// Datagrams the flows send in all.
+    var planned: Int { count * datagramsPerFlow }
     var sent: Int { flows.reduce(0) { $0 + $1.sent } }
     var received: Int { flows.reduce(0) { $0 + $1.received } }
     var outOfOrder: Int { flows.reduce(0) { $0 + $1.outOfOrder } }

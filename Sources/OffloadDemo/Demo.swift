@@ -69,7 +69,7 @@ public enum Demo {
                 progress(Progress(tcpBytesVerified: streams.bytesVerified,
                                   tcpBytesTotal: configuration.flows * configuration.bytesPerConnection,
                                   connectionsDone: streams.receiversDone, connections: configuration.flows,
-                                  datagramsVerified: datagrams.received, datagramsTotal: datagrams.count * datagrams.datagramsPerFlow,
+                                  datagramsVerified: datagrams.received, datagramsTotal: datagrams.planned,
                                   simulatedSeconds: seconds(sim.clock.now - .zero)))
             }
         }

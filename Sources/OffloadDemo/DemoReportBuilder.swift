@@ -132,7 +132,7 @@ struct DemoReportBuilder {
         // a wire lost.
         let wiresDropped = r.wires.framesLost + r.wires.queueDrops + excused
         let udpIntact = r.udp.corrupt == 0 && r.udp.duplicates == 0
-            && r.udp.datagramsSent == datagrams.count * datagrams.datagramsPerFlow
+            && r.udp.datagramsSent == datagrams.planned
             && UInt64(max(0, r.udp.datagramsLost)) <= wiresDropped
         r.check("UDP datagrams verified", udpIntact,
                 "\(r.udp.datagramsVerified) of \(r.udp.datagramsSent) arrived intact, \(r.udp.duplicates) duplicated, "

@@ -71,13 +71,11 @@ struct FrameIO: ~Copyable {
     /// [32, 34): a checksum finished in software.
     private let scratch: UnsafeMutableRawPointer
     private let receiveVector: UnsafeMutablePointer<iovec>
-    /// A socket's receive batch (one `recvmmsg`): its buffers, where their bytes go and how
-    /// much room they have, what the kernel reports for each, and their virtio-net headers
-    /// (16 bytes apart).
+    /// A socket's receive batch (one `recvmmsg`): its buffers, where their bytes go, what
+    /// the kernel reports for each, and their virtio-net headers (16 bytes apart).
     private static let batchCapacity = 64
     private let batch: UnsafeMutablePointer<PacketBuffer>
     private let batchFrames: UnsafeMutablePointer<UnsafeMutableRawPointer?>
-    private let batchCapacities: UnsafeMutablePointer<Int>
     private let batchLengths: UnsafeMutablePointer<Int>
     private let batchHeaders: UnsafeMutableRawPointer
 
@@ -92,7 +90,6 @@ struct FrameIO: ~Copyable {
         receiveVector = .allocate(capacity: 2)
         batch = .allocate(capacity: Self.batchCapacity)
         batchFrames = .allocate(capacity: Self.batchCapacity)
-        batchCapacities = .allocate(capacity: Self.batchCapacity)
         batchLengths = .allocate(capacity: Self.batchCapacity)
         batchHeaders = .allocate(byteCount: 16 * Self.batchCapacity, alignment: 16)
     }
@@ -103,7 +100,6 @@ struct FrameIO: ~Copyable {
         receiveVector.deallocate()
         batch.deallocate()
         batchFrames.deallocate()
-        batchCapacities.deallocate()
         batchLengths.deallocate()
         batchHeaders.deallocate()
     }
@@ -155,17 +151,18 @@ struct FrameIO: ~Copyable {
     private mutating func receiveFromSocket(
         into pool: BufferPool, max: Int, counters: inout SystemLinkCounters, _ body: (consuming PacketBuffer) -> Void
     ) throws(LinkError) -> Int {
-        var taken = 0
+        // Every buffer of a pool has the same room.
+        var taken = 0, room = 0
         while taken < Swift.min(max, Self.batchCapacity), let buffer = pool.take() {
-            let room = buffer.writableSpace
-            batchFrames[taken] = room.baseAddress
-            batchCapacities[taken] = room.count
+            let space = buffer.writableSpace
+            batchFrames[taken] = space.baseAddress
+            room = space.count
             (batch + taken).initialize(to: buffer)
             taken &+= 1
         }
         guard taken > 0 else { return 0 }
         let headerSize = virtioNetHeader ? VirtioNetHeader.size : 0
-        let n = Int(offload_packet_socket_receive(descriptor, Int32(taken), batchFrames, batchCapacities,
+        let n = Int(offload_packet_socket_receive(descriptor, Int32(taken), batchFrames, room,
                                                   batchHeaders, Int32(headerSize), batchLengths))
         // The buffers no frame came into go back to the pool before any frame is handed on.
         let filled = Swift.max(n, 0)

@@ -51,11 +51,11 @@ int offload_packet_socket_statistics(int fd, uint32_t *packets, uint32_t *drops)
 int offload_socket_receive_buffer(int fd);
 
 /// Receives up to `count` (at most 64) frames from a packet socket with one recvmmsg
-/// (MSG_DONTWAIT | MSG_TRUNC): frame i into `frames[i]` (`capacities[i]` bytes), preceded
+/// (MSG_DONTWAIT | MSG_TRUNC): frame i into `frames[i]` (`capacity` bytes each), preceded
 /// when `header_size` > 0 by its virtio-net header into `headers + 16 * i`. `lengths[i]`
 /// gets what the kernel reports for it: header and whole frame, a truncated frame's full
 /// length. Returns the number of frames received, or -errno (-EAGAIN: none waiting).
-int offload_packet_socket_receive(int fd, int count, void *const *frames, const size_t *capacities,
+int offload_packet_socket_receive(int fd, int count, void *const *frames, size_t capacity,
                                   void *headers, int header_size, size_t *lengths);
 
 /// Creates an epoll instance (close-on-exec). Descriptor or -errno.
