@@ -25,6 +25,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "COffloadShim"),
+        // The fast path as lean C: `offload bench` measures it next to the engine's.
+        .target(name: "CFastPathReference"),
         .target(name: "OffloadCore", dependencies: ["COffloadShim"]),
         .target(name: "OffloadWire", dependencies: ["OffloadCore"]),
         .target(name: "OffloadLink", dependencies: ["OffloadCore", "OffloadWire", "COffloadShim"], swiftSettings: perPacket),
@@ -40,7 +42,7 @@ let package = Package(
         .executableTarget(
             name: "offload",
             dependencies: [
-                "OffloadHost", "OffloadLink", "OffloadEngine", "OffloadDemo", "COffloadShim",
+                "OffloadHost", "OffloadLink", "OffloadEngine", "OffloadDemo", "COffloadShim", "CFastPathReference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Namespaces, shell commands with time limits, the root check: shared by the tests that touch Linux.

@@ -1,3 +1,4 @@
+import CFastPathReference
 import OffloadCore
 import OffloadEngine
 import OffloadLink
@@ -17,6 +18,9 @@ import OffloadLink
 /// as a receiver that drops does. The random choice of each packet's flow and the loop are
 /// the rest. At 1M flows the engine's table misses are its own; the source touches no
 /// per-flow memory.
+///
+/// The reference is the same pipeline as lean C (`CFastPathReference`), measured in the
+/// same run: what this machine gives today for this work, without the engine's generality.
 enum FastPathBenchmark {
     static func run(flows: Int, seconds: Double) -> BenchResult {
         var bench = EngineBench(tableCapacity: flows)
@@ -50,30 +54,40 @@ enum FastPathBenchmark {
         let burst = 32
         let slots = UnsafeMutableRawPointer.allocate(byteCount: burst * EngineBench.frameSize, alignment: 64)
         defer { slots.deallocate() }
-        var forwarded = 0
-        let start = clock.now
-        let end = start + .nanoseconds(Int64(seconds * 1e9))
-        while clock.now < end {
-            for _ in 0..<64 {
-                for i in 0..<burst {
-                    let flow = Int(truncatingIfNeeded: random.next().multipliedFullWidth(by: UInt64(flows)).high)
-                    let slot = slots + i &* EngineBench.frameSize
-                    frames.write(flow: flow, into: slot)
-                    try? bench.source.transmit(lending: UnsafeRawBufferPointer(start: slot, count: EngineBench.frameSize))
+        // Alternating with the C reference, best of three each: this machine is shared and noisy.
+        var best = 0.0, bestReference = 0.0
+        for _ in 0..<rounds {
+            var forwarded = 0
+            let start = clock.now
+            let end = start + .nanoseconds(Int64(seconds / Double(rounds) * 1e9))
+            while clock.now < end {
+                for _ in 0..<64 {
+                    for i in 0..<burst {
+                        let flow = Int(truncatingIfNeeded: random.next().multipliedFullWidth(by: UInt64(flows)).high)
+                        let slot = slots + i &* EngineBench.frameSize
+                        frames.write(flow: flow, into: slot)
+                        try? bench.source.transmit(lending: UnsafeRawBufferPointer(start: slot, count: EngineBench.frameSize))
+                    }
+                    engine.poll(now: start)
+                    precondition(engine.withPort(0) { $0.framesWaiting } == 0, "the engine left lent frames on the wire")
+                    forwarded &+= bench.sink.discard(max: 64)
                 }
-                engine.poll(now: start)
-                precondition(engine.withPort(0) { $0.framesWaiting } == 0, "the engine left lent frames on the wire")
-                forwarded &+= bench.sink.discard(max: 64)
             }
+            let elapsed = Double((clock.now - start).nanoseconds) / 1e9
+            best = max(best, Double(forwarded) / elapsed / 1e6)
+            let reference = offload_fast_path_reference_mpps(flows, seconds / Double(rounds))
+            precondition(reference > 0, "the C reference missed its own table")
+            bestReference = max(bestReference, reference)
         }
-        let elapsed = Double((clock.now - start).nanoseconds) / 1e9
-        let mpps = Double(forwarded) / elapsed / 1e6
         if engine.counters.fastPath != engine.counters.received {
             print("note: \(engine.counters.received - engine.counters.fastPath) packets left the fast path")
         }
-        return BenchResult(name: "fast path, \(flows / 1000)k flows", value: mpps, unit: "Mpps", reference: nil,
+        return BenchResult(name: "fast path, \(flows / 1000)k flows", value: best, unit: "Mpps",
+                           reference: ("lean C", bestReference),
                            target: flows >= 1_000_000 ? ">= 15 Mpps" : ">= 30 Mpps")
     }
+
+    private static let rounds = 3
 }
 
 /// The 64-byte UDP frame of each flow, built when it is sent: flow `f` comes from 10.0.x.y,

@@ -1,0 +1,217 @@
+#include "CFastPathReference.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+enum { burst = 32, frameSize = 64, poolBuffers = 1024, bufferStride = 2112, headroom = 64, sinkSlots = 256 };
+
+/// One table slot, one cache line: the key, the rewrite and the counters, as `FlowEntry`.
+typedef struct {
+    uint64_t keyHigh, keyLow;
+    uint64_t ethernetFirst;
+    uint32_t ethernetLast, newSource, newDestination, newPorts;
+    uint16_t ipChecksumDelta, l4ChecksumDelta, outputPort;
+    uint8_t control, epoch;
+    uint64_t bytes;
+    uint32_t packets, lastUsedTick;
+} __attribute__((aligned(64))) Entry;
+
+/// Where the last run leaves a sum of the sink's bytes.
+volatile uint64_t offload_fast_path_reference_check;
+
+static const uint64_t occupiedBit = 0x100, seed = 0x6f66666c6f616421ull;
+
+/// `FlowKey.tableHash`.
+static inline uint64_t tableHash(uint64_t a, uint64_t b) {
+    uint64_t h = (a ^ seed) * 0x9E3779B97F4A7C15ull;
+    h ^= (b ^ (seed >> 7 | seed << 57)) * 0xC2B2AE3D27D4EB4Full;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    return h ^ (h >> 29);
+}
+
+static inline uint16_t addDelta(uint16_t checksum, uint16_t delta) {
+    uint32_t s = (uint32_t)(uint16_t)~checksum + delta;
+    return (uint16_t)~((s & 0xffff) + (s >> 16));
+}
+
+static inline uint16_t fold(uint32_t s) {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)~s;
+}
+
+static inline uint16_t be16(uint16_t x) { return __builtin_bswap16(x); }
+
+/// splitmix64, as the benchmark's `SeededRandom` draws a flow per packet.
+static inline uint64_t nextRandom(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/// Flow f's frame from a template whose changing words are zero (as `FlowFrames.write`):
+/// source 10.0.x.y with x.y = f >> 16, source port f & 0xffff, to 10.200.0.1:4000.
+static void writeFrame(uint8_t *frame, const uint8_t *template, uint32_t ipSum, uint32_t udpSum, uint64_t flow) {
+    memcpy(frame, template, frameSize);
+    uint16_t low = (uint16_t)(flow >> 16), port = (uint16_t)flow;
+    uint16_t v = be16(low);
+    memcpy(frame + 28, &v, 2);
+    v = be16(port);
+    memcpy(frame + 34, &v, 2);
+    v = be16(fold(ipSum + low));
+    memcpy(frame + 24, &v, 2);
+    uint16_t udp = fold(udpSum + low + port);
+    v = be16(udp == 0 ? 0xffff : udp);
+    memcpy(frame + 40, &v, 2);
+}
+
+double offload_fast_path_reference_mpps(long flows, double seconds) {
+    long slotCount = 2;
+    while (slotCount < 2 * flows) slotCount <<= 1;
+    const long mask = slotCount - 1;
+    size_t tableBytes = (size_t)slotCount * sizeof(Entry);
+    size_t hugePage = 2u << 20;
+    Entry *table = aligned_alloc(tableBytes >= hugePage ? hugePage : 64, tableBytes);
+    uint8_t *template = aligned_alloc(64, frameSize), *slots = aligned_alloc(64, burst * frameSize);
+    uint8_t *pool = aligned_alloc(64, (size_t)poolBuffers * bufferStride), *sink = aligned_alloc(64, sinkSlots * 128);
+    if (!table || !template || !slots || !pool || !sink) {
+        free(table); free(template); free(slots); free(pool); free(sink);
+        return -1;
+    }
+    if (tableBytes >= hugePage) madvise(table, tableBytes, MADV_HUGEPAGE);
+    memset(table, 0, tableBytes);
+
+    // The template: Ethernet, IPv4 (TTL 64, UDP) from 10.0.0.0 to 10.200.0.1, UDP to 4000,
+    // 22 zero bytes of payload; both checksums over it.
+    memset(template, 0, frameSize);
+    template[12] = 0x08; template[14] = 0x45; template[17] = 50; template[22] = 64; template[23] = 17;
+    template[26] = 10; template[30] = 10; template[31] = 200; template[33] = 1;
+    template[36] = 4000 >> 8; template[37] = 4000 & 0xff; template[39] = 30;
+    uint32_t sum = 0;
+    for (int i = 14; i < 34; i += 2) sum += (uint32_t)template[i] << 8 | template[i + 1];
+    uint32_t ipSum = (uint16_t)~fold(sum);
+    uint16_t ipChecksum = be16(fold(sum));
+    memcpy(template + 24, &ipChecksum, 2);
+    sum = 0x0a00 + 0x0000 + 0x0ac8 + 0x0001 + 17 + 30;  // pseudo-header
+    for (int i = 34; i < frameSize; i += 2) sum += (uint32_t)template[i] << 8 | template[i + 1];
+    uint32_t udpSum = (uint16_t)~fold(sum);
+    uint16_t udpChecksum = be16(fold(sum));
+    memcpy(template + 40, &udpChecksum, 2);
+
+    // Every flow's entry: forward out of port 1 with source NAT to 192.0.2.1, port + 1.
+    const uint64_t destination = 0x0ac80001;
+    for (long f = 0; f < flows; f++) {
+        uint64_t a = (0x0a000000ull | (uint64_t)(f >> 16)) << 32 | destination;
+        uint64_t b = (uint64_t)(uint16_t)f << 48 | 4000ull << 32 | 17;
+        long s = (long)(tableHash(a, b) & (uint64_t)mask);
+        while (table[s].keyLow) s = (s + 1) & mask;
+        Entry *e = &table[s];
+        e->keyHigh = a;
+        e->keyLow = b | occupiedBit;
+        e->ethernetFirst = 0x0200000000000002ull;
+        e->ethernetLast = 0xaa000002;
+        e->newSource = __builtin_bswap32(0xc0000201);
+        e->newDestination = __builtin_bswap32((uint32_t)destination);
+        e->newPorts = (uint32_t)be16((uint16_t)(f + 1)) | (uint32_t)be16(4000) << 16;
+        e->ipChecksumDelta = 0x1234;
+        e->l4ChecksumDelta = 0x4321;
+        e->outputPort = 1;
+        e->control = 1;
+    }
+
+    int32_t freeSlots[poolBuffers];
+    int freeCount = poolBuffers;
+    for (int i = 0; i < poolBuffers; i++) freeSlots[i] = poolBuffers - 1 - i;
+    uint8_t *buffers[burst];
+    int32_t bufferSlots[burst];
+    uint64_t keysHigh[burst], keysLow[burst];
+    long homes[burst];
+    uint64_t random = 7, sent = 0, forwarded = 0;
+    int sinkHead = 0;
+    const double start = seconds_now(), end = start + seconds;
+    double now = start;
+    while (now < end) {
+        for (int round = 0; round < 64; round++) {
+            for (int i = 0; i < burst; i++) {
+                uint64_t flow = (uint64_t)(((__uint128_t)nextRandom(&random) * (uint64_t)flows) >> 64);
+                writeFrame(slots + i * frameSize, template, ipSum, udpSum, flow);
+            }
+            sent += burst;
+            // Receive: each frame copied into a pool buffer.
+            for (int i = 0; i < burst; i++) {
+                int32_t slot = freeSlots[--freeCount];
+                bufferSlots[i] = slot;
+                buffers[i] = pool + (long)slot * bufferStride + headroom;
+                memcpy(buffers[i], slots + i * frameSize, frameSize);
+            }
+            // Keys and home slots, prefetched.
+            for (int i = 0; i < burst; i++) {
+                const uint8_t *p = buffers[i];
+                uint64_t addresses;
+                uint32_t ports;
+                memcpy(&addresses, p + 26, 8);
+                memcpy(&ports, p + 34, 4);
+                keysHigh[i] = __builtin_bswap64(addresses);
+                keysLow[i] = (uint64_t)__builtin_bswap32(ports) << 32 | p[23];
+                long s = (long)(tableHash(keysHigh[i], keysLow[i]) & (uint64_t)mask);
+                homes[i] = s;
+                __builtin_prefetch(&table[s]);
+                __builtin_prefetch(&table[(s + 1) & mask]);
+            }
+            for (int i = 0; i < burst; i++) {
+                const uint64_t wanted = keysLow[i] | occupiedBit;
+                Entry *e = NULL;
+                for (long s = homes[i];; s = (s + 1) & mask) {
+                    if (table[s].keyLow == wanted && table[s].keyHigh == keysHigh[i]) { e = &table[s]; break; }
+                    if (table[s].keyLow == 0) break;
+                }
+                uint8_t *p = buffers[i];
+                if (e && (e->control & 0x83) == 1 && p[22] > 1) {
+                    memcpy(p, &e->ethernetFirst, 8);
+                    memcpy(p + 8, &e->ethernetLast, 4);
+                    p[22] -= 1;
+                    uint16_t c;
+                    memcpy(&c, p + 24, 2);
+                    c = addDelta(c, e->ipChecksumDelta);
+                    memcpy(p + 24, &c, 2);
+                    memcpy(p + 26, &e->newSource, 4);
+                    memcpy(p + 30, &e->newDestination, 4);
+                    memcpy(p + 34, &e->newPorts, 4);
+                    memcpy(&c, p + 40, 2);
+                    if (c != 0) {
+                        c = addDelta(c, e->l4ChecksumDelta);
+                        if (c == 0) c = 0xffff;
+                        memcpy(p + 40, &c, 2);
+                    }
+                    e->bytes += frameSize;
+                    e->packets += 1;
+                    e->lastUsedTick = (uint32_t)round;
+                    // Transmit: copied into the sink's ring, which drops it.
+                    memcpy(sink + sinkHead * 128, p, frameSize);
+                    sinkHead = (sinkHead + 1) & (sinkSlots - 1);
+                    forwarded += 1;
+                }
+                freeSlots[freeCount++] = bufferSlots[i];
+            }
+        }
+        now = seconds_now();
+    }
+    // Read what was sent, so that no copy into the sink can be optimised away.
+    uint64_t check = 0;
+    for (int i = 0; i < sinkSlots * 128; i++) check += sink[i];
+    offload_fast_path_reference_check = check;
+    free(table); free(template); free(slots); free(pool); free(sink);
+    if (forwarded != sent) return -1;
+    return (double)forwarded / (now - start) / 1e6;
+}
