@@ -198,7 +198,7 @@ public final class Engine<Port: Link & ~Copyable> {
         counters.received &+= 1
         let h = key.flatMap { table.lookup($0, home: home) }
         if let key, let h {
-            let e = table.entry(at: h)
+            let e = table.slot(justFound: h)
             // Usable and forward in one test: do-not-use clear, kind forward, current epoch.
             if e.pointee.control & (FlowEntry.doNotUseBit | FlowEntry.kindMask) == FlowActionKind.forward.rawValue,
                e.pointee.epoch == table.epoch {
@@ -277,7 +277,11 @@ public final class Engine<Port: Link & ~Copyable> {
                              port: UInt16, now: Instant) {
         let partialL4: Bool
         if case .none = buffer.offload { partialL4 = false } else { partialL4 = true }
-        switch e.pointee.applyRewrite(to: buffer.mutableBytes, partialL4: partialL4) {
+        // The key was read from this frame: it is unfragmented IPv4 with its whole header.
+        let frame = buffer.mutableBytes, base = frame.baseAddress.unsafelyUnwrapped
+        let headerLength = Int(base.load(fromByteOffset: 14, as: UInt8.self) & 0x0f) &<< 2
+        switch e.pointee.applyRewrite(toUnfragmented: base, count: frame.count, headerLength: headerLength,
+                                      partialL4: partialL4) {
         case .rewritten:
             table.recordHit(at: e, bytes: buffer.count, now: now)
             if e.pointee.carriesRTP { recordRTP(key, buffer.bytes, now: now) }

@@ -44,6 +44,18 @@ extension FlowEntry {
         guard ip.loadUnaligned(fromByteOffset: 6, as: UInt16.self) & UInt16(0x3fff).bigEndian == 0 else {
             return .fragment
         }
+        return applyRewrite(toUnfragmented: base, count: frame.count, ipOffset: ipOffset, headerLength: headerLength,
+                            partialL4: partialL4)
+    }
+
+    /// `applyRewrite(to:ipOffset:partialL4:)` for a frame already known to hold an
+    /// unfragmented IPv4 packet at `ipOffset` whose header (`headerLength` bytes, at least 20)
+    /// lies inside its `count` bytes, as `FlowKey(frame:port:)` checks at offset 14; the entry
+    /// must be a `forward` one. The fast path's rewrite: the frame's key was just read.
+    @inlinable @inline(__always)
+    public func applyRewrite(toUnfragmented base: UnsafeMutableRawPointer, count: Int, ipOffset: Int = 14,
+                             headerLength: Int, partialL4: Bool) -> FlowRewriteOutcome {
+        let ip = base + ipOffset
         let ttl = ip.load(fromByteOffset: 8, as: UInt8.self)
         guard ttl > 1 else { return .timeToLiveExceeded }
         let proto = ip.load(fromByteOffset: 9, as: UInt8.self)
@@ -54,7 +66,7 @@ extension FlowEntry {
         case 17: l4ChecksumOffset = 6
         default: l4ChecksumOffset = -1
         }
-        guard frame.count >= (l4ChecksumOffset < 0 ? ipOffset &+ headerLength : l4Offset &+ l4ChecksumOffset &+ 2)
+        guard count >= (l4ChecksumOffset < 0 ? ipOffset &+ headerLength : l4Offset &+ l4ChecksumOffset &+ 2)
         else { return .notApplicable }
 
         base.storeBytes(of: ethernetFirst, as: UInt64.self)

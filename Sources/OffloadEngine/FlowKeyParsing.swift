@@ -14,15 +14,14 @@ extension FlowKey {
         let fragment = UInt16(bigEndian: base.loadUnaligned(fromByteOffset: 20, as: UInt16.self))
         guard fragment & 0x3fff == 0 else { return nil }
         let proto = base.load(fromByteOffset: 23, as: UInt8.self)
-        var sourcePort: UInt16 = 0, destinationPort: UInt16 = 0
+        // Source and destination address, next to each other in the header: one load.
+        high = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: 26, as: UInt64.self))
+        low = UInt64(port) << 16 | UInt64(proto)
         if proto == 6 || proto == 17 {
             let l4 = 14 + headerLength
             guard frame.count >= l4 + 4 else { return nil }
-            sourcePort = UInt16(bigEndian: base.loadUnaligned(fromByteOffset: l4, as: UInt16.self))
-            destinationPort = UInt16(bigEndian: base.loadUnaligned(fromByteOffset: l4 + 2, as: UInt16.self))
+            // Source and destination port: one load.
+            low |= UInt64(UInt32(bigEndian: base.loadUnaligned(fromByteOffset: l4, as: UInt32.self))) << 32
         }
-        self.init(ingressPort: port, protocol: proto,
-                  source: IPv4Address(loadingFrom: base, offset: 26), destination: IPv4Address(loadingFrom: base, offset: 30),
-                  sourcePort: sourcePort, destinationPort: destinationPort)
     }
 }
