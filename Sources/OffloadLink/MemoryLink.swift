@@ -84,7 +84,7 @@ public struct MemoryLink: Link {
     /// buffer, as a device reads a frame from host memory when it sends it. The bytes must
     /// stay valid and unchanged until the frame has been received or discarded, or the wire
     /// is gone. A wire with impairments copies the frame now, as `transmit` does.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func transmit(lending frame: UnsafeRawBufferPointer) throws(LinkError) {
         guard outgoing.pointee.isPerfect, let bytes = frame.baseAddress else { return try transmit(frame) }
         try outgoing.pointee.transmit(lending: bytes, count: frame.count)
