@@ -203,6 +203,26 @@ func runWire(_ impairments: Impairments, seed: UInt64 = 1, count: Int = 20_000, 
         #expect(throws: LinkError.self) { try small.withUnsafeBytes { try a.transmit(header: $0, payloads: .none, metadata: tso) } }
     }
 
+    /// A frame larger than the pool's buffers cannot be received into them: it is dropped,
+    /// counted at the receiving end's queue, its buffer goes back, and the frames around it
+    /// arrive in order. On a perfect wire and on a delaying one (the two receive loops).
+    @Test(arguments: [Impairments(), Impairments(delay: .microseconds(5))])
+    func framesLargerThanThePoolsBuffersAreCountedDrops(impairments: Impairments) throws {
+        let clock = VirtualClock()
+        var (a, b) = MemoryLink.pair(clock: clock, seed: 1, forward: impairments, maxFrameSize: 512, framesInFlight: 8)
+        let pool = BufferPool(count: 4, bufferSize: 256, headroom: 64)
+        for size in [100, 300, 150] {
+            try [UInt8](repeating: UInt8(size & 0xff), count: size).withUnsafeBytes { try a.transmit($0) }
+        }
+        clock.advance(by: .milliseconds(1))
+        var sizes: [Int] = []
+        #expect(try b.receive(into: pool, max: 8) { sizes.append($0.count) } == 2)
+        #expect(sizes == [100, 150])
+        #expect(b.receivedCounters.queueDrops == 1 && b.receivedCounters.delivered == 2)
+        #expect(b.receivedCounters.deliveredBytes == 250)
+        #expect(b.framesWaiting == 0 && pool.inUse == 0)
+    }
+
     @Test func lentFramesAreReadAtDeliveryAndDiscardDropsUnread() throws {
         let clock = VirtualClock()
         var (a, b) = MemoryLink.pair(clock: clock, seed: 1, maxFrameSize: 128, framesInFlight: 2)
