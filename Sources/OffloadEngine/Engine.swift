@@ -349,6 +349,9 @@ public final class Engine<Port: Link & ~Copyable> {
         let ingressPort = reinsertion.ingressPort
         var buffer = reinsertion.buffer
         buffer.isAway = false
+        // The entry of the flow whose count this packet holds, found once: nothing below
+        // changes the table before the count goes.
+        let entry = countedFlow.flatMap { table.lookup($0) }
         if verdict.sendsOut, configuration.audit.isOn, let mark {
             // The host's audit stage tested unmarked packets; marks are the engine's to check.
             if marks.redeem(mark, key: FlowKey(frame: buffer.bytes, port: ingressPort)) {
@@ -359,12 +362,12 @@ public final class Engine<Port: Link & ~Copyable> {
                     try compatibility.check(buffer.bytes, metadata: buffer.offload)
                 } catch {
                     counters.auditFailures[error] &+= 1
-                    countOut(countedFlow)
+                    countOut(entry)
                     return drop(.auditFailed)
                 }
             }
         }
-        if verdict.sendsOut, let flow = countedFlow, let h = table.lookup(flow), table.entry(h).carriesRTP {
+        if verdict.sendsOut, let flow = countedFlow, let h = entry, table.entry(at: h).pointee.carriesRTP {
             recordRTP(flow, buffer.bytes, now: now)
         }
         switch verdict {
@@ -372,18 +375,26 @@ public final class Engine<Port: Link & ~Copyable> {
             if transmit(buffer, port: port) { counters.reinsertedOut &+= 1 }
         case .complete:
             // Only a packet that holds its flow's count has an entry to be completed with.
-            if let flow = countedFlow, let h = table.lookup(flow), table.kind(h) == .deliver {
-                return completeLocalDelivery(buffer, flow: flow, entry: h, port: ingressPort, now: now)
-            }
-            guard let h = countedFlow.flatMap({ table.lookup($0) }), case .forward(let forward) = table.action(h),
-                  table.applyRewrite(h, to: buffer.mutableBytes, partialL4: buffer.offload != .none) == .rewritten else {
-                countOut(countedFlow)
+            guard let flow = countedFlow, let h = entry else {
                 return drop(.noEntryToComplete)
             }
-            table.recordHit(h, bytes: buffer.count, now: now)
-            if transmit(buffer, port: forward.outputPort) {
-                counters.reinsertedOut &+= 1
-                counters.completedByEngine &+= 1
+            switch table.kind(h) {
+            case .deliver:
+                return completeLocalDelivery(buffer, flow: flow, entry: h, port: ingressPort, now: now)
+            case .forward:
+                guard table.applyRewrite(h, to: buffer.mutableBytes, partialL4: buffer.offload != .none) == .rewritten
+                else {
+                    countOut(h)
+                    return drop(.noEntryToComplete)
+                }
+                table.recordHit(h, bytes: buffer.count, now: now)
+                if transmit(buffer, port: table.entry(at: h).pointee.outputPort) {
+                    counters.reinsertedOut &+= 1
+                    counters.completedByEngine &+= 1
+                }
+            case .drop, .toSoftware:
+                countOut(h)
+                return drop(.noEntryToComplete)
             }
         case .drop:
             _ = consume buffer
@@ -392,7 +403,7 @@ public final class Engine<Port: Link & ~Copyable> {
             _ = consume buffer
             counters.consumedBySoftware &+= 1
         }
-        countOut(countedFlow)
+        countOut(entry)
     }
 
     /// A segment the software gives back for the engine's TCP: it came to the software while
@@ -413,7 +424,12 @@ public final class Engine<Port: Link & ~Copyable> {
     /// The packet that held a count for `flow` has cycled out: count it down, and clear the
     /// do-not-use flag when none is left and the action is installed.
     private func countOut(_ flow: FlowKey?) {
-        guard let flow, let h = table.lookup(flow), table.inSoftwareCount(h) > 0 else { return }
+        countOut(flow.flatMap { table.lookup($0) })
+    }
+
+    /// `countOut(_:)` with the flow's entry already found.
+    private func countOut(_ h: EntryHandle?) {
+        guard let h, table.inSoftwareCount(h) > 0 else { return }
         if table.decrementInSoftware(h) == 0, table.kind(h) != .toSoftware, table.doNotUse(h) {
             table.clearDoNotUse(h)
             counters.flagsCleared &+= 1
