@@ -28,6 +28,10 @@ public final class Engine<Port: Link & ~Copyable> {
         public var mtu = 1500
         /// Seeds the unpredictable part of audit marks.
         public var markSeed: UInt64 = 0x6d61_726b
+        /// Keys the connection table's hash. The fixed defaults of this and the other seeds
+        /// keep simulations reproducible; on real links use `randomizingSecrets()`, or a
+        /// sender who knows the key can aim new flows at one probe chain.
+        public var tableHashSeed: UInt64 = 0x6f66_666c_6f61_6421
         /// How long an entry may sit unused before it is removed (B9).
         public var idleTimeouts = IdleTimeouts()
         /// Table slots examined for idle entries per poll: bounded work, never a stall.
@@ -44,6 +48,17 @@ public final class Engine<Port: Link & ~Copyable> {
         public var tcpPollBudget = 64
 
         public init() {}
+
+        /// This configuration with every seed a sender could exploit drawn from the system's
+        /// random source: the table's hash key, the audit marks', and source fairness's
+        /// bucket key (a sender who knew it could crowd another source's bucket).
+        public func randomizingSecrets() -> Configuration {
+            var c = self
+            c.tableHashSeed = .random(in: .min ... .max)
+            c.markSeed = .random(in: .min ... .max)
+            c.sourceFairness?.seed = .random(in: .min ... .max)
+            return c
+        }
     }
 
     public let configuration: Configuration
@@ -87,7 +102,7 @@ public final class Engine<Port: Link & ~Copyable> {
         self.configuration = configuration
         pool = BufferPool(count: configuration.bufferCount, bufferSize: configuration.bufferSize,
                           headroom: Self.headroom)
-        table = ConnectionTable(capacity: configuration.tableCapacity)
+        table = ConnectionTable(capacity: configuration.tableCapacity, hashSeed: configuration.tableHashSeed)
         exceptions = SPSCRing(capacity: configuration.queueCapacity)
         messages = SPSCRing(capacity: configuration.queueCapacity)
         reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, mtu: configuration.mtu, clock: clock,

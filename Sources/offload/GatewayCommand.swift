@@ -120,7 +120,7 @@ struct GatewayCommand: ParsableCommand {
         let largeFrames = ports.contains { if case .packetSocket = $0.link { true } else { false } }
         config.bufferSize = (largeFrames ? 65536 + 14 : TapLink.maxFrameSize(.plain)) + 64
         config.bufferCount = largeFrames ? 1024 : 4096
-        return config
+        return config.randomizingSecrets()
     }
 
     private func run<Port: Link & ~Copyable>(

@@ -120,7 +120,7 @@ struct TCPEndpoint {
     private func run<Port: Link & ~Copyable>(hardware: MACAddress, clock: MonotonicClock, receiveSpace: Int = 2048,
                                              banner: String, _ application: TCPApplication,
                                              makePort: () throws -> Port) throws -> TCPStack {
-        var engineConfiguration = Engine<Port>.Configuration()
+        var engineConfiguration = Engine<Port>.Configuration().randomizingSecrets()
         if receiveSpace + Engine<Port>.headroom > engineConfiguration.bufferSize {
             // Super-frames (TSO from the kernel) need 64 KiB buffers: fewer of them.
             engineConfiguration.bufferSize = receiveSpace + Engine<Port>.headroom

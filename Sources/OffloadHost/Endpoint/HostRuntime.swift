@@ -30,7 +30,7 @@ public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @uncheck
     public init(link: consuming L, host configuration: IPv4Host.Configuration,
                 tcp tcpConfiguration: TCPStack.Configuration = .init(), offload: Bool = true,
                 clock: any Clock = MonotonicClock()) throws {
-        var engine = Engine<L>.Configuration()
+        var engine = Engine<L>.Configuration().randomizingSecrets()
         engine.bufferSize = max(engine.bufferSize, link.capabilities.maxFrameSize + Engine<L>.headroom)
         if engine.bufferSize > 4096 { engine.bufferCount = 1024 }
         var held: L? = consume link
