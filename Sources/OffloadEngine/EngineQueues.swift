@@ -64,8 +64,9 @@ public struct Reinsertion: ~Copyable {
         case transmit(port: UInt16)
         /// The software processed it partially: the engine completes it with the entry's action.
         case complete
-        /// The software dropped it, for a reason it names.
-        case drop(String)
+        /// The software dropped it (the software counts why). No payload: a verdict is
+        /// plain data, so a message moves through the ring without reference counting.
+        case drop
         /// The packet was for the software itself, which took it (an ARP reply it learned from).
         case consumed
 

@@ -48,8 +48,8 @@ public final class ReinsertionQueue {
             return .tcp(command)
         case .reinsert(let r):
             guard r.mark == nil, r.verdict.sendsOut else { return .reinsert(r) }
-            guard let failure = check(r.buffer) else { return .reinsert(r) }
-            return .reinsert(Reinsertion(buffer: r.buffer, verdict: .drop("audit: \(failure)"),
+            guard check(r.buffer) != nil else { return .reinsert(r) }
+            return .reinsert(Reinsertion(buffer: r.buffer, verdict: .drop,
                                          countedFlow: r.countedFlow, mark: nil, ingressPort: r.ingressPort))
         case .originate(let frame, let port):
             guard check(frame) == nil else { return nil }

@@ -267,7 +267,7 @@ public final class SlowPath {
         guard let interface = policy.icmpErrorSource(port: port),
               ICMPErrorFrame.rewrite(&item.buffer, type: type, code: code, from: interface) else {
             let origin = Origin(item)
-            return send(origin.reinsertion(item.buffer, .drop(reason)))
+            return send(origin.reinsertion(item.buffer, .drop))
         }
         icmpErrorsSent &+= 1
         let origin = Origin(item)
@@ -295,7 +295,7 @@ public final class SlowPath {
     private func reinsertDrop(_ item: consuming ExceptionItem, _ reason: String) {
         dropped[reason, default: 0] += 1
         let origin = Origin(item)
-        send(origin.reinsertion(item.buffer, .drop(reason)))
+        send(origin.reinsertion(item.buffer, .drop))
     }
 
     // MARK: Frames
