@@ -82,9 +82,11 @@ enum FastPathBenchmark {
         if engine.counters.fastPath != engine.counters.received {
             print("note: \(engine.counters.received - engine.counters.fastPath) packets left the fast path")
         }
+        // The packet count divides an instruction count (callgrind) into a per-packet one.
         return BenchResult(name: "fast path, \(flows / 1000)k flows", value: best, unit: "Mpps",
                            reference: ("lean C", bestReference),
-                           target: flows >= 1_000_000 ? ">= 15 Mpps" : ">= 30 Mpps")
+                           target: flows >= 1_000_000 ? ">= 15 Mpps" : ">= 30 Mpps",
+                           detail: "\(engine.counters.fastPath) packets through the engine")
     }
 
     private static let rounds = 3
