@@ -217,12 +217,12 @@ public struct ConnectionTable: ~Copyable {
         return slots + i
     }
 
-    /// A copy of the entry (its key, action, flags), e.g. to apply its rewrite.
     /// The slot of a handle that a lookup has just returned, without `entry(at:)`'s check
     /// that the slot is still occupied (it is: nothing ran in between).
     @inlinable @inline(__always)
     func slot(justFound h: EntryHandle) -> UnsafeMutablePointer<FlowEntry> { slots + h.index }
 
+    /// A copy of the entry (its key, action, flags), e.g. to apply its rewrite.
     @inlinable @inline(__always) public func entry(_ h: EntryHandle) -> FlowEntry { entry(at: h).pointee }
 
     @inlinable public func key(_ h: EntryHandle) -> FlowKey { entry(at: h).pointee.key }

@@ -54,6 +54,14 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
         low = b & ~0xff00
     }
 
+    /// A fast keyed 64-bit hash of the packed words, for the connection table's slot index.
+    ///
+    /// Two multiplications by odd constants and xor-shifts (the murmur3 / splitmix finalizer
+    /// shape): every input bit reaches the low bits that pick the slot, at a fraction of the
+    /// cost of SipHash (`Hasher`). `seed` is the table's secret, so a sender who does
+    /// not know it cannot aim a flood of new flows at one probe chain; this is not a
+    /// cryptographic guarantee, only a cheap defence, with the load factor at most 0.5
+    /// bounding the damage of what gets through.
     @inlinable
     public static func tableHash(_ a: UInt64, _ b: UInt64, seed: UInt64) -> UInt64 {
         var h = (a ^ seed) &* 0x9E37_79B9_7F4A_7C15

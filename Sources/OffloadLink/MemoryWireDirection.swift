@@ -313,8 +313,6 @@ struct MemoryWireDirection {
         return received
     }
 
-    /// Takes up to `max` frames that have arrived and drops them unread, counted as
-    /// delivered: a receiver that drops what it gets, with no copy into a pool buffer.
     /// `receive` where every frame in the ring has arrived, in order (no delay, no
     /// reordering): the descriptors are read in place and the counters added once per burst.
     @inlinable @inline(__always)
@@ -346,6 +344,8 @@ struct MemoryWireDirection {
         return received
     }
 
+    /// Takes up to `max` frames that have arrived and drops them unread, counted as
+    /// delivered: a receiver that drops what it gets, with no copy into a pool buffer.
     @inlinable
     mutating func discard(max: Int, now: Instant) -> Int {
         if usesTime || reorders {
