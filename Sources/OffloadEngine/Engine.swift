@@ -339,9 +339,15 @@ public final class Engine<Port: Link & ~Copyable> {
     private func handle(_ message: consuming SoftwareMessage, now: Instant) {
         switch consume message {
         case .install(let key, let action):
-            let waiting = table.lookup(key).map { table.inSoftwareCount($0) } ?? 0
-            // A full table keeps the flow in the software: its packets carry no count then.
-            _ = table.insert(key, action: action, now: now, doNotUse: configuration.orderGuard && waiting > 0)
+            switch table.insert(key, action: action, now: now) {
+            case .inserted(let h), .replaced(let h), .evicted(_, _, let h):
+                // B5: with the guard on, the entry stays unusable while packets of the flow
+                // are in the software (a replaced entry keeps its count).
+                if configuration.orderGuard, table.inSoftwareCount(h) > 0 { table.setDoNotUse(h) }
+            case .full:
+                // A full table keeps the flow in the software: its packets carry no count then.
+                break
+            }
         case .reinsert(let reinsertion):
             reinsert(reinsertion, now: now)
         case .tcp(let command):
