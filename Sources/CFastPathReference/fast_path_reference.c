@@ -23,6 +23,8 @@ typedef struct {
 volatile uint64_t offload_fast_path_reference_check;
 
 static const uint64_t occupiedBit = 0x100, seed = 0x6f66666c6f616421ull;
+/// `FlowEntry.control`: the action's kind in the low two bits (forward is 0), do-not-use on top.
+static const uint8_t forwardKind = 0, kindAndDoNotUse = 0x83, carriesRTPBit = 0x40;
 
 /// `FlowKey.tableHash`.
 static inline uint64_t tableHash(uint64_t a, uint64_t b) {
@@ -45,6 +47,18 @@ static inline uint16_t fold(uint32_t s) {
 }
 
 static inline uint16_t be16(uint16_t x) { return __builtin_bswap16(x); }
+
+/// `FlowEntry.addChange` and `finishDelta`: a header field going from `old` to `new` adds
+/// ~old + new to the checksum's change, folded to 16 bits in network order.
+static inline uint32_t addChange32(uint32_t sum, uint32_t old, uint32_t new) {
+    sum += (uint16_t)~(old >> 16) + (new >> 16);
+    return sum + (uint16_t)~(old & 0xffff) + (new & 0xffff);
+}
+
+static inline uint16_t finishDelta(uint32_t s) {
+    while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
+    return be16(s == 0 ? 0xffff : (uint16_t)s);
+}
 
 /// splitmix64, as the benchmark's `SeededRandom` draws a flow per packet.
 static inline uint64_t nextRandom(uint64_t *state) {
@@ -109,11 +123,15 @@ double offload_fast_path_reference_mpps(long flows, double seconds) {
     uint16_t udpChecksum = be16(fold(sum));
     memcpy(template + 40, &udpChecksum, 2);
 
-    // Every flow's entry: forward out of port 1 with source NAT to 192.0.2.1, port + 1.
+    // Every flow's entry: forward out of port 1 with source NAT to 192.0.2.1, port + 1,
+    // and its checksum deltas computed as `FlowEntry` does.
     const uint64_t destination = 0x0ac80001;
+    const uint32_t natSource = 0xc0000201;
     for (long f = 0; f < flows; f++) {
-        uint64_t a = (0x0a000000ull | (uint64_t)(f >> 16)) << 32 | destination;
-        uint64_t b = (uint64_t)(uint16_t)f << 48 | 4000ull << 32 | 17;
+        uint32_t source = 0x0a000000u | (uint32_t)(f >> 16);
+        uint16_t port = (uint16_t)f, natPort = (uint16_t)(f + 1);
+        uint64_t a = (uint64_t)source << 32 | destination;
+        uint64_t b = (uint64_t)port << 48 | 4000ull << 32 | 17;
         long s = (long)(tableHash(a, b) & (uint64_t)mask);
         while (table[s].keyLow) s = (s + 1) & mask;
         Entry *e = &table[s];
@@ -121,13 +139,14 @@ double offload_fast_path_reference_mpps(long flows, double seconds) {
         e->keyLow = b | occupiedBit;
         e->ethernetFirst = 0x0200000000000002ull;
         e->ethernetLast = 0xaa000002;
-        e->newSource = __builtin_bswap32(0xc0000201);
+        e->newSource = __builtin_bswap32(natSource);
         e->newDestination = __builtin_bswap32((uint32_t)destination);
-        e->newPorts = (uint32_t)be16((uint16_t)(f + 1)) | (uint32_t)be16(4000) << 16;
-        e->ipChecksumDelta = 0x1234;
-        e->l4ChecksumDelta = 0x4321;
+        e->newPorts = (uint32_t)be16(natPort) | (uint32_t)be16(4000) << 16;
+        uint32_t addresses = addChange32(0, source, natSource);
+        e->ipChecksumDelta = finishDelta(addresses + 0xfeff);  // and TTL - 1
+        e->l4ChecksumDelta = finishDelta(addresses + (uint16_t)~port + natPort);
         e->outputPort = 1;
-        e->control = 1;
+        e->control = forwardKind;
     }
 
     int32_t freeSlots[poolBuffers];
@@ -137,11 +156,12 @@ double offload_fast_path_reference_mpps(long flows, double seconds) {
     int32_t bufferSlots[burst];
     uint64_t keysHigh[burst], keysLow[burst];
     long homes[burst];
-    uint64_t random = 7, sent = 0, forwarded = 0;
+    uint64_t random = 7, sent = 0, forwarded = 0, transmittedBytes = 0, rtpPackets = 0, closings = 0;
+    const uint8_t epoch = 0;
     int sinkHead = 0;
     const double start = seconds_now(), end = start + seconds;
     double now = start;
-    while (now < end) {
+    do {
         for (int round = 0; round < 64; round++) {
             for (int i = 0; i < burst; i++) {
                 uint64_t flow = (uint64_t)(((__uint128_t)nextRandom(&random) * (uint64_t)flows) >> 64);
@@ -155,15 +175,27 @@ double offload_fast_path_reference_mpps(long flows, double seconds) {
                 buffers[i] = pool + (long)slot * bufferStride + headroom;
                 memcpy(buffers[i], slots + i * frameSize, frameSize);
             }
-            // Keys and home slots, prefetched.
+            // Keys, with the checks `FlowKey(frame:port:)` makes, and home slots, prefetched.
             for (int i = 0; i < burst; i++) {
                 const uint8_t *p = buffers[i];
+                const int count = frameSize;
+                uint16_t etherType, fragment;
+                memcpy(&etherType, p + 12, 2);
+                memcpy(&fragment, p + 20, 2);
+                const int headerLength = (p[14] & 0xf) * 4, l4 = 14 + headerLength;
+                const uint8_t proto = p[23];
+                if (count < 34 || be16(etherType) != 0x0800 || p[14] >> 4 != 4 || headerLength < 20
+                    || count < l4 || (be16(fragment) & 0x3fff) != 0
+                    || ((proto == 6 || proto == 17) && count < l4 + 4)) {
+                    homes[i] = -1;
+                    continue;
+                }
                 uint64_t addresses;
-                uint32_t ports;
+                uint32_t ports = 0;
                 memcpy(&addresses, p + 26, 8);
-                memcpy(&ports, p + 34, 4);
+                if (proto == 6 || proto == 17) memcpy(&ports, p + l4, 4);
                 keysHigh[i] = __builtin_bswap64(addresses);
-                keysLow[i] = (uint64_t)__builtin_bswap32(ports) << 32 | p[23];
+                keysLow[i] = (uint64_t)__builtin_bswap32(ports) << 32 | proto;
                 long s = (long)(tableHash(keysHigh[i], keysLow[i]) & (uint64_t)mask);
                 homes[i] = s;
                 __builtin_prefetch(&table[s]);
@@ -172,12 +204,15 @@ double offload_fast_path_reference_mpps(long flows, double seconds) {
             for (int i = 0; i < burst; i++) {
                 const uint64_t wanted = keysLow[i] | occupiedBit;
                 Entry *e = NULL;
-                for (long s = homes[i];; s = (s + 1) & mask) {
+                for (long s = homes[i]; s >= 0; s = (s + 1) & mask) {
                     if (table[s].keyLow == wanted && table[s].keyHigh == keysHigh[i]) { e = &table[s]; break; }
                     if (table[s].keyLow == 0) break;
                 }
                 uint8_t *p = buffers[i];
-                if (e && (e->control & 0x83) == 1 && p[22] > 1) {
+                const int l4 = 14 + (p[14] & 0xf) * 4;
+                const int checksumAt = p[23] == 6 ? l4 + 16 : p[23] == 17 ? l4 + 6 : -1;
+                if (e && (e->control & kindAndDoNotUse) == forwardKind && e->epoch == epoch && p[22] > 1
+                    && checksumAt >= 0 && checksumAt + 2 <= frameSize) {
                     memcpy(p, &e->ethernetFirst, 8);
                     memcpy(p + 8, &e->ethernetLast, 4);
                     p[22] -= 1;
@@ -187,31 +222,43 @@ double offload_fast_path_reference_mpps(long flows, double seconds) {
                     memcpy(p + 24, &c, 2);
                     memcpy(p + 26, &e->newSource, 4);
                     memcpy(p + 30, &e->newDestination, 4);
-                    memcpy(p + 34, &e->newPorts, 4);
-                    memcpy(&c, p + 40, 2);
+                    memcpy(p + l4, &e->newPorts, 4);
+                    memcpy(&c, p + checksumAt, 2);
                     if (c != 0) {
                         c = addDelta(c, e->l4ChecksumDelta);
                         if (c == 0) c = 0xffff;
-                        memcpy(p + 40, &c, 2);
+                        memcpy(p + checksumAt, &c, 2);
                     }
                     e->bytes += frameSize;
                     e->packets += 1;
                     e->lastUsedTick = (uint32_t)round;
+                    // The engine's two per-packet tests of the entry and the frame: RTP
+                    // statistics, and a TCP FIN or RST that ends the entry (neither occurs here).
+                    if (e->control & carriesRTPBit) rtpPackets += 1;
+                    if (p[23] == 6 && (p[l4 + 13] & 0x05) != 0) closings += 1;
                     // Transmit: copied into the sink's ring, which drops it.
                     memcpy(sink + sinkHead * 128, p, frameSize);
                     sinkHead = (sinkHead + 1) & (sinkSlots - 1);
+                    transmittedBytes += frameSize;
                     forwarded += 1;
                 }
                 freeSlots[freeCount++] = bufferSlots[i];
             }
         }
         now = seconds_now();
-    }
-    // Read what was sent, so that no copy into the sink can be optimised away.
-    uint64_t check = 0;
+    } while (now < end);
+    // Read what was sent and counted, so that no copy or counter can be optimised away.
+    uint64_t check = transmittedBytes + rtpPackets + closings, packets = 0;
     for (int i = 0; i < sinkSlots * 128; i++) check += sink[i];
-    offload_fast_path_reference_check = check;
+    for (long s = 0; s < slotCount; s++) packets += table[s].packets + table[s].bytes + table[s].lastUsedTick;
+    offload_fast_path_reference_check = check + packets;
+    // The last frame sent must carry correct checksums (the deltas are real ones).
+    const uint8_t *last = sink + ((sinkHead + sinkSlots - 1) & (sinkSlots - 1)) * 128;
+    uint32_t ipCheck = 0, udpCheck = 17 + 30;
+    for (int i = 14; i < 34; i += 2) ipCheck += (uint32_t)last[i] << 8 | last[i + 1];
+    for (int i = 26; i < frameSize; i += 2) udpCheck += (uint32_t)last[i] << 8 | last[i + 1];
+    const int checksumsHold = fold(ipCheck) == 0 && fold(udpCheck) == 0;
     free(table); free(template); free(slots); free(pool); free(sink);
-    if (forwarded != sent) return -1;
+    if (forwarded != sent || !checksumsHold) return -1;
     return (double)forwarded / (now - start) / 1e6;
 }
