@@ -9,8 +9,8 @@ import Glibc
 ///
 /// **Layout.** Open addressing with linear probing over a power-of-two array of `FlowEntry`
 /// slots, at most half full (`slotCount >= 2 * capacity`): an average hit probes 1.5 slots
-/// and a miss 2.5, and the next slot of a probe is the next cache line, which the hardware
-/// prefetcher already streams. The slots are one block aligned to 64 bytes (to 2 MiB and
+/// and a miss 2.5, and the next slot of a probe is the next cache line (a burst prefetches
+/// each key's home slot and the one after it). The slots are one block aligned to 64 bytes (to 2 MiB and
 /// advised as huge pages when the block is that large: at 1M flows the slots span 128 MiB,
 /// and the prototype in ARCHITECTURE.md gained 10 to 20% from huge pages). Counters that the fast path does not touch
 /// live in a parallel array of 8-byte `FlowEntryCold`.

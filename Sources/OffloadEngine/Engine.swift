@@ -433,7 +433,7 @@ public final class Engine<Port: Link & ~Copyable> {
     private func completeLocalDelivery(_ buffer: consuming PacketBuffer, flow: FlowKey, entry h: EntryHandle,
                                        port: UInt16, now: Instant) {
         let id = table.entry(at: h).pointee.connection
-        countOut(flow)
+        countOut(h)
         guard id & FlowEntry.offloadedBit != 0 else {
             guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
             _ = table.incrementInSoftware(h)
@@ -448,7 +448,7 @@ public final class Engine<Port: Link & ~Copyable> {
         countOut(flow.flatMap { table.lookup($0) })
     }
 
-    /// `countOut(_:)` with the flow's entry already found.
+    /// The same, with the flow's entry already found.
     private func countOut(_ h: EntryHandle?) {
         guard let h, table.inSoftwareCount(h) > 0 else { return }
         if table.decrementInSoftware(h) == 0, table.kind(h) != .toSoftware, table.doNotUse(h) {

@@ -49,12 +49,17 @@ extension FlowEntry {
     }
 
     /// `applyRewrite(to:ipOffset:partialL4:)` for a frame already known to hold an
-    /// unfragmented IPv4 packet at `ipOffset` whose header (`headerLength` bytes, at least 20)
-    /// lies inside its `count` bytes, as `FlowKey(frame:port:)` checks at offset 14; the entry
-    /// must be a `forward` one. The fast path's rewrite: the frame's key was just read.
+    /// unfragmented IPv4 packet at `ipOffset`, with a header of `headerLength` bytes (at
+    /// least 20) whose first 20 lie inside its `count` bytes, as `FlowKey(frame:port:)` checks
+    /// at offset 14; the entry must be a `forward` one. The fast path's rewrite: the frame's
+    /// key was just read. Not public: with those promises broken it would write out of
+    /// bounds. `.notApplicable` here means only that the header or the L4 checksum lies
+    /// beyond the frame.
     @inlinable @inline(__always)
-    public func applyRewrite(toUnfragmented base: UnsafeMutableRawPointer, count: Int, ipOffset: Int = 14,
-                             headerLength: Int, partialL4: Bool) -> FlowRewriteOutcome {
+    func applyRewrite(toUnfragmented base: UnsafeMutableRawPointer, count: Int, ipOffset: Int = 14,
+                      headerLength: Int, partialL4: Bool) -> FlowRewriteOutcome {
+        assert(headerLength >= 20 && count >= ipOffset + 20 && kind == .forward,
+               "applyRewrite(toUnfragmented:): the frame's header or the entry is not as promised")
         let ip = base + ipOffset
         let ttl = ip.load(fromByteOffset: 8, as: UInt8.self)
         guard ttl > 1 else { return .timeToLiveExceeded }

@@ -286,11 +286,13 @@ struct MemoryWireDirection {
         into pool: BufferPool, max: Int, now: Instant, _ body: (consuming PacketBuffer) -> Void
     ) -> Int {
         if !usesTime && !reorders { return receiveFromRing(into: pool, max: max, body) }
-        var received = 0
-        while received < max, inFlight > 0 {
+        // `max` bounds the frames taken off the wire, dropped ones included: bounded work.
+        var received = 0, taken = 0
+        while taken < max, inFlight > 0 {
             let frame = reorders ? queue[0] : queue[head]
             guard frame.deliverAt <= now || !usesTime else { break }
             guard var buffer = pool.take() else { break }
+            taken &+= 1
             let length = Int(frame.length)
             let space = buffer.writableSpace
             guard length <= space.count else {
@@ -315,6 +317,7 @@ struct MemoryWireDirection {
 
     /// `receive` where every frame in the ring has arrived, in order (no delay, no
     /// reordering): the descriptors are read in place and the counters added once per burst.
+    /// `max` bounds the frames taken, dropped ones included, as in `receive`.
     @inlinable @inline(__always)
     mutating func receiveFromRing(into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void) -> Int {
         var received = 0, bytes = 0, tooLarge = 0

@@ -144,3 +144,27 @@ final class AuditBench {
         #expect(b.engine.counters.fastPath == 1)
     }
 }
+
+/// A packet the software hands back to be completed needs a forward entry to complete it
+/// with: against any other action it is dropped as `noEntryToComplete`, and it still counts
+/// out of its flow, so the flow's entry becomes usable.
+@Suite struct CompletionTests {
+    @Test(arguments: [FlowAction.drop, .toSoftware])
+    func completingAgainstAnEntryThatDoesNotForwardDrops(action: FlowAction) throws {
+        let b = AuditBench()
+        guard let item = b.classify(udpFrame()) else { Issue.record("no exception item"); return }
+        let itemKey = item.key
+        let key = try #require(itemKey)
+        let mark = item.mark
+        b.engine.reinsertion.send(.install(key, action))
+        b.reinsert(item, mark: mark)
+        #expect(b.delivered() == 0)
+        #expect(b.engine.counters[drop: .noEntryToComplete] == 1)
+        #expect(b.inSoftware() == 0 && b.engine.buffered == 0)
+        let handle = b.engine.table.lookup(key)
+        let h = try #require(handle)
+        // Do-not-use clears once the count is out, where an action is installed.
+        let doNotUse = b.engine.table.doNotUse(h)
+        #expect(doNotUse == (action == .toSoftware))
+    }
+}

@@ -80,4 +80,29 @@ import OffloadEngine
         }
         #expect(checked == 600)
     }
+
+    /// What the fast path's unchecked rewrite relies on: a frame has a key only if it is
+    /// IPv4 (EtherType and version), with a header of at least 20 bytes that it holds whole,
+    /// and not a fragment (neither more-fragments nor an offset).
+    @Test func framesThatAreNotWholeUnfragmentedIPv4HaveNoKey() {
+        var good = [UInt8](repeating: 0, count: 14 + 24 + 8)
+        good[12] = 0x08
+        good[14] = 0x46  // one option word
+        good[23] = 17
+        func key(_ f: [UInt8]) -> FlowKey? { f.withUnsafeBytes { FlowKey(frame: $0, port: 0) } }
+        #expect(key(good) != nil)
+        var f = good; f[12] = 0x86; f[13] = 0xdd
+        #expect(key(f) == nil, "IPv6 EtherType")
+        f = good; f[14] = 0x66
+        #expect(key(f) == nil, "version 6")
+        f = good; f[14] = 0x44
+        #expect(key(f) == nil, "a 16-byte header")
+        #expect(key(Array(good[..<36])) == nil, "cut inside the header's option")
+        f = good; f[20] = 0x20
+        #expect(key(f) == nil, "more fragments")
+        f = good; f[21] = 0x01
+        #expect(key(f) == nil, "a fragment offset")
+        f = good; f[20] = 0x40
+        #expect(key(f) != nil, "don't-fragment alone is no fragment")
+    }
 }
