@@ -16,6 +16,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Run only the benchmarks whose name contains this text.")
     var filter: String?
 
+    func validate() throws {
+        guard seconds > 0, seconds.isFinite else {
+            throw ValidationError("--seconds must be a positive number of seconds")
+        }
+    }
+
     func run() throws {
         let all: [(String, () -> [BenchResult])] = [
             ("checksum 1500 B", { [ChecksumBenchmark.run(size: 1500, seconds: seconds)] }),

@@ -60,6 +60,7 @@ struct CommandErrorTests {
         ("gateway --port tap:offex=10.77.0.1", "is invalid for '--port"),
         ("gateway --port tap:offex=10.77.0.1/24 --port tap:offex=10.77.1.1/24", "a device is named by two --port options"),
         ("demo --loss 2", "--loss is a fraction"),
+        ("bench --filter \"fast path, 10k\" --seconds 0", "--seconds must be a positive number"),
     ])
     func inputThatDoesNotParse(_ arguments: String, _ expected: String) {
         Self.expectOneClearLine(arguments, expected)
