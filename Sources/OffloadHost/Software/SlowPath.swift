@@ -86,7 +86,8 @@ public final class SlowPath {
     /// between the two.
     @discardableResult
     public func step(max: Int = 32) -> Int {
-        policy.poll(send: originate, room: originateRoom())
+        let room = originateRoom()
+        withOriginate { policy.poll(send: $0, room: room) }
         var done = 0
         if held.count > 0 {
             held.release(where: { policy.resolution(of: $0) != .pending },
@@ -111,6 +112,13 @@ public final class SlowPath {
     private func send(_ message: consuming SoftwareMessage) {
         // Room was checked before the packet was taken; only this thread adds.
         queue.send(message)
+    }
+
+    /// Runs a policy call with `originate` as its `send`: a closure that refers to the slow
+    /// path without retaining it (it cannot outlive the call). Handing over the method
+    /// itself would retain and release the slow path around every call, for every new flow.
+    private func withOriginate<R>(_ body: (Originate) -> R) -> R {
+        body { [unowned(unsafe) self] in self.originate(port: $0, fill: $1) }
     }
 
     /// Sends a frame of the software's own, if there is room and memory for it (an ARP
@@ -161,7 +169,7 @@ public final class SlowPath {
             // so it is emptied when it grows large rather than tracking the engine's expiry.
             if actions.count >= SlowPath.actionCacheLimit { actions.removeAll(keepingCapacity: true) }
             if decisionDelayMicroseconds > 0 { usleep(decisionDelayMicroseconds) }
-            switch policy.decide(key, send: originate) {
+            switch withOriginate({ policy.decide(key, send: $0) }) {
             case .install(var decided):
                 // B8: a UDP flow whose first packet is RTP gets its statistics kept by the engine.
                 if key.protocol == 17, case .forward(var forward) = decided, SlowPath.carriesRTP(item.buffer.bytes) {
@@ -186,7 +194,7 @@ public final class SlowPath {
         if decidedNow, reason != .tableFull {
             send(.install(key, action))
             if reason == .miss, case .forward(let forward) = action,
-               let (replyKey, replyAction) = policy.replyFlow(of: key, forward: forward, send: originate) {
+               let (replyKey, replyAction) = withOriginate({ policy.replyFlow(of: key, forward: forward, send: $0) }) {
                 send(.install(replyKey, replyAction))
             }
         }
@@ -231,7 +239,8 @@ public final class SlowPath {
             OffloadMetadata.finishChecksum(in: item.buffer.mutableBytes, start: start, offset: offset)
             item.buffer.offload = .none
         }
-        switch policy.answer(item.buffer.mutableBytes, ingressPort: item.ingressPort, send: originate) {
+        let frame = item.buffer.mutableBytes, port = item.ingressPort
+        switch withOriginate({ policy.answer(frame, ingressPort: port, send: $0) }) {
         case .send(let port):
             answered &+= 1
             let origin = Origin(item)
