@@ -14,6 +14,14 @@ public enum OffloadMetadata: Equatable, Hashable, Sendable {
     case tcpSegmentation(
         segmentSize: UInt16, headerLength: UInt16, checksumStart: UInt16, checksumOffset: UInt16)
 
+    /// Whether the frame's L4 checksum is partial (as it is in a TCP super-segment too). A
+    /// pattern match, where `!= .none` would call the synthesized `==` on every frame.
+    @inlinable
+    public var hasPartialChecksum: Bool {
+        if case .none = self { return false }
+        return true
+    }
+
     /// Where the partial checksum starts and where its field lies, if the checksum is partial.
     @inlinable
     public var partialChecksumLocation: (start: Int, offset: Int)? {

@@ -290,8 +290,7 @@ public final class Engine<Port: Link & ~Copyable> {
     @inline(__always)
     private func fastForward(_ buffer: consuming PacketBuffer, entry e: UnsafeMutablePointer<FlowEntry>, key: FlowKey,
                              port: UInt16, now: Instant) {
-        let partialL4: Bool
-        if case .none = buffer.offload { partialL4 = false } else { partialL4 = true }
+        let partialL4 = buffer.offload.hasPartialChecksum
         // The key was read from this frame: it is unfragmented IPv4 with its whole header.
         let frame = buffer.mutableBytes, base = frame.baseAddress.unsafelyUnwrapped
         let headerLength = Int(base.load(fromByteOffset: 14, as: UInt8.self) & 0x0f) &<< 2
@@ -403,7 +402,7 @@ public final class Engine<Port: Link & ~Copyable> {
             case .deliver:
                 return completeLocalDelivery(buffer, flow: flow, entry: h, port: ingressPort, now: now)
             case .forward:
-                guard table.applyRewrite(h, to: buffer.mutableBytes, partialL4: buffer.offload != .none) == .rewritten
+                guard table.applyRewrite(h, to: buffer.mutableBytes, partialL4: buffer.offload.hasPartialChecksum) == .rewritten
                 else {
                     countOut(h)
                     return drop(.noEntryToComplete)

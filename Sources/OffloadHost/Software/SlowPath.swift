@@ -225,7 +225,7 @@ public final class SlowPath {
         if processing == .partial, origin.countedFlow != nil {
             return send(origin.reinsertion(item.buffer, .complete))
         }
-        guard SlowPath.rewrite(item.buffer.mutableBytes, forward, partialL4: item.buffer.offload != .none) else {
+        guard SlowPath.rewrite(item.buffer.mutableBytes, forward, partialL4: item.buffer.offload.hasPartialChecksum) else {
             return reinsertDrop(item, "ttl-exceeded")
         }
         send(origin.reinsertion(item.buffer, .transmit(port: forward.outputPort)))
