@@ -239,8 +239,8 @@ public final class SlowPath {
             OffloadMetadata.finishChecksum(in: item.buffer.mutableBytes, start: start, offset: offset)
             item.buffer.offload = .none
         }
-        let frame = item.buffer.mutableBytes, port = item.ingressPort
-        switch withOriginate({ policy.answer(frame, ingressPort: port, send: $0) }) {
+        let frame = item.buffer.mutableBytes, ingressPort = item.ingressPort
+        switch withOriginate({ policy.answer(frame, ingressPort: ingressPort, send: $0) }) {
         case .send(let port):
             answered &+= 1
             let origin = Origin(item)
