@@ -52,3 +52,42 @@ import OffloadWire
         }
     }
 }
+
+/// The software's RTP check on a new UDP flow's first frame (B8): by offsets, bounded by the
+/// UDP length.
+@Suite struct CarriesRTPTests {
+    /// Ethernet + IPv4 (with `optionWords` option words) + UDP with `payload`, then `padding`
+    /// zero bytes after the datagram, as Ethernet pads a short frame.
+    static func frame(payload: [UInt8], optionWords: Int = 0, padding: Int = 0) -> [UInt8] {
+        let ip = 14, udp = ip + 20 + 4 * optionWords
+        var f = [UInt8](repeating: 0, count: udp + 8 + payload.count + padding)
+        f[12] = 0x08
+        f[ip] = 0x45 + UInt8(optionWords)
+        f[ip + 9] = 17
+        let length = 8 + payload.count
+        f[udp + 4] = UInt8(length >> 8); f[udp + 5] = UInt8(length & 0xff)
+        for (i, b) in payload.enumerated() { f[udp + 8 + i] = b }
+        return f
+    }
+
+    static func check(_ f: [UInt8]) -> Bool { f.withUnsafeBytes { SlowPath.carriesRTP($0) } }
+
+    @Test func rtpIsToldFromWhatIsNot() {
+        let rtp: [UInt8] = [0x80, 0x00, 0, 1] + [UInt8](repeating: 7, count: 8)
+        #expect(Self.check(Self.frame(payload: rtp)))
+        #expect(Self.check(Self.frame(payload: rtp, optionWords: 2)), "the UDP header moves with IP options")
+        #expect(Self.check(Self.frame(payload: rtp + [1, 2, 3], padding: 6)))
+        var rtcp = rtp; rtcp[1] = 200
+        #expect(!Self.check(Self.frame(payload: rtcp)), "an RTCP sender report")
+        var version1 = rtp; version1[0] = 0x40
+        #expect(!Self.check(Self.frame(payload: version1)))
+        // Eleven payload bytes and padding that would complete a header: the UDP length says no.
+        #expect(!Self.check(Self.frame(payload: Array(rtp.prefix(11)), padding: 8)))
+        // A length field longer than the frame, or shorter than a UDP header.
+        var long = Self.frame(payload: rtp); long[14 + 20 + 5] = 200
+        #expect(!Self.check(long))
+        var short = Self.frame(payload: rtp); short[14 + 20 + 4] = 0; short[14 + 20 + 5] = 4
+        #expect(!Self.check(short))
+        #expect(!Self.check(Array(Self.frame(payload: rtp).prefix(14 + 20 + 6))), "cut inside the UDP header")
+    }
+}

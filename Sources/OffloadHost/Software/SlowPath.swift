@@ -309,11 +309,18 @@ public final class SlowPath {
 
     // MARK: Frames
 
-    /// Whether an Ethernet + IPv4 + UDP frame's payload is RTP.
+    /// Whether the payload of an Ethernet + IPv4 + UDP frame whose flow key the engine read
+    /// (so IPv4 with its whole header, and no fragment) looks like RTP. The UDP header follows
+    /// the IPv4 header; its length field bounds the payload (a short frame may be padded).
+    /// Offsets, as the engine's RTP statistics read them, rather than the checking parsers:
+    /// this runs for every new UDP flow.
     static func carriesRTP(_ frame: UnsafeRawBufferPointer) -> Bool {
-        guard let ethernet = try? EthernetFrame(checking: frame), let ip = try? IPv4Packet(checking: ethernet.payload),
-              let udp = try? UDPPacket(checking: ip.payload) else { return false }
-        return RTPFlowStatistics.looksLikeRTP(udp.payload)
+        guard frame.count > 14 else { return false }
+        let udp = 14 + Int(frame[14] & 0x0f) * 4
+        guard frame.count >= udp + 8 else { return false }
+        let length = Int(frame[udp + 4]) << 8 | Int(frame[udp + 5])
+        guard length >= 8, udp + length <= frame.count else { return false }
+        return RTPFlowStatistics.looksLikeRTP(UnsafeRawBufferPointer(rebasing: frame[(udp + 8)..<(udp + length)]))
     }
 
     /// Complete processing in software: MACs, NAT addresses and ports, TTL, and every
