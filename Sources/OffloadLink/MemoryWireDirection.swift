@@ -285,52 +285,32 @@ struct MemoryWireDirection {
     mutating func receive(
         into pool: BufferPool, max: Int, now: Instant, _ body: (consuming PacketBuffer) -> Void
     ) -> Int {
-        if !usesTime && !reorders { return receiveFromRing(into: pool, max: max, body) }
-        // `max` bounds the frames taken off the wire, dropped ones included: bounded work.
-        var received = 0, taken = 0
-        while taken < max, inFlight > 0 {
-            let frame = reorders ? queue[0] : queue[head]
-            guard frame.deliverAt <= now || !usesTime else { break }
-            guard var buffer = pool.take() else { break }
-            taken &+= 1
-            let length = Int(frame.length)
-            let space = buffer.writableSpace
-            guard length <= space.count else {
-                // The pool's buffers are smaller than this wire's frames: the frame cannot be
-                // received into this pool. Count it as dropped at the queue, not silently.
-                counters.queueDrops &+= 1
-                dequeue()
-                continue
-            }
-            MemoryWireDirection.copy(from: frame.lent ?? UnsafeRawPointer(slab + Int(frame.slot) &* slotSize),
-                                     to: space.baseAddress!, count: length)
-            try! buffer.setCount(length)
-            buffer.offload = frame.metadata
-            dequeue()
-            counters.delivered &+= 1
-            counters.deliveredBytes &+= UInt64(frame.length)
-            received &+= 1
-            body(buffer)
-        }
-        return received
+        // A perfect wire's frames have all arrived, in order: its own copy of the loop,
+        // without the arrival test and the heap.
+        if !usesTime && !reorders { return receive(into: pool, max: max, now: now, allArrivedInOrder: true, body) }
+        return receive(into: pool, max: max, now: now, allArrivedInOrder: false, body)
     }
 
-    /// `receive` where every frame in the ring has arrived, in order (no delay, no
-    /// reordering): the descriptors are read in place and the counters added once per burst.
-    /// `max` bounds the frames taken, dropped ones included, as in `receive`.
     @inlinable @inline(__always)
-    mutating func receiveFromRing(into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void) -> Int {
+    mutating func receive(
+        into pool: BufferPool, max: Int, now: Instant, allArrivedInOrder: Bool, _ body: (consuming PacketBuffer) -> Void
+    ) -> Int {
+        // `max` bounds the frames taken off the wire, dropped ones included: bounded work.
+        // Each descriptor is read in place; the counters are added once per burst.
         var received = 0, bytes = 0, tooLarge = 0
         while received &+ tooLarge < max, inFlight > 0 {
+            let frame = queue + (allArrivedInOrder || !reorders ? head : 0)
+            guard allArrivedInOrder || !usesTime || frame.pointee.deliverAt <= now else { break }
             guard var buffer = pool.take() else { break }
-            let frame = queue + head
             let length = Int(frame.pointee.length)
             let source = frame.pointee.lent ?? UnsafeRawPointer(slab + Int(frame.pointee.slot) &* slotSize)
             let metadata = frame.pointee.metadata
             dequeue()
             let space = buffer.writableSpace
             guard length <= space.count else {
-                // As in `receive`: counted at the queue; the buffer goes back unused.
+                // The pool's buffers are smaller than this wire's frames: the frame cannot be
+                // received into this pool. Counted as dropped at the queue, not silently; the
+                // buffer goes back unused.
                 tooLarge &+= 1
                 continue
             }
