@@ -80,15 +80,15 @@ public final class GatewayPolicy: SlowPathPolicy {
         if let (address, port) = translatedDestination {
             forward.translatedDestination = address
             if key.protocol == 6 || key.protocol == 17 { forward.translatedDestinationPort = port }
-        } else if egress == outsidePort, var nat {
+        } else if egress == outsidePort, nat != nil {
             let inside = NAT44.Inside(protocol: key.protocol, address: key.source, port: key.sourcePort)
             do {
-                let port = try nat.map(inside)
-                self.nat = nat
-                forward.translatedSource = nat.outsideAddress
+                // In place: a copy of the NAT out of `self.nat` would copy its tables on
+                // every new flow.
+                let port = try nat!.map(inside)
+                forward.translatedSource = nat!.outsideAddress
                 if key.protocol == 6 || key.protocol == 17 { forward.translatedSourcePort = port }
             } catch {
-                self.nat = nat
                 counters.natExhausted &+= 1
                 return .unreachable(code: ICMPv4Packet.UnreachableCode.host, reason: "nat-ports-exhausted")
             }
