@@ -67,6 +67,7 @@ final class DemoNetwork {
         engineConfiguration.audit = AuditSwitch(configuration.audit)
         engineConfiguration.orderGuard = configuration.orderGuard
         engineConfiguration.tableCapacity = 4096
+        engineConfiguration.announcesTranslations = true
         // Room in the exception queue for every flow's first packets at once: the demo's
         // burst is one client's, which the per-source share (B10) would otherwise clip.
         var queue = 1024
@@ -93,6 +94,7 @@ final class DemoNetwork {
         // Every flow's first packets wait together for the gateway's ARP answer for the server.
         gatewaySoftware = SlowPath(exceptions: gateway.exceptions, reinsertion: gateway.reinsertion,
                                    processing: .partial, policy: gatewayPolicy,
+                                   translationNotices: gateway.translationNotices,
                                    heldCapacity: clientConfiguration.pendingPerNeighbor)
 
         sim.addProcess("client") { [unowned self] in step(client) }

@@ -59,10 +59,18 @@ public struct ConnectionTable: ~Copyable {
     public internal(set) var counters = ConnectionTableCounters()
     /// Where `expireIdle` continues.
     var expiryCursor = 0
+    /// Where the table announces translating entries coming and going (nil: nowhere).
+    @usableFromInline let translationNotices: SPSCRing<TranslationNotice>?
 
     /// A table for up to `capacity` entries. `hashSeed` keys the hash (pass a random value in
     /// production so that senders cannot aim new flows at one probe chain).
-    public init(capacity: Int, hashSeed: UInt64 = 0x6f66_666c_6f61_6421, evictionWindow: Int = 8) {
+    ///
+    /// With `translationNotices`, every translating entry that comes to be or goes is
+    /// announced there (see `TranslationNotice`). An insert refuses (`.full`) rather than go
+    /// unannounced; removals by expiry or teardown (`mayRemove`) leave the second half of the
+    /// ring to inserts.
+    public init(capacity: Int, hashSeed: UInt64 = 0x6f66_666c_6f61_6421, evictionWindow: Int = 8,
+                translationNotices: SPSCRing<TranslationNotice>? = nil) {
         precondition(capacity >= 1 && capacity <= 1 << 30, "ConnectionTable: capacity must be 1 to 2^30")
         precondition(evictionWindow >= 1, "ConnectionTable: the eviction window needs at least one entry")
         precondition(MemoryLayout<FlowEntry>.stride == 64, "FlowEntry must be one cache line")
@@ -83,6 +91,7 @@ public struct ConnectionTable: ~Copyable {
         self.hashSeed = hashSeed
         self.capacity = capacity
         self.evictionWindow = evictionWindow
+        self.translationNotices = translationNotices
     }
 
     deinit {

@@ -72,12 +72,33 @@ public struct ConnectionTableCounters: Hashable, Sendable, CounterTable {
     public var expired: UInt64 = 0
     /// Calls of `invalidateAll`.
     public var invalidations: UInt64 = 0
+    /// Inserts refused because the translation notices had no room for what they would announce.
+    public var rejectedNoticeRoom: UInt64 = 0
+    /// Translation notices that found their ring full (only a forced `remove` can): the
+    /// software never hears that those entries went.
+    public var noticesLost: UInt64 = 0
 
     public init() {}
 
     public var rows: [(String, UInt64)] {
         [("table inserted", inserted), ("table replaced", replaced), ("table evicted", evicted),
          ("table rejected full", rejectedFull), ("table removed", removed), ("table expired", expired),
-         ("table invalidations", invalidations)]
+         ("table invalidations", invalidations), ("table rejected: notice room", rejectedNoticeRoom),
+         ("table notices lost", noticesLost)]
+    }
+}
+
+/// A translating entry (one that rewrites an address or a port: a NAT's) came to be for
+/// `key`, or went (removed, expired, evicted, or replaced by an entry that does not
+/// translate). The table announces each such change, in order, to the software that
+/// allocated what the entry translates to, so it knows when nothing uses it any more.
+public struct TranslationNotice: Hashable, Sendable {
+    public var key: FlowKey
+    /// True when the translating entry came to be, false when it went.
+    public var began: Bool
+
+    public init(key: FlowKey, began: Bool) {
+        self.key = key
+        self.began = began
     }
 }

@@ -22,6 +22,11 @@ extension ConnectionTable {
             let e = slots + i
             let low = e.pointee.keyLow
             if low == b && e.pointee.keyHigh == a {
+                let translated = e.pointee.translates, translates = new.translates
+                if translated != translates {
+                    guard noticeRoom >= 1 else { return refuseForNoticeRoom() }
+                    announce(key, began: translates)
+                }
                 new.bytes = e.pointee.bytes
                 new.packetsLow = e.pointee.packetsLow
                 epochPopulation[Int(e.pointee.epoch)] -= 1
@@ -34,6 +39,7 @@ extension ConnectionTable {
             i = (i &+ 1) & mask
         }
         if count < capacity {
+            if new.translates, noticeRoom < 1 { return refuseForNoticeRoom() }
             place(new, at: i)
             return .inserted(EntryHandle(slot: i))
         }
@@ -41,6 +47,7 @@ extension ConnectionTable {
             counters.rejectedFull += 1
             return .full
         }
+        if (slots[victim].translates ? 1 : 0) + (new.translates ? 1 : 0) > noticeRoom { return refuseForNoticeRoom() }
         let victimKey = slots[victim].key
         let victimStats = stats(EntryHandle(slot: victim))
         removeSlot(victim)
@@ -52,6 +59,7 @@ extension ConnectionTable {
     }
 
     mutating func place(_ entry: FlowEntry, at i: Int) {
+        if entry.translates { announce(entry.key, began: true) }
         slots[i] = entry
         cold[i] = FlowEntryCold()
         epochPopulation[Int(entry.epoch)] += 1
@@ -97,6 +105,34 @@ extension ConnectionTable {
         return result
     }
 
+    // MARK: Translation notices
+
+    /// Room for more translation notices (unbounded when the table announces none).
+    public var noticeRoom: Int {
+        guard let ring = translationNotices else { return .max }
+        return ring.capacity - ring.count
+    }
+
+    /// Whether the entry may go now by expiry or teardown: it does not translate, or its end
+    /// can be announced without taking the half of the ring kept for inserts. One that may
+    /// not stays until there is room (it idles out later).
+    @inlinable
+    public func mayRemove(_ h: EntryHandle) -> Bool {
+        guard let ring = translationNotices, entry(at: h).pointee.translates else { return true }
+        return ring.capacity - ring.count > ring.capacity / 2
+    }
+
+    mutating func announce(_ key: FlowKey, began: Bool) {
+        // Inserts check for room first and expiry and teardown keep half of it free, so only
+        // a removal forced past that (`remove` of a translating entry) can find it full.
+        if translationNotices?.push(TranslationNotice(key: key, began: began)) != nil { counters.noticesLost += 1 }
+    }
+
+    mutating func refuseForNoticeRoom() -> InsertOutcome {
+        counters.rejectedNoticeRoom += 1
+        return .full
+    }
+
     /// Removes the entry for `key`, returning its last counters, or nil if it had none.
     /// An entry with packets in the software may be removed (TCP RST): the engine must then
     /// not expect to find it when those packets come back.
@@ -118,6 +154,7 @@ extension ConnectionTable {
     /// Backward-shift deletion: pulls each later entry of the cluster into the hole when its
     /// home slot is not between the hole and where it sits, then empties the last hole.
     mutating func removeSlot(_ i: Int) {
+        if slots[i].translates { announce(slots[i].key, began: false) }
         epochPopulation[Int(slots[i].epoch)] -= 1
         count -= 1
         var hole = i, j = i
@@ -151,7 +188,7 @@ extension ConnectionTable {
             work += 1
             let i = expiryCursor
             let low = slots[i].keyLow
-            if low != 0 && cold[i].inSoftwareCount == 0 {
+            if low != 0 && cold[i].inSoftwareCount == 0 && mayRemove(EntryHandle(slot: i)) {
                 let timeout = timeouts.ticks(forProtocol: UInt8(truncatingIfNeeded: low))
                 if slots[i].epoch != epoch || nowTick &- slots[i].lastUsedTick >= timeout {
                     let key = slots[i].key

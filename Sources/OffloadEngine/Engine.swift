@@ -46,6 +46,9 @@ public final class Engine<Port: Link & ~Copyable> {
         public var tcpEventCapacity = 8192
         /// Segments the offloaded connections may send per poll, in all.
         public var tcpPollBudget = 64
+        /// Announce translating entries as they come and go (`translationNotices`), for a
+        /// NAT in the software to know when a mapping is no longer used.
+        public var announcesTranslations = false
 
         public init() {}
 
@@ -68,6 +71,11 @@ public final class Engine<Port: Link & ~Copyable> {
     public let exceptions: SPSCRing<ExceptionItem>
     /// The software's way back, through the audit stage (software to engine).
     public let reinsertion: ReinsertionQueue
+    /// Translating entries that came and went, in order (engine to software); nil unless
+    /// `announcesTranslations`. Four times the message ring: inserts, which the software
+    /// sends at most that ring's worth of between two reads, take two notices at most, and
+    /// expiry and teardown keep half of it for them.
+    public let translationNotices: SPSCRing<TranslationNotice>?
     private let messages: SPSCRing<SoftwareMessage>
     public internal(set) var counters = EngineCounters()
     /// RFC 3550 statistics of the flows whose entries carry RTP (B8), by flow; dropped with
@@ -102,9 +110,13 @@ public final class Engine<Port: Link & ~Copyable> {
         self.configuration = configuration
         pool = BufferPool(count: configuration.bufferCount, bufferSize: configuration.bufferSize,
                           headroom: Self.headroom)
-        table = ConnectionTable(capacity: configuration.tableCapacity, hashSeed: configuration.tableHashSeed)
         exceptions = SPSCRing(capacity: configuration.queueCapacity)
         messages = SPSCRing(capacity: configuration.queueCapacity)
+        let notices = configuration.announcesTranslations
+            ? SPSCRing<TranslationNotice>(capacity: 4 * messages.capacity) : nil
+        translationNotices = notices
+        table = ConnectionTable(capacity: configuration.tableCapacity, hashSeed: configuration.tableHashSeed,
+                                translationNotices: notices)
         reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, mtu: configuration.mtu, clock: clock,
                                        log: log)
         marks = AuditMarkBook(capacity: 4 * configuration.queueCapacity, seed: configuration.markSeed)
@@ -301,10 +313,11 @@ public final class Engine<Port: Link & ~Copyable> {
             if e.pointee.carriesRTP { recordRTP(key, buffer.bytes, now: now) }
             let closing = key.protocol == 6 && Self.finOrReset(buffer.bytes)
             if transmit(buffer, port: e.pointee.outputPort) { counters.fastPath &+= 1 }
-            if closing {
+            if closing, let h = table.lookup(key), table.mayRemove(h) {
                 // B9: a FIN or RST ends the entry; what follows (the last ACKs) goes through
-                // the software, which may build a fresh entry that then idles out.
-                _ = table.remove(key)
+                // the software, which may build a fresh entry that then idles out. (A NAT's
+                // entry whose end cannot be announced now idles out instead.)
+                table.remove(h)
                 counters.tornDown &+= 1
             }
         case .timeToLiveExceeded:

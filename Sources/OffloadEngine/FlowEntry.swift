@@ -170,6 +170,11 @@ public struct FlowEntry: Sendable {
     @inlinable public var doNotUse: Bool { control & FlowEntry.doNotUseBit != 0 }
     /// Whether the engine keeps RTP statistics for the flow.
     @inlinable public var carriesRTP: Bool { control & FlowEntry.carriesRTPBit != 0 }
+    /// Whether the entry rewrites an address or a port (a NAT's entry).
+    @inlinable public var translates: Bool {
+        control & (FlowEntry.translatesSource | FlowEntry.translatesSourcePort | FlowEntry.translatesDestination
+            | FlowEntry.translatesDestinationPort) != 0
+    }
 
     /// The policy epoch the entry was built under (see `ConnectionTable.invalidateAll`).
     @inlinable public var policyEpoch: UInt8 { epoch }

@@ -116,6 +116,8 @@ struct GatewayCommand: ParsableCommand {
         config.audit = AuditSwitch(audit)
         config.orderGuard = !noOrderGuard
         config.tableCapacity = tableSize
+        // The NAT frees a mapping once the engine announces that its last entry went.
+        config.announcesTranslations = natOutside != nil
         // A packet socket takes GSO super-frames (64 KiB); a plain TAP, Ethernet frames.
         let largeFrames = ports.contains { if case .packetSocket = $0.link { true } else { false } }
         config.bufferSize = (largeFrames ? 65536 + 14 : TapLink.maxFrameSize(.plain)) + 64
@@ -151,7 +153,8 @@ struct GatewayCommand: ParsableCommand {
         let outside = natOutside.flatMap { name in ports.firstIndex { $0.link.deviceName == name } }.map(UInt16.init)
         let policy = GatewayPolicy(ports: gatewayPorts, routes: table, outsidePort: outside, clock: clock)
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion,
-                                processing: processing.value, policy: policy)
+                                processing: processing.value, policy: policy,
+                                translationNotices: engine.translationNotices)
         slowPath.decisionDelayMicroseconds = decisionDelay
         let loop = try EngineLoop(engine: engine, slowPath: slowPath, softwareThread: threads == 2)
         loop.spinBeforeSleeping = .microseconds(Int64(spin))
@@ -201,7 +204,8 @@ struct GatewayCommand: ParsableCommand {
                          ("ICMP errors sent", slowPath.icmpErrorsSent), ("frames originated", slowPath.originated),
                          ("held", UInt64(slowPath.heldCount))]
                 + slowPath.dropped.sorted { $0.key < $1.key }.map { ("dropped: \($0.key)", $0.value) }
-                + policy.counters.rows + [("NAT mappings", UInt64(policy.nat?.count ?? 0))],
+                + policy.counters.rows + [("NAT mappings", UInt64(policy.nat?.count ?? 0)),
+                                          ("NAT mappings released", policy.nat?.released ?? 0)],
             gauges: ["held", "NAT mappings"])
         let audit = MetricsSnapshot.Section("audit stage", [("tested", engine.reinsertion.tested)]
                                                 + engine.reinsertion.failures.rows("failed: "))

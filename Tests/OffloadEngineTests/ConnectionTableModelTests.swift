@@ -152,8 +152,13 @@ import OffloadCore
     func runSequence(capacity: Int, sequence: Int, rng: inout SeededRandom) {
         let keys = Self.randomKeySpace(2 * capacity + 3, &rng)
         let window = [1, 2, 8][Int(rng.next() % 3)]
-        var table = ConnectionTable(capacity: capacity, hashSeed: rng.next(), evictionWindow: window)
+        // Room for every notice an operation can make: none is refused or held back here.
+        let notices = SPSCRing<TranslationNotice>(capacity: 512)
+        var table = ConnectionTable(capacity: capacity, hashSeed: rng.next(), evictionWindow: window,
+                                    translationNotices: notices)
         var model = Model(capacity: capacity)
+        // The translating entries as the notices tell them, in order.
+        var announced = Set<FlowKey>()
         let timeouts = IdleTimeouts(tcp: .milliseconds(60), udp: .milliseconds(25), other: .milliseconds(40))
         var now = Instant(nanoseconds: Int64(rng.next() % (1 << 40)))
         let operations = 40 + 8 * capacity
@@ -307,6 +312,14 @@ import OffloadCore
             // Every key in detail every few operations, else the one just operated on.
             Self.check(table, model, keys: keys, detailed: op % 4 == 0 ? keys : [key],
                        context: "capacity \(capacity) sequence \(sequence) op \(op) \(what)")
+            while let notice = notices.pop() {
+                let changed = notice.began ? announced.insert(notice.key).inserted : announced.remove(notice.key) != nil
+                if !changed { Issue.record("\(what): \(notice) repeats what was announced") }
+            }
+            let translating = Set(model.entries.filter { FlowEntry(key: $0.key, action: $0.value.action).translates }.keys)
+            if announced != translating {
+                Issue.record("\(what): notices say \(announced.count) translating entries, the model has \(translating.count)")
+            }
         }
         // Teardown returns everything.
         table.removeAll()

@@ -31,11 +31,11 @@ import OffloadHost
         let a = NAT44.Inside(protocol: 6, address: IPv4Address(10, 1, 0, 2), port: 40000)
         let b = NAT44.Inside(protocol: 6, address: IPv4Address(10, 1, 0, 3), port: 40000)
         let c = NAT44.Inside(protocol: 17, address: IPv4Address(10, 1, 0, 3), port: 40000)
-        #expect(try nat.map(a) == 40000)
-        let pb = try nat.map(b)
+        #expect(try nat.map(a, now: .zero) == 40000)
+        let pb = try nat.map(b, now: .zero)
         #expect(pb != 40000, "the same port for another inside host must differ")
-        #expect(try nat.map(c) == 40000, "protocols have separate port spaces")
-        #expect(try nat.map(a) == 40000, "stable")
+        #expect(try nat.map(c, now: .zero) == 40000, "protocols have separate port spaces")
+        #expect(try nat.map(a, now: .zero) == 40000, "stable")
         #expect(nat.reverse(protocol: 6, outsidePort: pb) == b)
         #expect(nat.reverse(protocol: 6, outsidePort: 40000) == a)
         nat.release(a)
@@ -49,16 +49,58 @@ import OffloadHost
         for i in 0..<4 {
             let host = NAT44.Inside(protocol: 17, address: IPv4Address(10, 1, 0, UInt8(i)), port: 1234)
             inside.append(host)
-            _ = try nat.map(host)
+            _ = try nat.map(host, now: .zero)
         }
         let extra = NAT44.Inside(protocol: 17, address: IPv4Address(10, 1, 1, 1), port: 1234)
-        #expect(throws: NAT44.Failure.portsExhausted(protocol: 17)) { try nat.map(extra) }
+        #expect(throws: NAT44.Failure.portsExhausted(protocol: 17)) { try nat.map(extra, now: .zero) }
         #expect(nat.exhaustions == 1)
         nat.release(inside[2])
-        #expect(try nat.map(extra) >= 5000)
+        #expect(try nat.map(extra, now: .zero) >= 5000)
         // Every mapped port is distinct and inside the range.
-        let mapped = Set(try (inside.enumerated().filter { $0.offset != 2 }.map(\.element) + [extra]).map { try nat.map($0) })
+        let mapped = Set(try (inside.enumerated().filter { $0.offset != 2 }.map(\.element) + [extra]).map { try nat.map($0, now: .zero) })
         #expect(mapped.count == 4 && mapped.allSatisfy { (5000...5003).contains($0) })
+    }
+
+    /// A mapping lives while the engine has entries that translate to it, then `linger`
+    /// longer; a use while it lingers starts the wait over.
+    @Test func aMappingLingersAfterItsLastEntryThenItsPortIsFree() throws {
+        var nat = NAT44(outsideAddress: outside, ports: 5000...5000, linger: .seconds(10))
+        let a = NAT44.Inside(protocol: 6, address: IPv4Address(10, 1, 0, 2), port: 40000)
+        let b = NAT44.Inside(protocol: 6, address: IPv4Address(10, 1, 0, 3), port: 40000)
+        func at(_ s: Int64) -> Instant { Instant(nanoseconds: s * 1_000_000_000) }
+        #expect(try nat.map(a, now: at(0)) == 5000)
+        nat.entryBegan(a)
+        nat.entryBegan(a)
+        #expect(nat.entries(of: a) == 2)
+        #expect(nat.releaseIdle(now: at(100)) == 0, "entries keep it")
+        nat.entryEnded(a, now: at(100))
+        #expect(nat.releaseIdle(now: at(200)) == 0, "one entry is left")
+        nat.entryEnded(a, now: at(200))
+        #expect(throws: NAT44.Failure.portsExhausted(protocol: 6)) { try nat.map(b, now: at(201)) }
+        #expect(nat.releaseIdle(now: at(209)) == 0, "lingers")
+        // The final ACK after a teardown is decided afresh: same port, and the wait starts over.
+        #expect(try nat.map(a, now: at(205)) == 5000)
+        #expect(nat.releaseIdle(now: at(212)) == 0)
+        #expect(nat.releaseIdle(now: at(230)) == 1)
+        #expect(nat.count == 0 && nat.released == 1)
+        #expect(nat.reverse(protocol: 6, outsidePort: 5000) == nil)
+        #expect(try nat.map(b, now: at(231)) == 5000, "the port serves another inside host now")
+        // Notices about a mapping that is gone change nothing.
+        nat.entryEnded(a, now: at(232))
+        nat.entryBegan(a)
+        #expect(nat.entries(of: a) == nil && nat.entries(of: b) == 0)
+    }
+
+    /// A mapping whose flow never got an entry (the table was full) lingers from its last use.
+    @Test func aMappingWithoutEntriesGoesAfterLinger() throws {
+        var nat = NAT44(outsideAddress: outside, linger: .seconds(1))
+        for i in 0..<100 {
+            _ = try nat.map(NAT44.Inside(protocol: 17, address: IPv4Address(10, 1, 0, 2), port: UInt16(2000 + i)),
+                            now: Instant(nanoseconds: Int64(i) * 1_000_000))
+        }
+        #expect(nat.releaseIdle(now: Instant(nanoseconds: 1_050_000_000)) == 51)
+        #expect(nat.releaseIdle(now: Instant(nanoseconds: 2_000_000_000)) == 49)
+        #expect(nat.count == 0)
     }
 }
 
@@ -149,6 +191,79 @@ import OffloadWire
         #expect(engine.counters.fastPath > 0, "later packets of both directions take the fast path")
         #expect(engine.buffered == 0 && engine.counters.totalDrops == 0)
         #expect(policy.nat?.count == 1)
+    }
+
+    /// With two outside ports, two inside hosts take both; a third is refused. Once their
+    /// entries idle out in the engine, the engine's notices let the mappings go after they
+    /// linger, and the third host gets a port, and its replies.
+    @Test func mappingsAreFreedWhenTheEnginesEntriesGo() throws {
+        let sim = Simulation(seed: 9)
+        var configuration = Engine<MemoryLink>.Configuration()
+        configuration.announcesTranslations = true
+        configuration.tableCapacity = 64
+        configuration.idleTimeouts = IdleTimeouts(udp: .seconds(1))
+        let (engine, wires) = Engine.onMemoryWires(configuration: configuration, portCount: 2, clock: sim.clock)
+        var client = wires[0], server = wires[1]
+        let serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
+        let hosts = [IPv4Address(10, 1, 0, 2), IPv4Address(10, 1, 0, 3), IPv4Address(10, 1, 0, 4)]
+        let policy = GatewayPolicy(
+            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Self.inside),
+                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Self.outside)],
+            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
+                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
+            outsidePort: 1, clock: sim.clock, nat: .init(ports: 5000...5001, linger: .seconds(2)))
+        for host in hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: Self.clientMAC) }
+        policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Self.serverMAC)
+        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
+                                policy: policy, translationNotices: engine.translationNotices)
+        sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
+        sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
+
+        var atServer: [(IPv4Address, UInt16)] = []
+        var atClient: [(IPv4Address, UInt8)] = []
+        let pool = BufferPool(count: 32, bufferSize: 2048, headroom: 0)
+        sim.addProcess("server") {
+            var replies: [[UInt8]] = []
+            let n = (try? server.receive(into: pool, max: 8) { b in
+                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
+                let udp = try! UDPPacket(checking: ip.payload)
+                atServer.append((ip.source, udp.sourcePort))
+                replies.append(Self.udp(from: serverIP, 7, to: ip.source, udp.sourcePort,
+                                        toMAC: Self.outside, fromMAC: Self.serverMAC, payload: Array(udp.payload)))
+            }) ?? 0
+            for r in replies { try! r.withUnsafeBytes { try server.transmit($0) } }
+            return n > 0
+        }
+        sim.addProcess("client") {
+            (try? client.receive(into: pool, max: 8) { b in
+                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
+                if ip.protocol == .udp { atClient.append((ip.destination, try! UDPPacket(checking: ip.payload).payload.first!)) }
+            }) ?? 0 > 0
+        }
+        func send(from host: Int, at seconds: Double) {
+            sim.schedule(at: Instant(nanoseconds: Int64(seconds * 1e9))) {
+                let frame = Self.udp(from: hosts[host], 40000, to: serverIP, 7, toMAC: Self.inside,
+                                     fromMAC: Self.clientMAC, payload: [UInt8(host)])
+                try! frame.withUnsafeBytes { try client.transmit($0) }
+            }
+        }
+        send(from: 0, at: 0)
+        send(from: 1, at: 0.001)
+        send(from: 2, at: 0.002)
+        // Time passes in steps of 100 ms (the engine's expiry and the NAT's timers run as it does).
+        for tick in 1...80 { sim.schedule(at: Instant(nanoseconds: Int64(tick) * 100_000_000)) {} }
+        send(from: 2, at: 8.5)
+        sim.run(maxSteps: 2_000_000)
+
+        #expect(atServer.map(\.0) == [natIP, natIP, natIP])
+        #expect(atServer.map(\.1) == [5000, 5001, 5000], "the third host gets the first port once it is free")
+        #expect(atClient.map(\.0) == [hosts[0], hosts[1], hosts[2]] && atClient.map(\.1) == [0, 1, 2])
+        #expect(policy.counters.natExhausted == 1, "the third host's first try found both ports taken")
+        #expect(policy.nat?.released == 2)
+        let third = NAT44.Inside(protocol: 17, address: hosts[2], port: 40000)
+        #expect(policy.nat?.count == 1 && policy.nat?.entries(of: third) == 2, "its flow's entry and its replies'")
+        #expect(engine.table.counters.noticesLost == 0 && engine.table.counters.rejectedNoticeRoom == 0)
+        #expect(engine.buffered == 0)
     }
 
     @Test func noRouteAndUnknownReplyAreNotForwarded() throws {

@@ -32,15 +32,32 @@ public final class GatewayPolicy: SlowPathPolicy {
     private static let timerInterval = Duration.milliseconds(50)
     private var nextTimers = Instant.zero
 
+    /// `nat` shapes the NAT behind `outsidePort` (its outside address is that port's own).
+    /// Its mappings are freed only when the engine announces its translating entries
+    /// (`Engine.Configuration.announcesTranslations`, read by the slow path).
     public init(ports: [Port], routes: RouteTable, outsidePort: UInt16?, clock: any Clock,
-                neighbors: NeighborCache.Configuration = .init(), icmpErrorsPerSecond: Int = 1000) {
+                neighbors: NeighborCache.Configuration = .init(), icmpErrorsPerSecond: Int = 1000,
+                nat: NATSettings = .init()) {
         self.ports = ports
         self.routes = routes
         self.outsidePort = outsidePort
         self.clock = clock
         self.neighbors = Array(repeating: NeighborCache(configuration: neighbors), count: ports.count)
         icmpErrors = TokenBucket(perSecond: icmpErrorsPerSecond, burst: max(1, icmpErrorsPerSecond / 20), now: clock.now)
-        if let outside = outsidePort { nat = NAT44(outsideAddress: ports[Int(outside)].address.address) }
+        if let outside = outsidePort {
+            self.nat = NAT44(outsideAddress: ports[Int(outside)].address.address, ports: nat.ports, linger: nat.linger)
+        }
+    }
+
+    /// The NAT's outside ports and how long a mapping outlives its last entry.
+    public struct NATSettings: Sendable {
+        public var ports: ClosedRange<UInt16>
+        public var linger: Duration
+
+        public init(ports: ClosedRange<UInt16> = 1024...65535, linger: Duration = .seconds(30)) {
+            self.ports = ports
+            self.linger = linger
+        }
     }
 
     /// Records a neighbour that never expires (a static ARP entry).
@@ -85,7 +102,7 @@ public final class GatewayPolicy: SlowPathPolicy {
             do {
                 // In place: a copy of the NAT out of `self.nat` would copy its tables on
                 // every new flow.
-                let port = try nat!.map(inside)
+                let port = try nat!.map(inside, now: now)
                 forward.translatedSource = nat!.outsideAddress
                 if key.protocol == 6 || key.protocol == 17 { forward.translatedSourcePort = port }
             } catch {
@@ -110,6 +127,26 @@ public final class GatewayPolicy: SlowPathPolicy {
         return (reply, action)
     }
 
+    /// Counts the engine's entries per NAT mapping: an outgoing flow's entry translates to
+    /// the mapping of its source, a reply's to the mapping its destination port is.
+    public func noteTranslation(_ notice: TranslationNotice) {
+        guard nat != nil, let inside = natInside(of: notice.key) else { return }
+        if notice.began {
+            nat!.entryBegan(inside)
+        } else {
+            nat!.entryEnded(inside, now: clock.now)
+        }
+    }
+
+    private func natInside(of key: FlowKey) -> NAT44.Inside? {
+        guard let nat else { return nil }
+        if key.ingressPort == outsidePort {
+            return key.destination == nat.outsideAddress
+                ? nat.reverse(protocol: key.protocol, outsidePort: key.destinationPort) : nil
+        }
+        return NAT44.Inside(protocol: key.protocol, address: key.source, port: key.sourcePort)
+    }
+
     public func resolution(of hop: NextHop) -> ResolutionState {
         let cache = neighbors[Int(hop.port)]
         if cache.lookup(hop.address, now: clock.now) != nil { return .resolved }
@@ -121,6 +158,7 @@ public final class GatewayPolicy: SlowPathPolicy {
         let now = clock.now
         guard now >= nextTimers else { return }
         nextTimers = now + Self.timerInterval
+        nat?.releaseIdle(now: now)
         for port in neighbors.indices {
             let (retry, failed) = neighbors[port].expire(now: now)
             for hop in retry { sendARPRequest(port: UInt16(port), for: hop, send: send) }

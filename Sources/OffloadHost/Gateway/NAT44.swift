@@ -3,7 +3,13 @@ import OffloadCore
 /// Source NAT with port allocation (NAT44, RFC 3022's NAPT): inside (address, port) pairs
 /// share one outside address, each mapped to an outside port per protocol. The mapping is
 /// kept both ways: outgoing flows are rewritten to it, and replies to the outside port are
-/// rewritten back. Ports are released when the gateway expires the mapping.
+/// rewritten back.
+///
+/// A mapping lives while the engine has entries that translate to it (the gateway counts
+/// them from the engine's translation notices), and `linger` after the last one goes, so
+/// that a connection's last packets after its entries are torn down (the final ACK, a
+/// retransmitted FIN) keep their port. Then `releaseIdle` frees the port for another inside
+/// host. A mapping that never gets an entry (the table was full) lingers from its last use.
 public struct NAT44: Sendable {
     public struct Inside: Hashable, Sendable {
         public var `protocol`: UInt8
@@ -23,25 +29,53 @@ public struct NAT44: Sendable {
         case portsExhausted(protocol: UInt8)
     }
 
+    struct Mapping: Sendable {
+        var port: UInt16
+        /// The engine's entries that translate to this mapping.
+        var entries: Int
+        /// When it was last used while it had no entries.
+        var idleSince: Instant
+        /// Whether it is in `lingering`.
+        var lingers: Bool
+    }
+
     public let outsideAddress: IPv4Address
     public let ports: ClosedRange<UInt16>
-    private var outward: [Inside: UInt16] = [:]
+    /// How long a mapping without entries is kept.
+    public let linger: Duration
+    private var outward: [Inside: Mapping] = [:]
     private var inward: [UInt32: Inside] = [:]
+    /// Mappings that had no entries, with when to look at them again, roughly in that order
+    /// (one refreshed while it waited goes to the back): a mapping is released between
+    /// `linger` and twice `linger` after its last use.
+    private var lingering: [(inside: Inside, due: Instant)] = []
+    private var lingeringHead = 0
     /// Where the search for a free port resumes, per protocol.
     private var cursor: [UInt8: UInt16] = [:]
     public private(set) var exhaustions: UInt64 = 0
+    /// Mappings freed after lingering.
+    public private(set) var released: UInt64 = 0
 
-    public init(outsideAddress: IPv4Address, ports: ClosedRange<UInt16> = 1024...65535) {
+    public init(outsideAddress: IPv4Address, ports: ClosedRange<UInt16> = 1024...65535,
+                linger: Duration = .seconds(30)) {
         self.outsideAddress = outsideAddress
         self.ports = ports
+        self.linger = linger
     }
 
     public var count: Int { outward.count }
 
+    /// The engine's entries that translate to the mapping of `inside` (nil: no mapping).
+    public func entries(of inside: Inside) -> Int? { outward[inside]?.entries }
+
     /// The outside port of `inside`, made if needed: the inside port itself when it is free
-    /// (ports survive NAT where they can), else the next free one.
-    public mutating func map(_ inside: Inside) throws(Failure) -> UInt16 {
-        if let port = outward[inside] { return port }
+    /// (ports survive NAT where they can), else the next free one. A use at `now` restarts
+    /// the lingering of a mapping without entries.
+    public mutating func map(_ inside: Inside, now: Instant) throws(Failure) -> UInt16 {
+        if outward[inside] != nil {
+            if outward[inside]!.entries == 0 { idle(inside, since: now) }
+            return outward[inside]!.port
+        }
         // Protocols without ports (ICMP) have one mapping per protocol, at port 0: the
         // first inside host to use one gets replies to the outside address.
         let hasPorts = inside.protocol == 6 || inside.protocol == 17
@@ -56,9 +90,11 @@ public struct NAT44: Sendable {
             }
             candidate = candidate == ports.upperBound ? ports.lowerBound : candidate + 1
         }
-        outward[inside] = candidate
+        outward[inside] = Mapping(port: candidate, entries: 0, idleSince: now, lingers: false)
         inward[Self.slot(inside.protocol, candidate)] = inside
         cursor[inside.protocol] = candidate == ports.upperBound ? ports.lowerBound : candidate + 1
+        // Until the engine announces its entry: a flow the table has no room for never does.
+        idle(inside, since: now)
         return candidate
     }
 
@@ -67,10 +103,55 @@ public struct NAT44: Sendable {
         inward[Self.slot(proto, outsidePort)]
     }
 
-    /// Releases the mapping of `inside`.
+    /// An engine entry that translates to the mapping of `inside` came to be.
+    public mutating func entryBegan(_ inside: Inside) {
+        outward[inside]?.entries += 1
+    }
+
+    /// An engine entry that translated to the mapping of `inside` went at `now`.
+    public mutating func entryEnded(_ inside: Inside, now: Instant) {
+        guard let m = outward[inside], m.entries > 0 else { return }
+        outward[inside]!.entries -= 1
+        if m.entries == 1 { idle(inside, since: now) }
+    }
+
+    /// Releases the mappings that have had no entries, and no use, for `linger`; returns how many.
+    @discardableResult
+    public mutating func releaseIdle(now: Instant) -> Int {
+        var n = 0
+        while lingeringHead < lingering.count, lingering[lingeringHead].due <= now {
+            let inside = lingering[lingeringHead].inside
+            lingeringHead += 1
+            guard let m = outward[inside] else { continue }
+            if m.entries > 0 {
+                outward[inside]!.lingers = false
+            } else if m.idleSince + linger <= now {
+                release(inside)
+                released &+= 1
+                n += 1
+            } else {
+                lingering.append((inside, m.idleSince + linger))
+            }
+        }
+        if lingeringHead >= 1024, lingeringHead * 2 >= lingering.count {
+            lingering.removeFirst(lingeringHead)
+            lingeringHead = 0
+        }
+        return n
+    }
+
+    /// Releases the mapping of `inside` now, whatever uses it.
     public mutating func release(_ inside: Inside) {
-        guard let port = outward.removeValue(forKey: inside) else { return }
-        inward[Self.slot(inside.protocol, port)] = nil
+        guard let m = outward.removeValue(forKey: inside) else { return }
+        inward[Self.slot(inside.protocol, m.port)] = nil
+    }
+
+    private mutating func idle(_ inside: Inside, since now: Instant) {
+        outward[inside]!.idleSince = now
+        if !outward[inside]!.lingers {
+            outward[inside]!.lingers = true
+            lingering.append((inside, now + linger))
+        }
     }
 
     private static func slot(_ proto: UInt8, _ port: UInt16) -> UInt32 { UInt32(proto) << 16 | UInt32(port) }

@@ -23,6 +23,9 @@ public final class SlowPath {
     public let processing: Processing
     public let policy: any SlowPathPolicy
     private let exceptions: SPSCRing<ExceptionItem>
+    /// The engine's announcements of translating entries coming and going, for the policy
+    /// (its NAT); nil when the engine makes none.
+    private let translationNotices: SPSCRing<TranslationNotice>?
     private let queue: ReinsertionQueue
     /// Actions decided so far, so later packets of a flow are processed like its first.
     public private(set) var actions: [FlowKey: FlowAction] = [:]
@@ -47,8 +50,10 @@ public final class SlowPath {
     /// `ownFrames`: the software's own buffers for the frames it makes (a gateway's ARP
     /// requests are small; a host's TCP segments are full frames).
     public init(exceptions: SPSCRing<ExceptionItem>, reinsertion: ReinsertionQueue, processing: Processing,
-                policy: any SlowPathPolicy, heldCapacity: Int = 256, ownFrames: (count: Int, size: Int) = (64, 256)) {
+                policy: any SlowPathPolicy, translationNotices: SPSCRing<TranslationNotice>? = nil,
+                heldCapacity: Int = 256, ownFrames: (count: Int, size: Int) = (64, 256)) {
         self.exceptions = exceptions
+        self.translationNotices = translationNotices
         self.queue = reinsertion
         self.processing = processing
         self.policy = policy
@@ -74,7 +79,7 @@ public final class SlowPath {
     public var heldCount: Int { held.count }
 
     /// Whether the engine has handed over packets not yet taken.
-    public var hasWork: Bool { exceptions.count > 0 }
+    public var hasWork: Bool { exceptions.count > 0 || (translationNotices?.count ?? 0) > 0 }
 
     /// The most a packet may send: the entries of its flow and of the flow's replies, and itself.
     static let messagesPerPacket = 3
@@ -86,6 +91,10 @@ public final class SlowPath {
     /// between the two.
     @discardableResult
     public func step(max: Int = 32) -> Int {
+        // Read before any install is sent: the engine sizes the notices' ring on that.
+        if let notices = translationNotices {
+            _ = notices.pop(max: notices.capacity) { policy.noteTranslation($0) }
+        }
         let room = originateRoom()
         withOriginate { policy.poll(send: $0, room: room) }
         var done = 0
@@ -160,7 +169,9 @@ public final class SlowPath {
         }
         let action: FlowAction
         var decidedNow = false
-        if reason != .miss, let known = actions[key] {
+        // A flow the table had no room for is decided again for each packet: the policy
+        // sees that it is still in use (a NAT keeps its mapping).
+        if reason == .doNotUse, let known = actions[key] {
             action = known
         } else {
             decidedNow = true

@@ -84,6 +84,8 @@ public protocol SlowPathPolicy: AnyObject {
     /// flow's own so that the first reply already takes the fast path (as a NAT's
     /// connection tracking sets up both directions at once), or nil.
     func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)?
+    /// A translating entry came to be or went in the engine (when the engine announces them).
+    func noteTranslation(_ notice: TranslationNotice)
 }
 
 extension SlowPathPolicy {
@@ -96,6 +98,7 @@ extension SlowPathPolicy {
     public func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)? {
         nil
     }
+    public func noteTranslation(_ notice: TranslationNotice) {}
 }
 
 /// A policy that is only a function from a flow to its action (nil drops the flow).
