@@ -278,6 +278,13 @@ public struct ConnectionTable: ~Copyable {
                               inSoftwareCount: c.inSoftwareCount)
     }
 
+    /// Marks a TCP flow that sent a FIN: its entry now idles out after the closing timeout.
+    /// It stays until then, for the last ACKs and for data the other way on a half-closed
+    /// connection.
+    public func markClosing(_ h: EntryHandle) { cold[entry(at: h) - slots].closing = true }
+
+    public func isClosing(_ h: EntryHandle) -> Bool { cold[entry(at: h) - slots].closing }
+
     // MARK: B4 primitives
 
     /// The do-not-use flag: while set, packets of the flow go to the software behind the earlier ones.

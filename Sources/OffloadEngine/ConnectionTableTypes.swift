@@ -43,13 +43,19 @@ public struct IdleTimeouts: Hashable, Sendable {
     public var tcpTicks: UInt32
     public var udpTicks: UInt32
     public var otherTicks: UInt32
+    /// For a TCP flow that has sent a FIN (`ConnectionTable.markClosing`).
+    public var tcpClosingTicks: UInt32
 
     /// Linux conntrack's defaults are 5 days for established TCP and 30 s / 120 s for UDP;
-    /// a gateway that evicts under pressure can afford shorter ones.
-    public init(tcp: Duration = .seconds(300), udp: Duration = .seconds(30), other: Duration = .seconds(30)) {
+    /// a gateway that evicts under pressure can afford shorter ones. A closing TCP flow's
+    /// last ACKs come within a round trip or two, and a straggler after that goes through
+    /// the software, which can build the entry again.
+    public init(tcp: Duration = .seconds(300), udp: Duration = .seconds(30), other: Duration = .seconds(30),
+                tcpClosing: Duration = .seconds(10)) {
         tcpTicks = ConnectionTable.ticks(tcp)
         udpTicks = ConnectionTable.ticks(udp)
         otherTicks = ConnectionTable.ticks(other)
+        tcpClosingTicks = ConnectionTable.ticks(tcpClosing)
     }
 
     /// The timeout for a key's protocol.

@@ -189,7 +189,8 @@ extension ConnectionTable {
             let i = expiryCursor
             let low = slots[i].keyLow
             if low != 0 && cold[i].inSoftwareCount == 0 && mayRemove(EntryHandle(slot: i)) {
-                let timeout = timeouts.ticks(forProtocol: UInt8(truncatingIfNeeded: low))
+                let timeout = cold[i].closing ? timeouts.tcpClosingTicks
+                    : timeouts.ticks(forProtocol: UInt8(truncatingIfNeeded: low))
                 if slots[i].epoch != epoch || nowTick &- slots[i].lastUsedTick >= timeout {
                     let key = slots[i].key
                     let s = stats(EntryHandle(slot: i))

@@ -311,20 +311,31 @@ public final class Engine<Port: Link & ~Copyable> {
         case .rewritten:
             table.recordHit(at: e, bytes: buffer.count, now: now)
             if e.pointee.carriesRTP { recordRTP(key, buffer.bytes, now: now) }
-            let closing = key.protocol == 6 && Self.finOrReset(buffer.bytes)
+            let ending = key.protocol == 6 ? Self.finAndReset(buffer.bytes) : 0
             if transmit(buffer, port: e.pointee.outputPort) { counters.fastPath &+= 1 }
-            if closing, let h = table.lookup(key), table.mayRemove(h) {
-                // B9: a FIN or RST ends the entry; what follows (the last ACKs) goes through
-                // the software, which may build a fresh entry that then idles out. (A NAT's
-                // entry whose end cannot be announced now idles out instead.)
-                table.remove(h)
-                counters.tornDown &+= 1
-            }
+            if ending != 0 { tearDown(key, reset: ending & Self.rst != 0) }
         case .timeToLiveExceeded:
             toSoftware(buffer, port: port, reason: .timeToLiveExceeded, counted: nil, key: key)
         case .fragment, .notApplicable:
             toSoftware(buffer, port: port, reason: .notAFlow, counted: nil, key: key)
         }
+    }
+
+    /// B9: a RST ends the flow's entry now; a FIN marks it closing, and it idles out after
+    /// the closing timeout, so that the last ACKs (and data the other way on a half-closed
+    /// connection) stay on the fast path rather than build a fresh entry in the software.
+    /// (A NAT's entry whose end cannot be announced now is marked closing too.)
+    @inline(never)
+    private func tearDown(_ key: FlowKey, reset: Bool) {
+        guard let h = table.lookup(key) else { return }
+        if reset, table.mayRemove(h) {
+            table.remove(h)
+        } else if !table.isClosing(h) {
+            table.markClosing(h)
+        } else {
+            return
+        }
+        counters.tornDown &+= 1
     }
 
     // Never inlined: the fast path's exits to the software would otherwise bloat it.
@@ -502,11 +513,13 @@ public final class Engine<Port: Link & ~Copyable> {
             sequence: sequence, timestamp: timestamp, ssrc: ssrc, arrival: now, clockRate: rate)
     }
 
-    /// Whether an Ethernet + IPv4 + TCP frame has FIN or RST set.
+    /// The FIN (1) and RST (`rst`) flags of an Ethernet + IPv4 + TCP frame.
     @inline(__always)
-    private static func finOrReset(_ frame: UnsafeRawBufferPointer) -> Bool {
+    private static func finAndReset(_ frame: UnsafeRawBufferPointer) -> UInt8 {
         let headerLength = Int(frame[14] & 0xf) * 4
         let flagsAt = 14 + headerLength + 13
-        return flagsAt < frame.count && frame[flagsAt] & 0x05 != 0
+        return flagsAt < frame.count ? frame[flagsAt] & (1 | rst) : 0
     }
+
+    private static var rst: UInt8 { 0x04 }
 }

@@ -47,7 +47,8 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var flagsCleared: UInt64 = 0
     /// Entries removed for being idle (B9).
     public var expired: UInt64 = 0
-    /// Entries removed by a TCP FIN or RST on the fast path (B9).
+    /// Entries ended by a TCP FIN or RST on the fast path (B9): removed at a RST, marked
+    /// closing at a FIN (they idle out after the closing timeout).
     public var tornDown: UInt64 = 0
     /// Audit mode: re-inserted packets whose engine mark was valid (they went straight on).
     public var auditValidMarks: UInt64 = 0

@@ -213,8 +213,10 @@ public struct FlowEntry: Sendable {
 struct FlowEntryCold: Sendable {
     /// Packets of the flow that are in the host software (B4).
     @usableFromInline var inSoftwareCount: UInt32 = 0
-    /// High 32 bits of the packet counter.
-    @usableFromInline var packetsHigh: UInt32 = 0
+    /// Bits 32 to 47 of the packet counter (it wraps at 2^48: 217 days at 15 Mpps).
+    @usableFromInline var packetsHigh: UInt16 = 0
+    /// A TCP flow that has sent a FIN: the entry idles out after `IdleTimeouts.tcpClosing`.
+    @usableFromInline var closing = false
 
     @usableFromInline init() {}
 }

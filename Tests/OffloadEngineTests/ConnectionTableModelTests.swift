@@ -12,6 +12,8 @@ import OffloadCore
         var epoch: UInt8
         var doNotUse: Bool
         var inSoftware: UInt32 = 0
+        /// Marked at a FIN: idles out after the closing timeout (kept by a replace).
+        var closing = false
         var packets: UInt64 = 0
         var bytes: UInt64 = 0
         var lastUsedTick: UInt32
@@ -57,8 +59,8 @@ import OffloadCore
 
         func expirable(_ key: FlowKey, nowTick: UInt32, timeouts: IdleTimeouts) -> Bool {
             let e = entries[key]!
-            return e.inSoftware == 0
-                && (isStale(e) || nowTick &- e.lastUsedTick >= timeouts.ticks(forProtocol: key.protocol))
+            let timeout = e.closing ? timeouts.tcpClosingTicks : timeouts.ticks(forProtocol: key.protocol)
+            return e.inSoftware == 0 && (isStale(e) || nowTick &- e.lastUsedTick >= timeout)
         }
     }
 
@@ -114,9 +116,10 @@ import OffloadCore
             // One comparison per key (a plain `if`: the #expect machinery per field would
             // dominate the run time in a debug build).
             let seen = Observed(key: table.key(h), action: table.action(h), stats: table.stats(h),
-                                doNotUse: table.doNotUse(h), stale: table.isStale(h), usable: table.isUsable(h))
+                                doNotUse: table.doNotUse(h), stale: table.isStale(h), usable: table.isUsable(h),
+                                closing: table.isClosing(h))
             let expected = Observed(key: key, action: e.action, stats: e.stats, doNotUse: e.doNotUse,
-                                    stale: model.isStale(e), usable: !e.doNotUse && !model.isStale(e))
+                                    stale: model.isStale(e), usable: !e.doNotUse && !model.isStale(e), closing: e.closing)
             if seen != expected { Issue.record("\(context()): table has \(seen), model \(expected)") }
         }
     }
@@ -135,6 +138,7 @@ import OffloadCore
         var doNotUse: Bool
         var stale: Bool
         var usable: Bool
+        var closing: Bool
     }
 
     static let capacities = [1, 2, 3, 4, 8, 13, 16, 64]
@@ -159,7 +163,8 @@ import OffloadCore
         var model = Model(capacity: capacity)
         // The translating entries as the notices tell them, in order.
         var announced = Set<FlowKey>()
-        let timeouts = IdleTimeouts(tcp: .milliseconds(60), udp: .milliseconds(25), other: .milliseconds(40))
+        let timeouts = IdleTimeouts(tcp: .milliseconds(60), udp: .milliseconds(25), other: .milliseconds(40),
+                                    tcpClosing: .milliseconds(10))
         var now = Instant(nanoseconds: Int64(rng.next() % (1 << 40)))
         let operations = 40 + 8 * capacity
 
@@ -257,7 +262,12 @@ import OffloadCore
                     model.entries[key]!.inSoftware += 1
                 }
                 #expect(table.inSoftwareCount(h) == model.entries[key]!.inSoftware)
-            case 65..<72:
+            case 65..<68:
+                what = "closing \(key)"
+                guard let h = table.lookup(key), model.entries[key] != nil else { break }
+                table.markClosing(h)
+                model.entries[key]!.closing = true
+            case 68..<72:
                 what = "do-not-use \(key)"
                 guard let h = table.lookup(key), model.entries[key] != nil else { break }
                 let set = rng.chance(0.5)

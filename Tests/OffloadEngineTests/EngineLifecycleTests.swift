@@ -84,18 +84,36 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         #expect(b.entries == 1, "the pending entry holds a packet in the software")
     }
 
-    @Test(arguments: [TCPFlags.fin.union(.ack), TCPFlags.rst])
-    func finOrResetTearsTheEntryDown(flags: TCPFlags) {
+    @Test func resetTearsTheEntryDown() {
         let b = LifecycleBench()
         #expect(b.send(tcpSegment(flags: .ack)) == 1)
         #expect(b.send(tcpSegment(flags: .ack)) == 1)
         #expect(b.engine.counters.fastPath == 1 && b.entries == 1)
-        #expect(b.send(tcpSegment(flags: flags)) == 1)
-        #expect(b.engine.counters.fastPath == 2, "the closing segment itself goes out on the fast path")
+        #expect(b.send(tcpSegment(flags: .rst)) == 1)
+        #expect(b.engine.counters.fastPath == 2, "the RST itself goes out on the fast path")
         #expect(b.entries == 0 && b.engine.counters.tornDown == 1)
-        // The last ACK finds no entry and goes through the software.
+        // A straggler finds no entry and goes through the software.
         #expect(b.send(tcpSegment(flags: .ack)) == 1)
         #expect(b.engine.counters[toSoftware: .miss] == 2)
+    }
+
+    /// A FIN marks the entry closing: the last ACKs keep the fast path, and the entry idles
+    /// out after the closing timeout (10 s) rather than TCP's (300 s).
+    @Test func finEndsTheEntryAfterTheClosingTimeout() {
+        let b = LifecycleBench()
+        #expect(b.send(tcpSegment(flags: .ack)) == 1)
+        #expect(b.send(tcpSegment(flags: .ack)) == 1)
+        #expect(b.send(tcpSegment(flags: TCPFlags.fin.union(.ack))) == 1)
+        #expect(b.send(tcpSegment(flags: TCPFlags.fin.union(.ack))) == 1, "a retransmitted FIN")
+        #expect(b.entries == 1 && b.engine.counters.tornDown == 1)
+        #expect(b.send(tcpSegment(flags: .ack)) == 1)
+        #expect(b.engine.counters.fastPath == 4 && b.engine.counters[toSoftware: .miss] == 1)
+        b.clock.advance(by: .seconds(9))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 1)
+        b.clock.advance(by: .seconds(2))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 0 && b.engine.counters.expired == 1)
     }
 }
 
