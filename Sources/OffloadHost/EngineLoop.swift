@@ -1,11 +1,12 @@
 #if os(Linux)
+import Glibc
 import OffloadCore
 import OffloadEngine
 import OffloadLink
 
 /// An engine on real links: its poll loop on the calling thread, its software on a thread
 /// of its own or (`softwareThread: false`) between the engine's polls on the same thread.
-/// An idle loop spins briefly, then sleeps (epoll on the ports' descriptors and an eventfd)
+/// An idle loop spins briefly (yielding the core to any thread that waits for it), then sleeps (epoll on the ports' descriptors and an eventfd)
 /// until a frame arrives or the other side rings, so an idle gateway leaves the cores to the
 /// hosts around it.
 public final class EngineLoop<Port: Link & ~Copyable> {
@@ -51,6 +52,8 @@ public final class EngineLoop<Port: Link & ~Copyable> {
             if worked {
                 idleSince = nil
             } else if let since = idleSince {
+                // A polite spin: the hosts around us run first if one waits for this core.
+                sched_yield()
                 if now - since >= spinBeforeSleeping {
                     // The timeout also runs the software's timers (ARP retries) when it runs here.
                     try? wakeup.sleep(timeoutMilliseconds: 10) { engine.hasSoftwareMessages || slowPath.hasWork }

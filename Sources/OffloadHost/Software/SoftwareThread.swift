@@ -44,6 +44,8 @@ public final class SoftwareThread: @unchecked Sendable {
                     idleSince = now
                     continue
                 }
+                // A polite spin: the hosts around us run first if one waits for this core.
+                sched_yield()
                 if now - since >= spinBeforeSleeping {
                     // The timeout runs the policy's timers (ARP retries) while no packet comes.
                     try? wakeup.sleep(timeoutMilliseconds: 10) { slowPath.hasWork }
