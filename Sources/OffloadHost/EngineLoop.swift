@@ -6,9 +6,9 @@ import OffloadLink
 
 /// An engine on real links: its poll loop on the calling thread, its software on a thread
 /// of its own or (`softwareThread: false`) between the engine's polls on the same thread.
-/// An idle loop spins briefly (yielding the core to any thread that waits for it), then sleeps (epoll on the ports' descriptors and an eventfd)
-/// until a frame arrives or the other side rings, so an idle gateway leaves the cores to the
-/// hosts around it.
+/// An idle loop spins briefly (yielding the core to any thread that waits for it), then
+/// sleeps (epoll on the ports' descriptors and an eventfd) until a frame arrives or the other
+/// side rings, so an idle gateway leaves the cores to the hosts around it.
 public final class EngineLoop<Port: Link & ~Copyable> {
     public let engine: Engine<Port>
     public let slowPath: SlowPath
