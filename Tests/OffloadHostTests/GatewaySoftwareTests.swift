@@ -163,28 +163,37 @@ final class GatewayWorld {
     }
 
     /// The first packet of a NATed flow also installs the entry of its replies: the server's
-    /// echo replies take the fast path from the first one, and only one flow missed.
+    /// answers take the fast path from the first one, and only the flow's first packet missed.
     @Test func aNATedFlowsRepliesHaveTheirEntryFromTheStart() throws {
         let world = try GatewayWorld()
-        for n in 0..<5 {
-            world.sim.schedule(at: Instant(nanoseconds: 200_000_000 + Int64(n) * 10_000_000)) {
-                world.client.ping(GatewayWorld.serverIP, identifier: 9, sequence: UInt16(n), now: world.sim.clock.now,
-                                  transmit: world.transmitFromClient)
-                world.sim.wake()
-            }
-        }
-        // The neighbours are known before the first ping (the gateway's own ARP for the server).
+        try world.server.udp.bind(port: 9)
+        try world.client.udp.bind(port: 40000)
+        // The neighbours are known before the flow starts (the gateway's own ARP for the server).
         world.sim.schedule(at: .zero) {
             world.client.ping(GatewayWorld.insideIP, identifier: 1, sequence: 1, now: world.sim.clock.now,
                               transmit: world.transmitFromClient)
-            world.sendUDP(to: GatewayWorld.serverIP)
+        }
+        world.sim.schedule(at: Instant(nanoseconds: 100_000_000)) { world.sendUDP(to: GatewayWorld.serverIP) }
+        for n in 0..<5 {
+            world.sim.schedule(at: Instant(nanoseconds: 200_000_000 + Int64(n) * 10_000_000)) {
+                // The server answers what it got so far; the client sends again.
+                while let d = world.server.udp.receive(port: 9) {
+                    try! world.server.udp.send(from: 9, UDPDatagram(peer: d.peer, peerPort: d.peerPort, payload: d.payload))
+                }
+                world.sendUDP(to: GatewayWorld.serverIP, payload: UInt8(n + 1))
+            }
         }
         world.run(seconds: 1)
-        #expect(world.client.echoReplies.filter { $0.identifier == 9 }.map(\.sequence) == [0, 1, 2, 3, 4])
-        let missesAfterSetUp = 3  // the ping to the gateway, the UDP datagram, the first ping to the server
+        var answers: [UInt8] = []
+        while let d = world.client.udp.receive(port: 40000) {
+            #expect(d.peer == GatewayWorld.serverIP && d.peerPort == 9)
+            answers.append(d.payload[0])
+        }
+        #expect(answers == [0, 1, 2, 3, 4])
+        let missesAfterSetUp = 2  // the ping to the gateway, the flow's first datagram
         #expect(world.engine.counters[toSoftware: .miss] == UInt64(missesAfterSetUp),
-                "the replies met the entry installed with their flow's: \(world.engine.counters.table)")
-        #expect(world.engine.counters.fastPath >= 9, "4 requests and 5 replies")
+                "the answers met the entry installed with their flow's: \(world.engine.counters.table)")
+        #expect(world.engine.counters.fastPath >= 10, "5 datagrams after the first and 5 answers")
         world.expectAtRest()
     }
 

@@ -68,6 +68,9 @@ public final class GatewayPolicy: SlowPathPolicy {
     // MARK: New flows
 
     public func decide(_ key: FlowKey, send: Originate) -> FlowDecision {
+        let icmp = key.protocol == IPProtocol.icmp.rawValue
+        // ICMP through the NAT is translated one message at a time (`ICMPTranslation`).
+        if icmp, key.ingressPort == outsidePort, let nat, key.destination == nat.outsideAddress { return .local }
         var destination = key.destination
         var translatedDestination: (IPv4Address, UInt16)?
         if key.ingressPort == outsidePort, let nat, key.destination == nat.outsideAddress,
@@ -77,7 +80,7 @@ public final class GatewayPolicy: SlowPathPolicy {
             translatedDestination = (inside.address, inside.port)
         } else if ports.contains(where: { $0.address.address == key.destination }) {
             // For the gateway itself: ICMP is answered here; nothing else listens.
-            if key.protocol == IPProtocol.icmp.rawValue { return .install(.deliver(connection: 0)) }
+            if icmp { return .install(.deliver(connection: 0)) }
             counters.notListening &+= 1
             return .unreachable(code: ICMPv4Packet.UnreachableCode.port, reason: "no-listener")
         }
@@ -91,6 +94,17 @@ public final class GatewayPolicy: SlowPathPolicy {
             if neighbors[Int(egress)].startResolving(hop, now: now) { sendARPRequest(port: egress, for: hop, send: send) }
             counters.waitedForNeighbor &+= 1
             return .wait(NextHop(port: egress, address: hop))
+        }
+        if icmp, egress == outsidePort, nat != nil {
+            // Its answer comes back through the software too, which cannot hold it: the way
+            // back is resolved while the message is on its way (a packet released from
+            // waiting cannot wait again, so this one does not wait for it).
+            if let (back, backHop) = routes.nextHop(for: key.source), Int(back) < ports.count,
+               neighbors[Int(back)].lookup(backHop, now: now) == nil,
+               neighbors[Int(back)].startResolving(backHop, now: now) {
+                sendARPRequest(port: back, for: backHop, send: send)
+            }
+            return .local
         }
         var forward = FlowAction.Forward(outputPort: egress, destinationMAC: mac,
                                          sourceMAC: ports[Int(egress)].hardwareAddress)
@@ -184,7 +198,7 @@ public final class GatewayPolicy: SlowPathPolicy {
         }
         switch ethernet.etherType {
         case .arp: return answerARP(frame, port: ingressPort)
-        case .ipv4: return answerEcho(frame, port: ingressPort)
+        case .ipv4: return translateICMP(frame, port: ingressPort, send: send) ?? answerEcho(frame, port: ingressPort)
         default: return .drop("unsupported-ethertype")
         }
     }
@@ -209,6 +223,43 @@ public final class GatewayPolicy: SlowPathPolicy {
         reply.emit(into: UnsafeMutableRawBufferPointer(rebasing: frame[start...]))
         counters.arpAnswered &+= 1
         return .send(port: port)
+    }
+
+    /// An ICMP message through the NAT, translated in place (`ICMPTranslation`) and sent on
+    /// towards its next hop; nil for ICMP that is not through the NAT (an echo request to
+    /// one of our addresses, say).
+    private func translateICMP(_ frame: UnsafeMutableRawBufferPointer, port: UInt16, send: Originate) -> LocalAnswer? {
+        guard nat != nil, let ethernet = try? MutableEthernetFrame(checking: frame),
+              let ip = try? MutableIPv4Packet(checking: ethernet.payload), ip.packet.protocol == .icmp,
+              ip.packet.verifyChecksum, let type = ip.payload.first else { return nil }
+        let target = ip.packet.destination
+        let inward = port == outsidePort && target == nat!.outsideAddress
+        if inward && type == ICMPv4Packet.MessageType.echoRequest { return nil }
+        guard inward || (port != outsidePort && !ports.contains(where: { $0.address.address == target })
+                         && routes.nextHop(for: target)?.0 == outsidePort) else { return nil }
+        let ttl = ip.packet.timeToLive
+        guard ttl > 1 else { return .timeExceeded }
+        ip.setTimeToLive(ttl - 1)
+        let now = clock.now
+        let destination: IPv4Address
+        if inward {
+            guard let inside = ICMPTranslation.inward(ip, nat: nat!) else { return .drop("icmp-without-mapping") }
+            destination = inside
+        } else {
+            guard ICMPTranslation.outward(ip, nat: &nat!, now: now) else { return .drop("icmp-without-mapping") }
+            destination = target
+        }
+        guard let (egress, hop) = routes.nextHop(for: destination), Int(egress) < ports.count else {
+            return .drop("no-route")
+        }
+        guard let mac = neighbors[Int(egress)].lookup(hop, now: now) else {
+            // Rare: the inside host an answer goes back to has talked to us, so we know it.
+            if neighbors[Int(egress)].startResolving(hop, now: now) { sendARPRequest(port: egress, for: hop, send: send) }
+            return .drop("unresolved")
+        }
+        ethernet.setDestination(mac)
+        ethernet.setSource(ports[Int(egress)].hardwareAddress)
+        return .send(port: egress)
     }
 
     /// An ICMP echo request to one of our addresses becomes its reply, in place.

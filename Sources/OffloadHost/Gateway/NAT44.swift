@@ -76,9 +76,10 @@ public struct NAT44: Sendable {
             if outward[inside]!.entries == 0 { idle(inside, since: now) }
             return outward[inside]!.port
         }
-        // Protocols without ports (ICMP) have one mapping per protocol, at port 0: the
-        // first inside host to use one gets replies to the outside address.
-        let hasPorts = inside.protocol == 6 || inside.protocol == 17
+        // An ICMP echo's identifier is its port (RFC 5508). Other protocols without ports
+        // have one mapping per protocol, at port 0: the first inside host to use one gets
+        // what comes back to the outside address.
+        let hasPorts = inside.protocol == 6 || inside.protocol == 17 || inside.protocol == 1
         var candidate = ports.contains(inside.port) || !hasPorts ? inside.port : (cursor[inside.protocol] ?? ports.lowerBound)
         let size = Int(ports.upperBound) - Int(ports.lowerBound) + 1
         var tried = 0
@@ -97,6 +98,9 @@ public struct NAT44: Sendable {
         idle(inside, since: now)
         return candidate
     }
+
+    /// The outside port of `inside`, if mapped (nothing is made).
+    public func port(of inside: Inside) -> UInt16? { outward[inside]?.port }
 
     /// The inside end of a reply to `outsidePort`, if mapped.
     public func reverse(protocol proto: UInt8, outsidePort: UInt16) -> Inside? {

@@ -263,6 +263,8 @@ public final class SlowPath {
             send(origin.reinsertion(item.buffer, .consumed))
         case .drop(let reason):
             reinsertDrop(item, reason)
+        case .timeExceeded:
+            timeExceeded(item)
         case .toEngine:
             // Only a packet that holds its flow's count can be completed by the engine.
             guard item.countedFlow != nil else { return reinsertDrop(item, "no-entry-to-complete") }

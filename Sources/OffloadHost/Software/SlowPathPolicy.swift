@@ -47,6 +47,9 @@ public enum LocalAnswer: Sendable, Equatable {
     /// Not the software's after all: the engine completes it with its flow's entry (a
     /// segment of a connection that moved to the engine while the segment was on its way).
     case toEngine
+    /// A packet to forward whose time to live runs out here: answered with an ICMP time
+    /// exceeded, as a forwarded packet's would be.
+    case timeExceeded
 }
 
 /// An interface of the software's own, for the ICMP errors it sends from it.

@@ -1,0 +1,167 @@
+import Testing
+import OffloadCore
+import OffloadEngine
+import OffloadHost
+import OffloadLink
+import OffloadSim
+import OffloadWire
+
+/// ICMP through the NAT (RFC 5508): echoes map by identifier, and errors are translated
+/// with the packet they quote, both ways. Two inside hosts (10.1.0.5 and .6) behind port 0,
+/// a server (10.2.0.2) on the outside port 1, the NAT's address 10.2.0.1.
+@Suite struct GatewayICMPTests {
+    typealias Frames = GatewayNATSimulationTests
+    // Not 10.1.0.2: its address words sum as the NAT's do, which would hide a checksum left unchanged.
+    static let hosts = [IPv4Address(10, 1, 0, 5), IPv4Address(10, 1, 0, 6)]
+    static let serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
+
+    /// An Ethernet + IPv4 + ICMP frame: `rest` is the header's second word, `data` what follows.
+    static func icmp(from src: IPv4Address, to dst: IPv4Address, toMAC: MACAddress, fromMAC: MACAddress,
+                     type: UInt8, code: UInt8 = 0, rest: UInt32 = 0, data: [UInt8]) -> [UInt8] {
+        var message: [UInt8] = [type, code, 0, 0, UInt8(rest >> 24), UInt8(rest >> 16 & 0xff), UInt8(rest >> 8 & 0xff),
+                                UInt8(rest & 0xff)] + data
+        let sum = message.withUnsafeBytes { InternetChecksum.checksum($0) }
+        message[2] = UInt8(sum >> 8)
+        message[3] = UInt8(sum & 0xff)
+        var frame = [UInt8](repeating: 0, count: 34)
+        frame.withUnsafeMutableBytes { raw in
+            EthernetRepr(destination: toMAC, source: fromMAC, etherType: .ipv4).emit(into: raw)
+            IPv4Repr(source: src, destination: dst, protocol: .icmp, payloadLength: message.count)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
+        }
+        return frame + message
+    }
+
+    /// What an ICMP message that arrived carries, checked: every checksum verifies.
+    struct Arrived {
+        var source: IPv4Address, destination: IPv4Address
+        var type: UInt8, rest: UInt32
+        /// The quoted packet of an error: its addresses, ports and whether its UDP checksum verifies.
+        var quoted: (source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16,
+                     udpChecksumVerifies: Bool)?
+    }
+
+    static func read(_ frame: UnsafeRawBufferPointer) -> Arrived? {
+        guard let ip = try? IPv4Packet(checking: try! EthernetFrame(checking: frame).payload), ip.protocol == .icmp else {
+            return nil
+        }
+        #expect(ip.verifyChecksum)
+        let icmp = try! ICMPv4Packet(checking: ip.payload)
+        #expect(icmp.verifyChecksum, "the ICMP checksum verifies")
+        var arrived = Arrived(source: ip.source, destination: ip.destination, type: icmp.type,
+                              rest: UInt32(icmp.identifier) << 16 | UInt32(icmp.sequenceNumber))
+        if icmp.isError, let quote = try? IPv4Packet(checking: icmp.data) {
+            #expect(quote.verifyChecksum, "the quoted IP header's checksum verifies")
+            let udp = try! UDPPacket(checking: quote.payload)
+            arrived.quoted = (quote.source, quote.destination, udp.sourcePort, udp.destinationPort,
+                              udp.verifyChecksum(source: quote.source, destination: quote.destination))
+        }
+        return arrived
+    }
+
+    @Test func echoesMapByIdentifierAndErrorsComeBackTranslated() throws {
+        let sim = Simulation(seed: 11)
+        var configuration = Engine<MemoryLink>.Configuration()
+        configuration.announcesTranslations = true
+        let (engine, wires) = Engine.onMemoryWires(configuration: configuration, portCount: 2, clock: sim.clock)
+        var client = wires[0], server = wires[1]
+        let policy = GatewayPolicy(
+            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Frames.inside),
+                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Frames.outside)],
+            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
+                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
+            outsidePort: 1, clock: sim.clock)
+        for host in Self.hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: Frames.clientMAC) }
+        policy.addNeighbor(port: 1, address: Self.serverIP, hardwareAddress: Frames.serverMAC)
+        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
+                                policy: policy, translationNotices: engine.translationNotices)
+        sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
+        sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
+
+        var atServer: [Arrived] = [], atClient: [Arrived] = []
+        var mappedPort: UInt16?
+        let pool = BufferPool(count: 32, bufferSize: 2048, headroom: 0)
+        // The server answers echoes, says port unreachable to UDP for port 9, and answers
+        // UDP for port 7 with a datagram of its own to the port it came from.
+        sim.addProcess("server") {
+            var out: [[UInt8]] = []
+            let n = (try? server.receive(into: pool, max: 8) { b in
+                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
+                if let arrived = Self.read(b.bytes) {
+                    atServer.append(arrived)
+                    if arrived.type == ICMPv4Packet.MessageType.echoRequest {
+                        out.append(Self.icmp(from: Self.serverIP, to: ip.source, toMAC: Frames.outside,
+                                             fromMAC: Frames.serverMAC, type: 0, rest: arrived.rest, data: [1, 2, 3, 4]))
+                    }
+                    return
+                }
+                let udp = try! UDPPacket(checking: ip.payload)
+                if udp.destinationPort == 9 {
+                    out.append(Self.icmp(from: Self.serverIP, to: ip.source, toMAC: Frames.outside, fromMAC: Frames.serverMAC,
+                                         type: 3, code: 3, data: Array(b.bytes[14...])))
+                } else {
+                    mappedPort = udp.sourcePort
+                    out.append(Frames.udp(from: Self.serverIP, 7, to: ip.source, udp.sourcePort, toMAC: Frames.outside,
+                                          fromMAC: Frames.serverMAC, payload: [0xcc]))
+                }
+            }) ?? 0
+            for frame in out { try! frame.withUnsafeBytes { try server.transmit($0) } }
+            return n > 0
+        }
+        // The inside hosts: their socket for the server's datagram is closed, so they say port
+        // unreachable about it.
+        sim.addProcess("client") {
+            var out: [[UInt8]] = []
+            let n = (try? client.receive(into: pool, max: 8) { b in
+                if let arrived = Self.read(b.bytes) { return atClient.append(arrived) }
+                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
+                out.append(Self.icmp(from: ip.destination, to: ip.source, toMAC: Frames.inside, fromMAC: Frames.clientMAC,
+                                     type: 3, code: 3, data: Array(b.bytes[14...])))
+            }) ?? 0
+            for frame in out { try! frame.withUnsafeBytes { try client.transmit($0) } }
+            return n > 0
+        }
+        func send(_ frame: [UInt8], at microseconds: Int64) {
+            sim.schedule(at: Instant(nanoseconds: microseconds * 1000)) { try! frame.withUnsafeBytes { try client.transmit($0) } }
+        }
+        // Both hosts ping the server with the same identifier, twice.
+        for (i, host) in Self.hosts.enumerated() {
+            for seq in 0..<2 {
+                send(Self.icmp(from: host, to: Self.serverIP, toMAC: Frames.inside, fromMAC: Frames.clientMAC, type: 8,
+                               rest: 7 << 16 | UInt32(seq), data: [UInt8(i)]), at: Int64(100 * seq + i))
+            }
+        }
+        // The first host's datagrams: to a closed port, and to one that answers.
+        send(Frames.udp(from: Self.hosts[0], 40000, to: Self.serverIP, 9, toMAC: Frames.inside, fromMAC: Frames.clientMAC,
+                        payload: [1, 2, 3]), at: 500)
+        send(Frames.udp(from: Self.hosts[0], 40001, to: Self.serverIP, 7, toMAC: Frames.inside, fromMAC: Frames.clientMAC,
+                        payload: [4, 5, 6]), at: 600)
+        sim.run(maxSteps: 500_000)
+
+        // Echoes: the server saw the NAT's address with two different identifiers, and each
+        // host got both of its replies, with its own identifier back.
+        let requests = atServer.filter { $0.type == ICMPv4Packet.MessageType.echoRequest }
+        #expect(requests.count == 4 && requests.allSatisfy { $0.source == Self.natIP })
+        #expect(Set(requests.map { $0.rest >> 16 }).count == 2, "one identifier per inside host")
+        let replies = atClient.filter { $0.type == ICMPv4Packet.MessageType.echoReply }
+        #expect(replies.count == 4)
+        for host in Self.hosts {
+            #expect(replies.filter { $0.destination == host }.map(\.rest).sorted() == [7 << 16, 7 << 16 | 1])
+        }
+        // The server's port unreachable reached the first host, quoting what that host sent.
+        let inward = atClient.filter { $0.type == 3 }
+        #expect(inward.count == 1)
+        let quotedIn = try #require(inward.first?.quoted)
+        #expect(inward[0].source == Self.serverIP && inward[0].destination == Self.hosts[0])
+        #expect(quotedIn.source == Self.hosts[0] && quotedIn.sourcePort == 40000 && quotedIn.destination == Self.serverIP)
+        #expect(quotedIn.destinationPort == 9 && quotedIn.udpChecksumVerifies)
+        // The host's port unreachable reached the server, quoting what the server sent.
+        let outward = atServer.filter { $0.type == 3 }
+        #expect(outward.count == 1)
+        let quotedOut = try #require(outward.first?.quoted)
+        #expect(outward[0].source == Self.natIP && outward[0].destination == Self.serverIP)
+        #expect(quotedOut.source == Self.serverIP && quotedOut.destination == Self.natIP && quotedOut.sourcePort == 7)
+        #expect(quotedOut.destinationPort == mappedPort && quotedOut.udpChecksumVerifies)
+        #expect(engine.buffered == 0 && engine.counters.totalDrops == 0)
+    }
+}
