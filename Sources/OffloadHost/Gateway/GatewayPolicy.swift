@@ -31,6 +31,8 @@ public final class GatewayPolicy: SlowPathPolicy {
     /// ARP timers run at most this often.
     private static let timerInterval = Duration.milliseconds(50)
     private var nextTimers = Instant.zero
+    /// The actions of fragmented datagrams, for their later fragments.
+    private var fragments = FragmentTranslation()
 
     /// `nat` shapes the NAT behind `outsidePort` (its outside address is that port's own).
     /// Its mappings are freed only when the engine announces its translating entries
@@ -173,6 +175,7 @@ public final class GatewayPolicy: SlowPathPolicy {
         guard now >= nextTimers else { return }
         nextTimers = now + Self.timerInterval
         nat?.releaseIdle(now: now)
+        fragments.expire(now: now)
         for port in neighbors.indices {
             let (retry, failed) = neighbors[port].expire(now: now)
             for hop in retry { sendARPRequest(port: UInt16(port), for: hop, send: send) }
@@ -198,7 +201,9 @@ public final class GatewayPolicy: SlowPathPolicy {
         }
         switch ethernet.etherType {
         case .arp: return answerARP(frame, port: ingressPort)
-        case .ipv4: return translateICMP(frame, port: ingressPort, send: send) ?? answerEcho(frame, port: ingressPort)
+        case .ipv4:
+            return translateFragment(frame, port: ingressPort, send: send)
+                ?? translateICMP(frame, port: ingressPort, send: send) ?? answerEcho(frame, port: ingressPort)
         default: return .drop("unsupported-ethertype")
         }
     }
@@ -223,6 +228,71 @@ public final class GatewayPolicy: SlowPathPolicy {
         reply.emit(into: UnsafeMutableRawBufferPointer(rebasing: frame[start...]))
         counters.arpAnswered &+= 1
         return .send(port: port)
+    }
+
+    /// An IPv4 fragment, forwarded with its datagram's action (`FragmentTranslation`); nil
+    /// when the packet is no fragment.
+    private func translateFragment(_ frame: UnsafeMutableRawBufferPointer, port: UInt16, send: Originate) -> LocalAnswer? {
+        guard let ethernet = try? MutableEthernetFrame(checking: frame),
+              let ip = try? MutableIPv4Packet(checking: ethernet.payload), ip.packet.isFragment else { return nil }
+        guard ip.packet.verifyChecksum else { return .drop("bad-header-checksum") }
+        guard ip.packet.timeToLive > 1 else { return .timeExceeded }
+        let datagram = FragmentTranslation.Datagram(ip.packet)
+        let forward: FlowAction.Forward
+        if let key = FragmentTranslation.flowKey(of: ip.packet, port: port) {
+            switch decide(key, send: send) {
+            case .install(.forward(let decided)): forward = decided
+            case .local:
+                // ICMP through the NAT: a large echo (the only ICMP that comes in fragments).
+                guard let echo = echoThroughNAT(ip.packet, port: port, send: send) else {
+                    return .drop("fragment-not-forwarded")
+                }
+                forward = echo
+            case .wait: return .drop("unresolved")
+            case .unreachable(_, let reason): return .drop(reason)
+            default: return .drop("fragment-not-forwarded")
+            }
+            fragments.remember(forward, for: datagram, now: clock.now)
+        } else {
+            guard let known = fragments.action(for: datagram) else { return .drop("fragment-without-first") }
+            forward = known
+        }
+        FragmentTranslation.apply(forward, to: ethernet, ip)
+        counters.fragmentsForwarded &+= 1
+        return .send(port: forward.outputPort)
+    }
+
+    /// The action for a fragmented ICMP echo through the NAT, from its first fragment: the
+    /// request's identifier mapped going out, the reply's mapped back coming in.
+    private func echoThroughNAT(_ ip: IPv4Packet, port: UInt16, send: Originate) -> FlowAction.Forward? {
+        // No copy of the NAT is held here: its map below would copy its tables.
+        guard let outside = nat?.outsideAddress, ip.payload.count >= 8 else { return nil }
+        let type = ip.payload[0], id = UInt16(ip.payload[4]) << 8 | UInt16(ip.payload[5])
+        let inward = port == outsidePort && ip.destination == outside
+        var target = ip.destination
+        var inside: NAT44.Inside?
+        if inward {
+            guard type == ICMPv4Packet.MessageType.echoReply,
+                  let end = nat!.reverse(protocol: IPProtocol.icmp.rawValue, outsidePort: id) else { return nil }
+            inside = end
+            target = end.address
+        } else {
+            guard type == ICMPv4Packet.MessageType.echoRequest else { return nil }
+        }
+        let now = clock.now
+        guard let (egress, hop) = routes.nextHop(for: target), Int(egress) < ports.count,
+              let mac = neighbors[Int(egress)].lookup(hop, now: now) else { return nil }
+        var forward = FlowAction.Forward(outputPort: egress, destinationMAC: mac, sourceMAC: ports[Int(egress)].hardwareAddress)
+        if let inside {
+            forward.translatedDestination = inside.address
+            forward.translatedDestinationPort = inside.port
+        } else {
+            let end = NAT44.Inside(protocol: IPProtocol.icmp.rawValue, address: ip.source, port: id)
+            guard let mapped = try? nat!.map(end, now: now) else { return nil }
+            forward.translatedSource = outside
+            forward.translatedSourcePort = mapped
+        }
+        return forward
     }
 
     /// An ICMP message through the NAT, translated in place (`ICMPTranslation`) and sent on
@@ -312,12 +382,13 @@ public struct GatewayCounters: Sendable, Equatable, CounterTable {
     public var arpAnswered: UInt64 = 0
     public var echoAnswered: UInt64 = 0
     public var icmpErrorsRateLimited: UInt64 = 0
+    public var fragmentsForwarded: UInt64 = 0
 
     public var rows: [(String, UInt64)] {
         [("flows with no route", noRoute), ("flows to no listener", notListening),
          ("flows refused: NAT ports exhausted", natExhausted), ("flows that waited for ARP", waitedForNeighbor),
          ("ARP resolutions failed", resolutionsFailed), ("ARP requests sent", arpRequestsSent),
          ("ARP requests answered", arpAnswered), ("ICMP echo answered", echoAnswered),
-         ("ICMP errors rate-limited", icmpErrorsRateLimited)]
+         ("ICMP errors rate-limited", icmpErrorsRateLimited), ("fragments forwarded", fragmentsForwarded)]
     }
 }
