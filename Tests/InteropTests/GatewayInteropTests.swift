@@ -139,6 +139,48 @@ extension GatewayInteropTests {
     }
 }
 
+extension GatewayInteropTests {
+    /// What the NAT must carry besides whole TCP and UDP packets (RFC 5508, fragments), with
+    /// Linux's sockets as the judge: a connected UDP socket gets ECONNREFUSED from the
+    /// server's port unreachable, a 3000-byte datagram crosses in fragments both ways, and
+    /// so does a 3000-byte ping.
+    @Test("Through the NAT: ICMP errors reach the socket; fragmented datagrams and pings cross both ways",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func icmpAndFragmentsThroughTheNAT() throws {
+        guard Root.check() else { return }
+        let world = try GatewayNamespaces(audit: false, orderGuard: true)
+        defer { world.tearDown() }
+        let server = GatewayNamespaces.serverAddress
+        world.client.must("ping -c 1 -W 2 \(server)", timeout: 10)
+        let refused = world.client.run("""
+            python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+            s.connect(("\(server)", 9999)); s.send(b"x")
+            try:
+                s.recv(10); print("data")
+            except ConnectionRefusedError: print("refused")
+            except socket.timeout: print("timeout")'
+            """, timeout: 10)
+        #expect(refused.output.contains("refused"), "a UDP send to a closed port: \(refused.output)")
+
+        let echo = world.server.start("""
+            python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 5300))
+            d, a = s.recvfrom(65536); s.sendto(d[::-1], a)'
+            """, timeout: 15)
+        usleep(300_000)
+        let exchange = world.client.run("""
+            python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+            data = bytes(range(256)) * 12; s.sendto(data, ("\(server)", 5300))
+            print("intact" if s.recv(65536) == data[::-1] else "corrupt")'
+            """, timeout: 10)
+        _ = echo.finish()
+        #expect(exchange.output.contains("intact"), "3072-byte UDP there and back: \(exchange.output)")
+        let ping = world.client.run("ping -n -c 3 -i 0.2 -s 3000 -W 2 \(server)", timeout: 10)
+        #expect(ping.output.contains("3 received"), "ping -s 3000: \(ping.output)")
+        let counters = try world.stop()
+        #expect((counters["software"]?["fragments forwarded"] ?? 0) >= 4 * 3 + 2 * 3)
+    }
+}
+
 /// Two namespaces, client (10.77.31.2/24) and server (10.77.32.2/24), and `offload gateway`
 /// between them (10.77.31.1 inside, 10.77.32.1 outside with NAT), run from the binary built
 /// with the tests.
