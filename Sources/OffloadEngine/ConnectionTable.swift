@@ -285,6 +285,9 @@ public struct ConnectionTable: ~Copyable {
 
     public func isClosing(_ h: EntryHandle) -> Bool { cold[entry(at: h) - slots].closing }
 
+    /// Clears `markClosing` (a new connection on the same ports).
+    public func reopen(_ h: EntryHandle) { cold[entry(at: h) - slots].closing = false }
+
     // MARK: B4 primitives
 
     /// The do-not-use flag: while set, packets of the flow go to the software behind the earlier ones.

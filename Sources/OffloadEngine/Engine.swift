@@ -311,9 +311,9 @@ public final class Engine<Port: Link & ~Copyable> {
         case .rewritten:
             table.recordHit(at: e, bytes: buffer.count, now: now)
             if e.pointee.carriesRTP { recordRTP(key, buffer.bytes, now: now) }
-            let ending = key.protocol == 6 ? Self.finAndReset(buffer.bytes) : 0
+            let flags = key.protocol == 6 ? Self.connectionFlags(buffer.bytes) : 0
             if transmit(buffer, port: e.pointee.outputPort) { counters.fastPath &+= 1 }
-            if ending != 0 { tearDown(key, reset: ending & Self.rst != 0) }
+            if flags != 0 { connectionChanged(key, flags: flags) }
         case .timeToLiveExceeded:
             toSoftware(buffer, port: port, reason: .timeToLiveExceeded, counted: nil, key: key)
         case .fragment, .notApplicable:
@@ -324,15 +324,24 @@ public final class Engine<Port: Link & ~Copyable> {
     /// B9: a RST ends the flow's entry now; a FIN marks it closing, and it idles out after
     /// the closing timeout, so that the last ACKs (and data the other way on a half-closed
     /// connection) stay on the fast path rather than build a fresh entry in the software.
-    /// (A NAT's entry whose end cannot be announced now is marked closing too.)
+    /// (A NAT's entry whose end cannot be announced now is marked closing too.) A SYN on a
+    /// closing entry is a new connection on the same ports: the entry is open again.
     @inline(never)
-    private func tearDown(_ key: FlowKey, reset: Bool) {
+    private func connectionChanged(_ key: FlowKey, flags: UInt8) {
         guard let h = table.lookup(key) else { return }
-        if reset, table.mayRemove(h) {
-            table.remove(h)
-        } else if !table.isClosing(h) {
+        if flags & Self.rst != 0 {
+            if table.mayRemove(h) {
+                table.remove(h)
+            } else if !table.isClosing(h) {
+                table.markClosing(h)
+            } else {
+                return
+            }
+        } else if flags & Self.fin != 0 {
+            guard !table.isClosing(h) else { return }
             table.markClosing(h)
         } else {
+            table.reopen(h)
             return
         }
         counters.tornDown &+= 1
@@ -513,13 +522,15 @@ public final class Engine<Port: Link & ~Copyable> {
             sequence: sequence, timestamp: timestamp, ssrc: ssrc, arrival: now, clockRate: rate)
     }
 
-    /// The FIN (1) and RST (`rst`) flags of an Ethernet + IPv4 + TCP frame.
+    /// The FIN, SYN and RST flags of an Ethernet + IPv4 + TCP frame.
     @inline(__always)
-    private static func finAndReset(_ frame: UnsafeRawBufferPointer) -> UInt8 {
+    private static func connectionFlags(_ frame: UnsafeRawBufferPointer) -> UInt8 {
         let headerLength = Int(frame[14] & 0xf) * 4
         let flagsAt = 14 + headerLength + 13
-        return flagsAt < frame.count ? frame[flagsAt] & (1 | rst) : 0
+        return flagsAt < frame.count ? frame[flagsAt] & (fin | syn | rst) : 0
     }
 
+    private static var fin: UInt8 { 0x01 }
+    private static var syn: UInt8 { 0x02 }
     private static var rst: UInt8 { 0x04 }
 }

@@ -115,6 +115,22 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         b.engine.poll(now: b.clock.now)
         #expect(b.entries == 0 && b.engine.counters.expired == 1)
     }
+
+    /// A SYN on the same ports while the entry is closing opens it again: it keeps TCP's
+    /// idle timeout, not the closing one.
+    @Test func aSYNReopensAClosingEntry() {
+        let b = LifecycleBench()
+        #expect(b.send(tcpSegment(flags: .ack)) == 1)
+        #expect(b.send(tcpSegment(flags: TCPFlags.fin.union(.ack))) == 1)
+        #expect(b.send(tcpSegment(flags: .syn)) == 1)
+        #expect(b.engine.counters.fastPath == 2 && b.engine.counters.tornDown == 1)
+        b.clock.advance(by: .seconds(30))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 1, "open again: TCP's 60 s here, not the closing 10 s")
+        b.clock.advance(by: .seconds(31))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 0)
+    }
 }
 
 @Suite struct SlowPathProtectionTests {
