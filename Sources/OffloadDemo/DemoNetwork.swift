@@ -94,7 +94,6 @@ final class DemoNetwork {
         // Every flow's first packets wait together for the gateway's ARP answer for the server.
         gatewaySoftware = SlowPath(exceptions: gateway.exceptions, reinsertion: gateway.reinsertion,
                                    processing: .partial, policy: gatewayPolicy,
-                                   translationNotices: gateway.translationNotices,
                                    heldCapacity: clientConfiguration.pendingPerNeighbor)
 
         sim.addProcess("client") { [unowned self] in step(client) }

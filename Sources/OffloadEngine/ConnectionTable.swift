@@ -67,7 +67,7 @@ public struct ConnectionTable: ~Copyable {
     ///
     /// With `translationNotices`, every translating entry that comes to be or goes is
     /// announced there (see `TranslationNotice`). An insert refuses (`.full`) rather than go
-    /// unannounced; removals by expiry or teardown (`mayRemove`) leave the second half of the
+    /// unannounced; removals by expiry or teardown (`mayRemove`) leave three quarters of the
     /// ring to inserts.
     public init(capacity: Int, hashSeed: UInt64 = 0x6f66_666c_6f61_6421, evictionWindow: Int = 8,
                 translationNotices: SPSCRing<TranslationNotice>? = nil) {

@@ -5,8 +5,8 @@ extension ConnectionTable {
     /// Adds or replaces the entry for `key`.
     ///
     /// - A key that has an entry (current or stale) gets the new action, the current epoch,
-    ///   `doNotUse` and last-used `now`; its counters and in-software count carry over (the
-    ///   flow's packets in the software are still there).
+    ///   `doNotUse` and last-used `now`, and is no longer closing; its counters and
+    ///   in-software count carry over (the flow's packets in the software are still there).
     /// - A new key takes an empty slot while `count < capacity`, else evicts (see the type's
     ///   documentation), else returns `.full` and changes nothing.
     public mutating func insert(_ key: FlowKey, action: FlowAction, now: Instant,
@@ -29,6 +29,9 @@ extension ConnectionTable {
                 }
                 new.bytes = e.pointee.bytes
                 new.packetsLow = e.pointee.packetsLow
+                // A new decision is a new start: a connection on the same ports whose SYN went
+                // through the software is not the closing one before it.
+                cold[i].closing = false
                 epochPopulation[Int(e.pointee.epoch)] -= 1
                 epochPopulation[Int(epoch)] += 1
                 e.pointee = new
@@ -114,16 +117,16 @@ extension ConnectionTable {
     }
 
     /// Whether the entry may go now by expiry or teardown: it does not translate, or its end
-    /// can be announced without taking the half of the ring kept for inserts. One that may
-    /// not stays until there is room (it idles out later).
+    /// can be announced without taking the three quarters of the ring kept for inserts. One
+    /// that may not stays until there is room (it idles out later).
     @inlinable
     public func mayRemove(_ h: EntryHandle) -> Bool {
         guard let ring = translationNotices, entry(at: h).pointee.translates else { return true }
-        return ring.capacity - ring.count > ring.capacity / 2
+        return ring.count < ring.capacity / 4
     }
 
     mutating func announce(_ key: FlowKey, began: Bool) {
-        // Inserts check for room first and expiry and teardown keep half of it free, so only
+        // Inserts check for room first and expiry and teardown keep most of it free, so only
         // a removal forced past that (`remove` of a translating entry) can find it full.
         if translationNotices?.push(TranslationNotice(key: key, began: began)) != nil { counters.noticesLost += 1 }
     }
@@ -224,7 +227,8 @@ extension ConnectionTable {
         }
     }
 
-    /// Empties the table (teardown, tests). O(slots). Counters are kept.
+    /// Empties the table (teardown, tests). O(slots). Counters are kept. Nothing is
+    /// announced: whatever the entries translated to goes with the table.
     public mutating func removeAll() {
         for i in 0...mask where slots[i].keyLow != 0 {
             slots[i] = FlowEntry()

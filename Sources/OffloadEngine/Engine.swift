@@ -47,7 +47,8 @@ public final class Engine<Port: Link & ~Copyable> {
         /// Segments the offloaded connections may send per poll, in all.
         public var tcpPollBudget = 64
         /// Announce translating entries as they come and go (`translationNotices`), for a
-        /// NAT in the software to know when a mapping is no longer used.
+        /// NAT in the software to know when a mapping is no longer used. The slow path on
+        /// `reinsertion` reads them and tells its policy they come.
         public var announcesTranslations = false
 
         public init() {}
@@ -72,9 +73,10 @@ public final class Engine<Port: Link & ~Copyable> {
     /// The software's way back, through the audit stage (software to engine).
     public let reinsertion: ReinsertionQueue
     /// Translating entries that came and went, in order (engine to software); nil unless
-    /// `announcesTranslations`. Four times the message ring: inserts, which the software
-    /// sends at most that ring's worth of between two reads, take two notices at most, and
-    /// expiry and teardown keep half of it for them.
+    /// `announcesTranslations`. Eight times the message ring, so that it never refuses: the
+    /// software reads it before each step, so between two reads the engine processes at
+    /// most the message ring's installs and one step's more, each taking two notices at
+    /// most, and expiry and teardown take at most a quarter of the ring.
     public let translationNotices: SPSCRing<TranslationNotice>?
     private let messages: SPSCRing<SoftwareMessage>
     public internal(set) var counters = EngineCounters()
@@ -113,12 +115,12 @@ public final class Engine<Port: Link & ~Copyable> {
         exceptions = SPSCRing(capacity: configuration.queueCapacity)
         messages = SPSCRing(capacity: configuration.queueCapacity)
         let notices = configuration.announcesTranslations
-            ? SPSCRing<TranslationNotice>(capacity: 4 * messages.capacity) : nil
+            ? SPSCRing<TranslationNotice>(capacity: 8 * messages.capacity) : nil
         translationNotices = notices
         table = ConnectionTable(capacity: configuration.tableCapacity, hashSeed: configuration.tableHashSeed,
                                 translationNotices: notices)
         reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, mtu: configuration.mtu, clock: clock,
-                                       log: log)
+                                       translationNotices: notices, log: log)
         marks = AuditMarkBook(capacity: 4 * configuration.queueCapacity, seed: configuration.markSeed)
         compatibility = CompatibilityTest(mtu: configuration.mtu)
         let queueCapacity = exceptions.capacity

@@ -17,10 +17,14 @@ public final class ReinsertionQueue {
     /// Unmarked packets tested, and those that failed, by reason.
     public private(set) var tested: UInt64 = 0
     public private(set) var failures = ReasonCounters<CompatibilityFailure>()
+    /// The engine's announcements of translating entries (nil unless it makes them): the
+    /// software that sends on this queue reads them, so the two cannot be wired apart.
+    public let translationNotices: SPSCRing<TranslationNotice>?
 
     init(ring: SPSCRing<SoftwareMessage>, audit: AuditSwitch, mtu: Int, clock: any Clock,
-                log: @escaping (String) -> Void = { print($0) }) {
+         translationNotices: SPSCRing<TranslationNotice>? = nil, log: @escaping (String) -> Void = { print($0) }) {
         self.ring = ring
+        self.translationNotices = translationNotices
         self.audit = audit
         test = CompatibilityTest(mtu: mtu)
         self.clock = clock

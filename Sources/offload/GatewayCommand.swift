@@ -153,8 +153,7 @@ struct GatewayCommand: ParsableCommand {
         let outside = natOutside.flatMap { name in ports.firstIndex { $0.link.deviceName == name } }.map(UInt16.init)
         let policy = GatewayPolicy(ports: gatewayPorts, routes: table, outsidePort: outside, clock: clock)
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion,
-                                processing: processing.value, policy: policy,
-                                translationNotices: engine.translationNotices)
+                                processing: processing.value, policy: policy)
         slowPath.decisionDelayMicroseconds = decisionDelay
         let loop = try EngineLoop(engine: engine, slowPath: slowPath, softwareThread: threads == 2)
         loop.spinBeforeSleeping = .microseconds(Int64(spin))

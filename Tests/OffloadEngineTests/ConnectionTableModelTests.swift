@@ -12,7 +12,7 @@ import OffloadCore
         var epoch: UInt8
         var doNotUse: Bool
         var inSoftware: UInt32 = 0
-        /// Marked at a FIN: idles out after the closing timeout (kept by a replace).
+        /// Marked at a FIN: idles out after the closing timeout (cleared by a replace).
         var closing = false
         var packets: UInt64 = 0
         var bytes: UInt64 = 0
@@ -192,6 +192,7 @@ import OffloadCore
                     e.epoch = model.epoch
                     e.doNotUse = doNotUse
                     e.lastUsedTick = nowTick
+                    e.closing = false
                     model.entries[key] = e
                     model.counters.replaced += 1
                 } else if model.entries.count < capacity {

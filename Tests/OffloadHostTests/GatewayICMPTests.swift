@@ -74,7 +74,7 @@ import OffloadWire
         for host in Self.hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: Frames.clientMAC) }
         policy.addNeighbor(port: 1, address: Self.serverIP, hardwareAddress: Frames.serverMAC)
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
-                                policy: policy, translationNotices: engine.translationNotices)
+                                policy: policy)
         sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
         sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
 
@@ -163,5 +163,79 @@ import OffloadWire
         #expect(quotedOut.source == Self.serverIP && quotedOut.destination == Self.natIP && quotedOut.sourcePort == 7)
         #expect(quotedOut.destinationPort == mappedPort && quotedOut.udpChecksumVerifies)
         #expect(engine.buffered == 0 && engine.counters.totalDrops == 0)
+    }
+}
+
+/// What the gateway refuses to translate, answered by the policy directly: each is a drop
+/// with its reason, never a frame with wrong contents.
+@Suite struct GatewayTranslationRefusalTests {
+    typealias Frames = GatewayNATSimulationTests
+    static let clientIP = IPv4Address(10, 1, 0, 5), serverIP = IPv4Address(10, 2, 0, 2)
+
+    static func policy() throws -> GatewayPolicy {
+        let policy = GatewayPolicy(
+            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Frames.inside),
+                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Frames.outside)],
+            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
+                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
+            outsidePort: 1, clock: VirtualClock())
+        policy.addNeighbor(port: 0, address: clientIP, hardwareAddress: Frames.clientMAC)
+        policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Frames.serverMAC)
+        return policy
+    }
+
+    static func answer(_ policy: GatewayPolicy, _ frame: [UInt8], port: UInt16) -> LocalAnswer {
+        var frame = frame
+        return frame.withUnsafeMutableBytes { policy.answer($0, ingressPort: port, send: { _, _ in }) }
+    }
+
+    @Test func aCorruptedEchoIsDroppedNotRepaired() throws {
+        let policy = try Self.policy()
+        var echo = GatewayICMPTests.icmp(from: Self.clientIP, to: Self.serverIP, toMAC: Frames.inside,
+                                         fromMAC: Frames.clientMAC, type: 8, rest: 5 << 16, data: [1, 2, 3, 4])
+        #expect(Self.answer(policy, echo, port: 0) == .send(port: 1), "intact, it goes out")
+        echo[echo.count - 1] ^= 0x40
+        #expect(Self.answer(policy, echo, port: 0) == .drop("bad-icmp-checksum"))
+    }
+
+    /// An error whose quote is a later fragment names no ports: it must not be taken for a
+    /// mapping's (its data could look like one).
+    @Test func anErrorQuotingALaterFragmentIsDropped() throws {
+        let policy = try Self.policy()
+        // A mapping at 40000 exists.
+        let out = Frames.udp(from: Self.clientIP, 40000, to: Self.serverIP, 7, toMAC: Frames.inside,
+                             fromMAC: Frames.clientMAC, payload: [0])
+        #expect(out.withUnsafeBytes { FlowKey(frame: $0, port: 0) }.map { policy.decide($0, send: { _, _ in }) } != nil)
+        var quote = Array(Frames.udp(from: IPv4Address(10, 2, 0, 1), 40000, to: Self.serverIP, 7, toMAC: Frames.outside,
+                                     fromMAC: Frames.outside, payload: [0])[14...])
+        let fine = GatewayICMPTests.icmp(from: Self.serverIP, to: IPv4Address(10, 2, 0, 1), toMAC: Frames.outside,
+                                         fromMAC: Frames.serverMAC, type: 3, code: 3, data: quote)
+        #expect(Self.answer(policy, fine, port: 1) == .send(port: 0), "the whole quote is translated and sent on")
+        // The same bytes, marked as a fragment at offset 8: the "ports" are data now.
+        quote[6] = 0x00
+        quote[7] = 0x01
+        quote[10] = 0
+        quote[11] = 0
+        let sum = quote[0..<20].withUnsafeBytes { InternetChecksum.checksum($0) }
+        quote[10] = UInt8(sum >> 8)
+        quote[11] = UInt8(sum & 0xff)
+        let later = GatewayICMPTests.icmp(from: Self.serverIP, to: IPv4Address(10, 2, 0, 1), toMAC: Frames.outside,
+                                          fromMAC: Frames.serverMAC, type: 3, code: 3, data: quote)
+        #expect(Self.answer(policy, later, port: 1) == .drop("icmp-without-mapping"))
+    }
+
+    /// RFC 1858: a TCP first fragment too short for the checksum, and a fragment at offset 8
+    /// that would overlap the first one's header, are dropped.
+    @Test func tinyTCPFragmentsAreDropped() throws {
+        let policy = try Self.policy()
+        let segment = [UInt8](repeating: 0x11, count: 40)
+        let fragments = GatewayFragmentTests.fragments(of: segment, protocol: .tcp, from: Self.clientIP, to: Self.serverIP,
+                                                       id: 9, size: 8, toMAC: Frames.inside, fromMAC: Frames.clientMAC)
+        #expect(Self.answer(policy, fragments[0], port: 0) == .drop("tiny-fragment"))
+        #expect(Self.answer(policy, fragments[1], port: 0) == .drop("tiny-fragment"))
+        let udp = GatewayFragmentTests.fragments(of: segment, protocol: .udp, from: Self.clientIP, to: Self.serverIP,
+                                                 id: 10, size: 8, toMAC: Frames.inside, fromMAC: Frames.clientMAC)
+        #expect(Self.answer(policy, udp[0], port: 0) == .send(port: 1), "8 bytes hold UDP's whole header")
+        #expect(Self.answer(policy, udp[1], port: 0) == .send(port: 1))
     }
 }

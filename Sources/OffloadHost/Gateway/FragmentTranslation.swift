@@ -55,6 +55,18 @@ struct FragmentTranslation {
                        sourcePort: ports.0, destinationPort: ports.1)
     }
 
+    /// A first fragment too short to hold what its translation rewrites (TCP's header to
+    /// its checksum, UDP's, an echo's identifier and checksum), or a TCP fragment at offset
+    /// 8 that would overlap the first one's header (RFC 1858): not forwarded.
+    static func isTiny(_ ip: IPv4Packet) -> Bool {
+        let proto = ip.protocol.rawValue
+        if ip.fragmentOffset == 0 {
+            let needed = proto == 6 ? 18 : proto == 17 || proto == 1 ? 8 : 0
+            return ip.payload.count < needed
+        }
+        return proto == 6 && ip.fragmentOffset == 8
+    }
+
     mutating func remember(_ forward: FlowAction.Forward, for datagram: Datagram, now: Instant) {
         expire(now: now)
         if actions.count >= capacity, orderHead < order.count {

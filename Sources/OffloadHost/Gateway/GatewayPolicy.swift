@@ -33,10 +33,14 @@ public final class GatewayPolicy: SlowPathPolicy {
     private var nextTimers = Instant.zero
     /// The actions of fragmented datagrams, for their later fragments.
     private var fragments = FragmentTranslation()
+    /// Whether the engine's translation notices reach `noteTranslation` (so idle NAT
+    /// mappings may be freed).
+    private var countsNATEntries = false
 
     /// `nat` shapes the NAT behind `outsidePort` (its outside address is that port's own).
-    /// Its mappings are freed only when the engine announces its translating entries
-    /// (`Engine.Configuration.announcesTranslations`, read by the slow path).
+    /// Its mappings are freed only if the engine announces its translating entries
+    /// (`Engine.Configuration.announcesTranslations`): without the notices nothing says a
+    /// mapping is unused, and it is kept.
     public init(ports: [Port], routes: RouteTable, outsidePort: UInt16?, clock: any Clock,
                 neighbors: NeighborCache.Configuration = .init(), icmpErrorsPerSecond: Int = 1000,
                 nat: NATSettings = .init()) {
@@ -143,6 +147,8 @@ public final class GatewayPolicy: SlowPathPolicy {
         return (reply, action)
     }
 
+    public func translationsWillBeAnnounced() { countsNATEntries = true }
+
     /// Counts the engine's entries per NAT mapping: an outgoing flow's entry translates to
     /// the mapping of its source, a reply's to the mapping its destination port is.
     public func noteTranslation(_ notice: TranslationNotice) {
@@ -174,7 +180,7 @@ public final class GatewayPolicy: SlowPathPolicy {
         let now = clock.now
         guard now >= nextTimers else { return }
         nextTimers = now + Self.timerInterval
-        nat?.releaseIdle(now: now)
+        if countsNATEntries { nat?.releaseIdle(now: now) }
         fragments.expire(now: now)
         for port in neighbors.indices {
             let (retry, failed) = neighbors[port].expire(now: now)
@@ -236,6 +242,7 @@ public final class GatewayPolicy: SlowPathPolicy {
         guard let ethernet = try? MutableEthernetFrame(checking: frame),
               let ip = try? MutableIPv4Packet(checking: ethernet.payload), ip.packet.isFragment else { return nil }
         guard ip.packet.verifyChecksum else { return .drop("bad-header-checksum") }
+        guard !FragmentTranslation.isTiny(ip.packet) else { return .drop("tiny-fragment") }
         guard ip.packet.timeToLive > 1 else { return .timeExceeded }
         let datagram = FragmentTranslation.Datagram(ip.packet)
         let forward: FlowAction.Forward
@@ -280,8 +287,11 @@ public final class GatewayPolicy: SlowPathPolicy {
             guard type == ICMPv4Packet.MessageType.echoRequest else { return nil }
         }
         let now = clock.now
-        guard let (egress, hop) = routes.nextHop(for: target), Int(egress) < ports.count,
-              let mac = neighbors[Int(egress)].lookup(hop, now: now) else { return nil }
+        guard let (egress, hop) = routes.nextHop(for: target), Int(egress) < ports.count else { return nil }
+        guard let mac = neighbors[Int(egress)].lookup(hop, now: now) else {
+            if neighbors[Int(egress)].startResolving(hop, now: now) { sendARPRequest(port: egress, for: hop, send: send) }
+            return nil
+        }
         var forward = FlowAction.Forward(outputPort: egress, destinationMAC: mac, sourceMAC: ports[Int(egress)].hardwareAddress)
         if let inside {
             forward.translatedDestination = inside.address
@@ -307,6 +317,8 @@ public final class GatewayPolicy: SlowPathPolicy {
         if inward && type == ICMPv4Packet.MessageType.echoRequest { return nil }
         guard inward || (port != outsidePort && !ports.contains(where: { $0.address.address == target })
                          && routes.nextHop(for: target)?.0 == outsidePort) else { return nil }
+        // The message's checksum is made anew below: a corrupted one must not leave valid.
+        guard InternetChecksum.checksum(UnsafeRawBufferPointer(ip.payload)) == 0 else { return .drop("bad-icmp-checksum") }
         let ttl = ip.packet.timeToLive
         guard ttl > 1 else { return .timeExceeded }
         ip.setTimeToLive(ttl - 1)

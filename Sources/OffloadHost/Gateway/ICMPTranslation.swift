@@ -82,8 +82,9 @@ enum ICMPTranslation {
         let `protocol`: UInt8
 
         init?(_ bytes: UnsafeMutableRawBufferPointer) {
+            // A later fragment's first bytes are data, not ports: such a quote names no mapping.
             guard let header = try? IPv4Packet(checkingHeader: UnsafeRawBufferPointer(bytes)),
-                  bytes.count >= header.headerLength + 8 else { return nil }
+                  header.fragmentOffset == 0, bytes.count >= header.headerLength + 8 else { return nil }
             self.bytes = bytes
             headerLength = header.headerLength
             self.protocol = header.protocol.rawValue

@@ -6,7 +6,8 @@ import OffloadCore
 /// rewritten back.
 ///
 /// A mapping lives while the engine has entries that translate to it (the gateway counts
-/// them from the engine's translation notices), and `linger` after the last one goes, so
+/// them from the engine's translation notices, and calls `releaseIdle` only when it gets
+/// them), and `linger` after the last one goes, so
 /// that a connection's last packets after its entries are torn down (the final ACK, a
 /// retransmitted FIN) keep their port. Then `releaseIdle` frees the port for another inside
 /// host. A mapping that never gets an entry (the table was full) lingers from its last use.

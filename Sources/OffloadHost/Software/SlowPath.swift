@@ -23,9 +23,6 @@ public final class SlowPath {
     public let processing: Processing
     public let policy: any SlowPathPolicy
     private let exceptions: SPSCRing<ExceptionItem>
-    /// The engine's announcements of translating entries coming and going, for the policy
-    /// (its NAT); nil when the engine makes none.
-    private let translationNotices: SPSCRing<TranslationNotice>?
     private let queue: ReinsertionQueue
     /// Actions decided so far, so later packets of a flow are processed like its first.
     public private(set) var actions: [FlowKey: FlowAction] = [:]
@@ -50,15 +47,14 @@ public final class SlowPath {
     /// `ownFrames`: the software's own buffers for the frames it makes (a gateway's ARP
     /// requests are small; a host's TCP segments are full frames).
     public init(exceptions: SPSCRing<ExceptionItem>, reinsertion: ReinsertionQueue, processing: Processing,
-                policy: any SlowPathPolicy, translationNotices: SPSCRing<TranslationNotice>? = nil,
-                heldCapacity: Int = 256, ownFrames: (count: Int, size: Int) = (64, 256)) {
+                policy: any SlowPathPolicy, heldCapacity: Int = 256, ownFrames: (count: Int, size: Int) = (64, 256)) {
         self.exceptions = exceptions
-        self.translationNotices = translationNotices
         self.queue = reinsertion
         self.processing = processing
         self.policy = policy
         held = HeldPackets(capacity: heldCapacity)
         ownPool = BufferPool(count: ownFrames.count, bufferSize: ownFrames.size, headroom: 0)
+        if reinsertion.translationNotices != nil { policy.translationsWillBeAnnounced() }
     }
 
     /// Frames the software can originate now: room in the queue (beyond what a packet in
@@ -79,7 +75,7 @@ public final class SlowPath {
     public var heldCount: Int { held.count }
 
     /// Whether the engine has handed over packets not yet taken.
-    public var hasWork: Bool { exceptions.count > 0 || (translationNotices?.count ?? 0) > 0 }
+    public var hasWork: Bool { exceptions.count > 0 || (queue.translationNotices?.count ?? 0) > 0 }
 
     /// The most a packet may send: the entries of its flow and of the flow's replies, and itself.
     static let messagesPerPacket = 3
@@ -92,7 +88,7 @@ public final class SlowPath {
     @discardableResult
     public func step(max: Int = 32) -> Int {
         // Read before any install is sent: the engine sizes the notices' ring on that.
-        if let notices = translationNotices {
+        if let notices = queue.translationNotices {
             _ = notices.pop(max: notices.capacity) { policy.noteTranslation($0) }
         }
         let room = originateRoom()

@@ -87,6 +87,8 @@ public protocol SlowPathPolicy: AnyObject {
     /// flow's own so that the first reply already takes the fast path (as a NAT's
     /// connection tracking sets up both directions at once), or nil.
     func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)?
+    /// The engine announces its translating entries: `noteTranslation` will hear of each.
+    func translationsWillBeAnnounced()
     /// A translating entry came to be or went in the engine (when the engine announces them).
     func noteTranslation(_ notice: TranslationNotice)
 }
@@ -101,6 +103,7 @@ extension SlowPathPolicy {
     public func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)? {
         nil
     }
+    public func translationsWillBeAnnounced() {}
     public func noteTranslation(_ notice: TranslationNotice) {}
 }
 
