@@ -328,10 +328,19 @@ public final class Engine<Port: Link & ~Copyable> {
     /// connection) stay on the fast path rather than build a fresh entry in the software.
     /// (A NAT's entry whose end cannot be announced now is marked closing too.) A SYN on a
     /// closing entry is a new connection on the same ports: the entry is open again.
+    ///
+    /// A RST ends the other direction too: its entry (the one the replies of this entry's
+    /// packets meet) is marked closing, or after a RST the replies' entry would sit for TCP's
+    /// whole idle timeout, since no FIN may ever cross it.
     @inline(never)
     private func connectionChanged(_ key: FlowKey, flags: UInt8) {
         guard let h = table.lookup(key) else { return }
         if flags & Self.rst != 0 {
+            // Marking moves no entry: `h` stays good.
+            if case .forward(let forward) = table.action(h), let r = table.lookup(key.reply(to: forward)),
+               !table.isClosing(r) {
+                table.markClosing(r)
+            }
             if table.mayRemove(h) {
                 table.remove(h)
             } else if !table.isClosing(h) {

@@ -1,5 +1,17 @@
 import OffloadCore
 
+extension FlowKey {
+    /// The key of the replies to this flow's packets that `forward` sends: they come back by
+    /// its output port, from where they went, to the addresses and ports it gave them.
+    public func reply(to forward: FlowAction.Forward) -> FlowKey {
+        FlowKey(ingressPort: forward.outputPort, protocol: self.protocol,
+                source: forward.translatedDestination ?? destination,
+                destination: forward.translatedSource ?? source,
+                sourcePort: forward.translatedDestinationPort ?? destinationPort,
+                destinationPort: forward.translatedSourcePort ?? sourcePort)
+    }
+}
+
 /// What the engine does with a packet whose flow has a usable connection-table entry (B2).
 ///
 /// This is the readable form the host software builds; the table stores it compiled for one

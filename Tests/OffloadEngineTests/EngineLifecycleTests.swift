@@ -116,6 +116,29 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         #expect(b.entries == 0 && b.engine.counters.expired == 1)
     }
 
+    /// A RST ends both directions: the replies' entry, which may never see a FIN now, is
+    /// marked closing and idles out after the closing timeout.
+    @Test func aResetEndsTheRepliesEntryToo() {
+        let b = LifecycleBench()
+        #expect(b.send(tcpSegment(flags: .ack)) == 1)
+        let key = FlowKey(ingressPort: 0, protocol: 6, source: IPv4Address(10, 1, 0, 1),
+                          destination: IPv4Address(10, 2, 0, 1), sourcePort: 40000, destinationPort: 80)
+        let reply = key.reply(to: .init(outputPort: 1, destinationMAC: .local(2), sourceMAC: .local(1)))
+        #expect(reply == FlowKey(ingressPort: 1, protocol: 6, source: IPv4Address(10, 2, 0, 1),
+                                 destination: IPv4Address(10, 1, 0, 1), sourcePort: 80, destinationPort: 40000))
+        b.engine.reinsertion.send(.install(reply, .forward(.init(outputPort: 0, destinationMAC: .local(1),
+                                                                  sourceMAC: .local(2)))))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 2)
+        #expect(b.send(tcpSegment(flags: .rst)) == 1)
+        let replyEntry = b.engine.table.lookup(reply)
+        let closing = replyEntry.map { b.engine.table.isClosing($0) }
+        #expect(b.entries == 1 && closing == true)
+        b.clock.advance(by: .seconds(11))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 0)
+    }
+
     /// A SYN on the same ports while the entry is closing opens it again: it keeps TCP's
     /// idle timeout, not the closing one.
     @Test func aSYNReopensAClosingEntry() {

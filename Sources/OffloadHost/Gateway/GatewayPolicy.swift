@@ -138,11 +138,7 @@ public final class GatewayPolicy: SlowPathPolicy {
     /// flow's (the NAT's reply branch), and only installed when it forwards.
     public func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)? {
         guard forward.translatedSource != nil || forward.translatedDestination != nil else { return nil }
-        let reply = FlowKey(ingressPort: forward.outputPort, protocol: key.protocol,
-                            source: forward.translatedDestination ?? key.destination,
-                            destination: forward.translatedSource ?? key.source,
-                            sourcePort: forward.translatedDestinationPort ?? key.destinationPort,
-                            destinationPort: forward.translatedSourcePort ?? key.sourcePort)
+        let reply = key.reply(to: forward)
         guard case .install(let action) = decide(reply, send: send), case .forward = action else { return nil }
         return (reply, action)
     }
