@@ -416,6 +416,11 @@ public final class Engine<Port: Link & ~Copyable> {
         // The entry of the flow whose count this packet holds, found once: nothing below
         // changes the table before the count goes.
         let entry = countedFlow.flatMap { table.lookup($0) }
+        // A FIN or RST of a TCP flow that went through the software ends its entry too.
+        var connection: UInt8 = 0
+        if verdict.sendsOut, let flow = countedFlow, flow.protocol == 6, buffer.count > 23, buffer.bytes[23] == 6 {
+            connection = Self.connectionFlags(buffer.bytes)
+        }
         if verdict.sendsOut, configuration.audit.isOn, let mark {
             // The host's audit stage tested unmarked packets; marks are the engine's to check.
             if marks.redeem(mark, key: FlowKey(frame: buffer.bytes, port: ingressPort)) {
@@ -468,6 +473,22 @@ public final class Engine<Port: Link & ~Copyable> {
             counters.consumedBySoftware &+= 1
         }
         countOut(entry)
+        if connection & (Self.fin | Self.rst) != 0, let flow = countedFlow { closedInSoftware(flow, flags: connection) }
+    }
+
+    /// B9 for a FIN or RST that went through the software: its entry is marked closing (and
+    /// on a RST the replies' entry too), not removed, since the flow's later packets may
+    /// still be in the software and come back to be completed with it.
+    @inline(never)
+    private func closedInSoftware(_ key: FlowKey, flags: UInt8) {
+        guard let h = table.lookup(key) else { return }
+        if flags & Self.rst != 0, case .forward(let forward) = table.action(h),
+           let r = table.lookup(key.reply(to: forward)), !table.isClosing(r) {
+            table.markClosing(r)
+        }
+        guard !table.isClosing(h) else { return }
+        table.markClosing(h)
+        counters.tornDown &+= 1
     }
 
     /// A segment the software gives back for the engine's TCP: it came to the software while

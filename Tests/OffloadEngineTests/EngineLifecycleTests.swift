@@ -116,6 +116,18 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         #expect(b.entries == 0 && b.engine.counters.expired == 1)
     }
 
+    /// A FIN or RST that goes through the software (here the flow's first packet) ends the
+    /// entry built for it too: marked closing, it idles out after the closing timeout.
+    @Test(arguments: [TCPFlags.fin.union(.ack), TCPFlags.rst])
+    func aCloseThroughTheSoftwareMarksTheEntryClosing(flags: TCPFlags) {
+        let b = LifecycleBench()
+        #expect(b.send(tcpSegment(flags: flags)) == 1)
+        #expect(b.entries == 1 && b.engine.counters.tornDown == 1)
+        b.clock.advance(by: .seconds(11))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.entries == 0, "gone after the closing timeout, not TCP's 60 s")
+    }
+
     /// A RST ends both directions: the replies' entry, which may never see a FIN now, is
     /// marked closing and idles out after the closing timeout.
     @Test func aResetEndsTheRepliesEntryToo() {
