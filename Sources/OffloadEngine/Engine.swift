@@ -336,11 +336,7 @@ public final class Engine<Port: Link & ~Copyable> {
     private func connectionChanged(_ key: FlowKey, flags: UInt8) {
         guard let h = table.lookup(key) else { return }
         if flags & Self.rst != 0 {
-            // Marking moves no entry: `h` stays good.
-            if case .forward(let forward) = table.action(h), let r = table.lookup(key.reply(to: forward)),
-               !table.isClosing(r) {
-                table.markClosing(r)
-            }
+            closeReplies(of: key, entry: h)
             if table.mayRemove(h) {
                 table.remove(h)
             } else if !table.isClosing(h) {
@@ -482,13 +478,19 @@ public final class Engine<Port: Link & ~Copyable> {
     @inline(never)
     private func closedInSoftware(_ key: FlowKey, flags: UInt8) {
         guard let h = table.lookup(key) else { return }
-        if flags & Self.rst != 0, case .forward(let forward) = table.action(h),
-           let r = table.lookup(key.reply(to: forward)), !table.isClosing(r) {
-            table.markClosing(r)
-        }
+        if flags & Self.rst != 0 { closeReplies(of: key, entry: h) }
         guard !table.isClosing(h) else { return }
         table.markClosing(h)
         counters.tornDown &+= 1
+    }
+
+    /// Marks the entry of a reset flow's replies closing: no FIN may ever cross it now.
+    /// (Marking moves no entry, so `h` stays good.)
+    private func closeReplies(of key: FlowKey, entry h: EntryHandle) {
+        if case .forward(let forward) = table.action(h), let r = table.lookup(key.reply(to: forward)),
+           !table.isClosing(r) {
+            table.markClosing(r)
+        }
     }
 
     /// A segment the software gives back for the engine's TCP: it came to the software while

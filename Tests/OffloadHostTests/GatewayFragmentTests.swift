@@ -81,12 +81,7 @@ import OffloadWire
         let sim = Simulation(seed: 12)
         let (engine, wires) = Engine.onMemoryWires(configuration: .init(), portCount: 2, clock: sim.clock)
         var client = wires[0], server = wires[1]
-        let policy = GatewayPolicy(
-            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Frames.inside),
-                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Frames.outside)],
-            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
-                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
-            outsidePort: 1, clock: sim.clock)
+        let policy = try GatewayNATSimulationTests.policy(clock: sim.clock)
         policy.addNeighbor(port: 0, address: Self.clientIP, hardwareAddress: Frames.clientMAC)
         policy.addNeighbor(port: 1, address: Self.serverIP, hardwareAddress: Frames.serverMAC)
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,

@@ -65,12 +65,7 @@ import OffloadWire
         configuration.announcesTranslations = true
         let (engine, wires) = Engine.onMemoryWires(configuration: configuration, portCount: 2, clock: sim.clock)
         var client = wires[0], server = wires[1]
-        let policy = GatewayPolicy(
-            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Frames.inside),
-                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Frames.outside)],
-            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
-                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
-            outsidePort: 1, clock: sim.clock)
+        let policy = try GatewayNATSimulationTests.policy(clock: sim.clock)
         for host in Self.hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: Frames.clientMAC) }
         policy.addNeighbor(port: 1, address: Self.serverIP, hardwareAddress: Frames.serverMAC)
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
@@ -173,12 +168,7 @@ import OffloadWire
     static let clientIP = IPv4Address(10, 1, 0, 5), serverIP = IPv4Address(10, 2, 0, 2)
 
     static func policy() throws -> GatewayPolicy {
-        let policy = GatewayPolicy(
-            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Frames.inside),
-                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Frames.outside)],
-            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
-                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
-            outsidePort: 1, clock: VirtualClock())
+        let policy = try GatewayNATSimulationTests.policy(clock: VirtualClock())
         policy.addNeighbor(port: 0, address: clientIP, hardwareAddress: Frames.clientMAC)
         policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Frames.serverMAC)
         return policy

@@ -130,18 +130,24 @@ import OffloadWire
         return frame
     }
 
+    /// The gateway these tests share: port 0 inside (10.1.0.1/24), port 1 outside with the
+    /// NAT (10.2.0.1/24).
+    static func policy(clock: any Clock, nat: GatewayPolicy.NATSettings = .init()) throws -> GatewayPolicy {
+        GatewayPolicy(
+            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: inside),
+                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: outside)],
+            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
+                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
+            outsidePort: 1, clock: clock, nat: nat)
+    }
+
     @Test(arguments: [SlowPath.Processing.partial, .complete])
     func udpThroughTheNATAndBack(processing: SlowPath.Processing) throws {
         let sim = Simulation(seed: 5)
         let (engine, wires) = Engine.onMemoryWires(configuration: .init(), portCount: 2, clock: sim.clock)
         var client = wires[0], server = wires[1]
         let clientIP = IPv4Address(10, 1, 0, 2), serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
-        let policy = GatewayPolicy(
-            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Self.inside),
-                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Self.outside)],
-            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
-                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
-            outsidePort: 1, clock: sim.clock)
+        let policy = try GatewayNATSimulationTests.policy(clock: sim.clock)
         policy.addNeighbor(port: 0, address: clientIP, hardwareAddress: Self.clientMAC)
         policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Self.serverMAC)
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: processing,
@@ -208,12 +214,7 @@ import OffloadWire
         var client = wires[0], server = wires[1]
         let serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
         let hosts = [IPv4Address(10, 1, 0, 2), IPv4Address(10, 1, 0, 3), IPv4Address(10, 1, 0, 4)]
-        let policy = GatewayPolicy(
-            ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Self.inside),
-                    .init(address: try IPv4CIDR(parsing: "10.2.0.1/24"), hardwareAddress: Self.outside)],
-            routes: RouteTable([.init(prefix: try IPv4CIDR(parsing: "10.1.0.0/24"), port: 0),
-                                .init(prefix: try IPv4CIDR(parsing: "10.2.0.0/24"), port: 1)]),
-            outsidePort: 1, clock: sim.clock, nat: .init(ports: 5000...5001, linger: .seconds(2)))
+        let policy = try GatewayNATSimulationTests.policy(clock: sim.clock, nat: .init(ports: 5000...5001, linger: .seconds(2)))
         for host in hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: Self.clientMAC) }
         policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Self.serverMAC)
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
