@@ -60,7 +60,7 @@ public final class GatewayPolicy: SlowPathPolicy {
         public var ports: ClosedRange<UInt16>
         public var linger: Duration
 
-        public init(ports: ClosedRange<UInt16> = 1024...65535, linger: Duration = .seconds(30)) {
+        public init(ports: ClosedRange<UInt16> = 1024...65535, linger: Duration = .seconds(90)) {
             self.ports = ports
             self.linger = linger
         }

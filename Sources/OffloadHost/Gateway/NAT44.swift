@@ -7,10 +7,12 @@ import OffloadCore
 ///
 /// A mapping lives while the engine has entries that translate to it (the gateway counts
 /// them from the engine's translation notices, and calls `releaseIdle` only when it gets
-/// them), and `linger` after the last one goes, so
-/// that a connection's last packets after its entries are torn down (the final ACK, a
-/// retransmitted FIN) keep their port. Then `releaseIdle` frees the port for another inside
-/// host. A mapping that never gets an entry (the table was full) lingers from its last use.
+/// them), and `linger` after the last one goes, so that a connection's last packets after
+/// its entries went (a retransmitted FIN) keep their port. Then `releaseIdle` frees the port
+/// for another inside host. A mapping that never gets an entry (the table was full) lingers
+/// from its last use. The default of 90 s after a UDP entry's 30 s idle timeout keeps a UDP
+/// mapping at least 2 minutes after its last packet (RFC 4787 REQ-5), and a closed TCP
+/// connection's port about as long as Linux keeps it in TIME_WAIT.
 public struct NAT44: Sendable {
     public struct Inside: Hashable, Sendable {
         public var `protocol`: UInt8
@@ -58,7 +60,7 @@ public struct NAT44: Sendable {
     public private(set) var released: UInt64 = 0
 
     public init(outsideAddress: IPv4Address, ports: ClosedRange<UInt16> = 1024...65535,
-                linger: Duration = .seconds(30)) {
+                linger: Duration = .seconds(90)) {
         self.outsideAddress = outsideAddress
         self.ports = ports
         self.linger = linger
