@@ -45,7 +45,12 @@ public final class EngineLoop<Port: Link & ~Copyable> {
             let now = clock.now
             var worked = engine.poll(now: now)
             if let software {
-                if worked, engine.exceptions.count > 0 { software.wakeup.wakeIfSleeping() }
+                if worked, engine.exceptions.count > 0 {
+                    // A lone new flow is handled here while the software's thread sleeps; what
+                    // is left after that one step wakes it.
+                    if let done = software.stepIfAsleep(max: engine.configuration.burstSize), done > 0 { worked = true }
+                    if engine.exceptions.count > 0 { software.wakeup.wakeIfSleeping() }
+                }
             } else if slowPath.step(max: engine.configuration.burstSize) > 0 {
                 worked = true
             }

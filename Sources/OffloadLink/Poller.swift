@@ -81,6 +81,9 @@ public final class Poller: @unchecked Sendable {
         _ = try wait(timeoutMilliseconds: timeoutMilliseconds)
     }
 
+    /// Whether the loop's thread sleeps (`sleep`) now.
+    public var isSleeping: Bool { sleeping.load(ordering: .sequentiallyConsistent) }
+
     /// Wakes the loop's thread if it sleeps (`sleep`); costs no system call when it does not.
     public func wakeIfSleeping() {
         if sleeping.load(ordering: .sequentiallyConsistent) { wake() }

@@ -1,4 +1,7 @@
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 import OffloadCore
 import OffloadEngine
 import OffloadHost
@@ -293,5 +296,31 @@ func threadedScenario(seed: UInt64, orderGuard: Bool) throws -> (violations: Int
         }
         // Thread timing decides how much: report it, assert only that nothing was lost.
         print("two threads, 20 seeds without the guard: \(violations) order violations")
+    }
+
+    /// While the software's thread sleeps, the engine's thread runs a step itself: a lone
+    /// new flow's packet needs no wake-up, and the sleeping thread is left asleep.
+    @Test func theEngineStepsInWhileTheSoftwareSleeps() throws {
+        let clock = MonotonicClock()
+        let (engine, wires) = Engine.onMemoryWires(configuration: .init(), portCount: 2, clock: clock)
+        var source = wires[0], sink = wires[1]
+        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial) { _ in
+            .forward(.init(outputPort: 1, destinationMAC: OrderingScenario.sinkMAC, sourceMAC: OrderingScenario.gatewayMAC))
+        }
+        let software = try SoftwareThread(slowPath: slowPath, engineWakeup: nil)
+        #expect(software.stepIfAsleep(max: 32) == nil, "not started, so not asleep")
+        software.start()
+        defer { software.stop() }
+        let deadline = clock.now + .seconds(5)
+        while !software.wakeup.isSleeping, clock.now < deadline { usleep(1000) }
+        try #require(software.wakeup.isSleeping, "the idle software thread goes to sleep")
+        try OrderingScenario.frame(flow: 1, sequence: 0).withUnsafeBytes { try source.transmit($0) }
+        engine.poll(now: clock.now)
+        #expect(engine.exceptions.count == 1)
+        #expect(software.stepIfAsleep(max: 32) == 1, "handled on this thread")
+        #expect(engine.exceptions.count == 0 && software.wakeup.isSleeping)
+        engine.poll(now: clock.now)
+        let delivered = try sink.receive(into: BufferPool(count: 4, bufferSize: 2048, headroom: 0), max: 4) { _ in }
+        #expect(delivered == 1 && engine.buffered == 0)
     }
 }

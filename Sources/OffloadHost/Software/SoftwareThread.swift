@@ -9,10 +9,18 @@ import OffloadLink
 /// (an eventfd the engine rings after handing it packets), so an idle software thread leaves
 /// the core to others. After each step that sent something it rings `engineWakeup` if the
 /// engine sleeps.
+///
+/// While it sleeps, the engine's thread may run a step itself (`stepIfAsleep`): a new flow
+/// that comes alone (a connection's SYN) then waits for no wake-up, which costs tens of
+/// microseconds; a burst of them still wakes this thread and is handled here, beside the
+/// engine. One thread steps at a time: the turn is taken with acquire and given back with
+/// release, so each step sees all that the one before it did.
 public final class SoftwareThread: @unchecked Sendable {
-    // Unchecked: `slowPath` is touched only by the thread started here; the rest is
+    // Unchecked: `slowPath` is touched only by whichever thread holds `turn`; the rest is
     // thread-safe (Poller, atomics).
     private let slowPath: SlowPath
+    /// Held by the thread running a step.
+    private let turn = Atomic<Bool>(false)
     /// Rung by the engine when it has put packets in the exception queue.
     public let wakeup: Poller
     private let engineWakeup: Poller?
@@ -34,7 +42,11 @@ public final class SoftwareThread: @unchecked Sendable {
             let clock = MonotonicClock()
             var idleSince: Instant?
             while !stopping.load(ordering: .relaxed) {
-                if slowPath.step(max: 32) > 0 {
+                // The engine holds the turn for one step at most.
+                while !takeTurn() {}
+                let done = slowPath.step(max: 32)
+                giveTurn()
+                if done > 0 {
                     idleSince = nil
                     engineWakeup?.wakeIfSleeping()
                     continue
@@ -58,6 +70,20 @@ public final class SoftwareThread: @unchecked Sendable {
         self.thread = thread
         thread.start()
     }
+
+    /// Runs one step of up to `max` packets on the calling thread if the software's thread
+    /// sleeps and nobody else is stepping; returns how many it handled, nil if it did not run.
+    public func stepIfAsleep(max: Int) -> Int? {
+        guard wakeup.isSleeping, takeTurn() else { return nil }
+        defer { giveTurn() }
+        return slowPath.step(max: max)
+    }
+
+    private func takeTurn() -> Bool {
+        turn.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+    }
+
+    private func giveTurn() { turn.store(false, ordering: .releasing) }
 
     /// Stops the thread and waits for it to finish its current step.
     public func stop() {
