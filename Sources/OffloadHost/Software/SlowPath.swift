@@ -74,7 +74,7 @@ public final class SlowPath {
     /// Packets held until their next hop is resolved.
     public var heldCount: Int { held.count }
 
-    /// Whether the engine has handed over packets not yet taken.
+    /// Whether the engine has handed over packets (or translation notices) not yet taken.
     public var hasWork: Bool { exceptions.count > 0 || (queue.translationNotices?.count ?? 0) > 0 }
 
     /// The most a packet may send: the entries of its flow and of the flow's replies, and itself.
