@@ -229,3 +229,60 @@ import OffloadWire
         #expect(Self.answer(policy, udp[1], port: 0) == .send(port: 1))
     }
 }
+
+/// Random damage to the frames the translations read (ICMP errors with quotes, echoes,
+/// fragments): every answer is a drop with a reason or a frame whose IPv4 header checksum
+/// verifies (and, whole ICMP messages, whose ICMP checksum does). Never a trap.
+@Suite struct GatewayTranslationFuzzTests {
+    typealias Frames = GatewayNATSimulationTests
+    typealias Refusals = GatewayTranslationRefusalTests
+
+    static func seeds() -> [([UInt8], UInt16)] {
+        let client = Refusals.clientIP, server = Refusals.serverIP, nat = IPv4Address(10, 2, 0, 1)
+        let udp = Frames.udp(from: nat, 40000, to: server, 7, toMAC: Frames.outside, fromMAC: Frames.outside,
+                             payload: [1, 2, 3])
+        let error = GatewayICMPTests.icmp(from: server, to: nat, toMAC: Frames.outside, fromMAC: Frames.serverMAC,
+                                          type: 3, code: 3, data: Array(udp[14...]))
+        let echo = GatewayICMPTests.icmp(from: client, to: server, toMAC: Frames.inside, fromMAC: Frames.clientMAC,
+                                         type: 8, rest: 7 << 16, data: [9, 9, 9, 9])
+        let fragments = GatewayFragmentTests.fragments(from: client, 40000, to: server, 7, payload: Array(repeating: 5, count: 40),
+                                                       id: 3, size: 24, toMAC: Frames.inside, fromMAC: Frames.clientMAC)
+        return [(error, 1), (echo, 0)] + fragments.map { ($0, 0) }
+    }
+
+    @Test func damagedFramesAreDroppedOrLeaveWithValidChecksums() throws {
+        let policy = try Refusals.policy()
+        // A mapping for the quoted packet's port, so that errors get as far as translation.
+        let out = Frames.udp(from: Refusals.clientIP, 40000, to: Refusals.serverIP, 7, toMAC: Frames.inside,
+                             fromMAC: Frames.clientMAC, payload: [0])
+        _ = out.withUnsafeBytes { FlowKey(frame: $0, port: 0) }.map { policy.decide($0, send: { _, _ in }) }
+        var random = SeededRandom(seed: 0xf022)
+        var sent = 0, dropped = 0
+        for round in 0..<20_000 {
+            let seeds = Self.seeds()
+            var (frame, port) = seeds[round % seeds.count]
+            // A few damaged bytes past the Ethernet header, sometimes a shorter frame.
+            for _ in 0..<(1 + Int(random.next() % 3)) {
+                frame[14 + Int(random.next() % UInt64(frame.count - 14))] = UInt8(truncatingIfNeeded: random.next())
+            }
+            if random.chance(0.2) { frame.removeLast(Int(random.next() % UInt64(frame.count - 14))) }
+            let answer = frame.withUnsafeMutableBytes { policy.answer($0, ingressPort: port, send: { _, _ in }) }
+            guard case .send = answer else {
+                dropped += 1
+                continue
+            }
+            sent += 1
+            // What leaves, as rewritten in place.
+            let (header, message) = frame.withUnsafeBytes { raw -> (Bool, Bool) in
+                guard let ip = try? IPv4Packet(checking: try EthernetFrame(checking: raw).payload) else { return (false, false) }
+                let whole = ip.protocol != .icmp || ip.isFragment || InternetChecksum.checksum(ip.payload) == 0
+                return (ip.verifyChecksum, whole)
+            }
+            #expect(header, "round \(round): the IPv4 header checksum verifies")
+            #expect(message, "round \(round): a whole ICMP message's checksum verifies")
+        }
+        // Damage mostly breaks a checksum, so most are dropped; some damage lands where no
+        // checksum looks (a fragment's later bytes) and the frame goes on.
+        #expect(sent > 0 && dropped > sent)
+    }
+}
