@@ -53,6 +53,12 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: "Connection table capacity (entries).")
     var tableSize = 65_536
 
+    @Option(help: ArgumentHelp("Seconds an established TCP flow may be idle before its entry goes, and 90 s later its NAT mapping (RFC 5382 asks for at least 7440; a longer timeout keeps the table fuller).", valueName: "seconds"))
+    var tcpIdle: Double = 300
+
+    @Option(help: ArgumentHelp("Seconds a UDP flow may be idle before its entry goes, and 90 s later its NAT mapping.", valueName: "seconds"))
+    var udpIdle: Double = 30
+
     @Option(help: "Write every frame received and sent, on every port, to this pcap file.")
     var pcap: String?
 
@@ -71,6 +77,10 @@ struct GatewayCommand: ParsableCommand {
     func validate() throws {
         guard !ports.isEmpty else { throw ValidationError("give at least one --port") }
         guard threads == 1 || threads == 2 else { throw ValidationError("--threads is 1 or 2") }
+        // Entries idle for up to 2^32 table ticks (about 52 days) can be told apart.
+        for (name, seconds) in [("--tcp-idle", tcpIdle), ("--udp-idle", udpIdle)] where !(seconds > 0 && seconds <= 4_000_000) {
+            throw ValidationError("\(name) is a number of seconds above 0 and at most 4000000")
+        }
         let names = ports.map(\.link.deviceName)
         guard Set(names).count == names.count else { throw ValidationError("a device is named by two --port options") }
         if let natOutside, !names.contains(natOutside) {
@@ -116,6 +126,7 @@ struct GatewayCommand: ParsableCommand {
         config.audit = AuditSwitch(audit)
         config.orderGuard = !noOrderGuard
         config.tableCapacity = tableSize
+        config.idleTimeouts = IdleTimeouts(tcp: .milliseconds(Int64(tcpIdle * 1000)), udp: .milliseconds(Int64(udpIdle * 1000)))
         // The NAT frees a mapping once the engine announces that its last entry went.
         config.announcesTranslations = natOutside != nil
         // A packet socket takes GSO super-frames (64 KiB); a plain TAP, Ethernet frames.
@@ -165,6 +176,8 @@ struct GatewayCommand: ParsableCommand {
         for route in table.routes { print("route \(route)") }
         print("order guard \(noOrderGuard ? "off" : "on"), audit \(audit ? "on" : "off"), processing \(processing)"
               + (decisionDelay > 0 ? ", \(decisionDelay) µs per new flow's decision" : ""))
+        func seconds(_ d: Double) -> String { d == d.rounded() ? String(Int(d)) : String(d) }
+        print("idle timeouts: TCP \(seconds(tcpIdle)) s, UDP \(seconds(udpIdle)) s")
 
         let start = clock.now
         let deadline = duration.map { start + .nanoseconds(Int64($0 * 1e9)) }

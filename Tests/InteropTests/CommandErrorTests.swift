@@ -59,6 +59,7 @@ struct CommandErrorTests {
         ("serve --link tap:offex --address 10.77.0.3/24 --port 0", "--port is 1 to 65535"),
         ("gateway --port tap:offex=10.77.0.1", "is invalid for '--port"),
         ("gateway --port tap:offex=10.77.0.1/24 --port tap:offex=10.77.1.1/24", "a device is named by two --port options"),
+        ("gateway --port tap:offex=10.77.0.1/24 --tcp-idle 0", "--tcp-idle is a number of seconds above 0"),
         ("demo --loss 2", "--loss is a fraction"),
         ("bench --filter \"fast path, 10k\" --seconds 0", "--seconds must be a positive number"),
     ])

@@ -181,6 +181,20 @@ extension GatewayInteropTests {
     }
 }
 
+extension GatewayInteropTests {
+    /// `--tcp-idle` and `--udp-idle` reach the engine's table (the gateway says what it runs with).
+    @Test("The idle timeouts are the gateway's to set", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func idleTimeoutsAreSet() throws {
+        guard Root.check() else { return }
+        let binary = GatewayNamespaces.offloadBinary
+        let plain = Shell.run("\(binary) gateway --port tap:ogidle=10.77.9.1/24 --stats 0 --duration 0.3", timeout: 10)
+        #expect(plain.output.contains("idle timeouts: TCP 300 s, UDP 30 s"), "\(plain.output)")
+        let set = Shell.run("\(binary) gateway --port tap:ogidle=10.77.9.1/24 --stats 0 --duration 0.3 --tcp-idle 7440 --udp-idle 120",
+                            timeout: 10)
+        #expect(set.output.contains("idle timeouts: TCP 7440 s, UDP 120 s"), "\(set.output)")
+    }
+}
+
 /// Two namespaces, client (10.77.31.2/24) and server (10.77.32.2/24), and `offload gateway`
 /// between them (10.77.31.1 inside, 10.77.32.1 outside with NAT), run from the binary built
 /// with the tests.
