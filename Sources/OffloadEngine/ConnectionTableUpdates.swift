@@ -191,10 +191,12 @@ extension ConnectionTable {
             work += 1
             let i = expiryCursor
             let low = slots[i].keyLow
-            if low != 0 && cold[i].inSoftwareCount == 0 && mayRemove(EntryHandle(slot: i)) {
+            if low != 0 && cold[i].inSoftwareCount == 0 {
                 let timeout = cold[i].closing ? timeouts.tcpClosingTicks
                     : timeouts.ticks(forProtocol: UInt8(truncatingIfNeeded: low))
-                if slots[i].epoch != epoch || nowTick &- slots[i].lastUsedTick >= timeout {
+                // A due entry whose end cannot be announced yet is looked at again next pass.
+                if slots[i].epoch != epoch || nowTick &- slots[i].lastUsedTick >= timeout,
+                   mayRemove(EntryHandle(slot: i)) {
                     let key = slots[i].key
                     let s = stats(EntryHandle(slot: i))
                     removeSlot(i)

@@ -141,6 +141,28 @@ import OffloadWire
             outsidePort: 1, clock: clock, nat: nat)
     }
 
+    /// A UDP echo server on the outside wire: every datagram goes back to where it came from,
+    /// as the server sees it, from the port it was sent to. `seen` hears of each (source,
+    /// source port, payload); its UDP checksum must verify.
+    static func addEchoServer(to sim: Simulation, on wire: MemoryLink, address: IPv4Address,
+                              seen: @escaping (IPv4Address, UInt16, [UInt8]) -> Void) {
+        var wire = wire
+        let pool = BufferPool(count: 32, bufferSize: 2048, headroom: 0)
+        sim.addProcess("server") {
+            var replies: [[UInt8]] = []
+            let n = (try? wire.receive(into: pool, max: 8) { b in
+                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
+                let udp = try! UDPPacket(checking: ip.payload)
+                #expect(udp.verifyChecksum(source: ip.source, destination: ip.destination))
+                seen(ip.source, udp.sourcePort, Array(udp.payload))
+                replies.append(Self.udp(from: address, udp.destinationPort, to: ip.source, udp.sourcePort,
+                                        toMAC: outside, fromMAC: serverMAC, payload: Array(udp.payload)))
+            }) ?? 0
+            for r in replies { try! r.withUnsafeBytes { try wire.transmit($0) } }
+            return n > 0
+        }
+    }
+
     @Test(arguments: [SlowPath.Processing.partial, .complete])
     func udpThroughTheNATAndBack(processing: SlowPath.Processing) throws {
         let sim = Simulation(seed: 5)
@@ -158,20 +180,7 @@ import OffloadWire
         var atServer: [(IPv4Address, UInt16, [UInt8])] = []
         var atClient: [(IPv4Address, UInt16, IPv4Address, UInt16, [UInt8])] = []
         let pool = BufferPool(count: 32, bufferSize: 2048, headroom: 0)
-        sim.addProcess("server") {
-            // Echo every datagram back to where it came from, as seen by the server.
-            var replies: [[UInt8]] = []
-            let n = (try? server.receive(into: pool, max: 8) { b in
-                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
-                let udp = try! UDPPacket(checking: ip.payload)
-                #expect(udp.verifyChecksum(source: ip.source, destination: ip.destination))
-                atServer.append((ip.source, udp.sourcePort, Array(udp.payload)))
-                replies.append(Self.udp(from: serverIP, udp.destinationPort, to: ip.source, udp.sourcePort,
-                                        toMAC: Self.outside, fromMAC: Self.serverMAC, payload: Array(udp.payload)))
-            }) ?? 0
-            for r in replies { try! r.withUnsafeBytes { try server.transmit($0) } }
-            return n > 0
-        }
+        Self.addEchoServer(to: sim, on: server, address: serverIP) { atServer.append(($0, $1, $2)) }
         sim.addProcess("client") {
             (try? client.receive(into: pool, max: 8) { b in
                 let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
@@ -225,18 +234,7 @@ import OffloadWire
         var atServer: [(IPv4Address, UInt16)] = []
         var atClient: [(IPv4Address, UInt8)] = []
         let pool = BufferPool(count: 32, bufferSize: 2048, headroom: 0)
-        sim.addProcess("server") {
-            var replies: [[UInt8]] = []
-            let n = (try? server.receive(into: pool, max: 8) { b in
-                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
-                let udp = try! UDPPacket(checking: ip.payload)
-                atServer.append((ip.source, udp.sourcePort))
-                replies.append(Self.udp(from: serverIP, 7, to: ip.source, udp.sourcePort,
-                                        toMAC: Self.outside, fromMAC: Self.serverMAC, payload: Array(udp.payload)))
-            }) ?? 0
-            for r in replies { try! r.withUnsafeBytes { try server.transmit($0) } }
-            return n > 0
-        }
+        Self.addEchoServer(to: sim, on: server, address: serverIP) { source, port, _ in atServer.append((source, port)) }
         sim.addProcess("client") {
             (try? client.receive(into: pool, max: 8) { b in
                 let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)

@@ -116,24 +116,19 @@ struct FragmentTranslation {
             let old = load16(4), new = forward.translatedSourcePort ?? forward.translatedDestinationPort ?? old
             store16(4, new)
             // ICMP's checksum has no pseudo-header: only the identifier changes it.
-            store16(2, InternetChecksum.update(load16(2), old: old, new: new))
-            return
+            return TransportChecksum.update(in: l4, protocol: proto) { InternetChecksum.update($0, old: old, new: new) }
         }
         guard proto == 6 || proto == 17, l4.count >= 4 else { return }
-        let checksumAt = proto == 17 ? 6 : 16
         let (oldSourcePort, oldDestinationPort) = (load16(0), load16(2))
         let newSourcePort = forward.translatedSourcePort ?? oldSourcePort
         let newDestinationPort = forward.translatedDestinationPort ?? oldDestinationPort
         store16(0, newSourcePort)
         store16(2, newDestinationPort)
-        guard l4.count >= checksumAt + 2 else { return }
-        var sum = load16(checksumAt)
-        // UDP's 0 means no checksum.
-        if proto == 17 && sum == 0 { return }
-        sum = InternetChecksum.update(sum, old: oldSource.rawValue, new: newSource.rawValue)
-        sum = InternetChecksum.update(sum, old: oldDestination.rawValue, new: newDestination.rawValue)
-        sum = InternetChecksum.update(sum, old: oldSourcePort, new: newSourcePort)
-        sum = InternetChecksum.update(sum, old: oldDestinationPort, new: newDestinationPort)
-        store16(checksumAt, proto == 17 && sum == 0 ? 0xffff : sum)
+        TransportChecksum.update(in: l4, protocol: proto) {
+            var sum = InternetChecksum.update($0, old: oldSource.rawValue, new: newSource.rawValue)
+            sum = InternetChecksum.update(sum, old: oldDestination.rawValue, new: newDestination.rawValue)
+            sum = InternetChecksum.update(sum, old: oldSourcePort, new: newSourcePort)
+            return InternetChecksum.update(sum, old: oldDestinationPort, new: newDestinationPort)
+        }
     }
 }

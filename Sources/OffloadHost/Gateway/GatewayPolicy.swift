@@ -96,8 +96,7 @@ public final class GatewayPolicy: SlowPathPolicy {
             return .unreachable(code: ICMPv4Packet.UnreachableCode.network, reason: "no-route")
         }
         let now = clock.now
-        guard let mac = neighbors[Int(egress)].lookup(hop, now: now) else {
-            if neighbors[Int(egress)].startResolving(hop, now: now) { sendARPRequest(port: egress, for: hop, send: send) }
+        guard let mac = neighbor(hop, on: egress, now: now, send: send) else {
             counters.waitedForNeighbor &+= 1
             return .wait(NextHop(port: egress, address: hop))
         }
@@ -105,10 +104,8 @@ public final class GatewayPolicy: SlowPathPolicy {
             // Its answer comes back through the software too, which cannot hold it: the way
             // back is resolved while the message is on its way (a packet released from
             // waiting cannot wait again, so this one does not wait for it).
-            if let (back, backHop) = routes.nextHop(for: key.source), Int(back) < ports.count,
-               neighbors[Int(back)].lookup(backHop, now: now) == nil,
-               neighbors[Int(back)].startResolving(backHop, now: now) {
-                sendARPRequest(port: back, for: backHop, send: send)
+            if let (back, backHop) = routes.nextHop(for: key.source), Int(back) < ports.count {
+                _ = neighbor(backHop, on: back, now: now, send: send)
             }
             return .local
         }
@@ -283,11 +280,8 @@ public final class GatewayPolicy: SlowPathPolicy {
             guard type == ICMPv4Packet.MessageType.echoRequest else { return nil }
         }
         let now = clock.now
-        guard let (egress, hop) = routes.nextHop(for: target), Int(egress) < ports.count else { return nil }
-        guard let mac = neighbors[Int(egress)].lookup(hop, now: now) else {
-            if neighbors[Int(egress)].startResolving(hop, now: now) { sendARPRequest(port: egress, for: hop, send: send) }
-            return nil
-        }
+        guard let (egress, hop) = routes.nextHop(for: target), Int(egress) < ports.count,
+              let mac = neighbor(hop, on: egress, now: now, send: send) else { return nil }
         var forward = FlowAction.Forward(outputPort: egress, destinationMAC: mac, sourceMAC: ports[Int(egress)].hardwareAddress)
         if let inside {
             forward.translatedDestination = inside.address
@@ -330,11 +324,8 @@ public final class GatewayPolicy: SlowPathPolicy {
         guard let (egress, hop) = routes.nextHop(for: destination), Int(egress) < ports.count else {
             return .drop("no-route")
         }
-        guard let mac = neighbors[Int(egress)].lookup(hop, now: now) else {
-            // Rare: the inside host an answer goes back to has talked to us, so we know it.
-            if neighbors[Int(egress)].startResolving(hop, now: now) { sendARPRequest(port: egress, for: hop, send: send) }
-            return .drop("unresolved")
-        }
+        // Rarely unknown: the inside host an answer goes back to has talked to us.
+        guard let mac = neighbor(hop, on: egress, now: now, send: send) else { return .drop("unresolved") }
         ethernet.setDestination(mac)
         ethernet.setSource(ports[Int(egress)].hardwareAddress)
         return .send(port: egress)
@@ -362,6 +353,14 @@ public final class GatewayPolicy: SlowPathPolicy {
         icmp.fillChecksum()
         counters.echoAnswered &+= 1
         return .send(port: port)
+    }
+
+    /// The MAC address of `hop` on `port`, or nil once its resolution has been started (one
+    /// ARP request; the timers retry).
+    private func neighbor(_ hop: IPv4Address, on port: UInt16, now: Instant, send: Originate) -> MACAddress? {
+        if let mac = neighbors[Int(port)].lookup(hop, now: now) { return mac }
+        if neighbors[Int(port)].startResolving(hop, now: now) { sendARPRequest(port: port, for: hop, send: send) }
+        return nil
     }
 
     private func sendARPRequest(port: UInt16, for address: IPv4Address, send: Originate) {

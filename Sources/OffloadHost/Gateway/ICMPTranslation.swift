@@ -116,15 +116,12 @@ enum ICMPTranslation {
             store16(portAt, port)
             store16(10, 0)
             store16(10, InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<headerLength])))
-            let checksumAt = headerLength + (self.protocol == 17 ? 6 : self.protocol == 6 ? 16 : 2)
-            guard bytes.count >= checksumAt + 2 else { return }
-            let old = load16(checksumAt)
-            // UDP's 0 means no checksum.
-            if self.protocol == 17 && old == 0 { return }
-            var new = InternetChecksum.update(old, old: oldPort, new: port)
-            // ICMP's checksum has no pseudo-header; TCP's and UDP's cover the addresses.
-            if self.protocol != 1 { new = InternetChecksum.update(new, old: oldAddress, new: address.rawValue) }
-            store16(checksumAt, self.protocol == 17 && new == 0 ? 0xffff : new)
+            let proto = self.protocol
+            TransportChecksum.update(in: UnsafeMutableRawBufferPointer(rebasing: bytes[headerLength...]), protocol: proto) {
+                let sum = InternetChecksum.update($0, old: oldPort, new: port)
+                // ICMP's checksum has no pseudo-header; TCP's and UDP's cover the addresses.
+                return proto == 1 ? sum : InternetChecksum.update(sum, old: oldAddress, new: address.rawValue)
+            }
         }
 
         private func load16(_ at: Int) -> UInt16 { UInt16(bigEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt16.self)) }

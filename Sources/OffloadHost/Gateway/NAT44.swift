@@ -75,9 +75,9 @@ public struct NAT44: Sendable {
     /// (ports survive NAT where they can), else the next free one. A use at `now` restarts
     /// the lingering of a mapping without entries.
     public mutating func map(_ inside: Inside, now: Instant) throws(Failure) -> UInt16 {
-        if outward[inside] != nil {
-            if outward[inside]!.entries == 0 { idle(inside, since: now) }
-            return outward[inside]!.port
+        if let known = outward[inside] {
+            if known.entries == 0 { idle(inside, since: now) }
+            return known.port
         }
         // An ICMP echo's identifier is its port (RFC 5508). Other protocols without ports
         // have one mapping per protocol, at port 0: the first inside host to use one gets
