@@ -19,18 +19,12 @@ public enum CongestionAlgorithm: String, Hashable, Sendable, CaseIterable {
 ///   with L = 2 * SMSS (RFC 3465 section 2.2), so that a receiver delaying its ACKs (one per
 ///   two segments) still doubles the window per round trip. An ACK that crosses ssthresh
 ///   stops the window there and gives the rest of its bytes to congestion avoidance.
-/// - The window grows only while the sender uses it (RFC 7661's concern, RFC 9438 section
-///   5.8), judged by the flight before the ACK:
-///   - in congestion avoidance, when less than one MSS of the window was unused
-///     (`flightSize + MSS > congestionWindow`; a sender does not send a segment the window
-///     cannot hold whole). This is what lets CUBIC take ssthresh from cwnd (below);
-///   - in slow start, while the window is under twice the flight, as Linux's
-///     `tcp_is_cwnd_limited` has it. A sender that sends in rounds (a poll's budget of
-///     segments, then the ACKs the round brought) rarely fills the window the moment an ACK
-///     comes, yet stalls whenever it does; under the stricter rule its window stopped
-///     growing at a few hundred kilobytes on a loss-free path.
-///   CUBIC's time t also leaves out the spans that ended in an application-limited ACK, so
-///   the curve resumes where it paused.
+/// - The window grows only while the sender is window limited: when less than one MSS of it
+///   was unused before the ACK (`flightSize + MSS > congestionWindow`; a sender does not
+///   send a segment the window cannot hold whole). The rule holds in slow start and
+///   congestion avoidance alike (RFC 7661's concern, RFC 9438 section 5.8), and it is what
+///   lets CUBIC take ssthresh from cwnd (below). CUBIC's time t also leaves out the spans
+///   that ended in an application-limited ACK, so the curve resumes where it paused.
 /// - CUBIC's ssthresh on loss is cwnd * beta_cubic. RFC 9438 section 4.6 writes
 ///   flight_size * beta_cubic and allows cwnd when cwnd cannot grow while under-used, as
 ///   here; Linux uses cwnd too. NewReno takes FlightSize / 2 (RFC 5681 equation 4).
@@ -102,9 +96,7 @@ public struct CongestionControl: Hashable, Sendable {
     /// grows as NewReno).
     public mutating func onAcknowledged(bytes: Int, flightSize: Int, now: Instant, smoothedRTT: Duration?) {
         guard bytes > 0 else { return }
-        let used = isInSlowStart ? 2 * flightSize > congestionWindow
-            : flightSize + maximumSegmentSize > congestionWindow
-        guard used else {
+        guard flightSize + maximumSegmentSize > congestionWindow else {
             // Application (or receive window) limited: no growth, and no time on the curve.
             if let start = cubic.epochStart { cubic.epochStart = start + (now - cubic.lastAcknowledgment) }
             cubic.lastAcknowledgment = now
