@@ -6,9 +6,9 @@ import OffloadLink
 
 /// An engine on real links: its poll loop on the calling thread, its software on a thread
 /// of its own or (`softwareThread: false`) between the engine's polls on the same thread.
-/// An idle loop spins briefly (yielding the core to any thread that waits for it), then
-/// sleeps (epoll on the ports' descriptors and an eventfd) until a frame arrives or the other
-/// side rings, so an idle gateway leaves the cores to the hosts around it.
+/// An idle loop spins briefly (`IdleSpin`), then sleeps (epoll on the ports' descriptors and
+/// an eventfd) until a frame arrives or the other side rings, so an idle gateway leaves the
+/// cores to the hosts around it.
 public final class EngineLoop<Port: Link & ~Copyable> {
     public let engine: Engine<Port>
     public let slowPath: SlowPath
@@ -39,7 +39,7 @@ public final class EngineLoop<Port: Link & ~Copyable> {
                     tick: (Instant) -> Void = { _ in }) {
         software?.start()
         defer { software?.stop() }
-        var idleSince: Instant?
+        var idle = IdleSpin(spin: spinBeforeSleeping)
         var nextTick = clock.now + interval
         while !shouldStop() {
             let now = clock.now
@@ -54,18 +54,9 @@ public final class EngineLoop<Port: Link & ~Copyable> {
             } else if slowPath.step(max: engine.configuration.burstSize) > 0 {
                 worked = true
             }
-            if worked {
-                idleSince = nil
-            } else if let since = idleSince {
-                // A polite spin: the hosts around us run first if one waits for this core.
-                sched_yield()
-                if now - since >= spinBeforeSleeping {
-                    // The timeout also runs the software's timers (ARP retries) when it runs here.
-                    try? wakeup.sleep(timeoutMilliseconds: 10) { engine.hasSoftwareMessages || slowPath.hasWork }
-                    idleSince = nil
-                }
-            } else {
-                idleSince = now
+            if idle.shouldSleep(worked: worked, now: now) {
+                // The timeout also runs the software's timers (ARP retries) when it runs here.
+                try? wakeup.sleep(timeoutMilliseconds: 10) { engine.hasSoftwareMessages || slowPath.hasWork }
             }
             if now >= nextTick {
                 nextTick = now + interval

@@ -318,10 +318,12 @@ private enum TapTCPSender {
             return nil
         }
 
-        /// One round; returns whether it slept.
+        var idle = IdleSpin(spin: endpoint.spinBeforeSleeping)
+        /// One round; returns whether it slept (after the endpoint's idle spin, as `run` does).
         func round() throws(LinkError) -> Bool {
-            let worked = endpoint.turn(now: clock.now)
-            guard !worked && !endpoint.isBusy else { return false }
+            let now = clock.now
+            let worked = endpoint.turn(now: now)
+            guard idle.shouldSleep(worked: worked || endpoint.isBusy, now: now) else { return false }
             endpoint.sleep()
             return true
         }

@@ -32,6 +32,9 @@ struct TCPEndpointOptions: ParsableArguments {
     @Flag(help: "Keep connections in the host's software instead of offloading them to the engine.")
     var noOffload = false
 
+    @Option(help: ArgumentHelp("Microseconds the idle loop keeps polling before it sleeps until a frame arrives: a sender whose window is full gets its ACK sooner; less leaves the core to others.", valueName: "microseconds"))
+    var spin: UInt32 = 100
+
     @Option(help: "Write every counter as Prometheus text to this file every second, and at the end (node_exporter's textfile collector).")
     var metricsFile: String?
 
@@ -130,6 +133,7 @@ struct TCPEndpoint {
             host: .init(interface: options.host.address, hardwareAddress: hardware, gateway: options.host.gateway),
             tcp: options.stackConfiguration, engine: engineConfiguration, offload: !options.noOffload, clock: clock,
             makePort: makePort)
+        endpoint.spinBeforeSleeping = .microseconds(Int64(options.spin))
         print(banner)
         let deadline = options.host.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
         let metrics = options.metricsFile.map { MetricsFile(path: $0) }

@@ -17,6 +17,9 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     private let poller: Poller
 
     public let policy: HostPolicy
+    /// How long `run` (and `HostRuntime`) keep polling without work before they sleep (see
+    /// `IdleSpin`): a sender whose window is full gets its ACK without a wake-up.
+    public var spinBeforeSleeping = Duration.microseconds(100)
 
     /// `makePort` opens the link (once). With `offload`, established TCP connections move to
     /// the engine (seed 003); without, the host's software runs them.
@@ -84,11 +87,12 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
 
     /// Runs until `shouldStop`, giving `application` a turn after each of the endpoint's.
     public func run(shouldStop: () -> Bool, application: (TCPStack, Instant) -> Void) {
+        var idle = IdleSpin(spin: spinBeforeSleeping)
         while !shouldStop() {
             let now = clock.now
             let worked = turn(now: now)
             application(tcp, now)
-            if !worked && !isBusy { sleep() }
+            if idle.shouldSleep(worked: worked || isBusy, now: now) { sleep() }
         }
     }
 }

@@ -46,6 +46,7 @@ public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @uncheck
 
     public func start() {
         let thread = Thread { [self] in
+            var idle = IdleSpin(spin: endpoint.spinBeforeSleeping)
             while !stopping.load(ordering: .relaxed) {
                 let now = endpoint.clock.now
                 let (worked, busy) = tcp.withStack(now: now) { _ in
@@ -53,7 +54,7 @@ public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @uncheck
                     return (worked, endpoint.isBusy)
                 }
                 tcp.resumeReady()
-                if !worked && !busy { endpoint.sleep() }
+                if idle.shouldSleep(worked: worked || busy, now: now) { endpoint.sleep() }
             }
             finished.signal()
         }

@@ -40,28 +40,16 @@ public final class SoftwareThread: @unchecked Sendable {
     public func start() {
         let thread = Thread { [self] in
             let clock = MonotonicClock()
-            var idleSince: Instant?
+            var idle = IdleSpin(spin: spinBeforeSleeping)
             while !stopping.load(ordering: .relaxed) {
                 // The engine holds the turn for one step at most.
                 while !takeTurn() {}
                 let done = slowPath.step(max: 32)
                 giveTurn()
-                if done > 0 {
-                    idleSince = nil
-                    engineWakeup?.wakeIfSleeping()
-                    continue
-                }
-                let now = clock.now
-                guard let since = idleSince else {
-                    idleSince = now
-                    continue
-                }
-                // A polite spin: the hosts around us run first if one waits for this core.
-                sched_yield()
-                if now - since >= spinBeforeSleeping {
+                if done > 0 { engineWakeup?.wakeIfSleeping() }
+                if idle.shouldSleep(worked: done > 0, now: clock.now) {
                     // The timeout runs the policy's timers (ARP retries) while no packet comes.
                     try? wakeup.sleep(timeoutMilliseconds: 10) { slowPath.hasWork }
-                    idleSince = nil
                 }
             }
             finished.signal()
