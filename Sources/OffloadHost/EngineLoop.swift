@@ -1,5 +1,4 @@
 #if os(Linux)
-import Glibc
 import OffloadCore
 import OffloadEngine
 import OffloadLink
