@@ -56,8 +56,7 @@ struct GatewayBenchmark {
             row("gateway TCP, offloads off", \.tcpOffloadsOff, "Gbit/s", "-"),
             BenchResult(name: "gateway UDP -P 8 -l 1400 loss", value: ours.udp.lossPercent, unit: "%",
                         reference: ("kernel", kernel.udp.lossPercent), target: "-",
-                        detail: "datagrams the server's socket had no room for: ours \(ours.udp.receiverBufferDrops), "
-                            + "kernel's \(kernel.udp.receiverBufferDrops)"),
+                        detail: "ours: \(ours.udp.whereLost); kernel's: \(kernel.udp.whereLost)"),
             row("gateway UDP -P 8 out of order", { Double($0.udp.outOfOrder) }, "datagrams", "0"),
             BenchResult(name: "gateway 64 B UDP, < 1% loss", value: ours.smallPackets.rate / 1e3, unit: "kpps",
                         reference: ("kernel", kernel.smallPackets.rate / 1e3), target: "-",
@@ -148,7 +147,7 @@ struct GatewayBenchmark {
         defer { unlink(pidFile) }
         sh("ip netns exec \(middle) \(CommandLine.arguments[0]) gateway --port afpacket:\(clientSide)=10.77.41.1/24 "
            + "--port afpacket:\(serverSide)=10.77.42.1/24 --nat-outside \(serverSide) --stats 0 --duration 600 "
-           + "--threads \(threads) "
+           + "--threads \(threads) --metrics-file \(metricsPath) "
            + ">/dev/null 2>&1 & echo $! > \(pidFile)")
         guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
@@ -168,6 +167,7 @@ struct GatewayBenchmark {
         kill(pid, SIGINT)
         for _ in 0..<50 where kill(pid, 0) == 0 { usleep(100_000) }
         kill(pid, SIGKILL)
+        unlink(metricsPath)
     }
 
     // MARK: Measurements
@@ -192,26 +192,51 @@ struct GatewayBenchmark {
 
     struct UDPFigures {
         var lossPercent = 0.0
+        var lost = 0
         var outOfOrder = 0
         /// Datagrams the server's kernel dropped for want of socket buffer (UdpRcvbufErrors):
         /// lost at the receiver, not on the way.
         var receiverBufferDrops = 0
+        /// Packets our gateway dropped meanwhile (engine and links); nil for the kernel.
+        var gatewayDrops: UInt64?
+
+        /// Where the lost datagrams went, as far as the counters say.
+        var whereLost: String {
+            "lost \(lost), of them the server's socket had no room for \(receiverBufferDrops)"
+                + (gatewayDrops.map { ", the gateway dropped \($0) packets" } ?? "")
+        }
     }
 
     private func udpStreams() -> UDPFigures {
         let before = serverCounter("UdpRcvbufErrors")
+        let gatewayBefore = gatewayDrops()
         guard let end = iperf("-u -P 8 -l 1400 -b 100M -t \(seconds)")?["end"] as? [String: Any],
               let streams = end["streams"] as? [[String: Any]] else { return UDPFigures(lossPercent: 100) }
-        let receiverBufferDrops = serverCounter("UdpRcvbufErrors") - before
-        var packets = 0, lost = 0, outOfOrder = 0
+        var figures = UDPFigures(receiverBufferDrops: serverCounter("UdpRcvbufErrors") - before)
+        if let gatewayBefore {
+            usleep(1_200_000)  // the gateway rewrites its metrics file each second
+            figures.gatewayDrops = gatewayDrops().map { $0 - gatewayBefore }
+        }
+        var packets = 0
         for stream in streams {
             let udp = stream["udp"] as? [String: Any] ?? [:]
             packets += udp["packets"] as? Int ?? 0
-            lost += udp["lost_packets"] as? Int ?? 0
-            outOfOrder += udp["out_of_order"] as? Int ?? 0
+            figures.lost += udp["lost_packets"] as? Int ?? 0
+            figures.outOfOrder += udp["out_of_order"] as? Int ?? 0
         }
-        return UDPFigures(lossPercent: packets > 0 ? 100 * Double(lost) / Double(packets) : 100, outOfOrder: outOfOrder,
-                          receiverBufferDrops: receiverBufferDrops)
+        figures.lossPercent = packets > 0 ? 100 * Double(figures.lost) / Double(packets) : 100
+        return figures
+    }
+
+    /// Where the running gateway writes its counters (`--metrics-file`), each second.
+    private var metricsPath: String { "/tmp/offload-bench-gateway-\(getpid())-metrics" }
+
+    /// The packets the running gateway has dropped, engine and links together, as its
+    /// metrics file last said; nil when no gateway runs (the kernel's turn).
+    private func gatewayDrops() -> UInt64? {
+        guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return nil }
+        return text.split(separator: "\n").filter { !$0.hasPrefix("#") && $0.contains("_dropped_") }
+            .reduce(0) { $0 + (UInt64($1.split(separator: " ").last ?? "") ?? 0) }
     }
 
     /// A kernel SNMP counter of the server's namespace, absolute.
