@@ -212,11 +212,8 @@ struct GatewayBenchmark {
         let gatewayBefore = gatewayDrops()
         guard let end = iperf("-u -P 8 -l 1400 -b 100M -t \(seconds)")?["end"] as? [String: Any],
               let streams = end["streams"] as? [[String: Any]] else { return UDPFigures(lossPercent: 100) }
-        var figures = UDPFigures(receiverBufferDrops: serverCounter("UdpRcvbufErrors") - before)
-        if let gatewayBefore {
-            usleep(1_200_000)  // the gateway rewrites its metrics file each second
-            figures.gatewayDrops = gatewayDrops().map { $0 - gatewayBefore }
-        }
+        var figures = UDPFigures(receiverBufferDrops: serverCounter("UdpRcvbufErrors") - before,
+                                 gatewayDrops: gatewayDrops(since: gatewayBefore))
         var packets = 0
         for stream in streams {
             let udp = stream["udp"] as? [String: Any] ?? [:]
@@ -239,6 +236,14 @@ struct GatewayBenchmark {
             .reduce(0) { $0 + (UInt64($1.split(separator: " ").last ?? "") ?? 0) }
     }
 
+    /// The gateway's drops since `before` (a `gatewayDrops()`), once its metrics file has been
+    /// rewritten; nil for the kernel.
+    private func gatewayDrops(since before: UInt64?) -> UInt64? {
+        guard let before else { return nil }
+        usleep(1_200_000)  // the gateway rewrites its metrics file each second
+        return gatewayDrops().map { $0 - before }
+    }
+
     /// A kernel SNMP counter of the server's namespace, absolute.
     private func serverCounter(_ name: String) -> Int {
         let output = sh("ip netns exec \(server) nstat -asz \(name)").output
@@ -252,6 +257,7 @@ struct GatewayBenchmark {
         var result = SmallPackets()
         for kpps in [10, 25, 50, 100, 200, 400, 800] {
             let bits = kpps * 1000 * 18 * 8
+            let socketBefore = serverCounter("UdpRcvbufErrors"), gatewayBefore = gatewayDrops()
             guard let sum = (iperf("-u -l 18 -b \(bits) -t \(seconds)")?["end"] as? [String: Any])?["sum"] as? [String: Any],
                   let packets = sum["packets"] as? Int, packets > 0 else {
                 result.nextStep = "iperf3 failed at \(kpps) kpps"
@@ -259,7 +265,10 @@ struct GatewayBenchmark {
             }
             let lost = sum["lost_packets"] as? Int ?? packets
             guard Double(lost) < 0.01 * Double(packets) else {
+                let figures = UDPFigures(lost: lost, receiverBufferDrops: serverCounter("UdpRcvbufErrors") - socketBefore,
+                                         gatewayDrops: gatewayDrops(since: gatewayBefore))
                 result.nextStep = String(format: "%.1f%% at %d kpps", 100 * Double(lost) / Double(packets), kpps)
+                    + " (\(figures.whereLost))"
                 break
             }
             result.rate = Double(packets - lost) / Double(seconds)
