@@ -182,6 +182,24 @@ int offload_packet_socket_receive(int fd, int count, void *const *frames, size_t
     return n;
 }
 
+int offload_packet_socket_send(int fd, int count, void *const *frames, const size_t *lengths) {
+    struct mmsghdr messages[64];
+    struct iovec vectors[64];
+    if (count > 64) count = 64;
+    if (count <= 0) return 0;
+    for (int i = 0; i < count; i++) {
+        vectors[i] = (struct iovec){ .iov_base = frames[i], .iov_len = lengths[i] };
+        memset(&messages[i], 0, sizeof messages[i]);
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n;
+    do {
+        n = sendmmsg(fd, messages, (unsigned)count, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
 int offload_epoll_create(void) {
     int fd = epoll_create1(EPOLL_CLOEXEC);
     return fd < 0 ? -errno : fd;

@@ -160,9 +160,12 @@ public final class Engine<Port: Link & ~Copyable> {
     }
 
     /// One round of the poll loop: the software's messages first (they free buffers and
-    /// clear flags), then a burst from each port. Returns whether anything was done.
+    /// clear flags), then a burst from each port. Returns whether anything was done. What
+    /// the round transmits may leave together at its end (`Link.beginBatch`).
     @discardableResult
     public func poll(now: Instant) -> Bool {
+        for port in 0..<portCount { ports[port].beginBatch() }
+        defer { for port in 0..<portCount { ports[port].endBatch() } }
         var work = messages.pop(max: configuration.burstSize) { message in
             handle(message, now: now)
         }

@@ -39,4 +39,8 @@ public struct CaptureLink<Inner: Link & ~Copyable>: ~Copyable, Link {
         writer.write(header: header, payloads: payloads, metadata: metadata,
                      nanoseconds: clock.now.nanoseconds &+ epochOffset)
     }
+
+    public mutating func beginBatch() { inner.beginBatch() }
+
+    public mutating func endBatch() { inner.endBatch() }
 }

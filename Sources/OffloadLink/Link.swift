@@ -22,9 +22,21 @@ public protocol Link: ~Copyable {
     mutating func transmit(
         header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata
     ) throws(LinkError)
+
+    /// From here until `endBatch`, the link may hold frames it is given and send them
+    /// together (a packet socket: one `sendmmsg`), in order. Outside a batch every frame
+    /// leaves when `transmit` returns. A wrapper passes both calls on to the link it wraps.
+    mutating func beginBatch()
+
+    /// Sends whatever the batch holds and ends it.
+    mutating func endBatch()
 }
 
 extension Link where Self: ~Copyable {
+    /// Links that send each frame at once have no batch.
+    @inlinable public mutating func beginBatch() {}
+    @inlinable public mutating func endBatch() {}
+
     /// Sends the whole buffer as one frame, with its offload metadata.
     @inlinable
     public mutating func transmit(_ frame: borrowing PacketBuffer) throws(LinkError) {

@@ -97,6 +97,13 @@ public struct PacketSocketLink: ~Copyable, Link {
                         maxFrameSize: capabilities.maxFrameSize, counters: &counters)
     }
 
+    /// Frames that fit 2 KiB and carry no payload slices of their own wait until `endBatch`
+    /// and leave with one `sendmmsg`: a forwarding burst costs one system call, and the
+    /// receivers it wakes take the core once, not after every frame.
+    public mutating func beginBatch() { io.beginBatch() }
+
+    public mutating func endBatch() { io.endBatch(counters: &counters) }
+
     /// Reads the kernel's PACKET_STATISTICS (which resets them) and adds them to
     /// `kernelPackets`, `kernelDrops` and `counters.drops.kernelBuffer`.
     public mutating func updateKernelStatistics() throws(LinkError) {

@@ -33,10 +33,14 @@ public struct SystemLinkCounters: Sendable, Equatable {
         /// Dropped by the kernel for want of socket buffer space (packet sockets:
         /// PACKET_STATISTICS, as of the last read of it).
         public var kernelBuffer: UInt64 = 0
+        /// Frames of a send batch the kernel would not take (its device queue full).
+        public var sendRefused: UInt64 = 0
 
         public init() {}
 
-        public var total: UInt64 { truncated &+ runt &+ badVirtioNetHeader &+ kernelHandover &+ kernelBuffer }
+        public var total: UInt64 {
+            truncated &+ runt &+ badVirtioNetHeader &+ kernelHandover &+ kernelBuffer &+ sendRefused
+        }
     }
 
     public init() {}
@@ -50,7 +54,8 @@ extension SystemLinkCounters: CounterTable {
          ("link dropped: truncated", drops.truncated), ("link dropped: runt", drops.runt),
          ("link dropped: bad virtio-net header", drops.badVirtioNetHeader),
          ("link dropped: kernel handover", drops.kernelHandover),
-         ("link dropped: kernel buffer", drops.kernelBuffer)]
+         ("link dropped: kernel buffer", drops.kernelBuffer),
+         ("link dropped: send refused", drops.sendRefused)]
     }
 }
 
@@ -78,6 +83,17 @@ struct FrameIO: ~Copyable {
     private let batchFrames: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private let batchLengths: UnsafeMutablePointer<Int>
     private let batchHeaders: UnsafeMutableRawPointer
+    /// A socket's send batch, while one is open (`beginBatch`): whole frames (virtio-net
+    /// header first, if any) copied into slots of `sendSlotSize` bytes, sent with one
+    /// `sendmmsg` when the batch ends or fills. A frame with payload slices of its own
+    /// (offloaded TCP's gather) or larger than a slot flushes the batch and goes alone, so
+    /// frames leave in order and payloads are never copied.
+    private static let sendSlotSize = 2048
+    private var batching = false
+    private var pendingCount = 0
+    private let sendSlots: UnsafeMutableRawPointer
+    private let sendFrames: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private let sendLengths: UnsafeMutablePointer<Int>
 
     init(descriptor: Int32, source: Source, virtioNetHeader: Bool, slices: Int = 64) {
         self.descriptor = descriptor
@@ -92,6 +108,11 @@ struct FrameIO: ~Copyable {
         batchFrames = .allocate(capacity: Self.batchCapacity)
         batchLengths = .allocate(capacity: Self.batchCapacity)
         batchHeaders = .allocate(byteCount: 16 * Self.batchCapacity, alignment: 16)
+        let sendSlotCount = source == .socket ? Self.batchCapacity : 0
+        sendSlots = .allocate(byteCount: Self.sendSlotSize * sendSlotCount, alignment: 64)
+        sendFrames = .allocate(capacity: sendSlotCount)
+        sendLengths = .allocate(capacity: sendSlotCount)
+        for i in 0..<sendSlotCount { sendFrames[i] = sendSlots + i &* Self.sendSlotSize }
     }
 
     deinit {
@@ -102,6 +123,9 @@ struct FrameIO: ~Copyable {
         batchFrames.deallocate()
         batchLengths.deallocate()
         batchHeaders.deallocate()
+        sendSlots.deallocate()
+        sendFrames.deallocate()
+        sendLengths.deallocate()
     }
 
     // MARK: receive
@@ -249,6 +273,11 @@ struct FrameIO: ~Copyable {
     ) throws(LinkError) {
         let length = header.count &+ payloads.byteCount
         guard length <= maxFrameSize else { throw .frameTooLarge(size: length, max: maxFrameSize) }
+        if batching {
+            if payloads.isEmpty, try stage(header, metadata: metadata, counters: &counters) { return }
+            endBatch(counters: &counters)
+            batching = true
+        }
         vectorCount = 0
         var finishedInSoftware = false
         if virtioNetHeader {
@@ -280,6 +309,66 @@ struct FrameIO: ~Copyable {
         counters.framesTransmitted &+= 1
         counters.bytesTransmitted &+= UInt64(length)
         if finishedInSoftware { counters.checksumsCompletedInSoftware &+= 1 }
+    }
+
+    // MARK: send batches (packet sockets)
+
+    /// From here until `endBatch`, whole frames that fit a slot wait to leave together.
+    mutating func beginBatch() {
+        batching = source == .socket
+    }
+
+    /// Sends the frames waiting in the batch with `sendmmsg` and closes it. Frames the kernel
+    /// refuses (its device queue full) are counted in `drops.sendRefused`.
+    mutating func endBatch(counters: inout SystemLinkCounters) {
+        batching = false
+        var sent = 0
+        while sent < pendingCount {
+            let n = Int(offload_packet_socket_send(descriptor, Int32(pendingCount &- sent), sendFrames + sent,
+                                                   sendLengths + sent))
+            guard n > 0 else {
+                counters.drops.sendRefused &+= UInt64(pendingCount &- sent)
+                break
+            }
+            let header = virtioNetHeader ? VirtioNetHeader.size : 0
+            for i in sent..<(sent &+ n) { counters.bytesTransmitted &+= UInt64(sendLengths[i] &- header) }
+            counters.framesTransmitted &+= UInt64(n)
+            sent &+= n
+        }
+        pendingCount = 0
+    }
+
+    /// Copies a frame without payload slices into the batch; false when it does not fit a
+    /// slot (it then goes alone). A full batch is sent first.
+    private mutating func stage(
+        _ frame: UnsafeRawBufferPointer, metadata: OffloadMetadata, counters: inout SystemLinkCounters
+    ) throws(LinkError) -> Bool {
+        let header = virtioNetHeader ? VirtioNetHeader.size : 0
+        guard header &+ frame.count <= Self.sendSlotSize, let base = frame.baseAddress else { return false }
+        if pendingCount == Self.batchCapacity {
+            endBatch(counters: &counters)
+            batching = true
+        }
+        let slot = sendFrames[pendingCount].unsafelyUnwrapped
+        if virtioNetHeader {
+            VirtioNetHeader(metadata).emit(into: UnsafeMutableRawBufferPointer(start: slot, count: header))
+        }
+        (slot + header).copyMemory(from: base, byteCount: frame.count)
+        switch metadata {
+        case .partialChecksum(let start, let offset) where !virtioNetHeader:
+            try finishChecksum(header: frame, payloads: .none, length: frame.count, start: Int(start),
+                               offset: Int(offset))
+            let field = Int(start) &+ Int(offset)
+            (slot + field).copyMemory(from: UnsafeRawPointer(scratch + 32), byteCount: 2)
+            counters.checksumsCompletedInSoftware &+= 1
+        case .tcpSegmentation where !virtioNetHeader:
+            throw .unsupportedOffload("TCP segmentation (TSO) without the virtio-net header")
+        default:
+            break
+        }
+        sendLengths[pendingCount] = header &+ frame.count
+        pendingCount &+= 1
+        return true
     }
 
     /// Sums the frame from `start` to its end (the field holds the pseudo-header sum) and

@@ -72,6 +72,26 @@ public enum SystemLink: ~Copyable, Link {
         }
     }
 
+    public mutating func beginBatch() {
+        switch consume self {
+        case .tap(let link):
+            self = .tap(link)
+        case .packetSocket(var link):
+            link.beginBatch()
+            self = .packetSocket(link)
+        }
+    }
+
+    public mutating func endBatch() {
+        switch consume self {
+        case .tap(let link):
+            self = .tap(link)
+        case .packetSocket(var link):
+            link.endBatch()
+            self = .packetSocket(link)
+        }
+    }
+
     /// Reads the kernel's drop count where the link has one (a packet socket's).
     public mutating func updateKernelStatistics() {
         switch consume self {

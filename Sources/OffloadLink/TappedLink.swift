@@ -35,4 +35,8 @@ public struct TappedLink<Inner: Link & ~Copyable>: ~Copyable, Link {
         try inner.transmit(header: header, payloads: payloads, metadata: metadata)
         tap(.transmitted, header, payloads, metadata)
     }
+
+    public mutating func beginBatch() { inner.beginBatch() }
+
+    public mutating func endBatch() { inner.endBatch() }
 }

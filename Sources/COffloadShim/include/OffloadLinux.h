@@ -58,6 +58,10 @@ int offload_socket_receive_buffer(int fd);
 int offload_packet_socket_receive(int fd, int count, void *const *frames, size_t capacity,
                                   void *headers, int header_size, size_t *lengths);
 
+/// Sends up to 64 whole frames (each `lengths[i]` bytes at `frames[i]`) with one sendmmsg;
+/// returns how many went, or -errno.
+int offload_packet_socket_send(int fd, int count, void *const *frames, const size_t *lengths);
+
 /// Creates an epoll instance (close-on-exec). Descriptor or -errno.
 int offload_epoll_create(void);
 
