@@ -323,7 +323,11 @@ final class GatewayNamespaces {
         try? Self.orderReceiver.write(toFile: receiverScript, atomically: true, encoding: .utf8)
         try? Self.burstSender.write(toFile: senderScript, atomically: true, encoding: .utf8)
         let receiver = server.start("python3 \(receiverScript) 5003", timeout: 60)
-        for _ in 0..<100 where !server.run("ss -Huln sport = :5003").output.contains(":5003") { usleep(20_000) }
+        var waited = 0  // until the receiver is bound (a `for ... where` would run all 100 checks)
+        while waited < 100 && !server.run("ss -Huln sport = :5003").output.contains(":5003") {
+            usleep(20_000)
+            waited += 1
+        }
         client.must("python3 \(senderScript) \(Self.serverAddress) 5003 \(flows) \(datagramsPerFlow)", timeout: 30)
         let output = receiver.finish().output
         guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("received ") }) else {
