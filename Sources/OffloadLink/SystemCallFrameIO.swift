@@ -33,7 +33,8 @@ public struct SystemLinkCounters: Sendable, Equatable {
         /// Dropped by the kernel for want of socket buffer space (packet sockets:
         /// PACKET_STATISTICS, as of the last read of it).
         public var kernelBuffer: UInt64 = 0
-        /// Frames of a send batch the kernel would not take (its device queue full).
+        /// Frames of a send batch the kernel would not take (its queue full, the interface
+        /// down): a frame sent alone that fails is the caller's error instead.
         public var sendRefused: UInt64 = 0
 
         public init() {}
@@ -319,7 +320,7 @@ struct FrameIO: ~Copyable {
     }
 
     /// Sends the frames waiting in the batch with `sendmmsg` and closes it. Frames the kernel
-    /// refuses (its device queue full) are counted in `drops.sendRefused`.
+    /// refuses are counted in `drops.sendRefused`.
     mutating func endBatch(counters: inout SystemLinkCounters) {
         batching = false
         var sent = 0
