@@ -72,33 +72,20 @@ public enum SystemLink: ~Copyable, Link {
         }
     }
 
-    public mutating func beginBatch() {
-        switch consume self {
-        case .tap(let link):
-            self = .tap(link)
-        case .packetSocket(var link):
-            link.beginBatch()
-            self = .packetSocket(link)
-        }
-    }
+    public mutating func beginBatch() { onPacketSocket { $0.beginBatch() } }
 
-    public mutating func endBatch() {
-        switch consume self {
-        case .tap(let link):
-            self = .tap(link)
-        case .packetSocket(var link):
-            link.endBatch()
-            self = .packetSocket(link)
-        }
-    }
+    public mutating func endBatch() { onPacketSocket { $0.endBatch() } }
 
     /// Reads the kernel's drop count where the link has one (a packet socket's).
-    public mutating func updateKernelStatistics() {
+    public mutating func updateKernelStatistics() { onPacketSocket { try? $0.updateKernelStatistics() } }
+
+    /// Runs `body` on the link if it is a packet socket (a TAP has nothing to do there).
+    private mutating func onPacketSocket(_ body: (inout PacketSocketLink) -> Void) {
         switch consume self {
         case .tap(let link):
             self = .tap(link)
         case .packetSocket(var link):
-            try? link.updateKernelStatistics()
+            body(&link)
             self = .packetSocket(link)
         }
     }
