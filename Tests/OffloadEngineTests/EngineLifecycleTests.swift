@@ -22,6 +22,12 @@ final class LifecycleBench {
         source = wires[0]; sink = wires[1]
     }
 
+    /// Lets `time` pass without traffic, then polls once (expiry runs in the poll).
+    func idle(for time: Duration) {
+        clock.advance(by: time)
+        engine.poll(now: clock.now)
+    }
+
     /// Sends a frame in and plays the software for anything that comes out of the engine.
     /// Returns the frames delivered to the sink.
     @discardableResult
@@ -65,12 +71,10 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         #expect(b.send(tcpSegment(flags: .ack)) == 1)
         #expect(b.entries == 2)
         #expect(b.send(udpFrame()) == 1 && b.engine.counters.fastPath == 1)
-        b.clock.advance(by: .seconds(10))
-        b.engine.poll(now: b.clock.now)
+        b.idle(for: .seconds(10))
         #expect(b.entries == 1, "UDP idled out after 5 s; TCP has 60 s")
         #expect(b.engine.counters.expired == 1)
-        b.clock.advance(by: .seconds(60))
-        b.engine.poll(now: b.clock.now)
+        b.idle(for: .seconds(60))
         #expect(b.entries == 0 && b.engine.counters.expired == 2)
     }
 
@@ -79,8 +83,7 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         try! udpFrame().withUnsafeBytes { try b.source.transmit($0) }
         b.engine.poll(now: b.clock.now)
         #expect(b.engine.exceptions.count == 1)
-        b.clock.advance(by: .seconds(100))
-        b.engine.poll(now: b.clock.now)
+        b.idle(for: .seconds(100))
         #expect(b.entries == 1, "the pending entry holds a packet in the software")
     }
 
@@ -108,11 +111,9 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         #expect(b.entries == 1 && b.engine.counters.tornDown == 1)
         #expect(b.send(tcpSegment(flags: .ack)) == 1)
         #expect(b.engine.counters.fastPath == 4 && b.engine.counters[toSoftware: .miss] == 1)
-        b.clock.advance(by: .seconds(9))
-        b.engine.poll(now: b.clock.now)
+        b.idle(for: .seconds(9))
         #expect(b.entries == 1)
-        b.clock.advance(by: .seconds(2))
-        b.engine.poll(now: b.clock.now)
+        b.idle(for: .seconds(2))
         #expect(b.entries == 0 && b.engine.counters.expired == 1)
     }
 
@@ -123,8 +124,7 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         let b = LifecycleBench()
         #expect(b.send(tcpSegment(flags: flags)) == 1)
         #expect(b.entries == 1 && b.engine.counters.tornDown == 1)
-        b.clock.advance(by: .seconds(11))
-        b.engine.poll(now: b.clock.now)
+        b.idle(for: .seconds(11))
         #expect(b.entries == 0, "gone after the closing timeout, not TCP's 60 s")
     }
 
@@ -146,8 +146,7 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         let replyEntry = b.engine.table.lookup(reply)
         let closing = replyEntry.map { b.engine.table.isClosing($0) }
         #expect(b.entries == 1 && closing == true)
-        b.clock.advance(by: .seconds(11))
-        b.engine.poll(now: b.clock.now)
+        b.idle(for: .seconds(11))
         #expect(b.entries == 0)
     }
 
@@ -159,11 +158,9 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         #expect(b.send(tcpSegment(flags: TCPFlags.fin.union(.ack))) == 1)
         #expect(b.send(tcpSegment(flags: .syn)) == 1)
         #expect(b.engine.counters.fastPath == 2 && b.engine.counters.tornDown == 1)
-        b.clock.advance(by: .seconds(30))
-        b.engine.poll(now: b.clock.now)
+        b.idle(for: .seconds(30))
         #expect(b.entries == 1, "open again: TCP's 60 s here, not the closing 10 s")
-        b.clock.advance(by: .seconds(31))
-        b.engine.poll(now: b.clock.now)
+        b.idle(for: .seconds(31))
         #expect(b.entries == 0)
     }
 }
