@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "OffloadTCP", dependencies: ["OffloadCore", "OffloadWire"], swiftSettings: perPacket),
         .target(name: "OffloadEngine", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadTCP", "COffloadShim"],
                 swiftSettings: perPacket),
-        .target(name: "OffloadHost", dependencies: ["OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine", "OffloadTCP"],
+        .target(name: "OffloadHost", dependencies: ["COffloadShim", "OffloadCore", "OffloadWire", "OffloadLink", "OffloadEngine", "OffloadTCP"],
                 swiftSettings: perPacket),
         // `offload demo`: two hosts and a gateway in one simulation, with its checks and report.
         .target(name: "OffloadDemo", dependencies: ["OffloadHost", "OffloadEngine", "OffloadLink", "OffloadSim", "OffloadTCP"]),

@@ -72,6 +72,18 @@ public final class SPSCRing<Element: ~Copyable>: @unchecked Sendable {
         return element
     }
 
+    /// Consumer: lets `body` look at the element `offset` places behind the oldest, without
+    /// taking it (to prefetch what it will need); nil when there is none.
+    @inlinable
+    public func peek<R>(at offset: Int, _ body: (borrowing Element) -> R) -> R? {
+        let h = head.load(ordering: .relaxed)
+        if offset >= consumerCachedTail &- h {
+            consumerCachedTail = tail.load(ordering: .acquiring)
+            if offset >= consumerCachedTail &- h { return nil }
+        }
+        return body((slots + ((h &+ offset) & mask)).pointee)
+    }
+
     /// Consumer: removes up to `max` elements, oldest first, handing each to `body`; publishes
     /// the new head once. Returns how many.
     @inlinable

@@ -12,8 +12,9 @@ import Glibc
 /// and a miss 2.5, and the next slot of a probe is the next cache line (a burst prefetches
 /// each key's home slot and the one after it). The slots are one block aligned to 64 bytes (to 2 MiB and
 /// advised as huge pages when the block is that large: at 1M flows the slots span 128 MiB,
-/// and the prototype in ARCHITECTURE.md gained 10 to 20% from huge pages). Counters that the fast path does not touch
-/// live in a parallel array of 8-byte `FlowEntryCold`.
+/// and the prototype in ARCHITECTURE.md gained 10 to 20% from huge pages). What neither the
+/// fast path nor a new flow touches (the counters' high halves, the closing mark) lives in a
+/// parallel array of 8-byte `FlowEntryCold`, zero in every empty slot.
 ///
 /// **Deletion by backward shift, no tombstones.** Flows come and go all the time (TCP
 /// teardown, idle expiry, eviction); tombstones would pile up under that churn and lengthen
@@ -264,24 +265,43 @@ public struct ConnectionTable: ~Copyable {
     /// `recordHit` on a slot from `entry(at:)`.
     @inlinable @inline(__always)
     func recordHit(at e: UnsafeMutablePointer<FlowEntry>, bytes: Int, now: Instant) {
-        e.pointee.bytes &+= UInt64(truncatingIfNeeded: bytes)
+        // A frame is far below 4 GiB: one add carries at most once.
+        let (sum, carry) = e.pointee.bytesLow.addingReportingOverflow(UInt32(truncatingIfNeeded: bytes))
+        e.pointee.bytesLow = sum
         e.pointee.packetsLow &+= 1
-        if e.pointee.packetsLow == 0 { cold[e - slots].packetsHigh &+= 1 }
+        let packetsCarry = e.pointee.packetsLow == 0
+        if carry || packetsCarry { ConnectionTable.carry(into: cold + (e - slots), bytes: carry, packets: packetsCarry) }
         e.pointee.lastUsedTick = ConnectionTable.tick(now)
+    }
+
+    /// Once every 2^32 packets or bytes of a flow: the high halves, in the cold part. Static,
+    /// not a method: a call to a method of this move-only struct copies the struct first.
+    @usableFromInline @inline(never)
+    static func carry(into c: UnsafeMutablePointer<FlowEntryCold>, bytes: Bool, packets: Bool) {
+        if bytes { c.pointee.bytesHigh &+= 1 }
+        if packets { c.pointee.packetsHigh &+= 1 }
     }
 
     public func stats(_ h: EntryHandle) -> FlowEntryStats {
         let e = entry(at: h)
         let c = cold[h.index]
         return FlowEntryStats(packets: UInt64(c.packetsHigh) << 32 | UInt64(e.pointee.packetsLow),
-                              bytes: e.pointee.bytes, lastUsedTick: e.pointee.lastUsedTick,
-                              inSoftwareCount: c.inSoftwareCount)
+                              bytes: UInt64(c.bytesHigh) << 32 | UInt64(e.pointee.bytesLow),
+                              lastUsedTick: e.pointee.lastUsedTick, inSoftwareCount: e.pointee.inSoftwareCount)
     }
 
     /// Marks a TCP flow that sent a FIN: its entry now idles out after the closing timeout.
     /// It stays until then, for the last ACKs and for data the other way on a half-closed
-    /// connection.
-    public func markClosing(_ h: EntryHandle) { cold[entry(at: h) - slots].closing = true }
+    /// connection. An entry still waiting for its action (`toSoftware`) is not marked: the
+    /// action's install starts it afresh, and so need not clear a mark (see `insert`).
+    /// Returns whether the entry is marked.
+    @discardableResult
+    public func markClosing(_ h: EntryHandle) -> Bool {
+        let e = entry(at: h)
+        guard e.pointee.kind != .toSoftware else { return false }
+        cold[e - slots].closing = true
+        return true
+    }
 
     public func isClosing(_ h: EntryHandle) -> Bool { cold[entry(at: h) - slots].closing }
 
@@ -298,19 +318,15 @@ public struct ConnectionTable: ~Copyable {
     /// Clears do-not-use; the engine does so when `decrementInSoftware` returns 0.
     @inlinable public func clearDoNotUse(_ h: EntryHandle) { entry(at: h).pointee.control &= ~FlowEntry.doNotUseBit }
 
-    @inlinable public func inSoftwareCount(_ h: EntryHandle) -> UInt32 {
-        _ = entry(at: h)
-        return cold[h.index].inSoftwareCount
-    }
+    @inlinable public func inSoftwareCount(_ h: EntryHandle) -> UInt32 { entry(at: h).pointee.inSoftwareCount }
 
     /// A packet of the flow went to the software. Returns the new count.
     @inlinable @discardableResult
     public func incrementInSoftware(_ h: EntryHandle) -> UInt32 {
-        _ = entry(at: h)
-        let c = cold + h.index
-        precondition(c.pointee.inSoftwareCount < UInt32.max, "ConnectionTable: inSoftwareCount overflow")
-        c.pointee.inSoftwareCount &+= 1
-        return c.pointee.inSoftwareCount
+        let e = entry(at: h)
+        precondition(e.pointee.inSoftwareCount < UInt32.max, "ConnectionTable: inSoftwareCount overflow")
+        e.pointee.inSoftwareCount &+= 1
+        return e.pointee.inSoftwareCount
     }
 
     /// A packet of the flow came back from the software and left the engine. Returns the new
@@ -318,11 +334,10 @@ public struct ConnectionTable: ~Copyable {
     /// signal). Below zero is an engine bug: a precondition.
     @inlinable @discardableResult
     public func decrementInSoftware(_ h: EntryHandle) -> UInt32 {
-        _ = entry(at: h)
-        let c = cold + h.index
-        precondition(c.pointee.inSoftwareCount > 0, "ConnectionTable: inSoftwareCount below zero")
-        c.pointee.inSoftwareCount &-= 1
-        return c.pointee.inSoftwareCount
+        let e = entry(at: h)
+        precondition(e.pointee.inSoftwareCount > 0, "ConnectionTable: inSoftwareCount below zero")
+        e.pointee.inSoftwareCount &-= 1
+        return e.pointee.inSoftwareCount
     }
 
     /// Every entry with its counters, in slot order (a dump for the software and for tests).

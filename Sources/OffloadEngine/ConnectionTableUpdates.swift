@@ -27,11 +27,13 @@ extension ConnectionTable {
                     guard noticeRoom >= 1 else { return refuseForNoticeRoom() }
                     announce(key, began: translates)
                 }
-                new.bytes = e.pointee.bytes
+                new.bytesLow = e.pointee.bytesLow
                 new.packetsLow = e.pointee.packetsLow
+                new.inSoftwareCount = e.pointee.inSoftwareCount
                 // A new decision is a new start: a connection on the same ports whose SYN went
-                // through the software is not the closing one before it.
-                cold[i].closing = false
+                // through the software is not the closing one before it. (An entry waiting for
+                // its action is never closing: a new flow's install touches no cold part.)
+                if e.pointee.kind != .toSoftware { cold[i].closing = false }
                 epochPopulation[Int(e.pointee.epoch)] -= 1
                 epochPopulation[Int(epoch)] += 1
                 e.pointee = new
@@ -63,8 +65,8 @@ extension ConnectionTable {
 
     mutating func place(_ entry: FlowEntry, at i: Int) {
         if entry.translates { announce(entry.key, began: true) }
+        // The cold part of an empty slot is zero already.
         slots[i] = entry
-        cold[i] = FlowEntryCold()
         epochPopulation[Int(entry.epoch)] += 1
         count += 1
         counters.inserted += 1
@@ -79,7 +81,7 @@ extension ConnectionTable {
                 seen += 1
                 // Never an entry with packets in the software, nor an offloaded connection's
                 // (its segments would have nowhere to go).
-                if cold[i].inSoftwareCount == 0 && !slots[i].isOffloadedTCP {
+                if slots[i].inSoftwareCount == 0 && !slots[i].isOffloadedTCP {
                     let stale = slots[i].epoch != epoch
                     let age = nowTick &- slots[i].lastUsedTick
                     if best < 0 || (stale && !bestStale) || (stale == bestStale && age > bestAge) {
@@ -191,7 +193,7 @@ extension ConnectionTable {
             work += 1
             let i = expiryCursor
             let low = slots[i].keyLow
-            if low != 0 && cold[i].inSoftwareCount == 0 {
+            if low != 0 && slots[i].inSoftwareCount == 0 {
                 let timeout = cold[i].closing ? timeouts.tcpClosingTicks
                     : timeouts.ticks(forProtocol: UInt8(truncatingIfNeeded: low))
                 // A due entry whose end cannot be announced yet is looked at again next pass.
@@ -247,6 +249,9 @@ extension ConnectionTable {
     func invariantViolation() -> String? {
         var occupied = 0
         var perEpoch = [Int](repeating: 0, count: 256)
+        for i in 0...mask where slots[i].keyLow == 0 && !cold[i].isZero {
+            return "slot \(i): empty, with a cold part left over"
+        }
         for i in 0...mask where slots[i].keyLow != 0 {
             occupied += 1
             perEpoch[Int(slots[i].epoch)] += 1

@@ -482,8 +482,7 @@ public final class Engine<Port: Link & ~Copyable> {
     private func closedInSoftware(_ key: FlowKey, flags: UInt8) {
         guard let h = table.lookup(key) else { return }
         if flags & Self.rst != 0 { closeReplies(of: key, entry: h) }
-        guard !table.isClosing(h) else { return }
-        table.markClosing(h)
+        guard !table.isClosing(h), table.markClosing(h) else { return }
         counters.tornDown &+= 1
     }
 

@@ -9,11 +9,12 @@ import OffloadCore
 /// | 28-39 | new source address, new destination address, new ports, as stored on the wire (the connection id for `deliver`) |
 /// | 40-43 | IPv4 header and L4 checksum deltas of the rewrite, network order, precomputed |
 /// | 44-47 | output port, control (kind, translation flags, do-not-use), policy epoch |
-/// | 48-63 | bytes, packets (low 32 bits), last-used tick |
+/// | 48-63 | bytes and packets (low 32 bits of each), the count of the flow's packets in the software, last-used tick |
 ///
-/// What does not fit is cold and kept in a parallel array (`FlowEntryCold`): the count of the
-/// flow's packets in the software (touched only on the slow path) and the high half of the
-/// packet counter (touched once every 2^32 packets).
+/// What does not fit is cold and kept in a parallel array (`FlowEntryCold`): the high halves
+/// of the counters (touched once every 2^32 packets or bytes) and the closing mark. The count
+/// in the software is in the line itself: a new flow's miss, its install and the return of
+/// its first packet then touch this line only, which the burst has already prefetched.
 ///
 /// A value of this type built with `init(key:action:)` (outside a table) applies the same
 /// rewrite as the table's entry does, so software that completely processes a packet (B6)
@@ -37,9 +38,12 @@ public struct FlowEntry: Sendable {
     /// Bits 0-1 kind, 2-5 which NAT translations are set, 7 do-not-use.
     @usableFromInline var control: UInt8
     @usableFromInline var epoch: UInt8
-    @usableFromInline var bytes: UInt64
+    /// Low 32 bits of the byte count; the carry goes to `FlowEntryCold.bytesHigh`.
+    @usableFromInline var bytesLow: UInt32
     /// Low 32 bits of the packet count; the carry goes to `FlowEntryCold.packetsHigh`.
     @usableFromInline var packetsLow: UInt32
+    /// Packets of the flow that are in the host software (B4).
+    @usableFromInline var inSoftwareCount: UInt32
     @usableFromInline var lastUsedTick: UInt32
 
     @usableFromInline static let occupiedBit: UInt64 = 0x100
@@ -57,7 +61,7 @@ public struct FlowEntry: Sendable {
         keyHigh = 0; keyLow = 0; ethernetFirst = 0; ethernetLast = 0
         newSource = 0; newDestination = 0; newPorts = 0
         ipChecksumDelta = 0; l4ChecksumDelta = 0; outputPortValue = 0
-        control = 0; epoch = 0; bytes = 0; packetsLow = 0; lastUsedTick = 0
+        control = 0; epoch = 0; bytesLow = 0; packetsLow = 0; inSoftwareCount = 0; lastUsedTick = 0
     }
 
     /// Compiles `action` for packets of `key`: the new header values and the checksum deltas.
@@ -208,17 +212,20 @@ public struct FlowEntry: Sendable {
     }
 }
 
-/// The parts of an entry that the fast path does not touch per packet.
+/// The parts of an entry that neither the fast path nor a new flow touches. Zero in every
+/// empty slot, so that an insert need not write it.
 @usableFromInline
 struct FlowEntryCold: Sendable {
-    /// Packets of the flow that are in the host software (B4).
-    @usableFromInline var inSoftwareCount: UInt32 = 0
+    /// Bits 32 to 63 of the byte counter.
+    @usableFromInline var bytesHigh: UInt32 = 0
     /// Bits 32 to 47 of the packet counter (it wraps at 2^48: 217 days at 15 Mpps).
     @usableFromInline var packetsHigh: UInt16 = 0
     /// A TCP flow that has sent a FIN: the entry idles out after `IdleTimeouts.tcpClosing`.
     @usableFromInline var closing = false
 
     @usableFromInline init() {}
+
+    @usableFromInline var isZero: Bool { bytesHigh == 0 && packetsHigh == 0 && !closing }
 }
 
 /// An entry's counters, read on the slow path.

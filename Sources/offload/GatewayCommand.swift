@@ -164,7 +164,7 @@ struct GatewayCommand: ParsableCommand {
         let outside = natOutside.flatMap { name in ports.firstIndex { $0.link.deviceName == name } }.map(UInt16.init)
         let policy = GatewayPolicy(ports: gatewayPorts, routes: table, outsidePort: outside, clock: clock)
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion,
-                                processing: processing.value, policy: policy)
+                                processing: processing.value, policy: policy, cacheSeed: .random(in: .min ... .max))
         slowPath.decisionDelayMicroseconds = decisionDelay
         let loop = try EngineLoop(engine: engine, slowPath: slowPath, softwareThread: threads == 2)
         loop.spinBeforeSleeping = .microseconds(Int64(spin))

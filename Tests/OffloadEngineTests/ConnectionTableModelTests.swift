@@ -12,7 +12,8 @@ import OffloadCore
         var epoch: UInt8
         var doNotUse: Bool
         var inSoftware: UInt32 = 0
-        /// Marked at a FIN: idles out after the closing timeout (cleared by a replace).
+        /// Marked at a FIN: idles out after the closing timeout (cleared by a replace; never
+        /// set on an entry waiting for its action).
         var closing = false
         var packets: UInt64 = 0
         var bytes: UInt64 = 0
@@ -266,8 +267,11 @@ import OffloadCore
             case 65..<68:
                 what = "closing \(key)"
                 guard let h = table.lookup(key), model.entries[key] != nil else { break }
-                table.markClosing(h)
-                model.entries[key]!.closing = true
+                // An entry still waiting for its action is not marked.
+                let waiting = model.entries[key]!.action == .toSoftware
+                let marked = table.markClosing(h)
+                #expect(marked == !waiting, "\(what)")
+                if !waiting { model.entries[key]!.closing = true }
             case 68..<72:
                 what = "do-not-use \(key)"
                 guard let h = table.lookup(key), model.entries[key] != nil else { break }

@@ -119,6 +119,45 @@ import OffloadCore
         #expect(table.stats(h).bytes == 3 << 20)
     }
 
+    @Test func byteCounterCarriesPast32BitsAndCarriesOverAReplace() {
+        var table = ConnectionTable(capacity: 2)
+        let k = Self.key(1)
+        let h = table.insert(k, action: .drop, now: .zero).handle!
+        table.slots[h.index].bytesLow = 0xffff_ff00
+        table.recordHit(h, bytes: 0x80, now: .zero)
+        let below = table.stats(h).bytes
+        #expect(below == 0xffff_ff80)
+        table.recordHit(h, bytes: 0x100, now: .zero)
+        let past = table.stats(h).bytes
+        #expect(past == 0x1_0000_0080)
+        // A new decision for the flow keeps its counters; removal leaves no cold part behind.
+        let h2 = table.insert(k, action: Self.forward, now: .zero).handle!
+        let kept = table.stats(h2)
+        #expect(kept.bytes == 0x1_0000_0080 && kept.packets == 2)
+        let last = table.remove(k)
+        #expect(last?.bytes == 0x1_0000_0080)
+        let violation = table.invariantViolation()
+        #expect(violation == nil)
+        let fresh = table.insert(k, action: .drop, now: .zero).handle!
+        let freshStats = table.stats(fresh)
+        #expect(freshStats.bytes == 0 && freshStats.packets == 0)
+    }
+
+    @Test func anEntryWaitingForItsActionIsNeverClosing() {
+        var table = ConnectionTable(capacity: 2)
+        let k = Self.key(1)
+        let pending = table.insert(k, action: .toSoftware, now: .zero, doNotUse: true).handle!
+        let pendingMarked = table.markClosing(pending), pendingClosing = table.isClosing(pending)
+        #expect(!pendingMarked && !pendingClosing)
+        let h = table.insert(k, action: Self.forward, now: .zero).handle!
+        let marked = table.markClosing(h), closing = table.isClosing(h)
+        #expect(marked && closing)
+        // A new decision is a new start.
+        let again = table.insert(k, action: Self.forward, now: .zero).handle!
+        let closingAgain = table.isClosing(again)
+        #expect(!closingAgain)
+    }
+
     @Test func epochsWrapWithoutResurrectingStaleEntries() {
         var table = ConnectionTable(capacity: 64)
         let old = Self.key(1)

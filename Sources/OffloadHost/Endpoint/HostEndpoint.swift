@@ -33,7 +33,9 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
         slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .complete,
                             policy: policy,
                             ownFrames: (count: engineConfiguration.queueCapacity,
-                                        size: min(engineConfiguration.bufferSize, 2048)))
+                                        size: min(engineConfiguration.bufferSize, 2048)),
+                            // Secret when the table's is (`randomizingSecrets`), and not the same.
+                            cacheSeed: engineConfiguration.tableHashSeed.byteSwapped)
         poller = try Poller()
         if let descriptor = engine.withPort(0, { $0.capabilities.readinessDescriptor }) { try poller.add(descriptor) }
     }

@@ -24,9 +24,8 @@ public final class SlowPath {
     public let policy: any SlowPathPolicy
     private let exceptions: SPSCRing<ExceptionItem>
     private let queue: ReinsertionQueue
-    /// Actions decided so far, so later packets of a flow are processed like its first.
-    public private(set) var actions: [FlowKey: FlowAction] = [:]
-    static let actionCacheLimit = 65_536
+    /// Actions decided lately, so later packets of a flow are processed like its first.
+    private let actions: FlowActionCache
     /// Flows with held packets: how many, and the hop they wait for. Such a flow's later
     /// packets are held behind them.
     private var heldFlows: [FlowKey: (count: Int, hop: NextHop)] = [:]
@@ -45,9 +44,12 @@ public final class SlowPath {
     public var decisionDelayMicroseconds: UInt32 = 0
 
     /// `ownFrames`: the software's own buffers for the frames it makes (a gateway's ARP
-    /// requests are small; a host's TCP segments are full frames).
+    /// requests are small; a host's TCP segments are full frames). `cacheSeed` keys the hash
+    /// of the decided actions' cache: draw it at random on real links, as the table's.
     public init(exceptions: SPSCRing<ExceptionItem>, reinsertion: ReinsertionQueue, processing: Processing,
-                policy: any SlowPathPolicy, heldCapacity: Int = 256, ownFrames: (count: Int, size: Int) = (64, 256)) {
+                policy: any SlowPathPolicy, heldCapacity: Int = 256, ownFrames: (count: Int, size: Int) = (64, 256),
+                cacheSeed: UInt64 = 0x6163_7469_6f6e_7321) {
+        actions = FlowActionCache(seed: cacheSeed)
         self.exceptions = exceptions
         self.queue = reinsertion
         self.processing = processing
@@ -76,6 +78,9 @@ public final class SlowPath {
 
     /// Whether the engine has handed over packets (or translation notices) not yet taken.
     public var hasWork: Bool { exceptions.count > 0 || (queue.translationNotices?.count ?? 0) > 0 }
+
+    /// How many packets ahead of the one in hand the cache's line is prefetched.
+    static let prefetchDistance = 1
 
     /// The most a packet may send: the entries of its flow and of the flow's replies, and itself.
     static let messagesPerPacket = 3
@@ -108,6 +113,11 @@ public final class SlowPath {
             }
         }
         while done < max, queue.room >= SlowPath.messagesPerPacket, let item = exceptions.pop() {
+            // A flow the table missed is decided when its turn comes, and its action cached:
+            // the cache's line for a flow two packets on is loaded meanwhile.
+            exceptions.peek(at: SlowPath.prefetchDistance) { next in
+                if let key = next.key { actions.prefetch(key) }
+            }
             handle(item, released: false)
             done += 1
         }
@@ -172,9 +182,7 @@ public final class SlowPath {
         } else {
             decidedNow = true
             // A miss is a new entry: the policy decides afresh (it may have changed). The
-            // cache only serves the flow's later packets that reach the software meanwhile,
-            // so it is emptied when it grows large rather than tracking the engine's expiry.
-            if actions.count >= SlowPath.actionCacheLimit { actions.removeAll(keepingCapacity: true) }
+            // cache only serves the flow's later packets that reach the software meanwhile.
             if decisionDelayMicroseconds > 0 { usleep(decisionDelayMicroseconds) }
             switch withOriginate({ policy.decide(key, send: $0) }) {
             case .install(var decided):
@@ -190,11 +198,11 @@ public final class SlowPath {
             case .local:
                 return answerLocally(item)
             case .unreachable(let code, let why):
-                actions[key] = .drop
+                actions.record(.drop, for: key)
                 if reason != .tableFull { send(.install(key, .drop)) }
                 return reject(item, code: code, reason: why)
             }
-            actions[key] = action
+            actions.record(action, for: key)
         }
         // The packet the action was decided for (the flow's first) carries it to the
         // engine's entry, ahead of itself.

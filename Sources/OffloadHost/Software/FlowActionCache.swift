@@ -1,0 +1,87 @@
+import COffloadShim
+import OffloadEngine
+
+/// The actions the software decided lately, by flow: for a flow's later packets that reach
+/// the software before its entry is usable, so that they are processed like its first.
+///
+/// A fixed set-associative array, allocated once: each flow has a bucket of two ways, picked
+/// by the table's keyed hash (`FlowKey.tableHash`, a few multiplications where a `Dictionary`
+/// would run SipHash for every new flow). A decision takes the way that holds its flow, else
+/// the one written longer ago. A flow that lost its way is decided again if another of its
+/// packets comes, which a policy must allow anyway: it decides again whenever the flow's
+/// entry is gone. With the default 32,768 buckets, the flows being set up at once (at most
+/// the exception queue's) rarely meet.
+struct FlowActionCache: ~Copyable {
+    /// One way: the key's two words (the second with `occupied` set, as no key uses that
+    /// bit; both 0 when empty) and the action; in a bucket's first way, also which of the two
+    /// was written longer ago. One cache line, so a bucket is two lines side by side.
+    struct Way {
+        var keyHigh: UInt64 = 0
+        var keyLow: UInt64 = 0
+        var action = FlowAction.toSoftware
+        /// The bucket's older way, 0 or 1 (read in its first way only).
+        var older: UInt16 = 0
+    }
+
+    private let ways: UnsafeMutablePointer<Way>
+    private let bucketMask: Int
+    private let seed: UInt64
+
+    private static var occupied: UInt64 { 0x100 }
+
+    /// `buckets` is rounded up to a power of two.
+    init(buckets: Int = 32_768, seed: UInt64) {
+        var n = 1
+        while n < buckets { n <<= 1 }
+        bucketMask = n - 1
+        self.seed = seed
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 2 * n * MemoryLayout<Way>.stride, alignment: 64)
+        ways = raw.bindMemory(to: Way.self, capacity: 2 * n)
+        ways.initialize(repeating: Way(), count: 2 * n)
+    }
+
+    deinit {
+        ways.deinitialize(count: 2 * (bucketMask + 1))
+        ways.deallocate()
+    }
+
+    /// The first of the two ways of the key's bucket.
+    private func bucket(of a: UInt64, _ b: UInt64) -> UnsafeMutablePointer<Way> {
+        ways + (Int(truncatingIfNeeded: FlowKey.tableHash(a, b, seed: seed)) & bucketMask &<< 1)
+    }
+
+    /// Starts loading the key's bucket, for a lookup or a decision soon after.
+    func prefetch(_ key: FlowKey) {
+        let (a, b) = key.packed
+        let first = bucket(of: a, b)
+        offload_prefetch(first)
+        offload_prefetch(first + 1)
+    }
+
+    subscript(key: FlowKey) -> FlowAction? {
+        let (a, b) = key.packed
+        let first = bucket(of: a, b), second = first + 1, stored = b | Self.occupied
+        if first.pointee.keyLow == stored && first.pointee.keyHigh == a { return first.pointee.action }
+        if second.pointee.keyLow == stored && second.pointee.keyHigh == a { return second.pointee.action }
+        return nil
+    }
+
+    /// Writes through the array only, so the cache can be a `let`.
+    func record(_ action: FlowAction, for key: FlowKey) {
+        let (a, b) = key.packed
+        let first = bucket(of: a, b), stored = b | Self.occupied
+        let index: UInt16
+        if first.pointee.keyLow == stored && first.pointee.keyHigh == a {
+            index = 0
+        } else if first[1].keyLow == stored && first[1].keyHigh == a {
+            index = 1
+        } else {
+            index = first.pointee.older
+        }
+        first[Int(index)].keyHigh = a
+        first[Int(index)].keyLow = stored
+        first[Int(index)].action = action
+        // The way written now is the newer one.
+        first.pointee.older = 1 &- index
+    }
+}
