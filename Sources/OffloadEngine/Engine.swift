@@ -204,30 +204,34 @@ public final class Engine<Port: Link & ~Copyable> {
             counters.receiveErrors &+= 1
         }
         guard n > 0 else { return 0 }
+        counters.received &+= UInt64(truncatingIfNeeded: n)
         // Every home slot is prefetched first; each packet probes when it is handled, so the
         // cache misses of the burst overlap with each other and with the work on the packets
         // before it. A probe at handling time also sees every table change made by the
-        // packets before it in the burst (a pending entry, a teardown).
+        // packets before it in the burst (a pending entry, a teardown). The arrays are read
+        // into locals: a store through one could alias this object, so its fields would be
+        // loaded again for every packet.
+        let keys = burstKeys, homes = burstHomes
         for i in 0..<n {
             if let key = FlowKey(frame: burst[i].bytes, port: port) {
-                burstKeys[i] = key
-                burstHomes[i] = table.prefetchHome(of: key)
+                keys[i] = key
+                homes[i] = table.prefetchHome(of: key)
             } else {
-                burstHomes[i] = -1
+                homes[i] = -1
             }
         }
         for i in 0..<n {
-            let home = burstHomes[i]
-            handle((burst + i).move(), port: port, key: home < 0 ? nil : burstKeys[i], home: home, now: now)
+            let home = homes[i]
+            handle((burst + i).move(), port: port, key: home < 0 ? nil : keys[i], home: home, now: now)
         }
         return n
     }
 
-    /// One packet of a burst. The fast path's case (a usable forward entry) is tested here
-    /// and inlined into the burst loop; every other case goes to `handleOther`.
+    /// One packet of a burst (counted as received with the burst). The fast path's case (a
+    /// usable forward entry) is tested here and inlined into the burst loop; every other case
+    /// goes to `handleOther`.
     @inline(__always)
     private func handle(_ buffer: consuming PacketBuffer, port: UInt16, key: FlowKey?, home: Int, now: Instant) {
-        counters.received &+= 1
         let h = key.flatMap { table.lookup($0, home: home) }
         if let key, let h {
             let e = table.slot(justFound: h)

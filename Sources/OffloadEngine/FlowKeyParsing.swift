@@ -9,8 +9,9 @@ extension FlowKey {
         guard frame.count >= 34, let base = frame.baseAddress,
               UInt16(bigEndian: base.loadUnaligned(fromByteOffset: 12, as: UInt16.self)) == 0x0800 else { return nil }
         let versionAndLength = base.load(fromByteOffset: 14, as: UInt8.self)
-        let headerLength = Int(versionAndLength & 0xf) * 4
-        guard versionAndLength >> 4 == 4, headerLength >= 20, frame.count >= 14 + headerLength else { return nil }
+        let headerLength = Int(versionAndLength & 0xf) &<< 2
+        // Version 4 and a header of at least 20 bytes (IHL 5 to 15) in one test: 0x45...0x4f.
+        guard versionAndLength &- 0x45 <= 0x0a, frame.count >= 14 &+ headerLength else { return nil }
         let fragment = UInt16(bigEndian: base.loadUnaligned(fromByteOffset: 20, as: UInt16.self))
         guard fragment & 0x3fff == 0 else { return nil }
         let proto = base.load(fromByteOffset: 23, as: UInt8.self)

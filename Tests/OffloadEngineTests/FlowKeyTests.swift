@@ -105,4 +105,17 @@ import OffloadEngine
         f = good; f[20] = 0x40
         #expect(key(f) != nil, "don't-fragment alone is no fragment")
     }
+
+    /// The version and header length are tested together (`0x45...0x4f`): every value of
+    /// that byte, in a frame long enough for the longest header and the ports.
+    @Test func onlyVersion4WithAHeaderOf20BytesOrMoreHasAKey() {
+        var frame = [UInt8](repeating: 0, count: 14 + 60 + 8)
+        frame[12] = 0x08
+        frame[23] = 17
+        for byte in 0...255 {
+            frame[14] = UInt8(byte)
+            let hasKey = frame.withUnsafeBytes { FlowKey(frame: $0, port: 0) } != nil
+            #expect(hasKey == (byte >> 4 == 4 && byte & 0xf >= 5), "version and length byte \(byte)")
+        }
+    }
 }
