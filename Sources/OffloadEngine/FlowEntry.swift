@@ -225,7 +225,7 @@ struct FlowEntryCold: Sendable {
 
     @usableFromInline init() {}
 
-    @usableFromInline var isZero: Bool { bytesHigh == 0 && packetsHigh == 0 && !closing }
+    var isZero: Bool { bytesHigh == 0 && packetsHigh == 0 && !closing }
 }
 
 /// An entry's counters, read on the slow path.

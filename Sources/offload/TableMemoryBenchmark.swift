@@ -4,8 +4,8 @@ import OffloadEngine
 
 /// Bytes of connection-table memory per entry. The table allocates, once: the slot array
 /// (64-byte `FlowEntry` lines, a power of two at least twice the capacity, so its load
-/// factor never exceeds 0.5), a parallel array of 8-byte `FlowEntryCold` (in-software count,
-/// high packet counter), and 256 epoch counters. Nothing else per entry: RTP statistics are
+/// factor never exceeds 0.5), a parallel array of 8-byte `FlowEntryCold` (the counters' high
+/// halves, the closing mark), and 256 epoch counters. Nothing else per entry: RTP statistics are
 /// kept only for RTP flows, and the slow path's action cache is the software's.
 ///
 /// The table holds at most `capacity` entries, so its maximum load is `capacity / slots`

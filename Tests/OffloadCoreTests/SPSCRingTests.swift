@@ -30,6 +30,21 @@ struct Token: ~Copyable {
         }
     }
 
+    @Test func peekLooksWithoutTaking() {
+        let ring = SPSCRing<Token>(capacity: 4)
+        #expect(ring.peek(at: 0) { $0.value } == nil)
+        for i in 0..<3 { _ = ring.push(Token(value: i)) }
+        #expect(ring.peek(at: 0) { $0.value } == 0)
+        #expect(ring.peek(at: 2) { $0.value } == 2)
+        #expect(ring.peek(at: 3) { $0.value } == nil, "past the newest")
+        #expect(value(ring.pop()) == 0)
+        #expect(ring.peek(at: 1) { $0.value } == 2, "offsets count from the oldest left")
+        // Across the wrap of the slots: 1, 2, 3, 4 in slots 1, 2, 3, 0.
+        for i in 3...4 { _ = ring.push(Token(value: i)) }
+        #expect(ring.peek(at: 3) { $0.value } == 4)
+        #expect(ring.count == 4)
+    }
+
     @Test func elementsLeftInTheRingAreDestroyed() {
         let pool = BufferPool(count: 4, bufferSize: 128, headroom: 0)
         do {

@@ -79,8 +79,8 @@ public final class SlowPath {
     /// Whether the engine has handed over packets (or translation notices) not yet taken.
     public var hasWork: Bool { exceptions.count > 0 || (queue.translationNotices?.count ?? 0) > 0 }
 
-    /// How many packets ahead of the one in hand the cache's line is prefetched.
-    static let prefetchDistance = 1
+    /// How many packets ahead of the one in hand the action cache's bucket is prefetched.
+    static let prefetchDistance = 2
 
     /// The most a packet may send: the entries of its flow and of the flow's replies, and itself.
     static let messagesPerPacket = 3
@@ -114,8 +114,9 @@ public final class SlowPath {
         }
         while done < max, queue.room >= SlowPath.messagesPerPacket, let item = exceptions.pop() {
             // A flow the table missed is decided when its turn comes, and its action cached:
-            // the cache's line for a flow two packets on is loaded meanwhile.
-            exceptions.peek(at: SlowPath.prefetchDistance) { next in
+            // the bucket of a flow a few packets on is loaded meanwhile. (The ring's oldest
+            // is now the packet after this one.)
+            exceptions.peek(at: SlowPath.prefetchDistance - 1) { next in
                 if let key = next.key { actions.prefetch(key) }
             }
             handle(item, released: false)
