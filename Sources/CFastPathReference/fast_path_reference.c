@@ -240,9 +240,9 @@ double offload_fast_path_reference_mpps(long flows, double seconds) {
                     e->bytesLow = bytes;
                     e->packetsLow += 1;
                     if (bytes < frameSize || e->packetsLow == 0) {
-                        Cold *c = &cold[e - table];
-                        if (bytes < frameSize) c->bytesHigh += 1;
-                        if (e->packetsLow == 0) c->packetsHigh += 1;
+                        Cold *high = &cold[e - table];
+                        if (bytes < frameSize) high->bytesHigh += 1;
+                        if (e->packetsLow == 0) high->packetsHigh += 1;
                     }
                     e->lastUsedTick = (uint32_t)round;
                     // The engine's two per-packet tests of the entry and the frame: RTP

@@ -76,6 +76,8 @@ public final class SPSCRing<Element: ~Copyable>: @unchecked Sendable {
     /// taking it (to prefetch what it will need); nil when there is none.
     @inlinable
     public func peek<R>(at offset: Int, _ body: (borrowing Element) -> R) -> R? {
+        // Behind the oldest lie slots already taken: never those.
+        precondition(offset >= 0, "SPSCRing.peek: a negative offset")
         let h = head.load(ordering: .relaxed)
         if offset >= consumerCachedTail &- h {
             consumerCachedTail = tail.load(ordering: .acquiring)

@@ -344,16 +344,16 @@ public final class Engine<Port: Link & ~Copyable> {
         guard let h = table.lookup(key) else { return }
         if flags & Self.rst != 0 {
             closeReplies(of: key, entry: h)
-            if table.mayRemove(h) {
+            // An entry whose flow still has packets in the software (without the order guard
+            // the fast path uses it meanwhile) stays, closing: they come back to be counted
+            // out of it and completed with it.
+            if table.mayRemove(h), table.inSoftwareCount(h) == 0 {
                 table.remove(h)
-            } else if !table.isClosing(h) {
-                table.markClosing(h)
-            } else {
+            } else if table.isClosing(h) || !table.markClosing(h) {
                 return
             }
         } else if flags & Self.fin != 0 {
-            guard !table.isClosing(h) else { return }
-            table.markClosing(h)
+            guard !table.isClosing(h), table.markClosing(h) else { return }
         } else {
             table.reopen(h)
             return

@@ -12,8 +12,9 @@ final class LifecycleBench {
     var source: MemoryLink, sink: MemoryLink
     let sinkPool = BufferPool(count: 16, bufferSize: 2048, headroom: 0)
 
-    init() {
+    init(orderGuard: Bool = true) {
         var config = Engine<MemoryLink>.Configuration()
+        config.orderGuard = orderGuard
         config.tableCapacity = 64
         config.expiryBudget = 256
         config.idleTimeouts = IdleTimeouts(tcp: .seconds(60), udp: .seconds(5))
@@ -98,6 +99,32 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
         // A straggler finds no entry and goes through the software.
         #expect(b.send(tcpSegment(flags: .ack)) == 1)
         #expect(b.engine.counters[toSoftware: .miss] == 2)
+    }
+
+    /// Without the order guard the fast path uses an entry while its flow's first packet is
+    /// still in the software. A RST then marks the entry closing rather than removing it: the
+    /// packet comes back to be counted out of it and completed with it.
+    @Test func aResetKeepsAnEntryWithPacketsInTheSoftware() {
+        let b = LifecycleBench(orderGuard: false)
+        try! tcpSegment(flags: .ack).withUnsafeBytes { try b.source.transmit($0) }
+        b.engine.poll(now: b.clock.now)
+        let first = b.engine.exceptions.pop()!
+        let key = first.key!
+        b.engine.reinsertion.send(.install(key, .forward(.init(outputPort: 1, destinationMAC: .local(2),
+                                                                sourceMAC: .local(1)))))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.send(tcpSegment(flags: .rst)) == 1, "the RST takes the fast path past the first packet")
+        let h = b.engine.table.lookup(key)
+        let held = h.map { b.engine.table.inSoftwareCount($0) }, closing = h.map { b.engine.table.isClosing($0) }
+        #expect(held == 1 && closing == true && b.engine.counters.tornDown == 1)
+        let countedFlow = first.countedFlow, port = first.ingressPort
+        b.engine.reinsertion.send(.reinsert(Reinsertion(buffer: first.buffer, verdict: .complete,
+                                                        countedFlow: countedFlow, ingressPort: port)))
+        b.engine.poll(now: b.clock.now)
+        #expect((try? b.sink.receive(into: b.sinkPool, max: 16) { _ in }) == 1, "the first packet, completed")
+        #expect(b.engine.counters.completedByEngine == 1 && b.engine.counters.totalDrops == 0)
+        b.idle(for: .seconds(11))
+        #expect(b.entries == 0, "gone after the closing timeout")
     }
 
     /// A FIN marks the entry closing: the last ACKs keep the fast path, and the entry idles

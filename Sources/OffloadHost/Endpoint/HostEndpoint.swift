@@ -34,7 +34,7 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
                             policy: policy,
                             ownFrames: (count: engineConfiguration.queueCapacity,
                                         size: min(engineConfiguration.bufferSize, 2048)),
-                            // Secret when the table's is (`randomizingSecrets`), and not the same.
+                            // Derived from the table's key: secret when that is (`randomizingSecrets`).
                             cacheSeed: engineConfiguration.tableHashSeed.byteSwapped)
         poller = try Poller()
         if let descriptor = engine.withPort(0, { $0.capabilities.readinessDescriptor }) { try poller.add(descriptor) }

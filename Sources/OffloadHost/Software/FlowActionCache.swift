@@ -47,7 +47,7 @@ struct FlowActionCache: ~Copyable {
 
     /// The first of the two ways of the key's bucket.
     private func bucket(of a: UInt64, _ b: UInt64) -> UnsafeMutablePointer<Way> {
-        ways + (Int(truncatingIfNeeded: FlowKey.tableHash(a, b, seed: seed)) & bucketMask &<< 1)
+        ways + ((Int(truncatingIfNeeded: FlowKey.tableHash(a, b, seed: seed)) & bucketMask) &<< 1)
     }
 
     /// Starts loading the key's bucket, for a lookup or a decision soon after.
