@@ -333,8 +333,9 @@ public final class Engine<Port: Link & ~Copyable> {
     /// B9: a RST ends the flow's entry now; a FIN marks it closing, and it idles out after
     /// the closing timeout, so that the last ACKs (and data the other way on a half-closed
     /// connection) stay on the fast path rather than build a fresh entry in the software.
-    /// (A NAT's entry whose end cannot be announced now is marked closing too.) A SYN on a
-    /// closing entry is a new connection on the same ports: the entry is open again.
+    /// (A NAT's entry whose end cannot be announced now is marked closing too, and so is an
+    /// entry whose flow still has packets in the software.) A SYN on a closing entry is a new
+    /// connection on the same ports: the entry is open again.
     ///
     /// A RST ends the other direction too: its entry (the one the replies of this entry's
     /// packets meet) is marked closing, or after a RST the replies' entry would sit for TCP's
