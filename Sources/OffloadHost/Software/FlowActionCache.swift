@@ -9,8 +9,9 @@ import OffloadEngine
 /// would run SipHash for every new flow). A decision takes the way that holds its flow, else
 /// the one written longer ago. A flow that lost its way is decided again if another of its
 /// packets comes, which a policy must allow anyway: it decides again whenever the flow's
-/// entry is gone. With the default 32,768 buckets, the flows being set up at once (at most
-/// the exception queue's) rarely meet.
+/// entry is gone. The flows being set up at once are at most an exception queue's worth; with
+/// eight buckets for each of its places (`SlowPath`'s choice), a flow loses its way to two
+/// later ones in its bucket about once in 140.
 struct FlowActionCache: ~Copyable {
     /// One way: the key's two words (the second with `occupied` set, as no key uses that
     /// bit; both 0 when empty) and the action; in a bucket's first way, also which of the two
@@ -29,8 +30,8 @@ struct FlowActionCache: ~Copyable {
 
     private static var occupied: UInt64 { 0x100 }
 
-    /// `buckets` is rounded up to a power of two.
-    init(buckets: Int = 32_768, seed: UInt64) {
+    /// `buckets` is rounded up to a power of two; each takes 128 bytes.
+    init(buckets: Int, seed: UInt64) {
         var n = 1
         while n < buckets { n <<= 1 }
         bucketMask = n - 1

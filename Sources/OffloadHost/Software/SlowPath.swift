@@ -49,7 +49,7 @@ public final class SlowPath {
     public init(exceptions: SPSCRing<ExceptionItem>, reinsertion: ReinsertionQueue, processing: Processing,
                 policy: any SlowPathPolicy, heldCapacity: Int = 256, ownFrames: (count: Int, size: Int) = (64, 256),
                 cacheSeed: UInt64 = 0x6163_7469_6f6e_7321) {
-        actions = FlowActionCache(seed: cacheSeed)
+        actions = FlowActionCache(buckets: 8 * exceptions.capacity, seed: cacheSeed)
         self.exceptions = exceptions
         self.queue = reinsertion
         self.processing = processing
