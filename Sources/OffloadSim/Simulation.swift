@@ -32,6 +32,9 @@ public final class Simulation {
 
     /// Adds a process. `weight` sets how often it is picked relative to the others (a slow
     /// software thread has a low weight); `cost` is the virtual time one working step takes.
+    /// The simulation keeps `step` as long as it lives: a step that captures the simulation
+    /// itself (say, to read `sim.clock`) is a cycle, and neither is ever freed. Capture what
+    /// it needs instead (`[clock = sim.clock]`).
     @discardableResult
     public func addProcess(_ name: String, weight: Double = 1, cost: Duration = .zero,
                            step: @escaping () -> Bool) -> ProcessID {

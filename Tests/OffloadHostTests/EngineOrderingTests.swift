@@ -73,7 +73,9 @@ struct OrderingScenario {
         var lastSeen = [Int](repeating: -1, count: flows)
         let sinkPool = BufferPool(count: 64, bufferSize: 2048, headroom: 0)
         // The software costs virtual time per step, so packets keep arriving while it works.
-        sim.addProcess("engine", cost: .nanoseconds(500)) { engine.poll(now: sim.clock.now) }
+        // The clock, not the simulation: a step that holds its simulation keeps the whole
+        // scenario alive after `run` (tens of thousands of seeds in one process ran out of maps).
+        sim.addProcess("engine", cost: .nanoseconds(500)) { [clock = sim.clock] in engine.poll(now: clock.now) }
         sim.addProcess("software", weight: softwareWeight, cost: .microseconds(Int64(3 + random.next() % 10))) {
             slowPath.step(max: 2) > 0
         }
@@ -128,23 +130,33 @@ struct OrderingScenario {
 }
 
 @Suite struct EngineOrderingTests {
+    /// 1000 seeds by default; `ORDERING_FIRST` and `ORDERING_SEEDS` run another range (a
+    /// release build of the tests runs tens of thousands in minutes).
     @Test func thousandSeedsKeepPerFlowOrderWithTheGuard() {
-        var fastPath: UInt64 = 0, slowPath: UInt64 = 0
-        for seed in 0..<1000 {
+        func setting(_ name: String) -> Int? { getenv(name).flatMap { Int(String(cString: $0)) } }
+        let first = setting("ORDERING_FIRST") ?? 0, seeds = setting("ORDERING_SEEDS") ?? 1000
+        var fastPath: UInt64 = 0, slowPath: UInt64 = 0, seedsWithDrops = 0
+        for seed in first..<(first + seeds) {
             let o = OrderingScenario(seed: UInt64(seed)).run()
             #expect(o.orderViolations == 0, "seed \(seed)")
-            #expect(o.missing == 0, "seed \(seed)")
             let c = o.counters
             #expect(c.received == c.fastPath + c.reinsertedOut + c.totalDrops, "seed \(seed): \(c.table)")
-            #expect(c.totalDrops == 0, "seed \(seed)")
+            // Only the bounded exception queue may drop (B10): when a seed's flows all start
+            // together and the software is slow, more packets can wait for it than the queue's
+            // 64 places. Every packet that did not arrive is one it dropped, counted.
+            #expect(c.totalDrops == c[drop: .exceptionQueueFull] && o.missing == Int(c.totalDrops),
+                    "seed \(seed): \(o.missing) missing; \(c.table)")
             #expect(o.buffered == 0 && o.entriesInSoftware == 0, "seed \(seed)")
             fastPath += c.fastPath
             slowPath += c.reinsertedOut
-            if o.orderViolations > 0 || o.missing > 0 { break }
+            if c.totalDrops > 0 { seedsWithDrops += 1 }
+            if o.orderViolations > 0 || o.missing != Int(c.totalDrops) { break }
         }
-        print("1000 seeds with the order guard: \(fastPath) packets on the fast path, \(slowPath) through the software")
-        // Both paths carried real traffic: the handoff was exercised.
+        print("\(seeds) seeds from \(first) with the order guard: \(fastPath) packets on the fast path, "
+              + "\(slowPath) through the software; \(seedsWithDrops) seeds filled the exception queue")
+        // Both paths carried real traffic: the handoff was exercised; a full queue is rare.
         #expect(fastPath > 10_000 && slowPath > 10_000, "fast \(fastPath) slow \(slowPath)")
+        #expect(seedsWithDrops * 1000 <= seeds, "\(seedsWithDrops) of \(seeds) seeds dropped packets")
     }
 
     @Test func withoutTheGuardTheSameScenariosReorder() {

@@ -14,8 +14,11 @@ import Testing
                        translatedSource: IPv4Address(192, 0, 2, 1), translatedSourcePort: port))
     }
 
-    @Test func aWayIsOneCacheLine() {
+    /// One line each; plain values only, so the zeroed pages the cache is mapped from are
+    /// empty ways.
+    @Test func aWayIsOneCacheLineOfPlainValues() {
         #expect(MemoryLayout<FlowActionCache.Way>.stride == 64)
+        #expect(_isPOD(FlowActionCache.Way.self))
     }
 
     @Test func remembersWhatWasDecidedAndTheLatestDecision() {

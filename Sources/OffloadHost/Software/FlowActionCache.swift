@@ -1,4 +1,7 @@
 import COffloadShim
+#if canImport(Glibc)
+import Glibc
+#endif
 import OffloadEngine
 
 /// The actions the software decided lately, by flow: for a flow's later packets that reach
@@ -25,25 +28,30 @@ struct FlowActionCache: ~Copyable {
     }
 
     private let ways: UnsafeMutablePointer<Way>
+    private let byteCount: Int
     private let bucketMask: Int
     private let seed: UInt64
 
     private static var occupied: UInt64 { 0x100 }
 
-    /// `buckets` is rounded up to a power of two; each takes 128 bytes.
+    /// `buckets` is rounded up to a power of two; each takes 128 bytes of address space, and
+    /// of memory only once a flow has used it: the ways are mapped anonymous memory, whose
+    /// pages the kernel gives out zeroed when first touched, and all-zero bytes are an empty
+    /// way (a `Way` holds plain values only). A slow path made for a short simulation so
+    /// costs a few pages, not megabytes written at its start.
     init(buckets: Int, seed: UInt64) {
         var n = 1
         while n < buckets { n <<= 1 }
         bucketMask = n - 1
         self.seed = seed
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: 2 * n * MemoryLayout<Way>.stride, alignment: 64)
+        byteCount = 2 * n * MemoryLayout<Way>.stride
+        let raw = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let raw, raw != MAP_FAILED else { fatalError("FlowActionCache: cannot map \(byteCount) bytes") }
         ways = raw.bindMemory(to: Way.self, capacity: 2 * n)
-        ways.initialize(repeating: Way(), count: 2 * n)
     }
 
     deinit {
-        ways.deinitialize(count: 2 * (bucketMask + 1))
-        ways.deallocate()
+        munmap(ways, byteCount)
     }
 
     /// The first of the two ways of the key's bucket.
