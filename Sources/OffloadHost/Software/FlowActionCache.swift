@@ -20,11 +20,11 @@ struct FlowActionCache: ~Copyable {
     /// bit; both 0 when empty) and the action; in a bucket's first way, also which of the two
     /// was written longer ago. One cache line, so a bucket is two lines side by side.
     struct Way {
-        var keyHigh: UInt64 = 0
-        var keyLow: UInt64 = 0
-        var action = FlowAction.toSoftware
+        var keyHigh: UInt64
+        var keyLow: UInt64
+        var action: FlowAction
         /// The bucket's older way, 0 or 1 (read in its first way only).
-        var older: UInt16 = 0
+        var older: UInt16
     }
 
     private let ways: UnsafeMutablePointer<Way>
