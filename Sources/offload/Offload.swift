@@ -1,4 +1,5 @@
 import ArgumentParser
+import COffloadShim
 
 @main
 struct Offload: ParsableCommand {
@@ -6,4 +7,11 @@ struct Offload: ParsableCommand {
         commandName: "offload",
         abstract: "A software offloading network interface: engine, host software, and real links.",
         subcommands: [DemoCommand.self, HostCommand.self, GatewayCommand.self, ServeCommand.self, SendCommand.self, BenchCommand.self])
+
+    /// Output leaves a line at a time even into a file or a pipe, so that a server's line per
+    /// connection and a gateway's periodic stats can be read while the command runs.
+    static func main() {
+        offload_stdout_line_buffered()
+        main(nil)
+    }
 }

@@ -338,6 +338,10 @@ struct TCPInteropTests {
         let floodingAfterTransfer = flood.isRunning
         let newConnection = link.namespace.run("socat -u OPEN:\(second.path) TCP:\(link.ourAddress):5067", timeout: 30)
         let floodingAfterSecond = flood.isRunning
+        // socat is done once its data is sent; the server reports a connection when its close
+        // completes, which the flood can delay a little longer. Stopping it before then would
+        // leave the second connection uncounted.
+        let bothServed = serve.waitForLines(startingWith: "connection ", count: 2, seconds: 15)
         Shell.run("pkill -TERM -f '^\(hping) -a 10[.]77[.]69[.]'")
         let listing = link.namespace.run("nft list chain ip flood out").output
         floodSent = TCPLink.numbers(after: ["packets "], in: listing).first ?? 0
@@ -346,7 +350,7 @@ struct TCPInteropTests {
         #expect(transfer.succeeded, "the transfer during the flood: \(transfer.output)")
         #expect(newConnection.succeeded, "the new connection during the flood: \(newConnection.output)")
         #expect(floodingAfterTransfer && floodingAfterSecond, "the flood ended before the connections did")
-        #expect(run.status == 0 && run.output.contains("served 2 connections"), "offload serve: \(run.output)")
+        #expect(bothServed && run.status == 0 && run.output.contains("served 2 connections"), "offload serve: \(run.output)")
         let expected = Shell.run("cat \(data.path) \(second.path) | sha256sum").output.prefix(64).description
         #expect(link.digest(ofFile: output) == expected, "sha256 of what we received differs")
         let stack = run.line("stack: ")
@@ -419,6 +423,18 @@ final class TCPLink {
         init(process: Shell.Background, outputFile: String) {
             self.process = process
             self.outputFile = outputFile
+        }
+
+        /// Waits, up to `seconds`, for the command's output so far to hold `count` lines that
+        /// start with `prefix`; returns whether it did.
+        func waitForLines(startingWith prefix: String, count: Int, seconds: Double) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while true {
+                let output = (try? String(contentsOfFile: outputFile, encoding: .utf8)) ?? ""
+                if output.split(separator: "\n").filter({ $0.hasPrefix(prefix) }).count >= count { return true }
+                if Date() > deadline { return false }
+                usleep(50_000)
+            }
         }
 
         /// Waits for the command to end.

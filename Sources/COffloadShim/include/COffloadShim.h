@@ -18,6 +18,10 @@ int offload_stop_signals_install(void);
 /// The signal number that asked the process to stop, or 0.
 int offload_stop_requested(void);
 
+/// Makes standard output line-buffered, also into a file or a pipe (Swift 6 cannot touch
+/// the C global `stdout` itself).
+void offload_stdout_line_buffered(void);
+
 /// The Internet checksum's inner loop with 256-bit vectors where the CPU has them: sums the
 /// longest multiple of 64 bytes as native 32-bit words into a 64-bit total and says how many
 /// bytes it took in `consumed` (0 on a CPU without AVX2: the caller sums everything).
