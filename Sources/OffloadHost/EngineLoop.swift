@@ -16,7 +16,7 @@ public final class EngineLoop<Port: Link & ~Copyable> {
     private let wakeup: Poller
     /// How long the engine, and the software's thread if it has one, keep polling without
     /// work before they sleep (see `SoftwareThread`).
-    public var spinBeforeSleeping = Duration.microseconds(100) {
+    public var spinBeforeSleeping = IdleSpin.defaultSpin {
         didSet { software?.spinBeforeSleeping = spinBeforeSleeping }
     }
 

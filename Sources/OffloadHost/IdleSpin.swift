@@ -8,6 +8,10 @@ import OffloadCore
 /// comes sooner: a SYN-ACK after a SYN, or the ACK a sender whose window is full waits for.
 /// The engine's loop, the software's thread and a host's loop all wait this way.
 public struct IdleSpin: Sendable {
+    /// The loops' spin unless told otherwise (`--spin` on the command line).
+    public static let defaultMicroseconds: UInt32 = 100
+    public static var defaultSpin: Duration { .microseconds(Int64(defaultMicroseconds)) }
+
     public var spin: Duration
     private var idleSince: Instant?
 

@@ -276,8 +276,7 @@ struct FrameIO: ~Copyable {
         guard length <= maxFrameSize else { throw .frameTooLarge(size: length, max: maxFrameSize) }
         if batching {
             if payloads.isEmpty, try stage(header, metadata: metadata, counters: &counters) { return }
-            endBatch(counters: &counters)
-            batching = true
+            sendBatch(counters: &counters)
         }
         vectorCount = 0
         var finishedInSoftware = false
@@ -319,10 +318,16 @@ struct FrameIO: ~Copyable {
         batching = source == .socket
     }
 
-    /// Sends the frames waiting in the batch with `sendmmsg` and closes it. Frames the kernel
-    /// refuses are counted in `drops.sendRefused`.
+    /// Sends whatever the batch holds and closes it.
     mutating func endBatch(counters: inout SystemLinkCounters) {
+        sendBatch(counters: &counters)
         batching = false
+    }
+
+    /// Sends the frames waiting in the batch with `sendmmsg`; the batch stays open. Frames
+    /// the kernel refuses are counted in `drops.sendRefused`.
+    private mutating func sendBatch(counters: inout SystemLinkCounters) {
+        let header = virtioNetHeader ? VirtioNetHeader.size : 0
         var sent = 0
         while sent < pendingCount {
             let n = Int(offload_packet_socket_send(descriptor, Int32(pendingCount &- sent), sendFrames + sent,
@@ -331,7 +336,6 @@ struct FrameIO: ~Copyable {
                 counters.drops.sendRefused &+= UInt64(pendingCount &- sent)
                 break
             }
-            let header = virtioNetHeader ? VirtioNetHeader.size : 0
             for i in sent..<(sent &+ n) { counters.bytesTransmitted &+= UInt64(sendLengths[i] &- header) }
             counters.framesTransmitted &+= UInt64(n)
             sent &+= n
@@ -346,10 +350,7 @@ struct FrameIO: ~Copyable {
     ) throws(LinkError) -> Bool {
         let header = virtioNetHeader ? VirtioNetHeader.size : 0
         guard header &+ frame.count <= Self.sendSlotSize, let base = frame.baseAddress else { return false }
-        if pendingCount == Self.batchCapacity {
-            endBatch(counters: &counters)
-            batching = true
-        }
+        if pendingCount == Self.batchCapacity { sendBatch(counters: &counters) }
         let slot = sendFrames[pendingCount].unsafelyUnwrapped
         if virtioNetHeader {
             VirtioNetHeader(metadata).emit(into: UnsafeMutableRawBufferPointer(start: slot, count: header))

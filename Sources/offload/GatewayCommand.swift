@@ -48,7 +48,7 @@ struct GatewayCommand: ParsableCommand {
     var threads = 2
 
     @Option(help: ArgumentHelp("Microseconds the idle engine and software threads keep polling before they sleep until a frame arrives or the other wakes them: more answers sooner, less leaves the cores to the hosts around it.", valueName: "microseconds"))
-    var spin: UInt32 = 100
+    var spin: UInt32 = IdleSpin.defaultMicroseconds
 
     @Option(help: "Connection table capacity (entries).")
     var tableSize = 65_536

@@ -33,7 +33,7 @@ struct TCPEndpointOptions: ParsableArguments {
     var noOffload = false
 
     @Option(help: ArgumentHelp("Microseconds the idle loop keeps polling before it sleeps until a frame arrives: a sender whose window is full gets its ACK sooner; less leaves the core to others.", valueName: "microseconds"))
-    var spin: UInt32 = 100
+    var spin: UInt32 = IdleSpin.defaultMicroseconds
 
     @Option(help: "Write every counter as Prometheus text to this file every second, and at the end (node_exporter's textfile collector).")
     var metricsFile: String?

@@ -275,7 +275,7 @@ final class GatewayNamespaces {
         result.sent = Shell.run("sha256sum < \(file)").output.prefix(64).description
         let before = nstat("TcpExtTCPOFOQueue"), dropsBefore = tapDrops()
         let sink = server.start("socat -u TCP-LISTEN:5001,reuseaddr SYSTEM:'sha256sum > \(scratch)/received'", timeout: 120)
-        waitForListener(5001)
+        server.waitForSocket(port: 5001)
         let start = Date()
         client.must("socat -u OPEN:\(file) TCP:\(Self.serverAddress):5001", timeout: 120)
         _ = sink.finish()
@@ -295,7 +295,7 @@ final class GatewayNamespaces {
     /// by the receiving end.
     func iperfUDP(streams: Int, bitsPerSecondEach: String, seconds: Int) -> UDPResult {
         let receiver = server.start("iperf3 -s -1 -p 5201 --json", timeout: seconds + 20)
-        waitForListener(5201)
+        server.waitForSocket(port: 5201)
         client.run("iperf3 -c \(Self.serverAddress) -p 5201 -u -P \(streams) -b \(bitsPerSecondEach) -l 1200 -t \(seconds)",
                    timeout: seconds + 15)
         let output = receiver.finish().output
@@ -323,11 +323,7 @@ final class GatewayNamespaces {
         try? Self.orderReceiver.write(toFile: receiverScript, atomically: true, encoding: .utf8)
         try? Self.burstSender.write(toFile: senderScript, atomically: true, encoding: .utf8)
         let receiver = server.start("python3 \(receiverScript) 5003", timeout: 60)
-        var waited = 0  // until the receiver is bound (a `for ... where` would run all 100 checks)
-        while waited < 100 && !server.run("ss -Huln sport = :5003").output.contains(":5003") {
-            usleep(20_000)
-            waited += 1
-        }
+        server.waitForSocket(port: 5003)
         client.must("python3 \(senderScript) \(Self.serverAddress) 5003 \(flows) \(datagramsPerFlow)", timeout: 30)
         let output = receiver.finish().output
         guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("received ") }) else {
@@ -375,7 +371,7 @@ final class GatewayNamespaces {
         try? Self.echoServer.write(toFile: serverScript, atomically: true, encoding: .utf8)
         try? Self.manyClients.write(toFile: clientScript, atomically: true, encoding: .utf8)
         let echo = server.start("python3 \(serverScript) 5002", timeout: 60)
-        waitForListener(5002)
+        server.waitForSocket(port: 5002)
         let output = client.run("python3 \(clientScript) \(Self.serverAddress) 5002 \(count)", timeout: 45).output
         Shell.run("pkill -f '\(serverScript)'")
         _ = echo.finish()
@@ -425,12 +421,6 @@ final class GatewayNamespaces {
         return line.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) } ?? -1
     }
 
-    private func waitForListener(_ port: Int) {
-        for _ in 0..<100 {
-            if server.run("ss -Hln sport = :\(port)").output.contains(":\(port)") { return }
-            usleep(20_000)
-        }
-    }
 
     static let echoServer = """
         import socketserver, sys

@@ -588,11 +588,9 @@ final class TCPLink {
     }
 
     func waitForListener(_ port: Int, seconds: Int = 10) {
-        for _ in 0..<(seconds * 50) {
-            if namespace.run("ss -Hltn sport = :\(port)").output.contains(":\(port)") { return }
-            usleep(20_000)
+        if !namespace.waitForSocket(port: port, seconds: Double(seconds)) {
+            Issue.record("nothing listens on port \(port) in \(namespace.name)")
         }
-        Issue.record("nothing listens on port \(port) in \(namespace.name)")
     }
 
     /// A kernel counter of the namespace (nstat, absolute).

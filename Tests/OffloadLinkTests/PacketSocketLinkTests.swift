@@ -132,11 +132,7 @@ struct PacketSocketLinkTests {
                                        + "s.bind((\"10.77.2.1\", \(port))); s.settimeout(2); got = []\n"
                                        + "try:\n    while len(got) < \(count): got.append(int.from_bytes(s.recv(2048)[:2], \"big\"))\n"
                                        + "except OSError: pass\nprint(\" \".join(map(str, got)))'", timeout: 10)
-        var waited = 0
-        while waited < 250 && !namespace.run("ss -Huln sport = :\(port)").output.contains(":\(port)") {
-            usleep(20_000)
-            waited += 1
-        }
+        namespace.waitForSocket(port: Int(port), seconds: 5)
         // Datagram i carries i in its first two bytes; odd ones leave with a partial checksum,
         // which a link without the virtio-net header finishes in its copy.
         func send(_ i: Int, gathered: Bool = false) throws {

@@ -166,6 +166,18 @@ public struct NetworkNamespace: ~Copyable {
         Shell.start("ip netns exec \(name) \(command)", timeout: timeout)
     }
 
+    /// Waits up to `seconds` for a socket in the namespace bound to `port` (a TCP listener
+    /// or a UDP socket; `ss -Hln`), and says whether one came: a server started in the
+    /// background is ready before the test sends to it.
+    @discardableResult
+    public func waitForSocket(port: Int, seconds: Double = 2) -> Bool {
+        for _ in 0..<max(1, Int(seconds * 50)) {
+            if run("ss -Hln sport = :\(port)").output.contains(":\(port)") { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
     /// Deletes what the test made; safe to call when parts of it were never made.
     public func tearDown() {
         for interface in ownedInterfaces {

@@ -19,7 +19,7 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     public let policy: HostPolicy
     /// How long `run` (and `HostRuntime`) keep polling without work before they sleep (see
     /// `IdleSpin`): a sender whose window is full gets its ACK without a wake-up.
-    public var spinBeforeSleeping = Duration.microseconds(100)
+    public var spinBeforeSleeping = IdleSpin.defaultSpin
 
     /// `makePort` opens the link (once). With `offload`, established TCP connections move to
     /// the engine (seed 003); without, the host's software runs them.

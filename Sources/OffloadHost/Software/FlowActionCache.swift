@@ -67,30 +67,29 @@ struct FlowActionCache: ~Copyable {
         offload_prefetch(first + 1)
     }
 
+    /// Which of the bucket's two ways holds the key (`stored` is its second word marked
+    /// occupied), if either.
+    private func way(holding a: UInt64, _ stored: UInt64, from first: UnsafeMutablePointer<Way>) -> Int? {
+        if first[0].keyLow == stored && first[0].keyHigh == a { return 0 }
+        if first[1].keyLow == stored && first[1].keyHigh == a { return 1 }
+        return nil
+    }
+
     subscript(key: FlowKey) -> FlowAction? {
         let (a, b) = key.packed
-        let first = bucket(of: a, b), second = first + 1, stored = b | Self.occupied
-        if first.pointee.keyLow == stored && first.pointee.keyHigh == a { return first.pointee.action }
-        if second.pointee.keyLow == stored && second.pointee.keyHigh == a { return second.pointee.action }
-        return nil
+        let first = bucket(of: a, b)
+        return way(holding: a, b | Self.occupied, from: first).map { first[$0].action }
     }
 
     /// Writes through the array only, so the cache can be a `let`.
     func record(_ action: FlowAction, for key: FlowKey) {
         let (a, b) = key.packed
         let first = bucket(of: a, b), stored = b | Self.occupied
-        let index: UInt16
-        if first.pointee.keyLow == stored && first.pointee.keyHigh == a {
-            index = 0
-        } else if first[1].keyLow == stored && first[1].keyHigh == a {
-            index = 1
-        } else {
-            index = first.pointee.older
-        }
-        first[Int(index)].keyHigh = a
-        first[Int(index)].keyLow = stored
-        first[Int(index)].action = action
+        let index = way(holding: a, stored, from: first) ?? Int(first.pointee.older)
+        first[index].keyHigh = a
+        first[index].keyLow = stored
+        first[index].action = action
         // The way written now is the newer one.
-        first.pointee.older = 1 &- index
+        first.pointee.older = UInt16(1 &- index)
     }
 }

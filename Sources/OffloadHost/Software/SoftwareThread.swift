@@ -29,7 +29,7 @@ public final class SoftwareThread: @unchecked Sendable {
     private var thread: Thread?
     /// How long it keeps looking for work before it sleeps: a packet often follows soon (a
     /// SYN-ACK after a SYN), and waking a sleeping thread costs tens of microseconds.
-    public var spinBeforeSleeping = Duration.microseconds(100)
+    public var spinBeforeSleeping = IdleSpin.defaultSpin
 
     public init(slowPath: SlowPath, engineWakeup: Poller?) throws(LinkError) {
         self.slowPath = slowPath
