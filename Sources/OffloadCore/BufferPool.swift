@@ -106,6 +106,43 @@ public final class BufferPool {
             capacity: bufferSize32, headroom: headroom32)
     }
 
+    /// Fills `burst[0..<n]` with buffers written by `write`, and returns n: up to `wanted`,
+    /// fewer when the pool runs short (counted as an exhaustion when it had none at all) or
+    /// `write` returns nil. `write`
+    /// gets each buffer's space after the headroom, puts a frame there and returns its length
+    /// (at most the space) and offload metadata. A receive's burst in one pass: the free
+    /// stack is read once, not per buffer. `write` must not take buffers from this pool or
+    /// give any back.
+    @inlinable @inline(__always)
+    public func fill(
+        _ burst: UnsafeMutablePointer<PacketBuffer>, upTo wanted: Int,
+        _ write: (UnsafeMutableRawBufferPointer) -> (count: Int, offload: OffloadMetadata)?
+    ) -> Int {
+        if state.pointee.freeCount < wanted { reclaim() }
+        let top = state.pointee.freeCount, free = state.pointee.freeSlots
+        let available = Swift.min(wanted, top)
+        let space = Int(bufferSize32 &- headroom32)
+        var n = 0
+        while n < available {
+            // Taken from the top of the free stack, as `take` would, one after another.
+            let slot = free[top &- 1 &- n]
+            let base = slab + Int(slot) &* slotStride
+            guard let (count, offload) = write(UnsafeMutableRawBufferPointer(start: base + Int(headroom32),
+                                                                            count: space))
+            else { break }
+            precondition(count >= 0 && count <= space, "BufferPool.fill: a frame larger than its buffer")
+            (burst + n).initialize(to: PacketBuffer(
+                base: base, pool: state, slot: slot, capacity: bufferSize32, headroom: headroom32,
+                count: Int32(truncatingIfNeeded: count), offload: offload))
+            n &+= 1
+        }
+        state.pointee.freeCount = top &- n
+        state.pointee.takes &+= UInt64(truncatingIfNeeded: n)
+        // As for `take`: an exhaustion is a frame waiting with no buffer at all for it.
+        if available == 0 && wanted > 0 { state.pointee.exhaustions &+= 1 }
+        return n
+    }
+
     /// Takes back the slots of buffers that ended on another thread (see
     /// `PacketBuffer.isAway`). `take()` does this when the pool looks empty; the owner may
     /// call it at any time. Returns how many came back.

@@ -23,14 +23,14 @@ public struct PacketBuffer: ~Copyable {
 
     @inlinable
     init(base: UnsafeMutableRawPointer, pool: UnsafeMutablePointer<BufferPool.State>, slot: Int32,
-         capacity: Int32, headroom: Int32) {
+         capacity: Int32, headroom: Int32, count: Int32 = 0, offload: OffloadMetadata = .none) {
         self.base = base
         self.pool = pool
         self.slot = slot
         self.capacity = capacity
         self.start = headroom
-        self.end = headroom
-        self.offload = .none
+        self.end = headroom &+ count
+        self.offload = offload
     }
 
     @inlinable

@@ -194,10 +194,7 @@ public final class Engine<Port: Link & ~Copyable> {
         var n = 0
         let burst = self.burst
         do {
-            _ = try ports[Int(port)].receive(into: pool, max: configuration.burstSize) { buffer in
-                (burst + n).initialize(to: buffer)
-                n &+= 1
-            }
+            n = try ports[Int(port)].receive(into: pool, max: configuration.burstSize, burst: burst)
         } catch {
             // A port that cannot be read (a pool too small for its frames, a device gone):
             // counted, and tried again at the next poll.

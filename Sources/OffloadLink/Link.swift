@@ -16,6 +16,13 @@ public protocol Link: ~Copyable {
         into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void
     ) throws(LinkError) -> Int
 
+    /// `receive(into:max:_:)` for a caller that keeps the burst (the engine): the frames go
+    /// to `burst[0..<n]`, initialized, in arrival order, and n is returned. A link may fill
+    /// the burst in one pass (a memory wire does); the default hands each frame on.
+    mutating func receive(
+        into pool: BufferPool, max: Int, burst: UnsafeMutablePointer<PacketBuffer>
+    ) throws(LinkError) -> Int
+
     /// Sends one frame: `header`, then each payload slice in order, as one frame on the wire.
     /// `metadata` says what offload work is left for the device (only where `capabilities`
     /// allow it). Never blocks: a full device is `LinkError.wouldBlock`.
@@ -36,6 +43,17 @@ extension Link where Self: ~Copyable {
     /// Links that send each frame at once have no batch.
     @inlinable public mutating func beginBatch() {}
     @inlinable public mutating func endBatch() {}
+
+    @inlinable
+    public mutating func receive(
+        into pool: BufferPool, max: Int, burst: UnsafeMutablePointer<PacketBuffer>
+    ) throws(LinkError) -> Int {
+        var n = 0
+        return try receive(into: pool, max: max) { buffer in
+            (burst + n).initialize(to: buffer)
+            n &+= 1
+        }
+    }
 
     /// Sends the whole buffer as one frame, with its offload metadata.
     @inlinable

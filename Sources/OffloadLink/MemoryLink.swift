@@ -71,12 +71,18 @@ public struct MemoryLink: Link {
     }
 
     @inlinable
+    public mutating func receive(
+        into pool: BufferPool, max: Int, burst: UnsafeMutablePointer<PacketBuffer>
+    ) throws(LinkError) -> Int {
+        incoming.pointee.receive(into: pool, max: max, now: incoming.pointee.usesTime ? wire.now : .zero, burst: burst)
+    }
+
+    @inlinable
     public mutating func transmit(
         header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata
     ) throws(LinkError) {
-        try outgoing.pointee.transmit(
-            header: header, payloads: payloads, metadata: metadata, now: outgoing.pointee.usesTime ? wire.now : .zero,
-            carriesMetadata: wire.carriesOffloadMetadata)
+        try outgoing.pointee.transmit(header: header, payloads: payloads, metadata: metadata,
+                                      now: outgoing.pointee.usesTime ? wire.now : .zero)
     }
 
     /// Sends one finished frame without copying it now: the wire keeps a reference to the
@@ -119,7 +125,8 @@ final class MemoryWire {
         directions = .allocate(capacity: impairments.count)
         for (i, impairment) in impairments.enumerated() {
             (directions + i).initialize(to: MemoryWireDirection(
-                impairments: impairment, random: random.fork(), maxFrameSize: maxFrameSize, slots: framesInFlight))
+                impairments: impairment, random: random.fork(), maxFrameSize: maxFrameSize, slots: framesInFlight,
+                carriesMetadata: carriesOffloadMetadata))
         }
         directionCount = impairments.count
     }

@@ -46,6 +46,9 @@ struct MemoryWireDirection {
     @usableFromInline let usesTime: Bool
     @usableFromInline let reorders: Bool
     @usableFromInline let isPerfect: Bool
+    /// Offload metadata crosses this wire (see `MemoryLink`); otherwise a partial checksum is
+    /// finished on the way and a TSO super-frame refused.
+    @usableFromInline let carriesMetadata: Bool
     /// The impairments' durations in nanoseconds, converted once (Duration arithmetic is
     /// 128-bit and too slow for every frame).
     let delayNanoseconds: Int64
@@ -62,6 +65,8 @@ struct MemoryWireDirection {
     /// Free frame slots, for the heap; in a ring a frame's slot is its ring position.
     let freeSlots: UnsafeMutablePointer<Int32>
     var freeCount: Int
+    /// Where the frame-by-frame receive puts its burst.
+    @usableFromInline let scratch: UnsafeMutablePointer<PacketBuffer>
     /// Ring (head, count) or heap (count) over `slotCount` frames.
     @usableFromInline let queue: UnsafeMutablePointer<FrameInFlight>
     @usableFromInline var head = 0
@@ -70,8 +75,9 @@ struct MemoryWireDirection {
     /// When the sender's serializer is free again (rate limit).
     var serializerFreeAt = Instant.zero
 
-    init(impairments: Impairments, random: SeededRandom, maxFrameSize: Int, slots: Int) {
+    init(impairments: Impairments, random: SeededRandom, maxFrameSize: Int, slots: Int, carriesMetadata: Bool) {
         self.impairments = impairments
+        self.carriesMetadata = carriesMetadata
         usesTime = impairments.usesTime
         reorders = impairments.reorders
         isPerfect = impairments.isPerfect
@@ -86,6 +92,7 @@ struct MemoryWireDirection {
         for i in 0..<slots { freeSlots[i] = Int32(slots - 1 - i) }
         freeCount = slots
         queue = .allocate(capacity: slots)
+        scratch = .allocate(capacity: MemoryWireDirection.scratchCount)
         queue.initialize(repeating: FrameInFlight(deliverAt: .zero, sequence: 0, slot: 0, length: 0, metadata: .none),
                          count: slots)
     }
@@ -95,6 +102,7 @@ struct MemoryWireDirection {
         slab.deallocate()
         freeSlots.deallocate()
         queue.deallocate()
+        scratch.deallocate()
     }
 
     var nextDelivery: Instant? {
@@ -102,16 +110,16 @@ struct MemoryWireDirection {
         return reorders ? queue[0].deliverAt : queue[head].deliverAt
     }
 
+    /// `MemoryLink.transmit(header:payloads:metadata:)`; `now` is zero unless the direction
+    /// uses time.
     @inlinable
     mutating func transmit(
-        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant,
-        carriesMetadata: Bool
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant
     ) throws(LinkError) {
         var plain = carriesMetadata
         if case .none = metadata { plain = true }
         guard isPerfect, plain else {
-            return try transmitImpaired(header: header, payloads: payloads, metadata: metadata, now: now,
-                                        carriesMetadata: carriesMetadata)
+            return try transmitImpaired(header: header, payloads: payloads, metadata: metadata, now: now)
         }
         if !payloads.isEmpty {
             // A gather list: header and slices copied into the frame's slot, as a wire reads them.
@@ -152,19 +160,22 @@ struct MemoryWireDirection {
         return at >= slotCount ? at &- slotCount : at
     }
 
+    /// A perfect direction's descriptor holds only what its receive reads: the frame's
+    /// slot is its ring position, and its delivery time and order are never read (the
+    /// delivery time stays zero, as `init` wrote it).
     @inlinable @inline(__always)
     mutating func enqueueInRing(at: Int, length: Int, metadata: OffloadMetadata, lent: UnsafeRawPointer?) {
-        queue[at] = FrameInFlight(deliverAt: .zero, sequence: sequence, slot: Int32(truncatingIfNeeded: at),
-                                  length: Int32(truncatingIfNeeded: length), metadata: metadata, lent: lent)
+        let frame = queue + at
+        frame.pointee.length = Int32(truncatingIfNeeded: length)
+        frame.pointee.metadata = metadata
+        frame.pointee.lent = lent
         inFlight &+= 1
-        sequence &+= 1
     }
 
     /// Every other case: gather lists, metadata to finish, impairments.
     @usableFromInline
     mutating func transmitImpaired(
-        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant,
-        carriesMetadata: Bool
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant
     ) throws(LinkError) {
         let length = header.count + payloads.byteCount
         guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
@@ -281,45 +292,102 @@ struct MemoryWireDirection {
                           toByteOffset: count &- 16, as: Chunk.self)
     }
 
+    /// Receives into `burst` (see `Link.receive(into:max:burst:)`).
+    @inlinable
+    mutating func receive(into pool: BufferPool, max: Int, now: Instant,
+                          burst: UnsafeMutablePointer<PacketBuffer>) -> Int {
+        if !usesTime && !reorders { return receiveFromRing(into: pool, max: max, burst: burst) }
+        return receiveArrived(into: pool, max: max, now: now, burst: burst)
+    }
+
+    /// A ring whose frames have all arrived, in order (no time, no reordering): the ring's
+    /// place and count are kept in locals for the burst, with no arrival test.
+    @inlinable
+    mutating func receiveFromRing(into pool: BufferPool, max: Int, burst: UnsafeMutablePointer<PacketBuffer>) -> Int {
+        let queue = self.queue, slab = self.slab, slotSize = self.slotSize, slotCount = self.slotCount
+        // `max` bounds the frames taken off the wire, dropped ones included (see below).
+        var at = head, left = inFlight, taken = 0, bytes = 0, tooLarge = 0
+        let received = pool.fill(burst, upTo: Swift.min(max, left)) { space in
+            while left > 0, taken < max {
+                let frame = queue + at
+                let length = Int(frame.pointee.length)
+                at &+= 1
+                if at == slotCount { at = 0 }
+                left &-= 1
+                taken &+= 1
+                guard length <= space.count else {
+                    tooLarge &+= 1
+                    continue
+                }
+                // In a ring, a frame's slot is its ring position.
+                let source = frame.pointee.lent ?? UnsafeRawPointer(slab + (frame - queue) &* slotSize)
+                MemoryWireDirection.copy(from: source, to: space.baseAddress.unsafelyUnwrapped, count: length)
+                bytes &+= length
+                return (length, frame.pointee.metadata)
+            }
+            return nil
+        }
+        inFlight = left
+        // As `dequeue` does: an empty ring starts over at slot 0.
+        head = left == 0 ? 0 : at
+        counters.delivered &+= UInt64(truncatingIfNeeded: received)
+        counters.deliveredBytes &+= UInt64(truncatingIfNeeded: bytes)
+        counters.queueDrops &+= UInt64(truncatingIfNeeded: tooLarge)
+        return received
+    }
+
+    /// Receives frame by frame, through bursts of at most `scratchCount` (`body` must not
+    /// receive from this direction itself).
     @inlinable
     mutating func receive(
         into pool: BufferPool, max: Int, now: Instant, _ body: (consuming PacketBuffer) -> Void
     ) -> Int {
-        // A perfect wire's frames have all arrived, in order: its own copy of the loop,
-        // without the arrival test and the heap.
-        if !usesTime && !reorders { return receive(into: pool, max: max, now: now, allArrivedInOrder: true, body) }
-        return receive(into: pool, max: max, now: now, allArrivedInOrder: false, body)
+        // `max` bounds the frames taken off the wire, as in a burst: `inFlight` counts them.
+        var received = 0, taken = 0
+        while taken < max {
+            let before = inFlight
+            let n = receive(into: pool, max: Swift.min(max &- taken, MemoryWireDirection.scratchCount), now: now,
+                            burst: scratch)
+            taken &+= before &- inFlight
+            // Each buffer goes back to the pool as `body` lets it go, for the next burst.
+            for i in 0..<n { body((scratch + i).move()) }
+            received &+= n
+            guard n > 0 else { break }
+        }
+        return received
     }
 
-    @inlinable @inline(__always)
-    mutating func receive(
-        into pool: BufferPool, max: Int, now: Instant, allArrivedInOrder: Bool, _ body: (consuming PacketBuffer) -> Void
-    ) -> Int {
+    @inlinable static var scratchCount: Int { 32 }
+
+    /// Every other direction: the frames that have arrived by `now`, from the ring or the
+    /// heap. Not inlined: only a perfect direction's receive is on a fast path.
+    @usableFromInline
+    mutating func receiveArrived(into pool: BufferPool, max: Int, now: Instant,
+                                 burst: UnsafeMutablePointer<PacketBuffer>) -> Int {
         // `max` bounds the frames taken off the wire, dropped ones included: bounded work.
         // Each descriptor is read in place; the counters are added once per burst.
-        var received = 0, bytes = 0, tooLarge = 0
-        while received &+ tooLarge < max, inFlight > 0 {
-            let frame = queue + (allArrivedInOrder || !reorders ? head : 0)
-            guard allArrivedInOrder || !usesTime || frame.pointee.deliverAt <= now else { break }
-            guard var buffer = pool.take() else { break }
-            let length = Int(frame.pointee.length)
-            let source = frame.pointee.lent ?? UnsafeRawPointer(slab + Int(frame.pointee.slot) &* slotSize)
-            let metadata = frame.pointee.metadata
-            dequeue()
-            let space = buffer.writableSpace
-            guard length <= space.count else {
-                // The pool's buffers are smaller than this wire's frames: the frame cannot be
-                // received into this pool. Counted as dropped at the queue, not silently; the
-                // buffer goes back unused.
-                tooLarge &+= 1
-                continue
+        var taken = 0, bytes = 0, tooLarge = 0
+        let received = pool.fill(burst, upTo: Swift.min(max, inFlight)) { space in
+            while taken < max, inFlight > 0 {
+                let frame = queue + (reorders ? 0 : head)
+                guard !usesTime || frame.pointee.deliverAt <= now else { return nil }
+                let length = Int(frame.pointee.length)
+                let source = frame.pointee.lent ?? UnsafeRawPointer(slab + Int(frame.pointee.slot) &* slotSize)
+                let metadata = frame.pointee.metadata
+                dequeue()
+                taken &+= 1
+                guard length <= space.count else {
+                    // The pool's buffers are smaller than this wire's frames: the frame cannot
+                    // be received into this pool. Counted as dropped at the queue, not
+                    // silently; its buffer takes the next frame.
+                    tooLarge &+= 1
+                    continue
+                }
+                MemoryWireDirection.copy(from: source, to: space.baseAddress.unsafelyUnwrapped, count: length)
+                bytes &+= length
+                return (length, metadata)
             }
-            MemoryWireDirection.copy(from: source, to: space.baseAddress.unsafelyUnwrapped, count: length)
-            try! buffer.setCount(length)
-            buffer.offload = metadata
-            received &+= 1
-            bytes &+= length
-            body(buffer)
+            return nil
         }
         counters.delivered &+= UInt64(truncatingIfNeeded: received)
         counters.deliveredBytes &+= UInt64(truncatingIfNeeded: bytes)

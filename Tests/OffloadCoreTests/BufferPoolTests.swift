@@ -25,6 +25,47 @@ import Testing
         _ = a; _ = b
     }
 
+    @Test func fillTakesABurstAsTakeWouldAndStopsWhereTheWriterDoes() {
+        let pool = BufferPool(count: 4, bufferSize: 256, headroom: 32)
+        let burst = UnsafeMutablePointer<PacketBuffer>.allocate(capacity: 8)
+        defer { burst.deallocate() }
+        // The writer stops after three frames: three buffers, each with its frame after the headroom.
+        var written = 0
+        let n = pool.fill(burst, upTo: 4) { space -> (count: Int, offload: OffloadMetadata)? in
+            #expect(space.count == 256 - 32)
+            guard written < 3 else { return nil }
+            written += 1
+            space.storeBytes(of: UInt8(written), as: UInt8.self)
+            return (10 * written, written == 2 ? .partialChecksum(checksumStart: 34, checksumOffset: 6) : .none)
+        }
+        #expect(n == 3)
+        #expect(pool.inUse == 3 && pool.takes == 3 && pool.exhaustions == 0)
+        var slots = Set<Int>()
+        for i in 0..<n {
+            let b = (burst + i).move()
+            #expect(b.count == 10 * (i + 1) && b.headroom == 32)
+            #expect(b.bytes.load(as: UInt8.self) == UInt8(i + 1))
+            #expect(b.offload.hasPartialChecksum == (i == 1))
+            slots.insert(b.slotIndex)
+        }
+        #expect(slots == [0, 1, 2], "the warmest slots first, as take() gives them")
+        #expect(pool.inUse == 0)
+
+        // Fewer buffers than wanted: as many as there are, and no exhaustion while some were left.
+        let held = pool.take()
+        let m = pool.fill(burst, upTo: 8) { _ in (1, .none) }
+        #expect(m == 3 && pool.available == 0 && pool.exhaustions == 0)
+        for i in 0..<m { _ = (burst + i).move() }
+        _ = consume held
+        // None at all for a frame that waits: counted, as take() counts it.
+        let a = pool.take(), b = pool.take(), c = pool.take(), d = pool.take()
+        #expect(pool.available == 0)
+        let none = pool.fill(burst, upTo: 1) { _ in (1, .none) }
+        #expect(none == 0)
+        #expect(pool.exhaustions == 1)
+        _ = a; _ = b; _ = c; _ = d
+    }
+
     @Test func everySlotIsDistinctAndReused() {
         let pool = BufferPool(count: 8, bufferSize: 64, headroom: 0)
         var seen = Set<Int>()

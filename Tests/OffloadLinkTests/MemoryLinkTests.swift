@@ -226,6 +226,52 @@ func runWire(_ impairments: Impairments, seed: UInt64 = 1, count: Int = 20_000, 
         #expect(b.framesWaiting == 0 && pool.inUse == 0)
     }
 
+    /// The engine's receive into its burst: frames in order, across the ring's end, with
+    /// their offload metadata; a frame too large for the pool is counted against `max` and
+    /// its buffer takes the next frame. On a perfect wire and on a delaying one.
+    @Test(arguments: [Impairments(), Impairments(delay: .microseconds(5))])
+    func burstReceiveFillsTheBurstInOrder(impairments: Impairments) throws {
+        let clock = VirtualClock()
+        var (a, b) = MemoryLink.pair(clock: clock, seed: 1, forward: impairments, maxFrameSize: 512,
+                                     framesInFlight: 4, carriesOffloadMetadata: true)
+        let pool = BufferPool(count: 8, bufferSize: 256, headroom: 64)
+        let burst = UnsafeMutablePointer<PacketBuffer>.allocate(capacity: 8)
+        defer { burst.deallocate() }
+        let partial = OffloadMetadata.partialChecksum(checksumStart: 34, checksumOffset: 6)
+        func send(_ size: Int, _ metadata: OffloadMetadata = .none) throws {
+            try [UInt8](repeating: UInt8(size & 0xff), count: size).withUnsafeBytes {
+                try a.transmit(header: $0, payloads: .none, metadata: metadata)
+            }
+        }
+        var sizes: [Int] = [], partials: [Bool] = []
+        func take(max: Int) throws -> Int {
+            let n = try b.receive(into: pool, max: max, burst: burst)
+            for i in 0..<n {
+                let frame = (burst + i).move()
+                #expect(frame.bytes.allSatisfy { $0 == UInt8(frame.count & 0xff) })
+                sizes.append(frame.count)
+                partials.append(frame.offload.hasPartialChecksum)
+            }
+            return n
+        }
+        try send(100); try send(110, partial); try send(120)
+        clock.advance(by: .milliseconds(1))
+        #expect(try take(max: 2) == 2)
+        // The next four go round the ring's end; the one of 300 bytes does not fit a buffer.
+        try send(300); try send(130); try send(140)
+        #expect(b.framesWaiting == 4)
+        clock.advance(by: .milliseconds(1))
+        #expect(try take(max: 2) == 1, "the dropped frame counts against max")
+        #expect(b.framesWaiting == 2)
+        #expect(try take(max: 8) == 2)
+        #expect(sizes == [100, 110, 120, 130, 140])
+        #expect(partials == [false, true, false, false, false])
+        #expect(b.receivedCounters.queueDrops == 1 && b.receivedCounters.delivered == 5)
+        #expect(b.receivedCounters.deliveredBytes == 600)
+        #expect(b.framesWaiting == 0 && pool.inUse == 0)
+        #expect(try take(max: 8) == 0)
+    }
+
     @Test func lentFramesAreReadAtDeliveryAndDiscardDropsUnread() throws {
         let clock = VirtualClock()
         var (a, b) = MemoryLink.pair(clock: clock, seed: 1, maxFrameSize: 128, framesInFlight: 2)
