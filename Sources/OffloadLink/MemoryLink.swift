@@ -81,8 +81,9 @@ public struct MemoryLink: Link {
     public mutating func transmit(
         header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata
     ) throws(LinkError) {
-        try outgoing.pointee.transmit(header: header, payloads: payloads, metadata: metadata,
-                                      now: outgoing.pointee.usesTime ? wire.now : .zero)
+        try outgoing.pointee.transmit(
+            header: header, payloads: payloads, metadata: metadata, now: outgoing.pointee.usesTime ? wire.now : .zero,
+            carriesMetadata: wire.carriesOffloadMetadata)
     }
 
     /// Sends one finished frame without copying it now: the wire keeps a reference to the
@@ -125,8 +126,7 @@ final class MemoryWire {
         directions = .allocate(capacity: impairments.count)
         for (i, impairment) in impairments.enumerated() {
             (directions + i).initialize(to: MemoryWireDirection(
-                impairments: impairment, random: random.fork(), maxFrameSize: maxFrameSize, slots: framesInFlight,
-                carriesMetadata: carriesOffloadMetadata))
+                impairments: impairment, random: random.fork(), maxFrameSize: maxFrameSize, slots: framesInFlight))
         }
         directionCount = impairments.count
     }

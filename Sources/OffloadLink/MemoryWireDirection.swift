@@ -46,9 +46,6 @@ struct MemoryWireDirection {
     @usableFromInline let usesTime: Bool
     @usableFromInline let reorders: Bool
     @usableFromInline let isPerfect: Bool
-    /// Offload metadata crosses this wire (see `MemoryLink`); otherwise a partial checksum is
-    /// finished on the way and a TSO super-frame refused.
-    @usableFromInline let carriesMetadata: Bool
     /// The impairments' durations in nanoseconds, converted once (Duration arithmetic is
     /// 128-bit and too slow for every frame).
     let delayNanoseconds: Int64
@@ -75,9 +72,8 @@ struct MemoryWireDirection {
     /// When the sender's serializer is free again (rate limit).
     var serializerFreeAt = Instant.zero
 
-    init(impairments: Impairments, random: SeededRandom, maxFrameSize: Int, slots: Int, carriesMetadata: Bool) {
+    init(impairments: Impairments, random: SeededRandom, maxFrameSize: Int, slots: Int) {
         self.impairments = impairments
-        self.carriesMetadata = carriesMetadata
         usesTime = impairments.usesTime
         reorders = impairments.reorders
         isPerfect = impairments.isPerfect
@@ -110,16 +106,16 @@ struct MemoryWireDirection {
         return reorders ? queue[0].deliverAt : queue[head].deliverAt
     }
 
-    /// `MemoryLink.transmit(header:payloads:metadata:)`; `now` is zero unless the direction
-    /// uses time.
     @inlinable
     mutating func transmit(
-        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant,
+        carriesMetadata: Bool
     ) throws(LinkError) {
         var plain = carriesMetadata
         if case .none = metadata { plain = true }
         guard isPerfect, plain else {
-            return try transmitImpaired(header: header, payloads: payloads, metadata: metadata, now: now)
+            return try transmitImpaired(header: header, payloads: payloads, metadata: metadata, now: now,
+                                        carriesMetadata: carriesMetadata)
         }
         if !payloads.isEmpty {
             // A gather list: header and slices copied into the frame's slot, as a wire reads them.
@@ -160,22 +156,19 @@ struct MemoryWireDirection {
         return at >= slotCount ? at &- slotCount : at
     }
 
-    /// A perfect direction's descriptor holds only what its receive reads: the frame's
-    /// slot is its ring position, and its delivery time and order are never read (the
-    /// delivery time stays zero, as `init` wrote it).
     @inlinable @inline(__always)
     mutating func enqueueInRing(at: Int, length: Int, metadata: OffloadMetadata, lent: UnsafeRawPointer?) {
-        let frame = queue + at
-        frame.pointee.length = Int32(truncatingIfNeeded: length)
-        frame.pointee.metadata = metadata
-        frame.pointee.lent = lent
+        queue[at] = FrameInFlight(deliverAt: .zero, sequence: sequence, slot: Int32(truncatingIfNeeded: at),
+                                  length: Int32(truncatingIfNeeded: length), metadata: metadata, lent: lent)
         inFlight &+= 1
+        sequence &+= 1
     }
 
     /// Every other case: gather lists, metadata to finish, impairments.
     @usableFromInline
     mutating func transmitImpaired(
-        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant
+        header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata, now: Instant,
+        carriesMetadata: Bool
     ) throws(LinkError) {
         let length = header.count + payloads.byteCount
         guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
@@ -319,8 +312,7 @@ struct MemoryWireDirection {
                     tooLarge &+= 1
                     continue
                 }
-                // In a ring, a frame's slot is its ring position.
-                let source = frame.pointee.lent ?? UnsafeRawPointer(slab + (frame - queue) &* slotSize)
+                let source = frame.pointee.lent ?? UnsafeRawPointer(slab + Int(frame.pointee.slot) &* slotSize)
                 MemoryWireDirection.copy(from: source, to: space.baseAddress.unsafelyUnwrapped, count: length)
                 bytes &+= length
                 return (length, frame.pointee.metadata)
