@@ -29,10 +29,11 @@ final class GatewayWorld {
     /// The server stays silent (a host that is gone) when set.
     var serverSilent = false
 
-    init(seed: UInt64 = 1, audit: Bool = false, processing: SlowPath.Processing = .partial) throws {
+    init(seed: UInt64 = 1, audit: Bool = false, orderGuard: Bool = true, processing: SlowPath.Processing = .partial) throws {
         sim = Simulation(seed: seed)
         var config = Engine<MemoryLink>.Configuration()
         config.audit = AuditSwitch(audit)
+        config.orderGuard = orderGuard
         let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: sim.clock, seed: seed)
         self.engine = engine
         clientWire = wires[0]
