@@ -13,19 +13,48 @@ final class TwoEndpoints {
     let a: HostEndpoint<MemoryLink>, b: HostEndpoint<MemoryLink>
 
     /// `tso`: the wire carries offload metadata, so the engines send TSO super-segments of
-    /// up to 64 KiB (delivered whole, as GRO would).
+    /// up to 64 KiB (delivered whole, as GRO would). `hostileCopies`: the wire is two wires
+    /// with a relay between them that forwards every frame and, with this chance, sends a
+    /// mutated copy of it (`HostileFrames.mutate`) after it.
     init(seed: UInt64, impairments: Impairments = .none, offload: Bool = true, tso: Bool = false,
          tcp: TCPStack.Configuration = .init(), engine: Engine<MemoryLink>.Configuration = .init(),
-         witness: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
-        sim = Simulation(seed: seed)
+         hostileCopies: Double = 0, witness: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+        let sim = Simulation(seed: seed)
+        self.sim = sim
         var engine = engine
         if tso {
             engine.bufferSize = 65_536 + 14 + Engine<MemoryLink>.headroom
             engine.bufferCount = 256
         }
-        let (linkA, linkB) = MemoryLink.pair(clock: sim.clock, seed: seed, forward: impairments, backward: impairments,
-                                             maxFrameSize: tso ? 65_536 + 14 : 2048, framesInFlight: tso ? 128 : 1024,
-                                             carriesOffloadMetadata: tso)
+        let maxFrameSize = tso ? 65_536 + 14 : 2048
+        let pair = { (seed: UInt64) in
+            MemoryLink.pair(clock: sim.clock, seed: seed, forward: impairments, backward: impairments,
+                            maxFrameSize: maxFrameSize, framesInFlight: tso ? 128 : 1024, carriesOffloadMetadata: tso)
+        }
+        let linkA: MemoryLink, linkB: MemoryLink
+        if hostileCopies > 0 {
+            let (a, relayA) = pair(seed), (relayB, b) = pair(seed &+ 1)
+            (linkA, linkB) = (a, b)
+            var ends = [relayA, relayB]
+            let pool = BufferPool(count: 64, bufferSize: maxFrameSize, headroom: 0)
+            var random = SeededRandom(seed: seed ^ 0x6d65_6464_6c65)
+            sim.addProcess("relay") {
+                var moved = 0
+                for from in 0..<2 {
+                    var frames: [[UInt8]] = []
+                    moved += (try? ends[from].receive(into: pool, max: 32) { frames.append(Array($0.bytes)) }) ?? 0
+                    for var frame in frames {
+                        try? frame.withUnsafeBytes { try ends[1 - from].transmit($0) }
+                        guard random.chance(hostileCopies) else { continue }
+                        HostileFrames.mutate(&frame, &random)
+                        try? frame.withUnsafeBytes { try ends[1 - from].transmit($0) }
+                    }
+                }
+                return moved > 0
+            }
+        } else {
+            (linkA, linkB) = pair(seed)
+        }
         if let witness { linkA.witnessPayloads(witness) }
         let configA = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.6.0.1/24"), hardwareAddress: .local(1))
         let configB = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.6.0.2/24"), hardwareAddress: .local(2))
