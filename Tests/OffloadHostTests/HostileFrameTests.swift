@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import OffloadCore
 @testable import OffloadEngine
@@ -12,7 +13,11 @@ import OffloadTCP
 /// parsers and state behind them. Whatever arrives, nothing traps, every packet is accounted
 /// for by a named path or drop reason, no buffer or count is left behind, the table keeps its
 /// invariants, and the gateway still forwards an ordinary ping afterwards.
+///
+/// `HOSTILE_ROUNDS` (1,500 by default) and `HOSTILE_SEEDS` (4) run longer.
 @Suite struct HostileFrameTests {
+    static func setting(_ name: String) -> Int? { getenv(name).flatMap { Int(String(cString: $0)) } }
+
     @Test(arguments: [(audit: false, orderGuard: true), (audit: true, orderGuard: true), (audit: false, orderGuard: false)])
     func mutatedFramesFromBothSidesChangeNothingElse(audit: Bool, orderGuard: Bool) throws {
         let world = try GatewayWorld(seed: 11, audit: audit, orderGuard: orderGuard)
@@ -35,7 +40,7 @@ import OffloadTCP
 
         let fromClient = HostileFrames.fromInside(), fromServer = HostileFrames.fromOutside(answering: natted)
         var rng = SeededRandom(seed: 0x686f_7374)
-        for round in 0..<1500 {
+        for round in 0..<(Self.setting("HOSTILE_ROUNDS") ?? 1500) {
             for (frames, fromClientSide) in [(fromClient, true), (fromServer, false)] {
                 var frame = frames[rng.below(frames.count)]
                 HostileFrames.mutate(&frame, &rng)
@@ -86,12 +91,14 @@ import OffloadTCP
     /// Mutated copies of two offloaded connections' own segments, their checksums mostly put
     /// right, reach the engines' receive paths and the hosts' TCP in the middle of an echo.
     /// The transfer may break (a copy with other bytes at the right place is data TCP cannot
-    /// tell from the real thing), but nothing traps; and once both applications abort, every
-    /// message comes back to its sender exactly once, in order, and every connection, buffer
-    /// and table entry is gone.
+    /// tell from the real thing), and a changed copy of the handshake can end it before it is
+    /// offloaded; but nothing traps, and once both applications abort, every message comes
+    /// back to its sender exactly once, in order, and every connection, buffer and table entry
+    /// is gone.
     @Test func mutatedSegmentsOnOffloadedConnections() throws {
-        var carried = 0, refused: UInt64 = 0
-        for seed: UInt64 in 1...4 {
+        var carried = 0, refused: UInt64 = 0, offloadedSeeds = 0
+        let seeds = UInt64(Self.setting("HOSTILE_SEEDS") ?? 4)
+        for seed in 1...seeds {
             var tcp = TCPStack.Configuration()
             tcp.seed = seed
             tcp.tcp.maximumSegmentLifetime = .seconds(5)
@@ -148,9 +155,12 @@ import OffloadTCP
                         "\(prefix): \(c.rows.filter { $0.1 > 0 })")
                 refused += e.engine.tcp.counters.segmentsDropped + c.totalDrops
             }
-            #expect(ta.counters.connectionsOffloaded > 0 && tb.counters.connectionsOffloaded > 0, "\(prefix)")
+            // A changed copy of the handshake can end it (a RST the ACK number makes
+            // acceptable): then the connection never reaches an engine.
+            if ta.counters.connectionsOffloaded > 0 && tb.counters.connectionsOffloaded > 0 { offloadedSeeds += 1 }
         }
-        #expect(carried > 2_000_000, "the echo ran")
+        #expect(offloadedSeeds * 10 >= seeds * 9, "both ends offloaded in \(offloadedSeeds) of \(seeds) seeds")
+        #expect(carried > 500_000 * Int(seeds), "the echo ran")
         #expect(refused > 0, "mutated segments were refused")
     }
 }
