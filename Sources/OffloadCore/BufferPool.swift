@@ -108,11 +108,10 @@ public final class BufferPool {
 
     /// Fills `burst[0..<n]` with buffers written by `write`, and returns n: up to `wanted`,
     /// fewer when the pool runs short (counted as an exhaustion when it had none at all) or
-    /// `write` returns nil. `write`
-    /// gets each buffer's space after the headroom, puts a frame there and returns its length
-    /// (at most the space) and offload metadata. A receive's burst in one pass: the free
-    /// stack is read once, not per buffer. `write` must not take buffers from this pool or
-    /// give any back.
+    /// `write` returns nil. `write` gets each buffer's space after the headroom, puts a frame
+    /// there and returns its length (at most the space) and offload metadata. A receive's
+    /// burst in one pass: the free stack is read once, not per buffer. `write` must not take
+    /// buffers from this pool or give any back.
     @inlinable @inline(__always)
     public func fill(
         _ burst: UnsafeMutablePointer<PacketBuffer>, upTo wanted: Int,

@@ -309,6 +309,7 @@ struct MemoryWireDirection {
                 left &-= 1
                 taken &+= 1
                 guard length <= space.count else {
+                    // Counted, and its buffer takes the next frame, as in `receiveArrived`.
                     tooLarge &+= 1
                     continue
                 }

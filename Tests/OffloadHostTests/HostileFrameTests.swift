@@ -1,4 +1,3 @@
-import Foundation
 import Testing
 import OffloadCore
 @testable import OffloadEngine
@@ -16,8 +15,6 @@ import OffloadTCP
 ///
 /// `HOSTILE_ROUNDS` (1,500 by default) and `HOSTILE_SEEDS` (4) run longer.
 @Suite struct HostileFrameTests {
-    static func setting(_ name: String) -> Int? { getenv(name).flatMap { Int(String(cString: $0)) } }
-
     @Test(arguments: [(audit: false, orderGuard: true), (audit: true, orderGuard: true), (audit: false, orderGuard: false)])
     func mutatedFramesFromBothSidesChangeNothingElse(audit: Bool, orderGuard: Bool) throws {
         let world = try GatewayWorld(seed: 11, audit: audit, orderGuard: orderGuard)
@@ -40,7 +37,7 @@ import OffloadTCP
 
         let fromClient = HostileFrames.fromInside(), fromServer = HostileFrames.fromOutside(answering: natted)
         var rng = SeededRandom(seed: 0x686f_7374)
-        for round in 0..<(Self.setting("HOSTILE_ROUNDS") ?? 1500) {
+        for round in 0..<(environmentSetting("HOSTILE_ROUNDS") ?? 1500) {
             for (frames, fromClientSide) in [(fromClient, true), (fromServer, false)] {
                 var frame = frames[rng.below(frames.count)]
                 HostileFrames.mutate(&frame, &rng)
@@ -97,7 +94,7 @@ import OffloadTCP
     /// is gone.
     @Test func mutatedSegmentsOnOffloadedConnections() throws {
         var carried = 0, refused: UInt64 = 0, offloadedSeeds = 0
-        let seeds = UInt64(Self.setting("HOSTILE_SEEDS") ?? 4)
+        let seeds = UInt64(environmentSetting("HOSTILE_SEEDS") ?? 4)
         for seed in 1...seeds {
             var tcp = TCPStack.Configuration()
             tcp.seed = seed

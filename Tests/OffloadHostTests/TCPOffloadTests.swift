@@ -144,7 +144,7 @@ import OffloadWire
         #expect(clean.failure == nil, "\(clean.failure ?? "")")
         #expect(clean.superSegments > 0, "no super-segment was sent")
         var failures: [String] = []
-        let seeds = UInt64(ProcessInfo.processInfo.environment["TCP_OFFLOAD_TSO_SEEDS"].flatMap { Int($0) } ?? 50)
+        let seeds = UInt64(environmentSetting("TCP_OFFLOAD_TSO_SEEDS") ?? 50)
         for seed in UInt64(1)...seeds {
             let impairments = Impairments(loss: Double(seed % 6) / 100, reordering: seed % 2 == 0 ? 0.05 : 0)
             let outcome = try Self.echo(seed: seed, bytes: 300_000, impairments: impairments, moves: seed % 3 == 0,
@@ -157,8 +157,8 @@ import OffloadWire
     /// Loss, reordering and duplication, with connections moving between host and engine
     /// in the middle of the transfer on every other seed.
     @Test func offloadedEchoesSurviveImpairmentsAndMoves() throws {
-        let first = UInt64(ProcessInfo.processInfo.environment["TCP_OFFLOAD_FIRST"].flatMap { Int($0) } ?? 1)
-        let seeds = UInt64(ProcessInfo.processInfo.environment["TCP_OFFLOAD_SEEDS"].flatMap { Int($0) } ?? 1000)
+        let first = UInt64(environmentSetting("TCP_OFFLOAD_FIRST") ?? 1)
+        let seeds = UInt64(environmentSetting("TCP_OFFLOAD_SEEDS") ?? 1000)
         var failures: [String] = []
         var engineBytes: UInt64 = 0, uploads: UInt64 = 0, retransmitted: UInt64 = 0
         for seed in first...seeds {
