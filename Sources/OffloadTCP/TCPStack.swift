@@ -439,29 +439,37 @@ public final class TCPStack {
         }
     }
 
-    /// A connection reached CLOSED: forget its 4-tuple; release the socket if nobody needs it.
+    /// A connection reached CLOSED (seen by a poll, a segment, or its return from the
+    /// engine): forget its 4-tuple, once; release the socket if nobody needs it.
     func ended(_ socket: TCPSocket, _ entry: SocketEntry) {
-        guard connections[entry.connection.id] === entry else { return }
-        connections[entry.connection.id] = nil
-        counters.connectionsClosed &+= 1
-        if entry.connection.error != nil { counters.connectionsFailed &+= 1 }
-        if let port = entry.listener, let listener = listeners[port] {
-            if let i = listener.acceptQueue.firstIndex(of: socket) {
-                listener.acceptQueue.remove(at: i)
-            } else {
-                listener.halfOpen -= 1
+        if connections[entry.connection.id] === entry {
+            connections[entry.connection.id] = nil
+            counters.connectionsClosed &+= 1
+            if entry.connection.error != nil { counters.connectionsFailed &+= 1 }
+            if let port = entry.listener, let listener = listeners[port] {
+                if let i = listener.acceptQueue.firstIndex(of: socket) {
+                    listener.acceptQueue.remove(at: i)
+                } else {
+                    listener.halfOpen -= 1
+                }
+                entry.closedByApplication = true // never accepted: nobody will close it
+                _ = entry.connection.takeCompletions()
+                entry.completions.removeAll()
             }
-            entry.closedByApplication = true // never accepted: nobody will close it
-            _ = entry.connection.takeCompletions()
-            entry.completions.removeAll()
         }
         releaseIfDone(socket)
     }
 
+    /// Releases a socket nobody needs any more. Only after `ended` forgot its connection and
+    /// its last RST left: a connection that an abort or a close ended between two polls stays
+    /// (with its socket) until the next poll sends what it has and calls `ended`, or the
+    /// 4-tuple would stay taken for good and the RST unsent.
     private func releaseIfDone(_ socket: TCPSocket) {
         guard let entry = sockets[socket], entry.closedByApplication, entry.offload == nil,
-              entry.connection.state == .closed, entry.buffers.isEmpty, entry.completions.isEmpty,
-              entry.connection.completions.isEmpty else { return }
+              entry.connection.state == .closed, entry.connection.pendingReset == nil,
+              connections[entry.connection.id] !== entry,
+              entry.buffers.isEmpty, entry.completions.isEmpty, entry.connection.completions.isEmpty
+        else { return }
         sockets[socket] = nil
     }
 

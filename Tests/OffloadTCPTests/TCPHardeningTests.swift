@@ -202,6 +202,36 @@ final class ScriptedPeer {
         }
     }
 
+    /// An application that aborts and takes its completions before the stack's next poll:
+    /// the RST still leaves, and the connection is forgotten (its 4-tuple free, the stack at
+    /// rest). The same for a connect closed before its SYN was answered. Found by
+    /// `HostileFrameTests`: the socket was released at once, and the connection stayed in
+    /// the table of 4-tuples for good, its RST unsent.
+    @Test func aConnectionEndedBetweenPollsIsStillForgottenAndItsResetSent() throws {
+        let peer = ScriptedPeer()
+        let (socket, _) = try #require(peer.handshake())
+        guard case .queued = peer.stack.send(TxBuffer(copying: [1, 2, 3]), on: socket) else {
+            Issue.record("send refused")
+            return
+        }
+        peer.stack.abort(socket)
+        var statuses: [CompletionStatus] = []
+        peer.stack.takeCompletions(of: socket) { statuses.append($0.status) }
+        #expect(statuses == [.failed(.aborted)])
+        let out = peer.poll()
+        #expect(out.contains { $0.flags.contains(.rst) }, "the RST left: \(out)")
+        #expect(peer.stack.connectionCount == 0 && peer.stack.socketCount == 0)
+        #expect(peer.stack.counters.connectionsClosed == 1 && peer.stack.counters.connectionsFailed == 1)
+        #expect(peer.stack.isQuiescent)
+
+        let connecting = try peer.stack.connect(to: peer.address, port: 7, now: peer.now)
+        peer.stack.close(connecting)
+        peer.stack.takeCompletions(of: connecting) { _ in }
+        peer.poll()
+        #expect(peer.stack.connectionCount == 0 && peer.stack.socketCount == 0)
+        #expect(peer.stack.isQuiescent)
+    }
+
     /// One segment waits for the delayed-ACK timer; a second full one is acknowledged at once.
     @Test func delayedACKs() throws {
         let peer = ScriptedPeer()
