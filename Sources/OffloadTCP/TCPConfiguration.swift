@@ -24,6 +24,11 @@ public struct TCPConfiguration: Sendable, Hashable {
     public var dataRetries = 15
     /// Time to live of our packets (cached state, T2).
     public var timeToLive: UInt8 = 64
+    /// At most one ACK per this interval answers a segment without data that was not
+    /// acceptable (out of the window, an old timestamp, an ACK of what was never sent), so
+    /// that two ends whose numbers a middlebox changed do not answer each other's answers for
+    /// ever (Linux: `tcp_invalid_ratelimit`, 500 ms).
+    public var invalidSegmentACKInterval: Duration = .milliseconds(500)
 
     public init() {}
 

@@ -84,7 +84,7 @@ extension TCPConnection {
            Int32(bitPattern: ts.value &- block.delegated.timestampRecent) < 0,
            now - block.delegated.timestampRecentAge < .seconds(24 * 24 * 3600) {
             counters.pawsDrops &+= 1
-            ackNow = true
+            answerInvalid(segment, now: now)
             return
         }
 
@@ -112,7 +112,7 @@ extension TCPConnection {
             if window == 0 && seq == d.receiveNext && flags.contains(.ack) {
                 processACK(segment, now: now, hasData: length > 0)
             }
-            ackNow = true
+            answerInvalid(segment, now: now)
             if state == .timeWait { timeWaitDeadline = now + configuration.maximumSegmentLifetime * 2 }
             return
         }
@@ -179,7 +179,7 @@ extension TCPConnection {
         let ack = SequenceNumber(segment.acknowledgmentNumber)
         let d = block.delegated
         if ack > d.sendMax {
-            ackNow = true // acknowledges what was never sent
+            answerInvalid(segment, now: now) // acknowledges what was never sent
             return false
         }
         if ack < d.sendUnacknowledged - max(d.maxSendWindow, 1) {
@@ -434,6 +434,23 @@ extension TCPConnection {
         guard challengeACKsInWindow < Self.challengeACKLimitPerSecond else { return }
         challengeACKsInWindow += 1
         counters.challengeACKs &+= 1
+        ackNow = true
+    }
+
+    /// The ACK RFC 9293 sends for a segment that was not acceptable. For one that takes no
+    /// sequence space (or carries a SYN), at most one per `invalidSegmentACKInterval`: two
+    /// ends that a middlebox desynchronised would otherwise answer each other's ACKs for
+    /// ever, an ACK loop (Linux's `tcp_oow_rate_limited`). Data or a FIN is always answered:
+    /// its sender learns from the duplicate ACK.
+    private func answerInvalid(_ segment: TCPRepr, now: Instant) {
+        let flags = segment.flags
+        if (segment.payloadLength == 0 && !flags.contains(.fin)) || flags.contains(.syn) {
+            if let last = lastInvalidSegmentACK, now - last < configuration.invalidSegmentACKInterval {
+                counters.invalidSegmentACKsLimited &+= 1
+                return
+            }
+            lastInvalidSegmentACK = now
+        }
         ackNow = true
     }
 

@@ -72,6 +72,8 @@ public final class TCPConnection {
     var lastSend: Instant
     var challengeACKWindowStart = Instant.zero
     var challengeACKsInWindow = 0
+    /// When an ACK last answered a segment that was not acceptable (see `answerInvalid`).
+    var lastInvalidSegmentACK: Instant?
     static let challengeACKLimitPerSecond = 100
     /// Where `poll` gathers a segment's payload slices.
     let slices: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>

@@ -20,8 +20,10 @@ public struct TCPConnectionCounters: Hashable, Sendable {
     public var challengeACKs: UInt64 = 0
     /// Segments dropped by PAWS (RFC 7323): an old timestamp.
     public var pawsDrops: UInt64 = 0
-    /// Segments outside the receive window (answered with an ACK).
+    /// Segments outside the receive window (answered with an ACK, within the limit below).
     public var outOfWindowSegments: UInt64 = 0
+    /// Segments not acceptable whose ACK the `invalidSegmentACKInterval` held back.
+    public var invalidSegmentACKsLimited: UInt64 = 0
     public var resetsReceived: UInt64 = 0
     public var resetsSent: UInt64 = 0
     public init() {}

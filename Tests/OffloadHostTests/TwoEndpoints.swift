@@ -41,13 +41,16 @@ final class TwoEndpoints {
             sim.addProcess("relay") {
                 var moved = 0
                 for from in 0..<2 {
-                    var frames: [[UInt8]] = []
-                    moved += (try? ends[from].receive(into: pool, max: 32) { frames.append(Array($0.bytes)) }) ?? 0
-                    for var frame in frames {
-                        try? frame.withUnsafeBytes { try ends[1 - from].transmit($0) }
+                    var frames: [([UInt8], OffloadMetadata)] = []
+                    moved += (try? ends[from].receive(into: pool, max: 32) { frames.append((Array($0.bytes), $0.offload)) }) ?? 0
+                    for (var frame, metadata) in frames {
+                        func send() {
+                            try? frame.withUnsafeBytes { try ends[1 - from].transmit(header: $0, payloads: .none, metadata: metadata) }
+                        }
+                        send()
                         guard random.chance(hostileCopies) else { continue }
                         HostileFrames.mutate(&frame, &random)
-                        try? frame.withUnsafeBytes { try ends[1 - from].transmit($0) }
+                        send()
                     }
                 }
                 return moved > 0

@@ -232,6 +232,40 @@ final class ScriptedPeer {
         #expect(peer.stack.isQuiescent)
     }
 
+    /// An ACK loop: a middlebox that changed the numbers makes each end see the other's ACKs
+    /// as out of the window, and each answers with an ACK. Answers to segments without data
+    /// are limited to one per `invalidSegmentACKInterval` (out of the window, an ACK of what
+    /// was never sent); data out of the window is still answered every time.
+    @Test func answersToInvalidSegmentsWithoutDataAreRateLimited() throws {
+        let peer = ScriptedPeer()
+        let (socket, _) = try #require(peer.handshake())
+        func acks(_ out: [TCPRepr]) -> Int { out.filter { $0.flags == .ack && $0.payloadLength == 0 }.count }
+        // Each answered at once if at all, as the two ends of a loop would.
+        var answers = 0
+        for _ in 0..<50 {
+            peer.send(.ack, sequence: peer.sequence &+ 1_000_000)
+            answers += acks(peer.poll())
+        }
+        #expect(answers == 1, "one answer to fifty ACKs out of the window")
+        answers = 0
+        for _ in 0..<50 {
+            peer.send(.ack, acknowledgment: peer.acknowledgment &+ 1_000_000)
+            answers += acks(peer.poll())
+        }
+        #expect(answers == 0, "an ACK of what was never sent is limited the same way")
+        let c = try #require(peer.stack.connection(socket)).counters
+        #expect(c.invalidSegmentACKsLimited == 99)
+        #expect(acks(peer.poll(after: .milliseconds(500))) == 0, "nothing owed")
+        peer.send(.ack, sequence: peer.sequence &+ 1_000_000)
+        #expect(acks(peer.poll()) == 1, "once the interval has passed, an answer again")
+        // Data out of the window (an old retransmission) is answered every time.
+        for _ in 0..<3 {
+            peer.send(.ack, sequence: peer.sequence &- 100, payload: [1, 2, 3])
+            #expect(acks(peer.poll()) == 1)
+        }
+        #expect(peer.stack.connection(socket)?.state == .established)
+    }
+
     /// One segment waits for the delayed-ACK timer; a second full one is acknowledged at once.
     @Test func delayedACKs() throws {
         let peer = ScriptedPeer()
