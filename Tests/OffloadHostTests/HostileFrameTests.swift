@@ -6,8 +6,9 @@ import OffloadLink
 import OffloadSim
 import OffloadTCP
 
-/// Mutated frames through the whole gateway: engine, slow path, NAT, ICMP and fragment
-/// translation, ARP, the audit stage, and the two hosts behind it. Most mutations have their
+/// Mutated frames through the whole gateway: engine, slow path (partial and complete
+/// processing), NAT, ICMP and fragment translation, ARP, the audit stage, and the two hosts
+/// behind it. Most mutations have their
 /// checksums put right afterwards, so that they pass the checks at the door and reach the
 /// parsers and state behind them. Whatever arrives, nothing traps, every packet is accounted
 /// for by a named path or drop reason, no buffer or count is left behind, the table keeps its
@@ -15,9 +16,13 @@ import OffloadTCP
 ///
 /// `HOSTILE_ROUNDS` (1,500 by default) and `HOSTILE_SEEDS` (4) run longer.
 @Suite struct HostileFrameTests {
-    @Test(arguments: [(audit: false, orderGuard: true), (audit: true, orderGuard: true), (audit: false, orderGuard: false)])
-    func mutatedFramesFromBothSidesChangeNothingElse(audit: Bool, orderGuard: Bool) throws {
-        let world = try GatewayWorld(seed: 11, audit: audit, orderGuard: orderGuard)
+    @Test(arguments: [(audit: false, orderGuard: true, processing: SlowPath.Processing.partial),
+                      (audit: true, orderGuard: true, processing: .partial),
+                      (audit: false, orderGuard: false, processing: .partial),
+                      (audit: false, orderGuard: true, processing: .complete)])
+    func mutatedFramesFromBothSidesChangeNothingElse(audit: Bool, orderGuard: Bool,
+                                                     processing: SlowPath.Processing) throws {
+        let world = try GatewayWorld(seed: 11, audit: audit, orderGuard: orderGuard, processing: processing)
         try world.server.udp.bind(port: 9)
         try world.client.udp.bind(port: 40000)
         // Ordinary traffic first, so that the neighbours are known and the NAT has mappings
@@ -64,7 +69,7 @@ import OffloadTCP
         }
         #expect(c.fastPath + c.reinsertedOut > 1000, "\(c)")
         #expect(world.engine.table.invariantViolation() == nil)
-        world.expectAtRest("audit \(audit), order guard \(orderGuard)")
+        world.expectAtRest("audit \(audit), order guard \(orderGuard), \(processing) processing")
 
         // The gateway still does its job, once both hosts have said again who they are: a
         // mutated ARP packet can teach it a wrong address for either, as it could any host
