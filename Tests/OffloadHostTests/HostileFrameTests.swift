@@ -5,6 +5,7 @@ import OffloadHost
 import OffloadLink
 import OffloadSim
 import OffloadTCP
+import OffloadWire
 
 /// Mutated frames through the whole gateway: engine, slow path (partial and complete
 /// processing), NAT, ICMP and fragment translation, ARP, the audit stage, and the two hosts
@@ -294,7 +295,7 @@ enum HostileFrames {
     static func ipv4(from source: MACAddress, to destination: MACAddress, _ from: IPv4Address, _ to: IPv4Address,
                      protocol proto: UInt8, l4: [UInt8], fragment: UInt16 = 0, options: [UInt8] = []) -> [UInt8] {
         let total = 20 + options.count + l4.count
-        var b = ethernet(from: source, to: destination, type: 0x0800)
+        var b = ethernet(from: source, to: destination, type: .ipv4)
         b += [0x45 + UInt8(options.count / 4), 0, UInt8(total >> 8), UInt8(total & 0xff), 0x12, 0x34,
               UInt8(fragment >> 8), UInt8(fragment & 0xff), 64, proto, 0, 0]
         b += bytes(from.rawValue) + bytes(to.rawValue) + options + l4
@@ -309,9 +310,11 @@ enum HostileFrames {
 
     /// MSS, window scale, SACK permitted and timestamps, as Linux sends them on a SYN.
     static func tcp(_ source: UInt16, _ destination: UInt16, flags: UInt8, payload: [UInt8]) -> [UInt8] {
-        let options: [UInt8] = [2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]
-        return bytes(source) + bytes(destination) + bytes(UInt32(1000)) + bytes(UInt32(flags & 0x10 != 0 ? 2000 : 0))
-            + [UInt8((20 + options.count) / 4) << 4, flags] + bytes(UInt16(64240)) + [0, 0, 0, 0] + options + payload
+        let header = TCPRepr(sourcePort: source, destinationPort: destination, sequenceNumber: 1000,
+                             acknowledgmentNumber: flags & 0x10 != 0 ? 2000 : 0, flags: TCPFlags(rawValue: UInt16(flags)),
+                             windowSize: 64240, maxSegmentSize: 1460, windowScale: 7, sackPermitted: true,
+                             timestamp: TCPTimestamp(value: 1, echoReply: 0), payloadLength: payload.count)
+        return emitted(header.headerLength) { header.emitHeader(into: $0) } + payload
     }
 
     static func echoRequest() -> [UInt8] { [8, 0, 0, 0, 0, 7, 0, 1] + Array(repeating: 0x61, count: 16) }
@@ -319,21 +322,33 @@ enum HostileFrames {
     static func icmpError(quoting packet: [UInt8]) -> [UInt8] { [3, 3, 0, 0, 0, 0, 0, 0] + packet }
 
     static func arpRequest(from mac: MACAddress, _ sender: IPv4Address, for target: IPv4Address) -> [UInt8] {
-        ethernet(from: mac, to: .broadcast, type: 0x0806) + [0, 1, 8, 0, 6, 4, 0, 1] + macBytes(mac)
-            + bytes(sender.rawValue) + [0, 0, 0, 0, 0, 0] + bytes(target.rawValue)
+        arp(ARPRepr(operation: .request, senderHardwareAddress: mac, senderProtocolAddress: sender,
+                    targetHardwareAddress: .zero, targetProtocolAddress: target))
     }
 
     /// An ARP reply to everyone announcing `sender` at `mac`.
     static func gratuitousARP(from mac: MACAddress, _ sender: IPv4Address) -> [UInt8] {
-        ethernet(from: mac, to: .broadcast, type: 0x0806) + [0, 1, 8, 0, 6, 4, 0, 2] + macBytes(mac)
-            + bytes(sender.rawValue) + macBytes(.broadcast) + bytes(sender.rawValue)
+        arp(ARPRepr(operation: .reply, senderHardwareAddress: mac, senderProtocolAddress: sender,
+                    targetHardwareAddress: .broadcast, targetProtocolAddress: sender))
     }
 
-    static func ethernet(from source: MACAddress, to destination: MACAddress, type: UInt16) -> [UInt8] {
-        macBytes(destination) + macBytes(source) + bytes(type)
+    static func arp(_ packet: ARPRepr) -> [UInt8] {
+        ethernet(from: packet.senderHardwareAddress, to: .broadcast, type: .arp)
+            + emitted(packet.bufferLength) { packet.emit(into: $0) }
     }
 
-    static func macBytes(_ mac: MACAddress) -> [UInt8] { mac.bytes }
+    static func ethernet(from source: MACAddress, to destination: MACAddress, type: EtherType) -> [UInt8] {
+        let header = EthernetRepr(destination: destination, source: source, etherType: type)
+        return emitted(14) { header.emit(into: $0) }
+    }
+
+    /// `count` bytes written by `emit`.
+    static func emitted(_ count: Int, _ emit: (UnsafeMutableRawBufferPointer) -> Void) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: count)
+        b.withUnsafeMutableBytes(emit)
+        return b
+    }
+
     static func bytes(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
     static func bytes(_ v: UInt32) -> [UInt8] { bytes(UInt16(v >> 16)) + bytes(UInt16(v & 0xffff)) }
 }
