@@ -5,7 +5,7 @@ import OffloadCore
 ///
 /// Receive is by bursts into pool buffers; transmit is a gather list (headers from engine
 /// memory, then payload slices from wherever the payload lives).
-public protocol Link: ~Copyable {
+public protocol Link: ~Copyable, SendableMetatype {
     /// What the link can carry and how to wait for it.
     var capabilities: LinkCapabilities { get }
 

@@ -110,9 +110,9 @@ public final class AsyncTCP: Sendable {
     /// Opens a connection and waits for the handshake.
     public func connect(to address: IPv4Address, port: UInt16) async throws(TCPError) -> AsyncTCPConnection {
         let socket = try locked { core throws(TCPError) in try core.stack.connect(to: address, port: port, now: core.now) }
-        await wait { $0.stack.connection(socket).map { $0.state != .synSent && $0.state != .synReceived } ?? true }
+        await wait { $0.stack.status(socket).map { $0.state != .synSent && $0.state != .synReceived } ?? true }
         let failure = try? locked { core throws(TCPError) -> TCPError? in
-            guard let c = core.stack.connection(socket) else { return .notConnected }
+            guard let c = core.stack.status(socket) else { return .notConnected }
             return c.state == .closed ? (c.error ?? .notConnected) : nil
         }
         if let failure { throw failure }
@@ -153,9 +153,8 @@ public struct AsyncTCPConnection: Sendable {
     public func send(_ buffer: consuming TxBuffer) async -> TCPCompletion {
         let size = buffer.count
         await tcp.wait { [socket] core in
-            guard let c = core.stack.connection(socket) else { return true }
-            return !c.canSend || c.unacknowledgedBytes + size <= c.configuration.sendQueueLimit
-                || c.unacknowledgedBytes == 0
+            guard let c = core.stack.status(socket) else { return true }
+            return !c.canSend || c.hasRoom(for: size)
         }
         let box = AsyncTCP.CompletionBox()
         let handed = HandOver(buffer)
@@ -180,7 +179,7 @@ public struct AsyncTCPConnection: Sendable {
     public func receive(max: Int = 65_536) async throws(TCPError) -> [UInt8]? {
         while true {
             let result: Result<[UInt8]?, TCPError>? = try? tcp.locked { [socket] core throws(TCPError) in
-                guard let c = core.stack.connection(socket) else { return .success(nil) }
+                guard let c = core.stack.status(socket) else { return .success(nil) }
                 if c.readableBytes > 0 {
                     var bytes: [UInt8] = []
                     core.stack.read(socket, max: max) { bytes.append(contentsOf: $0) }
@@ -191,7 +190,7 @@ public struct AsyncTCPConnection: Sendable {
             }
             if let result { return try result.get() }
             await tcp.wait { [socket] core in
-                guard let c = core.stack.connection(socket) else { return true }
+                guard let c = core.stack.status(socket) else { return true }
                 return c.readableBytes > 0 || c.isAtEndOfInput
             }
         }
@@ -218,10 +217,10 @@ public struct AsyncTCPConnection: Sendable {
     /// it did not end cleanly.
     public func closed() async -> TCPError? {
         await tcp.wait { [socket] core in
-            guard let c = core.stack.connection(socket) else { return true }
+            guard let c = core.stack.status(socket) else { return true }
             return c.state == .closed || c.state == .timeWait
         }
-        return try? tcp.locked { [socket] core throws(TCPError) in core.stack.connection(socket)?.error }
+        return try? tcp.locked { [socket] core throws(TCPError) in core.stack.status(socket)?.error }
     }
 }
 

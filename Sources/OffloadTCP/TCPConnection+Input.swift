@@ -406,6 +406,7 @@ extension TCPConnection {
     private func takeFINIfInOrder(now: Instant) {
         guard let fin = peerFINSequence, block.delegated.receiveNext == fin, state.receivesData else { return }
         block.delegated.receiveNext = fin + 1
+        receiveBuffer.markEnd()
         ackNow = true
         switch state {
         case .established:

@@ -18,7 +18,9 @@ public final class TCPConnection {
     public internal(set) var state: TCPState
     public internal(set) var block: TCPControlBlock
     public internal(set) var sendQueue: TCPSendQueue
-    var receiveBuffer: TCPReceiveBuffer
+    /// Written by the connection's input, read by the application: for an offloaded
+    /// connection, the one thing host and engine both touch (see `TCPReceiveBuffer`).
+    let receiveBuffer: TCPReceiveBuffer
     var reassembly: ReassemblyQueue
     var scoreboard: SACKScoreboard
     public internal(set) var counters = TCPConnectionCounters()
@@ -171,10 +173,7 @@ public final class TCPConnection {
     /// Bytes received in order, waiting to be read.
     public var readableBytes: Int { receiveBuffer.count }
     /// The peer has closed its side and every byte before its FIN has been read.
-    public var isAtEndOfInput: Bool {
-        guard let fin = peerFINSequence else { return state == .closed && receiveBuffer.isEmpty }
-        return receiveBuffer.isEmpty && block.delegated.receiveNext == fin + 1
-    }
+    public var isAtEndOfInput: Bool { receiveBuffer.isAtEnd || state == .closed && receiveBuffer.isEmpty }
     /// Bytes queued and not yet acknowledged.
     public var unacknowledgedBytes: Int { max(0, sendQueue.end - block.delegated.sendUnacknowledged) }
     /// Data may still be sent.

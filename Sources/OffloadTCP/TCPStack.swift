@@ -213,8 +213,8 @@ public final class TCPStack {
     public func close(_ socket: TCPSocket) {
         guard let entry = sockets[socket] else { return }
         entry.closedByApplication = true
-        let state = entry.connection.state
-        if entry.offload == nil, offloadPort != nil, entry.mayOffload, state == .synSent || state == .synReceived {
+        if entry.offload == nil, offloadPort != nil, entry.mayOffload,
+           entry.connection.state == .synSent || entry.connection.state == .synReceived {
             entry.closeAfterOffload = true
             return
         }
@@ -244,7 +244,8 @@ public final class TCPStack {
     }
 
     /// The connection behind a socket (its state, counters, readable bytes), or nil once
-    /// the socket is released.
+    /// the socket is released. While an engine on another thread runs it, only that thread
+    /// may read it: applications read `status(_:)`.
     public func connection(_ socket: TCPSocket) -> TCPConnection? { sockets[socket]?.connection }
 
     /// Sockets the stack holds (released ones excluded; TIME_WAIT ones included).

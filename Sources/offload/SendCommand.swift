@@ -147,6 +147,8 @@ final class SendApplication: TCPApplication {
         let connection: TCPConnection
         var offset = 0
         var closed = false
+        /// As of its last turn (the connection is the engine's while offloaded).
+        var status: TCPSocketStatus?
         init(socket: TCPSocket, connection: TCPConnection) {
             self.socket = socket
             self.connection = connection
@@ -183,7 +185,7 @@ final class SendApplication: TCPApplication {
 
     /// The connections still running, for the report of a run that was cut short.
     var unfinished: [String] {
-        active.map { "\($0.connection.id) \($0.connection.state), \($0.connection.unacknowledgedBytes) bytes unacknowledged" }
+        active.map { "\($0.connection.id) \($0.status.map { "\($0.state), \($0.unacknowledgedBytes) bytes unacknowledged" } ?? "released")" }
     }
 
     var isDone: Bool { finished && (!waitForRest || rested) || !totals.failed.isEmpty && active.isEmpty }
@@ -223,10 +225,10 @@ final class SendApplication: TCPApplication {
 
     /// One connection's turn; true when it is finished and released.
     private func step(_ s: Sending, stack: TCPStack, now: Instant) -> Bool {
-        let c = s.connection
-        while s.offset < data.count && c.canSend {
+        // The connection's own state is the engine's while it is offloaded: the status is ours.
+        while s.offset < data.count, let status = stack.status(s.socket), status.canSend {
             let size = min(messageSize, data.count - s.offset)
-            guard c.unacknowledgedBytes + size <= c.configuration.sendQueueLimit else { break }
+            guard status.hasRoom(for: size) else { break }
             let buffer = TxBuffer(unowned: data.base! + s.offset, count: size)
             guard case .queued = stack.send(buffer, on: s.socket) else { break }
             s.offset += size
@@ -239,17 +241,19 @@ final class SendApplication: TCPApplication {
         }
         totals.completionRanges += ranges.count
         totals.completions += ranges.reduce(0) { $0 + $1.count }
-        if !s.closed && (s.offset == data.count || c.state == .closed) {
+        s.status = stack.status(s.socket)
+        let state = s.status?.state ?? .closed
+        if !s.closed && (s.offset == data.count || state == .closed) {
             s.closed = true
             stack.close(s.socket)
         }
         // Done once our data is acknowledged and the peer has closed too (its FIN seen).
-        guard s.closed, c.state == .closed || c.state == .timeWait, c.unacknowledgedBytes == 0 || c.state == .closed
+        guard s.closed, state == .closed || state == .timeWait, s.status?.unacknowledgedBytes ?? 0 == 0 || state == .closed
         else { return false }
         stack.read(s.socket, max: Int.max) { piece in
             if let output { fwrite(piece.baseAddress, 1, piece.count, output) }
         }
-        totals.add(c)
+        totals.add(s.connection)
         return true
     }
 }

@@ -139,7 +139,8 @@ final class ServeApplication: TCPApplication {
 
     /// One connection's turn; true when it is finished and released.
     private func serve(_ s: Served, stack: TCPStack, now: Instant, mayRead: Bool) -> Bool {
-        let c = s.connection
+        // The connection's own state is the engine's while it is offloaded: the status is ours.
+        guard let status = stack.status(s.socket) else { return finish(s, now: now) }
         switch mode {
         case .sink:
             guard mayRead else { break }
@@ -147,19 +148,20 @@ final class ServeApplication: TCPApplication {
                 if let output { fwrite(piece.baseAddress, 1, piece.count, output) }
             }
         case .echo:
-            while c.canSend && c.unacknowledgedBytes < c.configuration.sendQueueLimit / 2 {
+            let limit = stack.configuration.tcp.sendQueueLimit
+            while let current = stack.status(s.socket), current.canSend, current.unacknowledgedBytes < limit / 2 {
                 let n = scratch.withUnsafeMutableBytes { stack.read(s.socket, into: $0) }
                 guard n > 0 else { break }
                 if case .refused(let error, _) = stack.send(TxBuffer(copying: scratch[0..<n]), on: s.socket) {
-                    totals.failed.append("\(c.id): echo: \(error)")
+                    totals.failed.append("\(s.connection.id): echo: \(error)")
                 }
             }
-            if !c.canSend { stack.read(s.socket, max: Int.max) { _ in } }
+            if !status.canSend { stack.read(s.socket, max: Int.max) { _ in } }
         case .source:
             stack.read(s.socket, max: Int.max) { _ in }
-            while s.sourceLeft > 0 && c.canSend {
+            while s.sourceLeft > 0, let current = stack.status(s.socket), current.canSend {
                 let size = min(s.sourceLeft, 64 * 1024)
-                guard c.unacknowledgedBytes + size <= c.configuration.sendQueueLimit else { break }
+                guard current.hasRoom(for: size) else { break }
                 let buffer = TxBuffer(unowned: pattern.baseAddress!, count: size)
                 guard case .queued = stack.send(buffer, on: s.socket) else { break }
                 s.sourceLeft -= size
@@ -169,12 +171,18 @@ final class ServeApplication: TCPApplication {
         totals.completionRanges += ranges.count
         totals.completions += ranges.reduce(0) { $0 + $1.count }
         let finishedSending = mode != .source || s.sourceLeft == 0
-        if !s.closed && (c.isAtEndOfInput && finishedSending && (mode != .echo || c.readableBytes == 0)
-                         || c.state == .closed) {
+        if !s.closed, let c = stack.status(s.socket),
+           c.isAtEndOfInput && finishedSending && (mode != .echo || c.readableBytes == 0) || c.state == .closed {
             s.closed = true
             stack.close(s.socket)
         }
-        guard s.closed, stack.connection(s.socket) == nil else { return false }
+        guard s.closed, stack.status(s.socket) == nil else { return false }
+        return finish(s, now: now)
+    }
+
+    /// A connection released: the host has it back, so its counters can be read.
+    private func finish(_ s: Served, now: Instant) -> Bool {
+        let c = s.connection
         totals.add(c)
         let received = c.counters.bytesReceived, sent = c.counters.bytesSent - c.counters.bytesRetransmitted
         print("connection \(c.id): received \(received) bytes, sent \(sent) bytes in \(now - s.started), "

@@ -6,24 +6,29 @@ import OffloadLink
 import OffloadTCP
 
 /// The async API end to end: two hosts, each on a thread of its own (`HostRuntime`), joined
-/// by a socket pair. This is the example of the README.
+/// by a socket pair. This is the example of the README. With `engineThread` each host's
+/// engine runs on a second thread, as an offload NIC beside the host's CPU.
 @Suite struct AsyncTCPTests {
     /// Two runtimes joined by a socket pair, started (the caller stops them).
-    static func hosts() throws -> (server: HostRuntime<SocketPairLink>, client: HostRuntime<SocketPairLink>) {
+    static func hosts(engineThread: Bool = false)
+        throws -> (server: HostRuntime<SocketPairLink>, client: HostRuntime<SocketPairLink>) {
         let (a, b) = try SocketPairLink.makePair()
         let server = try HostRuntime(
             link: SocketPairLink(adopting: a, address: .local(1)),
-            host: .init(interface: try IPv4CIDR(parsing: "10.0.0.1/24"), hardwareAddress: .local(1)))
+            host: .init(interface: try IPv4CIDR(parsing: "10.0.0.1/24"), hardwareAddress: .local(1)),
+            engineThread: engineThread)
         let client = try HostRuntime(
             link: SocketPairLink(adopting: b, address: .local(2)),
-            host: .init(interface: try IPv4CIDR(parsing: "10.0.0.2/24"), hardwareAddress: .local(2)))
+            host: .init(interface: try IPv4CIDR(parsing: "10.0.0.2/24"), hardwareAddress: .local(2)),
+            engineThread: engineThread)
         server.start()
         client.start()
         return (server, client)
     }
 
-    @Test func anEchoServerAndAClient() async throws {
-        let (server, client) = try Self.hosts()
+    @Test(arguments: [false, true])
+    func anEchoServerAndAClient(engineThread: Bool) async throws {
+        let (server, client) = try Self.hosts(engineThread: engineThread)
         defer {
             client.stop()
             server.stop()
@@ -66,8 +71,9 @@ import OffloadTCP
         #expect(server.offloadCounters.payloadBytesSent >= UInt64(message.count))
     }
 
-    @Test func udpDatagramsBetweenRuntimes() async throws {
-        let (server, client) = try Self.hosts()
+    @Test(arguments: [false, true])
+    func udpDatagramsBetweenRuntimes(engineThread: Bool) async throws {
+        let (server, client) = try Self.hosts(engineThread: engineThread)
         defer {
             client.stop()
             server.stop()
@@ -82,8 +88,9 @@ import OffloadTCP
         #expect(await client.receiveUDP(port: 5353).payload == Array("answer".utf8))
     }
 
-    @Test func connectingWhereNobodyListensThrowsRefused() async throws {
-        let (server, client) = try Self.hosts()
+    @Test(arguments: [false, true])
+    func connectingWhereNobodyListensThrowsRefused(engineThread: Bool) async throws {
+        let (server, client) = try Self.hosts(engineThread: engineThread)
         defer {
             client.stop()
             server.stop()

@@ -7,14 +7,22 @@ import OffloadTCP
 /// A host with TCP behind the engine, on one port: the engine polls the link, every frame
 /// for the host crosses to the software through the exception queue, the host answers, and
 /// what it sends goes back through the re-insertion queue to the engine's transmit path.
-/// Engine and software share one thread here (`turn` runs both), as a host's driver and its
-/// NIC's poll loop would on one core.
+///
+/// Engine and software share the caller's thread (`turn` runs both), as a host's driver and
+/// its NIC's poll loop would on one core, until `startEngineThread()` gives the engine a
+/// thread of its own, as an offload NIC runs beside the host's CPU. From then on `turn`,
+/// `isBusy`, `nextDeadline` and `sleep` are the host's side only, and the engine (its
+/// counters included) is not to be touched until `stopEngineThread()`.
 public final class HostEndpoint<Port: Link & ~Copyable> {
     public let engine: Engine<Port>
     public let slowPath: SlowPath
     public let host: IPv4Host
     public let clock: any Clock
+    /// The loop that runs the host's side sleeps here: on the link too while it runs the
+    /// engine, on its eventfd alone while the engine has a thread.
     private let poller: Poller
+    private let linkDescriptor: Int32?
+    private var engineThread: EngineThread<Port>?
 
     public let policy: HostPolicy
     /// How long `run` (and `HostRuntime`) keep polling without work before they sleep (see
@@ -37,8 +45,42 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
                             // Derived from the table's key: secret when that is (`randomizingSecrets`).
                             cacheSeed: engineConfiguration.tableHashSeed.byteSwapped)
         poller = try Poller()
-        if let descriptor = engine.withPort(0, { $0.capabilities.readinessDescriptor }) { try poller.add(descriptor) }
+        linkDescriptor = engine.withPort(0, { $0.capabilities.readinessDescriptor })
+        if let linkDescriptor { try poller.add(linkDescriptor) }
     }
+
+    deinit { stopEngineThread() }
+
+    /// Runs the engine on a thread of its own from now on (see the type's summary).
+    public func startEngineThread() throws(LinkError) {
+        guard engineThread == nil else { return }
+        let wakeup = try Poller()
+        if let linkDescriptor {
+            try wakeup.add(linkDescriptor)
+            try poller.remove(linkDescriptor)
+        }
+        let thread = EngineThread(engine: engine, clock: clock, wakeup: wakeup, host: poller, spin: spinBeforeSleeping)
+        engineThread = thread
+        thread.start()
+    }
+
+    /// Stops the engine's thread: the engine runs in `turn` again, and may be read.
+    public func stopEngineThread() {
+        guard let thread = engineThread else { return }
+        thread.stop()
+        engineThread = nil
+        if let linkDescriptor { try? poller.add(linkDescriptor) }
+    }
+
+    /// Whether the engine runs on a thread of its own.
+    public var hasEngineThread: Bool { engineThread != nil }
+
+    /// What the engine's TCP has done; from any thread while the engine has its own (then
+    /// at most 10 ms old).
+    public var offloadCounters: TCPOffloadCounters { engineThread?.offloadCounters ?? engine.tcp.counters }
+
+    /// Times the engine's thread slept since it started (0 without one).
+    public var engineSleeps: Int { engineThread?.sleepCount ?? 0 }
 
     public var tcp: TCPStack { host.tcp! }
 
@@ -46,6 +88,7 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     /// the software takes what crossed and lets the host send. Returns whether anything moved.
     @discardableResult
     public func turn(now: Instant) -> Bool {
+        if engineThread != nil { return hostTurn() }
         var worked = engine.poll(now: now)
         if slowPath.step(max: engine.configuration.burstSize) > 0 { worked = true }
         if engine.hasSoftwareMessages { worked = engine.poll(now: now) || worked }
@@ -62,14 +105,35 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
         return (false, next)
     }
 
-    /// Whether a turn is due at once (the host has something to send, or frames wait).
-    public var isBusy: Bool {
-        host.hasOutput || slowPath.hasWork || engine.hasSoftwareMessages || policy.hasEvents || engine.tcp.hasOutput
+    /// The host's side of a turn while the engine has its thread: the software takes what
+    /// crossed and lets the host send; the engine is rung if it was handed anything.
+    private func hostTurn() -> Bool {
+        let originated = slowPath.originated
+        let worked = slowPath.step(max: engine.configuration.burstSize) > 0 || slowPath.originated != originated
+        ringEngine()
+        return worked
     }
 
-    /// The earliest timer of the host's and the engine's connections.
+    /// Rings the engine's thread, if it has one and sleeps, when the host has handed it work
+    /// (frames, offload commands, messages posted by the application): call it after the
+    /// application's turn.
+    public func ringEngine() {
+        if let engineThread, engine.hasSoftwareMessages { engineThread.wakeup.wakeIfSleeping() }
+    }
+
+    /// Whether a turn is due at once (the host has something to send, or frames wait).
+    public var isBusy: Bool {
+        if engineThread != nil { return hostHasWork || host.hasOutput }
+        return host.hasOutput || hostHasWork || engine.hasSoftwareMessages || engine.tcp.hasOutput
+    }
+
+    /// The engine has left the host's side something: packets, or events of its TCP.
+    private var hostHasWork: Bool { slowPath.hasWork || policy.hasEvents }
+
+    /// The earliest timer of the host's and (while they share a thread) the engine's connections.
     public var nextDeadline: Instant? {
-        switch (host.nextDeadline, engine.tcp.nextDeadline) {
+        if engineThread != nil { return host.nextDeadline }
+        return switch (host.nextDeadline, engine.tcp.nextDeadline) {
         case (let a?, let b?): min(a, b)
         case (let a, let b): a ?? b
         }
@@ -78,13 +142,18 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     /// Ends a `sleep` early; callable from any thread.
     public var waker: @Sendable () -> Void { { [poller] in poller.wake() } }
 
-    /// Sleeps until the link has frames, the host's next timer, or `limit`.
+    /// Sleeps until the link has frames (the engine has work for the host, with an engine
+    /// thread), the host's next timer, or `limit`.
     public func sleep(limit: Duration = .milliseconds(10)) {
         var timeout = limit.nanoseconds / 1_000_000
         if let next = nextDeadline {
             timeout = min(timeout, max(0, (next.nanoseconds - clock.now.nanoseconds) / 1_000_000))
         }
-        _ = try? poller.wait(timeoutMilliseconds: Int32(timeout))
+        if engineThread != nil {
+            try? poller.sleep(timeoutMilliseconds: Int32(timeout)) { hostHasWork }
+        } else {
+            _ = try? poller.wait(timeoutMilliseconds: Int32(timeout))
+        }
     }
 
     /// Runs until `shouldStop`, giving `application` a turn after each of the endpoint's.
@@ -94,6 +163,7 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
             let now = clock.now
             let worked = turn(now: now)
             application(tcp, now)
+            ringEngine()
             if idle.shouldSleep(worked: worked || isBusy, now: now) { sleep() }
         }
     }

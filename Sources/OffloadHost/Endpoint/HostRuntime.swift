@@ -9,7 +9,8 @@ import OffloadTCP
 /// for applications that use the async API (`tcp`): the thread runs the engine's poll and the
 /// host's software, resumes the tasks whose waits are over, and sleeps in epoll (on the
 /// link's descriptor and an eventfd the API rings) when nothing is due. With `offload` (the
-/// default) established connections run in the engine (seed 003).
+/// default) established connections run in the engine (seed 003); with `engineThread` the
+/// engine has a second thread of its own, as an offload NIC beside the host's CPU.
 ///
 ///     let runtime = try HostRuntime(link: TapLink(name: "tap0"), host: .init(
 ///         interface: IPv4CIDR(parsing: "10.0.0.2/24"), hardwareAddress: .local(2)))
@@ -17,7 +18,7 @@ import OffloadTCP
 ///     let connection = try await runtime.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 5001)
 ///     let completion = await connection.send(TxBuffer(copying: Array("hello".utf8)))
 ///     // completion.buffer is ours again; completion.status says the peer has it all.
-public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @unchecked Sendable {
+public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
     // Unchecked: the endpoint (engine, software, host) is touched only by the runtime's
     // thread, and the stack only under `tcp`'s lock.
     public let tcp: AsyncTCP
@@ -26,10 +27,12 @@ public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @uncheck
     private let stopping = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private var thread: Thread?
+    private let engineThread: Bool
 
     public init(link: consuming L, host configuration: IPv4Host.Configuration,
                 tcp tcpConfiguration: TCPStack.Configuration = .init(), offload: Bool = true,
-                clock: any Clock = MonotonicClock()) throws {
+                engineThread: Bool = false, clock: any Clock = MonotonicClock()) throws {
+        self.engineThread = engineThread
         var engine = Engine<L>.Configuration().randomizingSecrets()
         engine.bufferSize = max(engine.bufferSize, link.capabilities.maxFrameSize + Engine<L>.headroom)
         if engine.bufferSize > 4096 { engine.bufferCount = 1024 }
@@ -46,6 +49,10 @@ public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @uncheck
 
     public func start() {
         let thread = Thread { [self] in
+            if engineThread {
+                do { try endpoint.startEngineThread() } catch { preconditionFailure("HostRuntime: \(error)") }
+            }
+            defer { endpoint.stopEngineThread() }
             var idle = IdleSpin(spin: endpoint.spinBeforeSleeping)
             while !stopping.load(ordering: .relaxed) {
                 let now = endpoint.clock.now
@@ -64,7 +71,7 @@ public final class HostRuntime<L: Link & ~Copyable & SendableMetatype>: @uncheck
     }
 
     /// What the engine's TCP has done (connections offloaded, segments and bytes carried).
-    public var offloadCounters: TCPOffloadCounters { tcp.withLock { endpoint.engine.tcp.counters } }
+    public var offloadCounters: TCPOffloadCounters { tcp.withLock { endpoint.offloadCounters } }
 
     // MARK: UDP
 

@@ -1,0 +1,92 @@
+#if os(Linux)
+import Foundation
+import Synchronization
+import OffloadCore
+import OffloadEngine
+import OffloadLink
+
+/// A host's engine on a thread of its own, as an offload NIC runs beside the host's CPU:
+/// its poll loop reads the link, runs the fast path and the offloaded TCP connections, and
+/// takes what the host's software hands it. The host's thread meets it only through the
+/// engine's rings (exceptions, re-insertion with the offload commands, TCP events) and an
+/// offloaded connection's receive buffer (`TCPReceiveBuffer`).
+///
+/// Idle, it spins briefly (`IdleSpin`) and then sleeps on the link's descriptor and an
+/// eventfd until a frame comes, the host hands it work, or an offloaded connection's timer
+/// is due. It rings the host whenever it has left something in a ring for it.
+final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
+    // Unchecked: between `start` and `stop` only this thread touches the engine (the host's
+    // side uses its rings, which are single-producer single-consumer); the rest is atomics
+    // and the pollers, which any thread may ring.
+    private let engine: Engine<Port>
+    private let clock: any Clock
+    /// Watches the link; rung by the host when it hands the engine work.
+    let wakeup: Poller
+    /// The host's loop, rung when the engine leaves it packets or events.
+    private let host: Poller
+    private let spin: Duration
+    private let stopping = Atomic<Bool>(false)
+    private let finished = DispatchSemaphore(value: 0)
+    private var thread: Thread?
+    /// Times the thread went to sleep (for reports).
+    private let sleeps = Atomic<Int>(0)
+    /// The engine's TCP counters as of the last 10 ms, for readers on other threads.
+    private let published = Mutex(TCPOffloadCounters())
+    private static var publishInterval: Duration { .milliseconds(10) }
+
+    init(engine: Engine<Port>, clock: any Clock, wakeup: Poller, host: Poller, spin: Duration) {
+        self.engine = engine
+        self.clock = clock
+        self.wakeup = wakeup
+        self.host = host
+        self.spin = spin
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            var idle = IdleSpin(spin: spin)
+            var nextPublish = clock.now
+            while !stopping.load(ordering: .relaxed) {
+                let now = clock.now
+                let worked = engine.poll(now: now)
+                if now >= nextPublish {
+                    published.withLock { $0 = engine.tcp.counters }
+                    nextPublish = now + Self.publishInterval
+                }
+                if engine.exceptions.count > 0 || engine.tcp.events.count > 0 { host.wakeIfSleeping() }
+                if idle.shouldSleep(worked: worked || engine.tcp.hasOutput, now: now) {
+                    sleeps.add(1, ordering: .relaxed)
+                    try? wakeup.sleep(timeoutMilliseconds: timeout(now: now)) { engine.hasSoftwareMessages }
+                }
+            }
+            published.withLock { $0 = engine.tcp.counters }
+            finished.signal()
+        }
+        thread.name = "offload-engine"
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Until the offloaded connections' next timer, at most 10 ms (entries idle out meanwhile).
+    private func timeout(now: Instant) -> Int32 {
+        guard let next = engine.tcp.nextDeadline else { return 10 }
+        return Int32(clamping: max(0, min(10, (next.nanoseconds - now.nanoseconds + 999_999) / 1_000_000)))
+    }
+
+    /// Times the thread went to sleep.
+    var sleepCount: Int { sleeps.load(ordering: .relaxed) }
+
+    /// The engine's TCP counters, at most 10 ms old (exact once stopped).
+    var offloadCounters: TCPOffloadCounters { published.withLock { $0 } }
+
+    /// Stops the thread after its current poll and waits for it: the engine is the caller's
+    /// again.
+    func stop() {
+        guard thread != nil else { return }
+        stopping.store(true, ordering: .relaxed)
+        wakeup.wake()
+        finished.wait()
+        thread = nil
+    }
+}
+#endif
