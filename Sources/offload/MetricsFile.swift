@@ -27,8 +27,11 @@ final class MetricsFile {
 extension MetricsSnapshot.Section {
     /// An engine's counters, with its table's entries and its buffers held as levels.
     static func engine<P: Link & ~Copyable>(_ engine: Engine<P>) -> Self {
-        .init("engine", engine.counters.rows + [("entries", UInt64(engine.table.count)),
-                                                ("buffered", UInt64(engine.buffered))],
+        Self.engine(counters: engine.counters, entries: engine.table.count, buffered: engine.buffered)
+    }
+
+    static func engine(counters: EngineCounters, entries: Int, buffered: Int) -> Self {
+        .init("engine", counters.rows + [("entries", UInt64(entries)), ("buffered", UInt64(buffered))],
               gauges: ["entries", "buffered"])
     }
 }
@@ -38,9 +41,11 @@ extension HostEndpoint where Port: ~Copyable {
     /// the host and its TCP.
     func metrics() -> MetricsSnapshot {
         let stack = tcp.counters
+        // Copied by the engine's thread when it has one.
+        let engine = engineSnapshot
         return MetricsSnapshot([
-            .engine(engine),
-            .init("tcp offload", engine.tcp.counters.rows + [("connections now", UInt64(engine.tcp.count))],
+            .engine(counters: engine.counters, entries: engine.entries, buffered: engine.buffered),
+            .init("tcp offload", engine.offload.rows + [("connections now", UInt64(engine.offloadedConnections))],
                   gauges: ["connections now"]),
             .init("software", [("packets handled", slowPath.processed), ("answered", slowPath.answered),
                                ("frames originated", slowPath.originated),

@@ -32,6 +32,9 @@ struct TCPEndpointOptions: ParsableArguments {
     @Flag(help: "Keep connections in the host's software instead of offloading them to the engine.")
     var noOffload = false
 
+    @Flag(help: "Run the engine on a thread of its own, as an offload NIC runs beside the host's CPU; the host's software and the application keep the first thread.")
+    var engineThread = false
+
     @Option(help: ArgumentHelp("Microseconds the idle loop keeps polling before it sleeps until a frame arrives: a sender whose window is full gets its ACK sooner; less leaves the core to others.", valueName: "microseconds"))
     var spin: UInt32 = IdleSpin.defaultMicroseconds
 
@@ -134,6 +137,7 @@ struct TCPEndpoint {
             tcp: options.stackConfiguration, engine: engineConfiguration, offload: !options.noOffload, clock: clock,
             makePort: makePort)
         endpoint.spinBeforeSleeping = .microseconds(Int64(options.spin))
+        if options.engineThread { try endpoint.startEngineThread() }
         print(banner)
         let deadline = options.host.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
         let metrics = options.metricsFile.map { MetricsFile(path: $0) }
@@ -147,6 +151,9 @@ struct TCPEndpoint {
                 nextMetrics = now + .seconds(1)
             }
         }
+        let engineSleeps = endpoint.engineSleeps
+        endpoint.stopEngineThread()
+        if options.engineThread { print("engine thread: slept \(engineSleeps) times") }
         let snapshot = endpoint.metrics()
         metrics?.write(snapshot)
         print(Self.offloadReport(endpoint))

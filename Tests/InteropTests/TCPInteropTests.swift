@@ -146,6 +146,54 @@ struct TCPInteropTests {
         print("(b, host TCP) socat sent us 64 MiB in \(received.seconds) s: \(received.line("served "))")
     }
 
+    /// (a), (b) and (c) with the engine on a thread of its own (`--engine-thread`), as an
+    /// offload NIC beside the host's CPU: the engine's thread runs the offloaded connections
+    /// while the host's thread runs the software and the application, and the two meet only
+    /// through the engine's rings and the receive buffers.
+    @Test("(a), (b) and (c) with the engine on its own thread: 64 MiB each way and an echo, sha256 equal",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func withAnEngineThread() throws {
+        guard Root.check() else { return }
+        let link = TCPLink(prefix: "otk", subnet: 58)
+        defer { link.tearDown() }
+        let data = link.makeRandomFile(bytes: 64 << 20)
+        let sink = link.socatSink(port: 5058)
+        let sent = try link.offload("send --to \(link.kernelAddress):5058 --file \(data.path) --msl 0.5 --wait-for-rest "
+                                    + "--engine-thread", timeout: 180)
+        let socatReceived = sink.finish()
+        #expect(sent.status == 0, "offload send failed: \(sent.output)")
+        #expect(sent.output.contains("stack at rest: yes"), "\(sent.output)")
+        #expect(sent.output.contains("engine thread: slept"), "\(sent.output)")
+        #expect(socatReceived == data.sha256, "sha256 sent \(data.sha256), socat received \(socatReceived)")
+        link.checkOffloaded(sent, connections: 1, sent: 64 << 20)
+        link.checkCapture(sent)
+
+        let output = "\(link.scratch)/received"
+        let serve = try link.startOffload("serve --port 5058 --mode sink --output \(output) --connections 1 "
+                                          + "--engine-thread", timeout: 180)
+        let client = link.namespace.run("socat -u OPEN:\(data.path) TCP:\(link.ourAddress):5058", timeout: 170)
+        let received = serve.finish()
+        #expect(client.succeeded, "socat said: \(client.output)")
+        #expect(received.status == 0, "offload serve failed: \(received.output)")
+        #expect(link.digest(ofFile: output) == data.sha256, "sha256 of what we received differs")
+        link.checkOffloaded(received, connections: 1, received: 64 << 20)
+
+        let script = link.write(Self.echoClient, as: "echo_client.py")
+        let echo = try link.startOffload("serve --port 5058 --mode echo --connections 1 --engine-thread", timeout: 180)
+        let echoClient = link.namespace.run("python3 \(script) \(link.ourAddress) 5058 \(data.path)", timeout: 170)
+        let echoed = echo.finish()
+        #expect(echoed.status == 0, "offload serve failed: \(echoed.output)")
+        let words = echoClient.output.split(separator: "\n").last(where: { $0.hasPrefix("sent ") })?
+            .split(separator: " ").map(String.init) ?? []
+        #expect(words.count == 6 && words[2] == data.sha256 && words[5] == data.sha256,
+                "the echo client said: \(echoClient.output)")
+        link.checkOffloaded(echoed, connections: 1, sent: 64 << 20, received: 64 << 20)
+        print("(a, engine thread) we sent 64 MiB in \(sent.seconds) s: \(sent.line("sent ")); \(sent.line("engine thread"))")
+        print("(b, engine thread) socat sent us 64 MiB in \(received.seconds) s: \(received.line("served ")); "
+              + received.line("engine thread"))
+        print("(c, engine thread) echo of 64 MiB in \(echoed.seconds) s: \(echoed.line("served "))")
+    }
+
     /// (c) Our echo server; a Python client sends 64 MiB and reads it all back.
     @Test("Echo of 64 MiB to a Python client: sha256 equal both ways",
           .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))

@@ -30,8 +30,8 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
     private var thread: Thread?
     /// Times the thread went to sleep (for reports).
     private let sleeps = Atomic<Int>(0)
-    /// The engine's TCP counters as of the last 10 ms, for readers on other threads.
-    private let published = Mutex(TCPOffloadCounters())
+    /// The engine's counters as of the last 10 ms, for readers on other threads.
+    private let published: Mutex<EngineSnapshot>
     private static var publishInterval: Duration { .milliseconds(10) }
 
     init(engine: Engine<Port>, clock: any Clock, wakeup: Poller, host: Poller, spin: Duration) {
@@ -40,6 +40,7 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
         self.wakeup = wakeup
         self.host = host
         self.spin = spin
+        published = Mutex(EngineSnapshot(engine))
     }
 
     func start() {
@@ -50,7 +51,7 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
                 let now = clock.now
                 let worked = engine.poll(now: now)
                 if now >= nextPublish {
-                    published.withLock { $0 = engine.tcp.counters }
+                    published.withLock { $0 = EngineSnapshot(engine) }
                     nextPublish = now + Self.publishInterval
                 }
                 if engine.exceptions.count > 0 || engine.tcp.events.count > 0 { host.wakeIfSleeping() }
@@ -59,7 +60,7 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
                     try? wakeup.sleep(timeoutMilliseconds: timeout(now: now)) { engine.hasSoftwareMessages }
                 }
             }
-            published.withLock { $0 = engine.tcp.counters }
+            published.withLock { $0 = EngineSnapshot(engine) }
             finished.signal()
         }
         thread.name = "offload-engine"
@@ -76,8 +77,8 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
     /// Times the thread went to sleep.
     var sleepCount: Int { sleeps.load(ordering: .relaxed) }
 
-    /// The engine's TCP counters, at most 10 ms old (exact once stopped).
-    var offloadCounters: TCPOffloadCounters { published.withLock { $0 } }
+    /// The engine's counters, at most 10 ms old (exact once stopped).
+    var snapshot: EngineSnapshot { published.withLock { $0 } }
 
     /// Stops the thread after its current poll and waits for it: the engine is the caller's
     /// again.
@@ -87,6 +88,25 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
         wakeup.wake()
         finished.wait()
         thread = nil
+    }
+}
+
+/// What a host's engine has counted, copied at one moment: what readers on other threads see
+/// of an engine that runs on its own (`HostEndpoint.engineSnapshot`).
+public struct EngineSnapshot: Sendable {
+    public var counters: EngineCounters
+    public var offload: TCPOffloadCounters
+    /// Entries in the connection table, buffers held, connections the engine runs.
+    public var entries: Int
+    public var buffered: Int
+    public var offloadedConnections: Int
+
+    init<Port: Link & ~Copyable>(_ engine: Engine<Port>) {
+        counters = engine.counters
+        offload = engine.tcp.counters
+        entries = engine.table.count
+        buffered = engine.buffered
+        offloadedConnections = engine.tcp.count
     }
 }
 #endif

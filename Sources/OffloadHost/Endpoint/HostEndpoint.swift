@@ -75,9 +75,9 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     /// Whether the engine runs on a thread of its own.
     public var hasEngineThread: Bool { engineThread != nil }
 
-    /// What the engine's TCP has done; from any thread while the engine has its own (then
-    /// at most 10 ms old).
-    public var offloadCounters: TCPOffloadCounters { engineThread?.offloadCounters ?? engine.tcp.counters }
+    /// What the engine has counted; from any thread while the engine has its own (then at
+    /// most 10 ms old).
+    public var engineSnapshot: EngineSnapshot { engineThread?.snapshot ?? EngineSnapshot(engine) }
 
     /// Times the engine's thread slept since it started (0 without one).
     public var engineSleeps: Int { engineThread?.sleepCount ?? 0 }

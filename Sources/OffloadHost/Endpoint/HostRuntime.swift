@@ -71,7 +71,7 @@ public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
     }
 
     /// What the engine's TCP has done (connections offloaded, segments and bytes carried).
-    public var offloadCounters: TCPOffloadCounters { tcp.withLock { endpoint.offloadCounters } }
+    public var offloadCounters: TCPOffloadCounters { tcp.withLock { endpoint.engineSnapshot.offload } }
 
     // MARK: UDP
 
