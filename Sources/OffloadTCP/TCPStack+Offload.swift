@@ -39,8 +39,10 @@ extension TCPStack {
                   entry.connection.state == .established, !entry.closedByApplication || entry.closeAfterOffload
             else { continue }
             let host = UInt32(truncatingIfNeeded: socket.rawValue)
+            // Read before the connection goes: an engine on its own thread may run it at once.
+            let nextID = entry.connection.sendQueue.nextID
             if port.offload(entry.connection, as: host, now: now) {
-                entry.offload = Offload(nextID: entry.connection.sendQueue.nextID)
+                entry.offload = Offload(nextID: nextID)
                 counters.connectionsOffloaded &+= 1
                 if entry.closeAfterOffload {
                     entry.offload!.closeWhenBack = true

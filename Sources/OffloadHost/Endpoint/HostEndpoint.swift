@@ -144,13 +144,19 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
 
     /// Sleeps until the link has frames (the engine has work for the host, with an engine
     /// thread), the host's next timer, or `limit`.
-    public func sleep(limit: Duration = .milliseconds(10)) {
+    public func sleep(limit: Duration = .milliseconds(10)) { sleep(until: nextDeadline, limit: limit) }
+
+    /// Sleeps like `sleep(limit:)` until `deadline` (`nextDeadline`, read by the caller while
+    /// it held the host): reads nothing of the host's, so a driver whose host others touch
+    /// under a lock (`HostRuntime`) can sleep without it.
+    public func sleep(until deadline: Instant?, limit: Duration = .milliseconds(10)) {
         var timeout = limit.nanoseconds / 1_000_000
-        if let next = nextDeadline {
-            timeout = min(timeout, max(0, (next.nanoseconds - clock.now.nanoseconds) / 1_000_000))
+        if let deadline {
+            timeout = min(timeout, max(0, (deadline.nanoseconds - clock.now.nanoseconds) / 1_000_000))
         }
         if engineThread != nil {
-            try? poller.sleep(timeoutMilliseconds: Int32(timeout)) { hostHasWork }
+            // The rings only: what the engine left since the caller last looked.
+            try? poller.sleep(timeoutMilliseconds: Int32(timeout)) { slowPath.hasWork || policy.hasEngineEvents }
         } else {
             _ = try? poller.wait(timeoutMilliseconds: Int32(timeout))
         }

@@ -97,7 +97,10 @@ public final class HostPolicy: SlowPathPolicy {
     }
 
     /// Whether the engine has told the software something it has not taken yet.
-    public var hasEvents: Bool { (offload?.events.count ?? 0) > 0 || !(offload?.waiting.isEmpty ?? true) }
+    public var hasEvents: Bool { hasEngineEvents || !(offload?.waiting.isEmpty ?? true) }
+
+    /// Whether the engine has left events in its ring; safe from any thread.
+    public var hasEngineEvents: Bool { (offload?.events.count ?? 0) > 0 }
 
     /// A frame of the host's, headers and payload slices copied into a buffer of the
     /// software's own (a frame that finds none is counted by the slow path and lost, as on a

@@ -56,12 +56,15 @@ public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
             var idle = IdleSpin(spin: endpoint.spinBeforeSleeping)
             while !stopping.load(ordering: .relaxed) {
                 let now = endpoint.clock.now
-                let (worked, busy) = tcp.withStack(now: now) { _ in
+                // The host is read under the lock the API takes, its next timer included;
+                // the sleep reads only the engine's rings.
+                let (worked, busy, deadline) = tcp.withStack(now: now) { _ in
                     let worked = endpoint.turn(now: now)
-                    return (worked, endpoint.isBusy)
+                    endpoint.ringEngine()
+                    return (worked, endpoint.isBusy, endpoint.nextDeadline)
                 }
                 tcp.resumeReady()
-                if idle.shouldSleep(worked: worked || busy, now: now) { endpoint.sleep() }
+                if idle.shouldSleep(worked: worked || busy, now: now) { endpoint.sleep(until: deadline) }
             }
             finished.signal()
         }
