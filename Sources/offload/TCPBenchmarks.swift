@@ -227,6 +227,9 @@ struct TapTCPFigures {
     /// CPU time the loop's thread got while measured (system: the TAP's reads and writes,
     /// which also run Linux's receive path for what we write).
     var cpu: ThreadCPUTime
+    /// With the engine on a thread of its own: that thread's CPU time (then `cpu` is the
+    /// host's and the application's thread alone, and `sleeps` the engine's).
+    var engineThreadCPU: Double? = nil
 
     var gigabitsPerSecond: Double { seconds > 0 ? Double(bytesAcknowledged) * 8 / seconds / 1e9 : 0 }
     var segmentsPerSecond: Double { seconds > 0 ? Double(segmentsSent) / seconds : 0 }
@@ -252,7 +255,8 @@ struct TapTCPFigures {
 /// the figures are the engine's; with `virtioNetHeader` the TAP carries the virtio-net header
 /// and the engine sends TSO super-segments (and the Linux side keeps TSO, GSO and GRO on).
 func tcpToLinuxOverTap(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize: Int = 64 * 1024,
-                       offload: Bool = false, virtioNetHeader: Bool = false) -> TapTCPFigures? {
+                       offload: Bool = false, virtioNetHeader: Bool = false,
+                       engineThread: Bool = false) -> TapTCPFigures? {
     let skipped = "TCP to Linux over TAP skipped"
     guard benchCanRun(skipped, root: "a TAP device, a network namespace", tools: ["ip", "socat", "ss"]) else { return nil }
     guard let namespace = BenchNamespace(name: "offload-bench-tcptap-\(getpid())") else {
@@ -263,14 +267,14 @@ func tcpToLinuxOverTap(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize:
     // The TAP lives (and is closed, which deletes it) inside this call, before the namespace goes.
     return TapTCPSender.measure(in: namespace, seconds: max(0.5, seconds), maxBytes: maxBytes,
                                 messageSize: messageSize, offload: offload, virtioNetHeader: virtioNetHeader,
-                                skipped: skipped)
+                                engineThread: engineThread, skipped: skipped)
 }
 
 private enum TapTCPSender {
     static let port: UInt16 = 5401
 
     static func measure(in namespace: BenchNamespace, seconds: Double, maxBytes: UInt64, messageSize: Int,
-                        offload: Bool, virtioNetHeader: Bool, skipped: String) -> TapTCPFigures? {
+                        offload: Bool, virtioNetHeader: Bool, engineThread: Bool, skipped: String) -> TapTCPFigures? {
         let address = IPv4Address(10, 77, 91, 2), linux = IPv4Address(10, 77, 91, 1)
         // swiftlint:disable:next force_try
         let cidr = try! IPv4CIDR(address: address, prefixLength: 24)
@@ -354,6 +358,13 @@ private enum TapTCPSender {
         let failuresBefore = host.counters.drops[.transmitFailed]
         let engineBefore = endpoint.engine.tcp.counters
         let engineDeliveredBefore = endpoint.engine.counters.deliveredToTCP
+        // From here on the connection is the engine thread's: the loop reads the status.
+        if engineThread {
+            do { try endpoint.startEngineThread() } catch {
+                print("\(skipped): \(error)")
+                return nil
+            }
+        }
 
         let cpuBefore = ThreadCPUTime.now
         let start = clock.now
@@ -361,13 +372,14 @@ private enum TapTCPSender {
         var now = start
         var acknowledged: UInt64 = 0
         do {
-            while now < end && acknowledged < maxBytes && connection.state == .established {
+            while now < end && acknowledged < maxBytes && stack.status(socket)?.state == .established {
                 // The stack refuses a message past its send queue's limit.
                 while queued < maxBytes, case .queued = stack.send(ring.next(), on: socket) {
                     queued &+= UInt64(messageSize)
                 }
                 stack.takeCompletions(of: socket) { acknowledged &+= UInt64($0.buffer.count) }
                 if try round() { sleeps &+= 1 }
+                endpoint.ringEngine()
                 rounds &+= 1
                 now = clock.now
             }
@@ -377,6 +389,7 @@ private enum TapTCPSender {
         }
         let elapsed = Double((now - start).nanoseconds) / 1e9
         let cpu = ThreadCPUTime.now - cpuBefore
+        let engineReport = endpoint.stopEngineThread()
         let after = host.counters
         let engineAfter = endpoint.engine.tcp.counters
         let failures = offload ? engineAfter.transmitFailures - engineBefore.transmitFailures
@@ -395,7 +408,8 @@ private enum TapTCPSender {
             retransmittedSegments: connection.counters.segmentsRetransmitted,
             retransmissionTimeouts: connection.counters.retransmissionTimeouts,
             transmitFailures: failures, hostDrops: after.totalDrops - before.totalDrops - failures,
-            rounds: rounds, sleeps: sleeps, cpu: cpu)
+            rounds: rounds, sleeps: engineReport.map { UInt64($0.sleeps) } ?? sleeps, cpu: cpu,
+            engineThreadCPU: engineReport?.cpuSeconds)
         stack.abort(socket)
         endpoint.turn(now: clock.now)
         return figures

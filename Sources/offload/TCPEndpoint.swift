@@ -151,9 +151,9 @@ struct TCPEndpoint {
                 nextMetrics = now + .seconds(1)
             }
         }
-        let engineSleeps = endpoint.engineSleeps
-        endpoint.stopEngineThread()
-        if options.engineThread { print("engine thread: slept \(engineSleeps) times") }
+        if let report = endpoint.stopEngineThread() {
+            print("engine thread: slept \(report.sleeps) times, CPU \(String(format: "%.3f", report.cpuSeconds)) s")
+        }
         let snapshot = endpoint.metrics()
         metrics?.write(snapshot)
         print(Self.offloadReport(endpoint))

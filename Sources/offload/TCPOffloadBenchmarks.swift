@@ -150,6 +150,17 @@ extension TCPOffloadBenchmarks {
                                     detail: "\(format(Double(ours.segmentsSent) / Double(max(1, ours.acksRead)))) "
                                         + "segments per ACK"))
         }
+        // The same with the engine on a thread of its own: the host's thread only posts
+        // messages and takes completions, as an offload NIC leaves the host's CPU.
+        if let ours = tcpToLinuxOverTap(seconds: seconds, offload: true, engineThread: true) {
+            let engineCPU = ours.engineThreadCPU.map { "\(format(100 * $0 / ours.seconds))%" } ?? "unmeasured"
+            rows.append(BenchResult(name: "tcp offload: to Linux over TAP, engine thread", value: ours.gigabitsPerSecond,
+                                    unit: "Gbit/s", reference: limit.map { ("TAP raw write", $0.gigabitsPerSecond) },
+                                    target: "- (report)",
+                                    detail: "\(format(ours.seconds)) s, host thread CPU "
+                                        + "\(format(100 * ours.cpu.total / ours.seconds))%, engine thread CPU \(engineCPU), "
+                                        + "the engine slept \(ours.sleeps) times, retransmitted \(ours.retransmittedSegments)"))
+        }
         let veth = linuxVethTCPFigures(seconds: seconds)
         if let ours = tcpToLinuxOverTap(seconds: seconds, offload: true, virtioNetHeader: true) {
             rows.append(BenchResult(name: "tcp offload: to Linux over virtio-net TAP, TSO", value: ours.gigabitsPerSecond,

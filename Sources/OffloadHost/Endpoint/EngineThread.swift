@@ -28,8 +28,9 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private var thread: Thread?
-    /// Times the thread went to sleep (for reports).
+    /// Times the thread went to sleep, and the CPU time it had (set as it ends), for reports.
     private let sleeps = Atomic<Int>(0)
+    private var cpuSeconds = 0.0
     /// The engine's counters as of the last 10 ms, for readers on other threads.
     private let published: Mutex<EngineSnapshot>
     private static var publishInterval: Duration { .milliseconds(10) }
@@ -61,6 +62,7 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
                 }
             }
             published.withLock { $0 = EngineSnapshot(engine) }
+            cpuSeconds = Self.threadCPUSeconds()
             finished.signal()
         }
         thread.name = "offload-engine"
@@ -74,21 +76,36 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
         return Int32(clamping: max(0, min(10, (next.nanoseconds - now.nanoseconds + 999_999) / 1_000_000)))
     }
 
-    /// Times the thread went to sleep.
-    var sleepCount: Int { sleeps.load(ordering: .relaxed) }
 
     /// The engine's counters, at most 10 ms old (exact once stopped).
     var snapshot: EngineSnapshot { published.withLock { $0 } }
 
     /// Stops the thread after its current poll and waits for it: the engine is the caller's
-    /// again.
-    func stop() {
-        guard thread != nil else { return }
-        stopping.store(true, ordering: .relaxed)
-        wakeup.wake()
-        finished.wait()
-        thread = nil
+    /// again. Returns what the thread did.
+    func stop() -> EngineThreadReport {
+        if thread != nil {
+            stopping.store(true, ordering: .relaxed)
+            wakeup.wake()
+            finished.wait()
+            thread = nil
+        }
+        return EngineThreadReport(sleeps: sleeps.load(ordering: .relaxed), cpuSeconds: cpuSeconds)
     }
+
+    /// The calling thread's CPU time, user and system.
+    private static func threadCPUSeconds() -> Double {
+        var t = timespec()
+        guard clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0 else { return 0 }
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+}
+
+/// What an engine's thread did while it ran.
+public struct EngineThreadReport: Sendable {
+    /// Times it went to sleep (nothing to do for the spin's length).
+    public var sleeps: Int
+    /// CPU time it had, user and system.
+    public var cpuSeconds: Double
 }
 
 /// What a host's engine has counted, copied at one moment: what readers on other threads see

@@ -64,12 +64,15 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
         thread.start()
     }
 
-    /// Stops the engine's thread: the engine runs in `turn` again, and may be read.
-    public func stopEngineThread() {
-        guard let thread = engineThread else { return }
-        thread.stop()
+    /// Stops the engine's thread: the engine runs in `turn` again, and may be read. Returns
+    /// what the thread did (nil when there was none).
+    @discardableResult
+    public func stopEngineThread() -> EngineThreadReport? {
+        guard let thread = engineThread else { return nil }
+        let report = thread.stop()
         engineThread = nil
         if let linkDescriptor { try? poller.add(linkDescriptor) }
+        return report
     }
 
     /// Whether the engine runs on a thread of its own.
@@ -78,9 +81,6 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     /// What the engine has counted; from any thread while the engine has its own (then at
     /// most 10 ms old).
     public var engineSnapshot: EngineSnapshot { engineThread?.snapshot ?? EngineSnapshot(engine) }
-
-    /// Times the engine's thread slept since it started (0 without one).
-    public var engineSleeps: Int { engineThread?.sleepCount ?? 0 }
 
     public var tcp: TCPStack { host.tcp! }
 
