@@ -186,7 +186,7 @@ extension ConnectionTable {
     /// key and its last counters; returns how many were removed.
     @discardableResult
     public mutating func expireIdle(now: Instant, timeouts: IdleTimeouts, budget: Int,
-                                    removed: (FlowKey, FlowEntryStats) -> Void = { _, _ in }) -> Int {
+                                    removed: (FlowKey, FlowEntryStats, FlowAction) -> Void = { _, _, _ in }) -> Int {
         let nowTick = ConnectionTable.tick(now)
         var work = 0, n = 0
         while work < budget {
@@ -199,12 +199,12 @@ extension ConnectionTable {
                 // A due entry whose end cannot be announced yet is looked at again next pass.
                 if slots[i].epoch != epoch || nowTick &- slots[i].lastUsedTick >= timeout,
                    mayRemove(EntryHandle(slot: i)) {
-                    let key = slots[i].key
+                    let key = slots[i].key, action = slots[i].action
                     let s = stats(EntryHandle(slot: i))
                     removeSlot(i)
                     counters.expired += 1
                     n += 1
-                    removed(key, s)
+                    removed(key, s, action)
                     continue
                 }
             }

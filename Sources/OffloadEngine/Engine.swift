@@ -90,8 +90,8 @@ public final class Engine<Port: Link & ~Copyable> {
     let portSegmentsTCP: [Bool]
     /// The offloaded TCP connections (seed 003), and their events to the host.
     public let tcp: TCPOffloadTable
-    /// Offloaded connections' entries that idled out in this poll's expiry scan.
-    var expiredOffloadedKeys: [FlowKey] = []
+    /// Offloaded connections' entries (and their slots) that idled out in this poll's expiry scan.
+    var expiredOffloaded: [(key: FlowKey, slot: UInt32)] = []
     public let portCount: Int
     private var marks: AuditMarkBook
     private let compatibility: CompatibilityTest
@@ -172,11 +172,11 @@ public final class Engine<Port: Link & ~Copyable> {
         for port in 0..<portCount { work &+= pollPort(UInt16(port), now: now) }
         work &+= pollOffloadedTCP(now: now)
         counters.expired &+= UInt64(table.expireIdle(now: now, timeouts: configuration.idleTimeouts,
-                                                     budget: configuration.expiryBudget) { key, _ in
+                                                     budget: configuration.expiryBudget) { key, _, action in
             rtpStatistics[key] = nil
-            if tcp.byKey[key] != nil { expiredOffloadedKeys.append(key) }
+            if case .offloadedTCP(let slot) = action { expiredOffloaded.append((key, slot)) }
         })
-        if !expiredOffloadedKeys.isEmpty { restoreOffloadedEntries(&expiredOffloadedKeys, now: now) }
+        if !expiredOffloaded.isEmpty { restoreOffloadedEntries(&expiredOffloaded, now: now) }
         return work > 0
     }
 

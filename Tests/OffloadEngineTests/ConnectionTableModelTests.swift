@@ -287,7 +287,7 @@ import OffloadCore
                 let budget = full ? 2 * table.slotCount : Int(rng.next() % UInt64(table.slotCount)) + 1
                 what = "expire budget \(budget)"
                 var reported: [FlowKey] = []
-                let n = table.expireIdle(now: now, timeouts: timeouts, budget: budget) { k, stats in
+                let n = table.expireIdle(now: now, timeouts: timeouts, budget: budget) { k, stats, _ in
                     reported.append(k)
                     #expect(stats == model.entries[k]?.stats, "\(what): stats of \(k)")
                 }

@@ -183,14 +183,14 @@ import OffloadCore
         for k in [tcp, udp, icmp] { _ = table.insert(k, action: .drop, now: .zero) }
         let timeouts = IdleTimeouts(tcp: .seconds(300), udp: .seconds(30), other: .seconds(10))
         var gone: [FlowKey] = []
-        table.expireIdle(now: .zero + .seconds(20), timeouts: timeouts, budget: 64) { k, _ in gone.append(k) }
+        table.expireIdle(now: .zero + .seconds(20), timeouts: timeouts, budget: 64) { k, _, _ in gone.append(k) }
         #expect(gone == [icmp])
         table.recordHit(table.lookup(udp)!, bytes: 1, now: .zero + .seconds(20))
-        table.expireIdle(now: .zero + .seconds(40), timeouts: timeouts, budget: 64) { k, _ in gone.append(k) }
+        table.expireIdle(now: .zero + .seconds(40), timeouts: timeouts, budget: 64) { k, _, _ in gone.append(k) }
         #expect(gone == [icmp])
         // Packets in the software keep an idle entry.
         table.incrementInSoftware(table.lookup(tcp)!)
-        table.expireIdle(now: .zero + .seconds(400), timeouts: timeouts, budget: 64) { k, _ in gone.append(k) }
+        table.expireIdle(now: .zero + .seconds(400), timeouts: timeouts, budget: 64) { k, _, _ in gone.append(k) }
         #expect(gone == [icmp, udp])
         #expect(table.count == 1 && table.counters.expired == 2)
     }

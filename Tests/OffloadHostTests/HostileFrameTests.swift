@@ -158,9 +158,6 @@ import OffloadWire
             w.sim.run(until: w.sim.clock.now + .seconds(200)) { w.a.engine.table.count + w.b.engine.table.count > 0 }
 
             let prefix = "seed \(seed)"
-            if !ta.isQuiescent || !tb.isQuiescent {
-                print("NQ", seed, offload, ta.connectionCount, ta.socketCount, tb.connectionCount, tb.socketCount, ta.connection(client).map { ($0.state, $0.isQuiescent, $0.error as Any, $0.counters) } as Any, completed.count, queued.count)
-            }
             #expect(completed == queued, "\(prefix): \(completed.count) of \(queued.count) messages back")
             #expect(echoCompleted == echoQueued, "\(prefix): \(echoCompleted.count) of \(echoQueued.count) echoes back")
             #expect(ta.isQuiescent && tb.isQuiescent, "\(prefix)")

@@ -396,3 +396,48 @@ extension TCPOffloadTests {
         #expect(TCPConnection.minimumRemoteMSS - TCPPacket.maximumHeaderLength + TCPPacket.minimumHeaderLength > 0)
     }
 }
+
+extension TCPOffloadTests {
+    /// B9 and T1 together: an offloaded connection outlives its connection-table entry. An
+    /// entry that idles out while its connection is still in the engine is put back at once,
+    /// so the connection's next segments still reach the engine, which carries them.
+    @Test func anIdleOffloadedConnectionKeepsItsEntry() throws {
+        var engine = Engine<MemoryLink>.Configuration()
+        engine.idleTimeouts = IdleTimeouts(tcp: .seconds(2))
+        engine.tableCapacity = 64
+        engine.expiryBudget = 1024
+        let w = try TwoEndpoints(seed: 5, engine: engine)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 7)
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        var server: TCPSocket?
+        var received = 0
+        var sink = [UInt8](repeating: 0, count: 65_536)
+        w.sim.addProcess("applications") {
+            if server == nil { server = tb.accept(port: 7) }
+            guard let server else { return false }
+            let n = sink.withUnsafeMutableBytes { tb.read(server, into: $0) }
+            received += n
+            return n > 0
+        }
+        func transfer(_ size: Int) {
+            _ = ta.send(TxBuffer(copying: [UInt8](repeating: 7, count: size)), on: client)
+            let target = received + size
+            w.sim.run(until: w.sim.clock.now + .seconds(5)) { received < target }
+        }
+        w.sim.run(until: w.sim.clock.now + .seconds(5)) { !(server.map { tb.isOffloaded($0) } ?? false) || !ta.isOffloaded(client) }
+        transfer(10_000)
+        let expiredBefore = w.a.engine.counters.expired + w.b.engine.counters.expired
+        let sentBefore = w.a.engine.tcp.counters.payloadBytesSent
+        // Ten seconds of silence, the engines polled every half second: their entries idle out.
+        for t in 1...20 { _ = w.sim.schedule(after: .milliseconds(Int64(t * 500))) {} }
+        w.sim.run(until: w.sim.clock.now + .seconds(10)) { true }
+        #expect(w.a.engine.counters.expired + w.b.engine.counters.expired >= expiredBefore + 2,
+                "both offloaded entries idled out")
+        #expect(w.a.engine.table.count > 0 && w.b.engine.table.count > 0, "and were put back")
+        transfer(100_000)
+        #expect(received == 110_000)
+        #expect(ta.isOffloaded(client) && server.map { tb.isOffloaded($0) } == true, "both still in the engines")
+        #expect(w.a.engine.tcp.counters.payloadBytesSent >= sentBefore + 100_000, "the engine carried the data")
+    }
+}

@@ -213,11 +213,10 @@ extension Engine where Port: ~Copyable {
     /// Entries that idled out while their connections are still offloaded are put back:
     /// the connections' segments must keep reaching them. (Collected during the expiry scan,
     /// put back after it: the table cannot be changed inside its own scan.)
-    func restoreOffloadedEntries(_ keys: inout [FlowKey], now: Instant) {
-        for key in keys {
-            guard let slot = tcp.byKey[key] else { continue }
+    func restoreOffloadedEntries(_ expired: inout [(key: FlowKey, slot: UInt32)], now: Instant) {
+        for (key, slot) in expired where tcp.slots[Int(slot)]?.key == key {
             _ = table.insert(key, action: .offloadedTCP(slot: slot), now: now)
         }
-        keys.removeAll(keepingCapacity: true)
+        expired.removeAll(keepingCapacity: true)
     }
 }

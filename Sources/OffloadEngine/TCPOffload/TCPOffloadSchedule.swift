@@ -27,10 +27,10 @@ struct TCPOffloadSchedule {
     }
 
     /// Engine memory per connection for this bookkeeping: its ring place, flag, live deadline
-    /// and timer entry.
+    /// and two timer entries (the heap holds up to twice the slots, stale entries included).
     static var bytesPerConnection: Int {
         MemoryLayout<UInt32>.size + MemoryLayout<Bool>.size + MemoryLayout<Int64>.size
-            + MemoryLayout<DeadlineHeap.Entry>.stride
+            + 2 * MemoryLayout<DeadlineHeap.Entry>.stride
     }
 
     /// Timer entries held, live and stale.

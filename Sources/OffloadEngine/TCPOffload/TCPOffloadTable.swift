@@ -27,10 +27,8 @@ public final class TCPOffloadTable {
     public let capacity: Int
     var slots: [Slot?]
     private var free: [UInt32]
-    /// Slot by the host's name for the connection (for the host's commands), and by flow
-    /// (for an entry that idled out while its connection is still here).
-    var byHost: [UInt32: UInt32] = [:]
-    var byKey: [FlowKey: UInt32] = [:]
+    /// Slot by the host's name for the connection (for the host's commands).
+    var byHost: HostSlotIndex
     /// Which connections the engine's poll visits.
     var schedule: TCPOffloadSchedule
     /// IPv4 identification of the engine's segments.
@@ -48,6 +46,7 @@ public final class TCPOffloadTable {
         self.capacity = capacity
         slots = Array(repeating: nil, count: capacity)
         free = (0..<UInt32(capacity)).reversed()
+        byHost = HostSlotIndex(capacity: capacity)
         schedule = TCPOffloadSchedule(capacity: capacity)
         events = SPSCRing(capacity: eventCapacity)
         headerScratch = .allocate(byteCount: TCPFrameHeaders.maximumLength, alignment: 16)
@@ -92,12 +91,15 @@ public final class TCPOffloadTable {
 
     /// Engine memory per offloaded connection, message contexts (the send queue's
     /// descriptors) aside: the control block (T2), the slot around it and the connection's
-    /// table entry. The slot counts the poll's bookkeeping too (`TCPOffloadSchedule`). (What
-    /// the state machine object keeps beside its control block, its flags and its queues'
-    /// headers, is measured by `offload bench`.)
+    /// table entry. The slot counts the bookkeeping of the poll (`TCPOffloadSchedule`) and of
+    /// the host's names (`HostSlotIndex`) too. (What the state machine object keeps beside
+    /// its control block, its flags and its queues' headers, is measured by `offload bench`.)
     public static var bytesPerConnection: (total: Int, controlBlock: Int, slot: Int, entry: Int) {
         let block = MemoryLayout<TCPControlBlock>.size
-        let slot = MemoryLayout<Slot>.stride - MemoryLayout<TCPConnection>.size + TCPOffloadSchedule.bytesPerConnection
+        // The slot's place in `slots` and in the free list, the connection's reference aside
+        // (the object is the control block's and the queues').
+        let slot = MemoryLayout<Slot?>.stride - MemoryLayout<TCPConnection>.size + MemoryLayout<UInt32>.stride
+            + TCPOffloadSchedule.bytesPerConnection + HostSlotIndex.bytesPerConnection
         let entry = MemoryLayout<FlowEntry>.stride
         return (block + slot + entry, block, slot, entry)
     }
@@ -108,8 +110,7 @@ public final class TCPOffloadTable {
         slots[Int(slot)] = Slot(connection: request.connection, host: request.host, headers: request.headers,
                                 port: request.port,
                                 segmentSizeLimit: UInt16(clamping: min(constant.localMSS, constant.remoteMSS)))
-        byHost[request.host] = slot
-        byKey[request.key] = slot
+        byHost.insert(host: request.host, slot: slot)
         schedule.markReady(slot)
         return slot
     }
@@ -117,8 +118,7 @@ public final class TCPOffloadTable {
     func release(_ slot: UInt32) -> Slot? {
         guard let s = slots[Int(slot)] else { return nil }
         slots[Int(slot)] = nil
-        byHost[s.host] = nil
-        byKey[s.key] = nil
+        byHost.remove(host: s.host)
         // A ready mark may stay: a visit to an empty slot is skipped.
         schedule.forget(slot)
         free.append(slot)
