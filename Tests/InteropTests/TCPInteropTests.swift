@@ -158,9 +158,15 @@ struct TCPInteropTests {
         defer { link.tearDown() }
         let data = link.makeRandomFile(bytes: 64 << 20)
         let sink = link.socatSink(port: 5058)
+        let metrics = "\(link.scratch)/send.prom"
         let sent = try link.offload("send --to \(link.kernelAddress):5058 --file \(data.path) --msl 0.5 --wait-for-rest "
-                                    + "--engine-thread", timeout: 180)
+                                    + "--engine-thread --metrics-file \(metrics)", timeout: 180)
         let socatReceived = sink.finish()
+        // The metrics file, written while the engine had its thread (from its snapshots) and
+        // once more after.
+        let samples = PrometheusText.samples(metrics)
+        #expect((samples["offload_tcp_offload_payload_bytes_sent_total"] ?? 0) >= Double(64 << 20),
+                "metrics: \(samples.count) samples")
         #expect(sent.status == 0, "offload send failed: \(sent.output)")
         #expect(sent.output.contains("stack at rest: yes"), "\(sent.output)")
         #expect(sent.output.contains("engine thread: slept"), "\(sent.output)")
