@@ -76,6 +76,9 @@ public final class Poller: @unchecked Sendable {
     /// `wakeIfSleeping` can never leave it asleep with the work waiting.
     public func sleep(timeoutMilliseconds: Int32, unless hasWork: () -> Bool) throws(LinkError) {
         sleeping.store(true, ordering: .sequentiallyConsistent)
+        // Store, then load: without a full fence the other side's work could be missed here
+        // while it misses the flag (`wakeIfSleeping` fences too).
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
         defer { sleeping.store(false, ordering: .relaxed) }
         if hasWork() { return }
         _ = try wait(timeoutMilliseconds: timeoutMilliseconds)
@@ -86,6 +89,8 @@ public final class Poller: @unchecked Sendable {
 
     /// Wakes the loop's thread if it sleeps (`sleep`); costs no system call when it does not.
     public func wakeIfSleeping() {
+        // The producer's store of its work must be seen before it reads the flag (see `sleep`).
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
         if sleeping.load(ordering: .sequentiallyConsistent) { wake() }
     }
 }

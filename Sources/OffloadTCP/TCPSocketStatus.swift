@@ -7,6 +7,7 @@
 /// Applications read this rather than `TCPStack.connection(_:)`, which is for a connection
 /// the host runs (and for tests and reports on one thread).
 public struct TCPSocketStatus: Sendable, Equatable {
+    public var id: TCPConnectionID
     /// ESTABLISHED or CLOSE-WAIT while the engine runs the connection (the states it runs).
     public var state: TCPState
     /// Why the connection ended, when it did not end by an orderly close.
@@ -39,7 +40,7 @@ extension TCPStack {
         guard entry.offload != nil else {
             let c = entry.connection
             return TCPSocketStatus(
-                state: c.state, error: c.error, readableBytes: c.readableBytes, isAtEndOfInput: c.isAtEndOfInput,
+                id: entry.id, state: c.state, error: c.error, readableBytes: c.readableBytes, isAtEndOfInput: c.isAtEndOfInput,
                 unacknowledgedBytes: c.unacknowledgedBytes,
                 sendRoom: c.sendQueue.isEmpty ? .max : max(0, limit - c.unacknowledgedBytes),
                 canSend: c.canSend && !entry.closedByApplication, isOffloaded: false)
@@ -52,7 +53,7 @@ extension TCPStack {
         var completedBytes = 0
         for i in 0..<min(completed, entry.buffers.count) { completedBytes += entry.buffers.bytes(at: i).count }
         return TCPSocketStatus(
-            state: received.hasEnd ? .closeWait : .established, error: nil, readableBytes: received.count,
+            id: entry.id, state: received.hasEnd ? .closeWait : .established, error: nil, readableBytes: received.count,
             isAtEndOfInput: received.isAtEnd, unacknowledgedBytes: entry.buffers.byteCount - completedBytes,
             sendRoom: entry.buffers.isEmpty ? .max : max(0, limit - entry.buffers.byteCount),
             canSend: !entry.closedByApplication, isOffloaded: true)

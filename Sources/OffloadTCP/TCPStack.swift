@@ -49,6 +49,9 @@ public final class TCPStack {
     final class SocketEntry {
         let socket: TCPSocket
         let connection: TCPConnection
+        /// The connection's 4-tuple, kept here: the connection's own copy is in its control
+        /// block, which is the engine's while it is offloaded.
+        let id: TCPConnectionID
         var buffers = TxBufferQueue()
         /// The listener that made it, until the application accepts it (nil from then on,
         /// and for connections of our own).
@@ -66,6 +69,7 @@ public final class TCPStack {
         init(socket: TCPSocket, connection: TCPConnection, listener: UInt16?) {
             self.socket = socket
             self.connection = connection
+            id = connection.id
             self.listener = listener
         }
     }
@@ -279,7 +283,8 @@ public final class TCPStack {
                 offloadCandidates.append(socket)
                 offloadEstablished(now: now)
             }
-            if entry.connection.state == .closed { ended(socket, entry) }
+            // Once offloaded, the connection is the engine's (which may run on another thread).
+            if entry.offload == nil && entry.connection.state == .closed { ended(socket, entry) }
             return
         }
         if destination == address, let listener = listeners[segment.destinationPort] {

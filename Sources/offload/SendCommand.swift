@@ -144,7 +144,9 @@ final class MappedFile {
 final class SendApplication: TCPApplication {
     final class Sending {
         let socket: TCPSocket
+        /// Read once the host has it back, for the report.
         let connection: TCPConnection
+        let id: TCPConnectionID
         var offset = 0
         var closed = false
         /// As of its last turn (the connection is the engine's while offloaded).
@@ -152,6 +154,7 @@ final class SendApplication: TCPApplication {
         init(socket: TCPSocket, connection: TCPConnection) {
             self.socket = socket
             self.connection = connection
+            id = connection.id
         }
     }
 
@@ -185,7 +188,7 @@ final class SendApplication: TCPApplication {
 
     /// The connections still running, for the report of a run that was cut short.
     var unfinished: [String] {
-        active.map { "\($0.connection.id) \($0.status.map { "\($0.state), \($0.unacknowledgedBytes) bytes unacknowledged" } ?? "released")" }
+        active.map { "\($0.id) \($0.status.map { "\($0.state), \($0.unacknowledgedBytes) bytes unacknowledged" } ?? "released")" }
     }
 
     var isDone: Bool { finished && (!waitForRest || rested) || !totals.failed.isEmpty && active.isEmpty }

@@ -76,13 +76,16 @@ struct ServeCommand: ParsableCommand {
 final class ServeApplication: TCPApplication {
     final class Served {
         let socket: TCPSocket
+        /// Read once the host has it back, for the report.
         let connection: TCPConnection
+        let id: TCPConnectionID
         let started: Instant
         var sourceLeft: Int
         var closed = false
-        init(socket: TCPSocket, connection: TCPConnection, started: Instant, sourceLeft: Int) {
+        init(socket: TCPSocket, connection: TCPConnection, id: TCPConnectionID, started: Instant, sourceLeft: Int) {
             self.socket = socket
             self.connection = connection
+            self.id = id
             self.started = started
             self.sourceLeft = sourceLeft
         }
@@ -127,8 +130,9 @@ final class ServeApplication: TCPApplication {
             }
             listening = true
         }
-        while let socket = stack.accept(port: port), let connection = stack.connection(socket) {
-            served.append(Served(socket: socket, connection: connection, started: now,
+        while let socket = stack.accept(port: port), let connection = stack.connection(socket),
+              let status = stack.status(socket) {
+            served.append(Served(socket: socket, connection: connection, id: status.id, started: now,
                                  sourceLeft: mode == .source ? sourceBytes : 0))
         }
         // With --output, connections are written one after the other: only the oldest is
@@ -148,12 +152,12 @@ final class ServeApplication: TCPApplication {
                 if let output { fwrite(piece.baseAddress, 1, piece.count, output) }
             }
         case .echo:
-            let limit = stack.configuration.tcp.sendQueueLimit
-            while let current = stack.status(s.socket), current.canSend, current.unacknowledgedBytes < limit / 2 {
+            // Read only what the send queue has room for: bytes read are sent back.
+            while let current = stack.status(s.socket), current.canSend, current.hasRoom(for: scratch.count) {
                 let n = scratch.withUnsafeMutableBytes { stack.read(s.socket, into: $0) }
                 guard n > 0 else { break }
                 if case .refused(let error, _) = stack.send(TxBuffer(copying: scratch[0..<n]), on: s.socket) {
-                    totals.failed.append("\(s.connection.id): echo: \(error)")
+                    totals.failed.append("\(s.id): echo: \(error)")
                 }
             }
             if !status.canSend { stack.read(s.socket, max: Int.max) { _ in } }

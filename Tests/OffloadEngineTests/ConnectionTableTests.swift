@@ -180,18 +180,26 @@ import OffloadCore
     @Test func idleTimeoutsDependOnProtocol() {
         var table = ConnectionTable(capacity: 16)
         let tcp = Self.key(1, proto: 6), udp = Self.key(2, proto: 17), icmp = Self.key(3, proto: 1)
-        for k in [tcp, udp, icmp] { _ = table.insert(k, action: .drop, now: .zero) }
+        _ = table.insert(tcp, action: .offloadedTCP(slot: 3), now: .zero)
+        _ = table.insert(udp, action: .deliver(connection: 5), now: .zero)
+        _ = table.insert(icmp, action: .drop, now: .zero)
         let timeouts = IdleTimeouts(tcp: .seconds(300), udp: .seconds(30), other: .seconds(10))
-        var gone: [FlowKey] = []
-        table.expireIdle(now: .zero + .seconds(20), timeouts: timeouts, budget: 64) { k, _, _ in gone.append(k) }
-        #expect(gone == [icmp])
+        var gone: [FlowKey] = [], actions: [FlowAction] = []
+        table.expireIdle(now: .zero + .seconds(20), timeouts: timeouts, budget: 64) { k, _, action in
+            gone.append(k)
+            actions.append(action)
+        }
+        #expect(gone == [icmp] && actions == [.drop], "the removed entry's action comes with it")
         table.recordHit(table.lookup(udp)!, bytes: 1, now: .zero + .seconds(20))
         table.expireIdle(now: .zero + .seconds(40), timeouts: timeouts, budget: 64) { k, _, _ in gone.append(k) }
         #expect(gone == [icmp])
         // Packets in the software keep an idle entry.
         table.incrementInSoftware(table.lookup(tcp)!)
-        table.expireIdle(now: .zero + .seconds(400), timeouts: timeouts, budget: 64) { k, _, _ in gone.append(k) }
-        #expect(gone == [icmp, udp])
+        table.expireIdle(now: .zero + .seconds(400), timeouts: timeouts, budget: 64) { k, _, action in
+            gone.append(k)
+            actions.append(action)
+        }
+        #expect(gone == [icmp, udp] && actions == [.drop, .deliver(connection: 5)])
         #expect(table.count == 1 && table.counters.expired == 2)
     }
 

@@ -22,8 +22,11 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
     private let clock: any Clock
     /// Watches the link; rung by the host when it hands the engine work.
     let wakeup: Poller
-    /// The host's loop, rung when the engine leaves it packets or events.
+    /// The host's loop, rung when the engine leaves it packets, events or received data.
     private let host: Poller
+    /// Polls that gave segments to offloaded connections: data (or a FIN) in receive
+    /// buffers the host reads, which no ring announces.
+    let deliveries = Atomic<Int>(0)
     private let spin: Duration
     private let stopping = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
@@ -50,12 +53,15 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
             var nextPublish = clock.now
             while !stopping.load(ordering: .relaxed) {
                 let now = clock.now
+                let delivered = engine.counters.deliveredToTCP
                 let worked = engine.poll(now: now)
+                let newData = engine.counters.deliveredToTCP != delivered
+                if newData { deliveries.add(1, ordering: .releasing) }
                 if now >= nextPublish {
                     published.withLock { $0 = EngineSnapshot(engine) }
                     nextPublish = now + Self.publishInterval
                 }
-                if engine.exceptions.count > 0 || engine.tcp.events.count > 0 { host.wakeIfSleeping() }
+                if newData || engine.exceptions.count > 0 || engine.tcp.events.count > 0 { host.wakeIfSleeping() }
                 if idle.shouldSleep(worked: worked || engine.tcp.hasOutput, now: now) {
                     sleeps.add(1, ordering: .relaxed)
                     try? wakeup.sleep(timeoutMilliseconds: timeout(now: now)) { engine.hasSoftwareMessages }

@@ -23,6 +23,8 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     private let poller: Poller
     private let linkDescriptor: Int32?
     private var engineThread: EngineThread<Port>?
+    /// The engine thread's deliveries the host's side has seen (see `EngineThread.deliveries`).
+    private var deliveriesSeen = 0
 
     public let policy: HostPolicy
     /// How long `run` (and `HostRuntime`) keep polling without work before they sleep (see
@@ -109,7 +111,12 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     /// crossed and lets the host send; the engine is rung if it was handed anything.
     private func hostTurn() -> Bool {
         let originated = slowPath.originated
-        let worked = slowPath.step(max: engine.configuration.burstSize) > 0 || slowPath.originated != originated
+        var worked = slowPath.step(max: engine.configuration.burstSize) > 0 || slowPath.originated != originated
+        // Data the engine put in receive buffers: the application's turn after this one reads it.
+        if let deliveries = engineThread?.deliveries.load(ordering: .acquiring), deliveries != deliveriesSeen {
+            deliveriesSeen = deliveries
+            worked = true
+        }
         ringEngine()
         return worked
     }
@@ -128,7 +135,12 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     }
 
     /// The engine has left the host's side something: packets, or events of its TCP.
-    private var hostHasWork: Bool { slowPath.hasWork || policy.hasEvents }
+    private var hostHasWork: Bool { slowPath.hasWork || policy.hasEvents || engineDelivered }
+
+    /// The engine's thread has given segments to offloaded connections since the last turn.
+    private var engineDelivered: Bool {
+        engineThread.map { $0.deliveries.load(ordering: .acquiring) != deliveriesSeen } ?? false
+    }
 
     /// The earliest timer of the host's and (while they share a thread) the engine's connections.
     public var nextDeadline: Instant? {
@@ -156,7 +168,9 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
         }
         if engineThread != nil {
             // The rings only: what the engine left since the caller last looked.
-            try? poller.sleep(timeoutMilliseconds: Int32(timeout)) { slowPath.hasWork || policy.hasEngineEvents }
+            try? poller.sleep(timeoutMilliseconds: Int32(timeout)) {
+                slowPath.hasWork || policy.hasEngineEvents || engineDelivered
+            }
         } else {
             _ = try? poller.wait(timeoutMilliseconds: Int32(timeout))
         }

@@ -49,10 +49,12 @@ public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
 
     public func start() {
         let thread = Thread { [self] in
+            // Under the API's lock: `offloadCounters` asks the endpoint whether it has a thread.
             if engineThread {
-                do { try endpoint.startEngineThread() } catch { preconditionFailure("HostRuntime: \(error)") }
+                tcp.withLock {
+                    do { try endpoint.startEngineThread() } catch { preconditionFailure("HostRuntime: \(error)") }
+                }
             }
-            defer { endpoint.stopEngineThread() }
             var idle = IdleSpin(spin: endpoint.spinBeforeSleeping)
             while !stopping.load(ordering: .relaxed) {
                 let now = endpoint.clock.now
@@ -66,6 +68,7 @@ public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
                 tcp.resumeReady()
                 if idle.shouldSleep(worked: worked || busy, now: now) { endpoint.sleep(until: deadline) }
             }
+            tcp.withLock { _ = endpoint.stopEngineThread() }
             finished.signal()
         }
         thread.name = "offload-host"
