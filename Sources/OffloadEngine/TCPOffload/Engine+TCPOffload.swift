@@ -48,6 +48,7 @@ extension Engine where Port: ~Copyable {
         connection.receive(header, payload: payload, now: now)
         counters.deliveredToTCP &+= 1
         tcp.counters.payloadBytesReceived &+= UInt64(payload.count)
+        if !payload.isEmpty || header.flags.contains(.fin) { tcp.counters.segmentsForTheApplication &+= 1 }
         _ = consume buffer
         reportCompletions(slot: slot, connection)
         if !Self.runsInEngine(connection.state) {

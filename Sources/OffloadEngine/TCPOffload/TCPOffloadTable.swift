@@ -131,6 +131,8 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
     public var offloaded: UInt64 = 0
     public var uploads = ReasonCounters<TCPUploadReason>()
     public var payloadBytesReceived: UInt64 = 0
+    /// Segments received with data or a FIN: what the application may have to read.
+    public var segmentsForTheApplication: UInt64 = 0
     public var segmentsSent: UInt64 = 0
     /// Payload bytes sent, retransmissions included: gathered from the application's
     /// buffers, never copied by the engine.
@@ -155,6 +157,7 @@ public struct TCPOffloadCounters: Sendable, Equatable, CounterTable {
     public var rows: [(String, UInt64)] {
         [("tcp offload: connections offloaded", offloaded),
          ("tcp offload: payload bytes received", payloadBytesReceived),
+         ("tcp offload: segments with data or a FIN", segmentsForTheApplication),
          ("tcp offload: segments sent", segmentsSent),
          ("tcp offload: payload bytes sent", payloadBytesSent),
          ("tcp offload: super-segments sent (TSO)", superSegmentsSent),

@@ -24,8 +24,9 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
     let wakeup: Poller
     /// The host's loop, rung when the engine leaves it packets, events or received data.
     private let host: Poller
-    /// Polls that gave segments to offloaded connections: data (or a FIN) in receive
-    /// buffers the host reads, which no ring announces.
+    /// Polls that gave offloaded connections data or a FIN: what their applications read
+    /// from the receive buffers, which no ring announces (a lone ACK is not counted: the
+    /// host has nothing to do for it).
     let deliveries = Atomic<Int>(0)
     private let spin: Duration
     private let stopping = Atomic<Bool>(false)
@@ -53,9 +54,9 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
             var nextPublish = clock.now
             while !stopping.load(ordering: .relaxed) {
                 let now = clock.now
-                let delivered = engine.counters.deliveredToTCP
+                let delivered = engine.tcp.counters.segmentsForTheApplication
                 let worked = engine.poll(now: now)
-                let newData = engine.counters.deliveredToTCP != delivered
+                let newData = engine.tcp.counters.segmentsForTheApplication != delivered
                 if newData { deliveries.add(1, ordering: .releasing) }
                 if now >= nextPublish {
                     published.withLock { $0 = EngineSnapshot(engine) }
