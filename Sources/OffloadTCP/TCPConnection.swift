@@ -110,8 +110,8 @@ public final class TCPConnection {
             sendWL2: iss,
             congestion: CongestionControl(algorithm: configuration.congestionControl,
                                           maximumSegmentSize: configuration.maximumSegmentSize),
-            retransmission: timer, timestampRecent: 0, timestampRecentAge: now, duplicateACKs: 0,
-            consecutiveTimeouts: 0, delayedACKDeadline: nil, persistDeadline: nil, persistBackoff: 0)
+            retransmission: timer, timestampRecent: 0, duplicateACKs: 0, consecutiveTimeouts: 0, persistBackoff: 0,
+            timestampRecentAge: now, delayedACKDeadline: nil, persistDeadline: nil)
         block = TCPControlBlock(constant: constant, cached: cached, delegated: delegated)
         sendQueue = TCPSendQueue(start: iss)
         sendQueue.skip(1) // the SYN

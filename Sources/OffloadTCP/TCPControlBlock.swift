@@ -11,10 +11,10 @@ public struct TCPControlBlock: Sendable {
 /// Fixed once the handshake is done.
 public struct TCPConstantState: Hashable, Sendable {
     public var id: TCPConnectionID
-    // The MSS in the 16 bits its option has: the block is engine memory (a narrower field
-    // than the `Int` the arithmetic uses).
-    private var localMSS16: UInt16
-    private var remoteMSS16: UInt16
+    /// The MSS we advertised, and the one the peer advertised (536 when it did not, RFC 9293
+    /// 3.7.1): 16 bits, as the option has.
+    @Narrow<UInt16> public var localMSS: Int
+    @Narrow<UInt16> public var remoteMSS: Int
     /// Shift applied to windows the peer advertises, and to ours (0 without scaling).
     /// Both SYNs carried a window scale (RFC 7323 2.2).
     public var windowScaling: Bool
@@ -24,33 +24,6 @@ public struct TCPConstantState: Hashable, Sendable {
     public var timestamps: Bool
     public var initialSendSequence: SequenceNumber
     public var initialReceiveSequence: SequenceNumber
-
-    public init(id: TCPConnectionID, localMSS: Int, remoteMSS: Int, windowScaling: Bool, sendWindowShift: UInt8,
-                receiveWindowShift: UInt8, sackPermitted: Bool, timestamps: Bool,
-                initialSendSequence: SequenceNumber, initialReceiveSequence: SequenceNumber) {
-        self.id = id
-        localMSS16 = UInt16(clamping: localMSS)
-        remoteMSS16 = UInt16(clamping: remoteMSS)
-        self.windowScaling = windowScaling
-        self.sendWindowShift = sendWindowShift
-        self.receiveWindowShift = receiveWindowShift
-        self.sackPermitted = sackPermitted
-        self.timestamps = timestamps
-        self.initialSendSequence = initialSendSequence
-        self.initialReceiveSequence = initialReceiveSequence
-    }
-
-    /// The MSS we advertised.
-    public var localMSS: Int {
-        get { Int(localMSS16) }
-        set { localMSS16 = UInt16(clamping: newValue) }
-    }
-
-    /// The MSS the peer advertised (536 when it did not, RFC 9293 3.7.1).
-    public var remoteMSS: Int {
-        get { Int(remoteMSS16) }
-        set { remoteMSS16 = UInt16(clamping: newValue) }
-    }
 
     /// Payload bytes per full segment: the smaller MSS, less the timestamps option when
     /// every segment carries it (RFC 6691).
@@ -75,10 +48,10 @@ public struct TCPDelegatedState: Sendable {
     public var sendNext: SequenceNumber
     /// The highest sequence number sent, plus one (SND.MAX).
     public var sendMax: SequenceNumber
-    // The peer's window and the largest it offered, in 32 bits (a scaled window is at most
-    // 2^30 bytes; see `sendWindow`).
-    private var sendWindow32: UInt32
-    private var maxSendWindow32: UInt32
+    /// The peer's window, scaled, in bytes, and the largest it offered (at most 2^30 bytes
+    /// scaled, RFC 7323).
+    @Narrow<UInt32> public var sendWindow: Int
+    @Narrow<UInt32> public var maxSendWindow: Int
     public var sendWL1: SequenceNumber
     public var sendWL2: SequenceNumber
     /// cwnd and ssthresh.
@@ -87,68 +60,32 @@ public struct TCPDelegatedState: Sendable {
     public var retransmission: RetransmissionTimer
     /// TS.Recent and when it was set (RFC 7323).
     public var timestampRecent: UInt32
-    // Small counts in 16 bits (see their accessors).
-    private var duplicateACKs16: UInt16
-    private var consecutiveTimeouts16: UInt16
-    private var persistBackoff16: UInt16
+    /// Duplicate ACKs in a row (only whether it reached DupThresh matters past a few).
+    @Narrow<UInt16> public var duplicateACKs: Int
+    /// Retransmission timeouts in a row without progress.
+    @Narrow<UInt16> public var consecutiveTimeouts: Int
+    /// Zero-window probes in a row: the persist timer's backoff.
+    @Narrow<UInt16> public var persistBackoff: Int
     public var timestampRecentAge: Instant
     /// When a delayed ACK is due, and when the zero-window probe is.
     public var delayedACKDeadline: Instant?
     public var persistDeadline: Instant?
     /// The send queue's head and tail are `sendQueue.start` and `sendQueue.end`.
+}
 
-    public init(receiveNext: SequenceNumber, receiveAdvertisedEdge: SequenceNumber, sendUnacknowledged: SequenceNumber,
-                sendNext: SequenceNumber, sendMax: SequenceNumber, sendWindow: Int, maxSendWindow: Int,
-                sendWL1: SequenceNumber, sendWL2: SequenceNumber, congestion: CongestionControl,
-                retransmission: RetransmissionTimer, timestampRecent: UInt32, timestampRecentAge: Instant,
-                duplicateACKs: Int, consecutiveTimeouts: Int, delayedACKDeadline: Instant?, persistDeadline: Instant?,
-                persistBackoff: Int) {
-        self.receiveNext = receiveNext
-        self.receiveAdvertisedEdge = receiveAdvertisedEdge
-        self.sendUnacknowledged = sendUnacknowledged
-        self.sendNext = sendNext
-        self.sendMax = sendMax
-        sendWindow32 = UInt32(clamping: sendWindow)
-        maxSendWindow32 = UInt32(clamping: maxSendWindow)
-        self.sendWL1 = sendWL1
-        self.sendWL2 = sendWL2
-        self.congestion = congestion
-        self.retransmission = retransmission
-        self.timestampRecent = timestampRecent
-        duplicateACKs16 = UInt16(clamping: duplicateACKs)
-        consecutiveTimeouts16 = UInt16(clamping: consecutiveTimeouts)
-        persistBackoff16 = UInt16(clamping: persistBackoff)
-        self.timestampRecentAge = timestampRecentAge
-        self.delayedACKDeadline = delayedACKDeadline
-        self.persistDeadline = persistDeadline
-    }
+/// An `Int` kept in a narrower field: the control block is engine memory, and a field needs
+/// only the range TCP gives it. A value past that range stays at the field's top or bottom,
+/// never wraps.
+@propertyWrapper
+public struct Narrow<Field: FixedWidthInteger & Sendable>: Hashable, Sendable {
+    @usableFromInline var field: Field
 
-    /// The peer's window, scaled, in bytes.
-    public var sendWindow: Int {
-        get { Int(sendWindow32) }
-        set { sendWindow32 = UInt32(clamping: newValue) }
-    }
+    @inlinable
+    public init(wrappedValue: Int) { field = Field(clamping: wrappedValue) }
 
-    public var maxSendWindow: Int {
-        get { Int(maxSendWindow32) }
-        set { maxSendWindow32 = UInt32(clamping: newValue) }
-    }
-
-    /// Duplicate ACKs in a row (only whether it reached DupThresh matters past a few).
-    public var duplicateACKs: Int {
-        get { Int(duplicateACKs16) }
-        set { duplicateACKs16 = UInt16(clamping: newValue) }
-    }
-
-    /// Retransmission timeouts in a row without progress.
-    public var consecutiveTimeouts: Int {
-        get { Int(consecutiveTimeouts16) }
-        set { consecutiveTimeouts16 = UInt16(clamping: newValue) }
-    }
-
-    /// Zero-window probes in a row: the persist timer's backoff.
-    public var persistBackoff: Int {
-        get { Int(persistBackoff16) }
-        set { persistBackoff16 = UInt16(clamping: newValue) }
+    @inlinable
+    public var wrappedValue: Int {
+        get { Int(field) }
+        set { field = Field(clamping: newValue) }
     }
 }
