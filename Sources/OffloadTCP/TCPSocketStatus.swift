@@ -7,6 +7,7 @@
 /// Applications read this rather than `TCPStack.connection(_:)`, which is for a connection
 /// the host runs (and for tests and reports on one thread).
 public struct TCPSocketStatus: Sendable, Equatable {
+    /// The connection's 4-tuple.
     public var id: TCPConnectionID
     /// ESTABLISHED or CLOSE-WAIT while the engine runs the connection (the states it runs).
     public var state: TCPState
@@ -40,8 +41,8 @@ extension TCPStack {
         guard entry.offload != nil else {
             let c = entry.connection
             return TCPSocketStatus(
-                id: entry.id, state: c.state, error: c.error, readableBytes: c.readableBytes, isAtEndOfInput: c.isAtEndOfInput,
-                unacknowledgedBytes: c.unacknowledgedBytes,
+                id: entry.id, state: c.state, error: c.error, readableBytes: c.readableBytes,
+                isAtEndOfInput: c.isAtEndOfInput, unacknowledgedBytes: c.unacknowledgedBytes,
                 sendRoom: c.sendQueue.isEmpty ? .max : max(0, limit - c.unacknowledgedBytes),
                 canSend: c.canSend && !entry.closedByApplication, isOffloaded: false)
         }

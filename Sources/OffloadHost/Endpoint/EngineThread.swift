@@ -13,7 +13,8 @@ import OffloadLink
 ///
 /// Idle, it spins briefly (`IdleSpin`) and then sleeps on the link's descriptor and an
 /// eventfd until a frame comes, the host hands it work, or an offloaded connection's timer
-/// is due. It rings the host whenever it has left something in a ring for it.
+/// is due. It rings the host whenever it has left something in a ring for it, or data (or a
+/// FIN) in a receive buffer.
 final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
     // Unchecked: between `start` and `stop` only this thread touches the engine (the host's
     // side uses its rings, which are single-producer single-consumer); the rest is atomics
@@ -82,7 +83,6 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
         guard let next = engine.tcp.nextDeadline else { return 10 }
         return Int32(clamping: max(0, min(10, (next.nanoseconds - now.nanoseconds + 999_999) / 1_000_000)))
     }
-
 
     /// The engine's counters, at most 10 ms old (exact once stopped).
     var snapshot: EngineSnapshot { published.withLock { $0 } }

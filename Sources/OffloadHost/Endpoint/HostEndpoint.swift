@@ -134,10 +134,11 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
         return host.hasOutput || hostHasWork || engine.hasSoftwareMessages || engine.tcp.hasOutput
     }
 
-    /// The engine has left the host's side something: packets, or events of its TCP.
+    /// The engine has left the host's side something: packets, events of its TCP, or data
+    /// in an offloaded connection's receive buffer.
     private var hostHasWork: Bool { slowPath.hasWork || policy.hasEvents || engineDelivered }
 
-    /// The engine's thread has given segments to offloaded connections since the last turn.
+    /// The engine's thread has given offloaded connections data or a FIN since the last turn.
     private var engineDelivered: Bool {
         engineThread.map { $0.deliveries.load(ordering: .acquiring) != deliveriesSeen } ?? false
     }
