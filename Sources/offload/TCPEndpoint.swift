@@ -32,8 +32,8 @@ struct TCPEndpointOptions: ParsableArguments {
     @Flag(help: "Keep connections in the host's software instead of offloading them to the engine.")
     var noOffload = false
 
-    @Flag(help: "Run the engine on a thread of its own, as an offload NIC runs beside the host's CPU; the host's software and the application keep the first thread.")
-    var engineThread = false
+    @Option(help: "Threads: 2 runs the engine on a thread of its own, as an offload NIC runs beside the host's CPU (the first keeps the host's software and the application); 1 runs it between the host's turns.")
+    var threads = 1
 
     @Option(help: ArgumentHelp("Microseconds the idle loop keeps polling before it sleeps until a frame arrives: a sender whose window is full gets its ACK sooner; less leaves the core to others.", valueName: "microseconds"))
     var spin: UInt32 = IdleSpin.defaultMicroseconds
@@ -46,6 +46,10 @@ struct TCPEndpointOptions: ParsableArguments {
 
     @Flag(help: "Print every counter at the end as JSON, on one line.")
     var json = false
+
+    func validate() throws {
+        guard threads == 1 || threads == 2 else { throw ValidationError("--threads is 1 or 2") }
+    }
 
     var stackConfiguration: TCPStack.Configuration {
         var c = TCPStack.Configuration()
@@ -137,7 +141,7 @@ struct TCPEndpoint {
             tcp: options.stackConfiguration, engine: engineConfiguration, offload: !options.noOffload, clock: clock,
             makePort: makePort)
         endpoint.spinBeforeSleeping = .microseconds(Int64(options.spin))
-        if options.engineThread { try endpoint.startEngineThread() }
+        if options.threads == 2 { try endpoint.startEngineThread() }
         print(banner)
         let deadline = options.host.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
         let metrics = options.metricsFile.map { MetricsFile(path: $0) }

@@ -57,6 +57,7 @@ struct CommandErrorTests {
         ("host --link tap:offex --address 10.77.0.300/24", "'10.77.0.300/24' is invalid for '--address"),
         ("send --link tap:offex --address 10.77.0.3/24 --to 10.77.0.4:99999 --bytes 1", "is invalid for '--to"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 0", "--port is 1 to 65535"),
+        ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --threads 3", "--threads is 1 or 2"),
         ("gateway --port tap:offex=10.77.0.1", "is invalid for '--port"),
         ("gateway --port tap:offex=10.77.0.1/24 --port tap:offex=10.77.1.1/24", "a device is named by two --port options"),
         ("gateway --port tap:offex=10.77.0.1/24 --tcp-idle 0", "--tcp-idle is a number of seconds above 0"),

@@ -146,7 +146,7 @@ struct TCPInteropTests {
         print("(b, host TCP) socat sent us 64 MiB in \(received.seconds) s: \(received.line("served "))")
     }
 
-    /// (a), (b) and (c) with the engine on a thread of its own (`--engine-thread`), as an
+    /// (a), (b) and (c) with the engine on a thread of its own (`--threads 2`), as an
     /// offload NIC beside the host's CPU: the engine's thread runs the offloaded connections
     /// while the host's thread runs the software and the application, and the two meet only
     /// through the engine's rings and the receive buffers.
@@ -160,7 +160,7 @@ struct TCPInteropTests {
         let sink = link.socatSink(port: 5058)
         let metrics = "\(link.scratch)/send.prom"
         let sent = try link.offload("send --to \(link.kernelAddress):5058 --file \(data.path) --msl 0.5 --wait-for-rest "
-                                    + "--engine-thread --metrics-file \(metrics)", timeout: 180)
+                                    + "--threads 2 --metrics-file \(metrics)", timeout: 180)
         let socatReceived = sink.finish()
         // The metrics file, written while the engine had its thread (from its snapshots) and
         // once more after.
@@ -176,7 +176,7 @@ struct TCPInteropTests {
 
         let output = "\(link.scratch)/received"
         let serve = try link.startOffload("serve --port 5058 --mode sink --output \(output) --connections 1 "
-                                          + "--engine-thread", timeout: 180)
+                                          + "--threads 2", timeout: 180)
         let client = link.namespace.run("socat -u OPEN:\(data.path) TCP:\(link.ourAddress):5058", timeout: 170)
         let received = serve.finish()
         #expect(client.succeeded, "socat said: \(client.output)")
@@ -185,7 +185,7 @@ struct TCPInteropTests {
         link.checkOffloaded(received, connections: 1, received: 64 << 20)
 
         let script = link.write(Self.echoClient, as: "echo_client.py")
-        let echo = try link.startOffload("serve --port 5058 --mode echo --connections 1 --engine-thread", timeout: 180)
+        let echo = try link.startOffload("serve --port 5058 --mode echo --connections 1 --threads 2", timeout: 180)
         let echoClient = link.namespace.run("python3 \(script) \(link.ourAddress) 5058 \(data.path)", timeout: 170)
         let echoed = echo.finish()
         #expect(echoed.status == 0, "offload serve failed: \(echoed.output)")
