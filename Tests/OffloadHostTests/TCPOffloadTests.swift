@@ -441,3 +441,60 @@ extension TCPOffloadTests {
         #expect(w.a.engine.tcp.counters.payloadBytesSent >= sentBefore + 100_000, "the engine carried the data")
     }
 }
+
+extension TCPOffloadTests {
+    /// T10 in the engine (RFC 5961 3.2): a blind RST, outside the window or inside it but not
+    /// at RCV.NXT, is dropped or challenged by the engine's own state machine, and the
+    /// connection stays offloaded. Only a RST exactly at RCV.NXT sends the connection back to
+    /// the host, which ends it.
+    @Test func onlyAResetAtTheExpectedSequenceLeavesTheEngine() throws {
+        let w = try TwoEndpoints(seed: 9)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 7)
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        var server: TCPSocket?
+        w.sim.addProcess("applications") {
+            if server == nil { server = tb.accept(port: 7) }
+            return false
+        }
+        w.sim.run(until: w.sim.clock.now + .seconds(5)) {
+            !(ta.isOffloaded(client) && server.map { tb.isOffloaded($0) } == true)
+        }
+        let connection = try #require(ta.connection(client))
+        #expect(ta.isOffloaded(client))
+
+        /// A RST from B's side of the connection at `offset` bytes past A's RCV.NXT, put on
+        /// the wire by B's port.
+        func reset(at offset: UInt32) throws {
+            let headers = try #require(w.b.host.frameHeaders(to: w.a.host.address, now: w.sim.clock.now))
+            let rst = TCPRepr(sourcePort: 7, destinationPort: connection.id.localPort,
+                              sequenceNumber: connection.block.delegated.receiveNext.rawValue &+ offset,
+                              flags: .rst, windowSize: 0)
+            var frame = [UInt8](repeating: 0, count: 128)
+            let length = frame.withUnsafeMutableBytes {
+                headers.write(rst, payload: UnsafeBufferPointer(start: nil, count: 0), identification: 1,
+                              partialChecksum: false, into: $0).length
+            }
+            try w.b.engine.withPort(0) { port in
+                try frame.withUnsafeBytes { bytes in
+                    try port.transmit(header: UnsafeRawBufferPointer(rebasing: bytes[0..<length]), payloads: .none,
+                                      metadata: .none)
+                }
+            }
+            // The processes sleep until something wakes them: the frame on the wire is that.
+            w.sim.wake()
+            w.sim.run(until: w.sim.clock.now + .milliseconds(100))
+        }
+        let window = UInt32(connection.block.delegated.receiveAdvertisedEdge - connection.block.delegated.receiveNext)
+
+        try reset(at: window + 100_000) // outside the window: dropped
+        #expect(ta.isOffloaded(client) && connection.counters.challengeACKs == 0)
+        try reset(at: 1_000) // inside, not at RCV.NXT: a challenge ACK from the engine
+        #expect(ta.isOffloaded(client) && connection.counters.challengeACKs == 1)
+        #expect(w.a.engine.tcp.counters.uploads[.reset] == 0, "no blind reset reached the host")
+
+        try reset(at: 0) // exactly at RCV.NXT: the connection goes back to the host, which ends it
+        #expect(w.a.engine.tcp.counters.uploads[.reset] == 1 && !ta.isOffloaded(client))
+        #expect(ta.status(client)?.error == .connectionReset, "\(String(describing: ta.status(client)))")
+    }
+}

@@ -31,12 +31,15 @@ extension Engine where Port: ~Copyable {
             tcp.counters.segmentsDropped &+= 1
             return drop(.badSegment)
         }
-        // A RST is the host's (an exception: it ends the connection, and the host decides
-        // whether it is acceptable): the connection goes back first, then the segment follows
-        // it through the exception queue, so the host sees them in order. A SYN the engine
-        // answers itself (a challenge ACK, RFC 5961), and the peer's FIN it takes (the
-        // connection goes on sending in CLOSE-WAIT).
-        if header.flags.contains(.rst) {
+        // A RST exactly at RCV.NXT ends the connection (RFC 5961 3.2), and teardown is the
+        // host's (an exception): the connection goes back first, then the segment follows it
+        // through the exception queue, so the host sees them in order. Any other RST the
+        // engine's state machine takes itself, as the host's would: a challenge ACK inside the
+        // window, nothing outside it, so that blind resets cost no trip to the host. A SYN the
+        // engine answers itself too (a challenge ACK, RFC 5961), and the peer's FIN it takes
+        // (the connection goes on sending in CLOSE-WAIT).
+        if header.flags.contains(.rst),
+           SequenceNumber(header.sequenceNumber) == s.connection.block.delegated.receiveNext {
             // No room for it in the software: dropped, and the connection stays here (the peer
             // resends a RST in answer to what we send next).
             guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
