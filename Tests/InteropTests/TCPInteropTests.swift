@@ -25,18 +25,12 @@ struct TCPInteropTests {
         let link = TCPLink(prefix: "ota", subnet: 60)
         defer { link.tearDown() }
         let data = link.makeRandomFile(bytes: 256 << 20)
-        let sink = link.socatSink(port: 5060)
         let metrics = "\(link.scratch)/send.prom"
-        let run = try link.offload("send --to \(link.kernelAddress):5060 --file \(data.path) --msl 0.5 --wait-for-rest "
-                                   + "--metrics-file \(metrics)", timeout: 180)
-        let received = sink.finish()
+        let run = try link.sendToSocat(data, port: 5060, options: "--metrics-file \(metrics)")
         // send's metrics file parses as Prometheus text and holds what the engine sent.
         let samples = PrometheusText.samples(metrics)
         #expect((samples["offload_tcp_offload_payload_bytes_sent_total"] ?? 0) >= Double(256 << 20),
                 "metrics: \(samples.count) samples")
-        #expect(run.status == 0, "offload send failed: \(run.output)")
-        #expect(run.output.contains("stack at rest: yes"), "\(run.output)")
-        #expect(received == data.sha256, "sha256 sent \(data.sha256), socat received \(received)")
         print("(a) we sent 256 MiB to socat in \(run.seconds) s: \(run.line("sent ")); \(run.line("connections ")); "
               + run.line("offload: "))
         link.checkOffloaded(run, connections: 1, sent: 256 << 20)
@@ -51,22 +45,14 @@ struct TCPInteropTests {
         let link = TCPLink(prefix: "otb", subnet: 61)
         defer { link.tearDown() }
         let data = link.makeRandomFile(bytes: 256 << 20)
-        let output = "\(link.scratch)/received"
         let metrics = "\(link.scratch)/offload.prom"
-        let serve = try link.startOffload("serve --port 5061 --mode sink --output \(output) --connections 1 "
-                                          + "--metrics-file \(metrics)", timeout: 180)
-        let client = link.namespace.run("socat -u OPEN:\(data.path) TCP:\(link.ourAddress):5061", timeout: 170)
-        let run = serve.finish()
+        let run = try link.receiveFromSocat(data, port: 5061, options: "--metrics-file \(metrics)")
         // The metrics file parses as Prometheus text (prometheus_client's parser) and holds
         // what the engine received.
         let samples = PrometheusText.samples(metrics)
         #expect((samples["offload_tcp_offload_payload_bytes_received_total"] ?? 0) >= Double(256 << 20),
                 "metrics: \(samples.count) samples")
         #expect(samples["offload_engine_buffered"] == 0 && samples["offload_tcp_open_connections"] == 0)
-        #expect(client.succeeded, "socat said: \(client.output)")
-        #expect(run.status == 0, "offload serve failed: \(run.output)")
-        let received = link.digest(ofFile: output)
-        #expect(received == data.sha256, "sha256 socat sent \(data.sha256), we received \(received)")
         print("(b) socat sent us 256 MiB in \(run.seconds) s: \(run.line("served ")); \(run.line("connection ")); "
               + run.line("offload: "))
         link.checkOffloaded(run, connections: 1, received: 256 << 20)
@@ -83,25 +69,13 @@ struct TCPInteropTests {
         let link = TCPLink(prefix: "oti", subnet: 68)
         defer { link.tearDown() }
         let data = link.makeRandomFile(bytes: 256 << 20)
-        let sink = link.socatSink(port: 5068)
-        let sent = try link.offload("send --to \(link.kernelAddress):5068 --file \(data.path) --msl 0.5 --wait-for-rest "
-                                    + "--virtio-net-header", timeout: 180)
-        let socatReceived = sink.finish()
-        #expect(sent.status == 0, "offload send failed: \(sent.output)")
-        #expect(socatReceived == data.sha256, "sha256 sent \(data.sha256), socat received \(socatReceived)")
+        let sent = try link.sendToSocat(data, port: 5068, options: "--virtio-net-header")
         link.checkOffloaded(sent, connections: 1, sent: 256 << 20)
         let superSegments = TCPLink.numbers(after: ["("], in: sent.line("offload: ").components(separatedBy: "sent ").last ?? "")
         #expect((superSegments.first ?? 0) > 1000, "super-segments sent: \(sent.line("offload: "))")
         link.checkCapture(sent)
 
-        let output = "\(link.scratch)/received"
-        let serve = try link.startOffload("serve --port 5068 --mode sink --output \(output) --connections 1 "
-                                          + "--virtio-net-header", timeout: 180)
-        let client = link.namespace.run("socat -u OPEN:\(data.path) TCP:\(link.ourAddress):5068", timeout: 170)
-        let received = serve.finish()
-        #expect(client.succeeded, "socat said: \(client.output)")
-        #expect(received.status == 0, "offload serve failed: \(received.output)")
-        #expect(link.digest(ofFile: output) == data.sha256, "sha256 of what we received differs")
+        let received = try link.receiveFromSocat(data, port: 5068, options: "--virtio-net-header")
         link.checkOffloaded(received, connections: 1, received: 256 << 20)
         // The kernel's super-frames arrive whole: far fewer segments than 1448-byte ones.
         let segments = TCPLink.numbers(after: [" payload bytes in "], in: received.line("offload: ")).first ?? 0
@@ -122,24 +96,11 @@ struct TCPInteropTests {
         let link = TCPLink(prefix: "otj", subnet: 59)
         defer { link.tearDown() }
         let data = link.makeRandomFile(bytes: 64 << 20)
-        let sink = link.socatSink(port: 5059)
-        let sent = try link.offload("send --to \(link.kernelAddress):5059 --file \(data.path) --msl 0.5 --wait-for-rest "
-                                    + "--no-offload", timeout: 180)
-        let socatReceived = sink.finish()
-        #expect(sent.status == 0, "offload send failed: \(sent.output)")
-        #expect(sent.output.contains("stack at rest: yes"), "\(sent.output)")
-        #expect(socatReceived == data.sha256, "sha256 sent \(data.sha256), socat received \(socatReceived)")
+        let sent = try link.sendToSocat(data, port: 5059, options: "--no-offload")
         #expect(sent.line("offload: ").hasPrefix("offload: 0 connections offloaded"), "\(sent.line("offload: "))")
         link.checkCapture(sent)
 
-        let output = "\(link.scratch)/received"
-        let serve = try link.startOffload("serve --port 5059 --mode sink --output \(output) --connections 1 --no-offload",
-                                          timeout: 180)
-        let client = link.namespace.run("socat -u OPEN:\(data.path) TCP:\(link.ourAddress):5059", timeout: 170)
-        let received = serve.finish()
-        #expect(client.succeeded, "socat said: \(client.output)")
-        #expect(received.status == 0, "offload serve failed: \(received.output)")
-        #expect(link.digest(ofFile: output) == data.sha256, "sha256 of what we received differs")
+        let received = try link.receiveFromSocat(data, port: 5059, options: "--no-offload")
         #expect(received.line("offload: ").hasPrefix("offload: 0 connections offloaded"), "\(received.line("offload: "))")
         link.checkCapture(received)
         print("(a, host TCP) we sent 64 MiB in \(sent.seconds) s: \(sent.line("sent "))")
@@ -157,31 +118,18 @@ struct TCPInteropTests {
         let link = TCPLink(prefix: "otk", subnet: 58)
         defer { link.tearDown() }
         let data = link.makeRandomFile(bytes: 64 << 20)
-        let sink = link.socatSink(port: 5058)
         let metrics = "\(link.scratch)/send.prom"
-        let sent = try link.offload("send --to \(link.kernelAddress):5058 --file \(data.path) --msl 0.5 --wait-for-rest "
-                                    + "--threads 2 --metrics-file \(metrics)", timeout: 180)
-        let socatReceived = sink.finish()
+        let sent = try link.sendToSocat(data, port: 5058, options: "--threads 2 --metrics-file \(metrics)")
         // The metrics file, written while the engine had its thread (from its snapshots) and
         // once more after.
         let samples = PrometheusText.samples(metrics)
         #expect((samples["offload_tcp_offload_payload_bytes_sent_total"] ?? 0) >= Double(64 << 20),
                 "metrics: \(samples.count) samples")
-        #expect(sent.status == 0, "offload send failed: \(sent.output)")
-        #expect(sent.output.contains("stack at rest: yes"), "\(sent.output)")
         #expect(sent.output.contains("engine thread: slept"), "\(sent.output)")
-        #expect(socatReceived == data.sha256, "sha256 sent \(data.sha256), socat received \(socatReceived)")
         link.checkOffloaded(sent, connections: 1, sent: 64 << 20)
         link.checkCapture(sent)
 
-        let output = "\(link.scratch)/received"
-        let serve = try link.startOffload("serve --port 5058 --mode sink --output \(output) --connections 1 "
-                                          + "--threads 2", timeout: 180)
-        let client = link.namespace.run("socat -u OPEN:\(data.path) TCP:\(link.ourAddress):5058", timeout: 170)
-        let received = serve.finish()
-        #expect(client.succeeded, "socat said: \(client.output)")
-        #expect(received.status == 0, "offload serve failed: \(received.output)")
-        #expect(link.digest(ofFile: output) == data.sha256, "sha256 of what we received differs")
+        let received = try link.receiveFromSocat(data, port: 5058, options: "--threads 2")
         link.checkOffloaded(received, connections: 1, received: 64 << 20)
 
         let script = link.write(Self.echoClient, as: "echo_client.py")
@@ -189,8 +137,7 @@ struct TCPInteropTests {
         let echoClient = link.namespace.run("python3 \(script) \(link.ourAddress) 5058 \(data.path)", timeout: 170)
         let echoed = echo.finish()
         #expect(echoed.status == 0, "offload serve failed: \(echoed.output)")
-        let words = echoClient.output.split(separator: "\n").last(where: { $0.hasPrefix("sent ") })?
-            .split(separator: " ").map(String.init) ?? []
+        let words = Self.echoClientWords(echoClient.output)
         #expect(words.count == 6 && words[2] == data.sha256 && words[5] == data.sha256,
                 "the echo client said: \(echoClient.output)")
         link.checkOffloaded(echoed, connections: 1, sent: 64 << 20, received: 64 << 20)
@@ -217,9 +164,7 @@ struct TCPInteropTests {
         let json = run.line("{").data(using: .utf8).flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: Any]
         let offload = json?["tcp offload"] as? [String: Any]
         #expect((offload?["tcp offload: payload bytes sent"] as? Int ?? 0) >= 64 << 20, "JSON: \(run.line("{").prefix(300))")
-        let words = client.output.split(separator: "\n").last(where: { $0.hasPrefix("sent ") })?
-            .split(separator: " ").map(String.init) ?? []
-        // sent N SHA received M SHA
+        let words = Self.echoClientWords(client.output)
         #expect(words.count == 6, "the client said: \(client.output)")
         if words.count == 6 {
             #expect(words[1] == String(64 << 20) && words[2] == data.sha256, "the client sent \(words[1]) bytes, \(words[2])")
@@ -257,30 +202,17 @@ struct TCPInteropTests {
         let data = link.makeRandomFile(bytes: 64 << 20)
 
         // Our data to Linux.
-        let sink = link.socatSink(port: port)
         let dropsBefore = link.nftDrops()
-        let sent = try link.offload("send --to \(link.kernelAddress):\(port) --file \(data.path) --msl 0.5 --wait-for-rest",
-                                    timeout: 500)
-        let socatReceived = sink.finish()
+        let sent = try link.sendToSocat(data, port: port, timeout: 500)
         let dropsSending = link.nftDrops().subtracting(dropsBefore)
-        #expect(sent.status == 0, "offload send failed: \(sent.output)")
-        #expect(sent.output.contains("stack at rest: yes"), "\(sent.output)")
-        #expect(socatReceived == data.sha256, "sha256 sent \(data.sha256), socat received \(socatReceived)")
         link.checkOffloaded(sent, connections: 1, sent: 64 << 20)
         link.checkCapture(sent)
 
         // Linux's data to us.
-        let output = "\(link.scratch)/received"
         let linuxRetransmittedBefore = link.nstat("TcpRetransSegs")
-        let serve = try link.startOffload("serve --port \(port) --mode sink --output \(output) --connections 1",
-                                          timeout: 500)
-        let client = link.namespace.run("socat -u OPEN:\(data.path) TCP:\(link.ourAddress):\(port)", timeout: 490)
-        let received = serve.finish()
+        let received = try link.receiveFromSocat(data, port: port, timeout: 500)
         let dropsReceiving = link.nftDrops().subtracting(dropsBefore).subtracting(dropsSending)
         let linuxRetransmitted = link.nstat("TcpRetransSegs") - linuxRetransmittedBefore
-        #expect(client.succeeded, "socat said: \(client.output)")
-        #expect(received.status == 0, "offload serve failed: \(received.output)")
-        #expect(link.digest(ofFile: output) == data.sha256, "sha256 of what we received differs")
         #expect(dropsSending.toPort > 0 && dropsReceiving.toPort > 0, "nft dropped nothing")
         #expect(linuxRetransmitted > 0, "Linux retransmitted nothing: its segments were not lost on the wire")
         link.checkOffloaded(received, connections: 1, received: 64 << 20)
@@ -584,6 +516,38 @@ final class TCPLink {
         return path
     }
 
+    /// (a): `offload send` sends `data` to a socat sink on `port` (with `options`), waiting out
+    /// TIME_WAIT; checks that it succeeded and socat got every byte.
+    func sendToSocat(_ data: DataFile, port: Int, options: String = "", timeout: Int = 180,
+                     sourceLocation: SourceLocation = #_sourceLocation) throws -> Finished {
+        let sink = socatSink(port: port)
+        let run = try offload("send --to \(kernelAddress):\(port) --file \(data.path) --msl 0.5 --wait-for-rest "
+                              + options, timeout: timeout)
+        let received = sink.finish()
+        #expect(run.status == 0, "offload send failed: \(run.output)", sourceLocation: sourceLocation)
+        #expect(run.output.contains("stack at rest: yes"), "\(run.output)", sourceLocation: sourceLocation)
+        #expect(received == data.sha256, "sha256 sent \(data.sha256), socat received \(received)",
+                sourceLocation: sourceLocation)
+        return run
+    }
+
+    /// (b): socat in the namespace sends `data` to `offload serve --mode sink` on `port` (with
+    /// `options`); checks that both succeeded and we wrote every byte.
+    func receiveFromSocat(_ data: DataFile, port: Int, options: String = "", timeout: Int = 180,
+                          sourceLocation: SourceLocation = #_sourceLocation) throws -> Finished {
+        let output = "\(scratch)/received"
+        let serve = try startOffload("serve --port \(port) --mode sink --output \(output) --connections 1 " + options,
+                                     timeout: timeout)
+        let client = namespace.run("socat -u OPEN:\(data.path) TCP:\(ourAddress):\(port)", timeout: timeout - 10)
+        let run = serve.finish()
+        #expect(client.succeeded, "socat said: \(client.output)", sourceLocation: sourceLocation)
+        #expect(run.status == 0, "offload serve failed: \(run.output)", sourceLocation: sourceLocation)
+        let received = digest(ofFile: output)
+        #expect(received == data.sha256, "sha256 socat sent \(data.sha256), we received \(received)",
+                sourceLocation: sourceLocation)
+        return run
+    }
+
     /// A socat sink in the namespace, listening before our command starts: the sha256 of
     /// what one connection brings goes to a file, which `finishSocatSink` reads.
     func socatSink(port: Int) -> SocatSink {
@@ -751,6 +715,12 @@ enum TCPInteropError: Error, CustomStringConvertible {
 // MARK: - Python helpers, run in the namespace
 
 extension TCPInteropTests {
+    /// The echo client's last `sent N SHA received M SHA` line, split into its six words
+    /// (fewer when it printed none).
+    static func echoClientWords(_ output: String) -> [String] {
+        output.split(separator: "\n").last(where: { $0.hasPrefix("sent ") })?.split(separator: " ").map(String.init) ?? []
+    }
+
     /// Connects, sends a file (then shuts its side down) while reading what comes back;
     /// prints `sent N SHA received M SHA`.
     static let echoClient = """
