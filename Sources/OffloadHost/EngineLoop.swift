@@ -19,6 +19,10 @@ public final class EngineLoop<Port: Link & ~Copyable> {
     public var spinBeforeSleeping = IdleSpin.defaultSpin {
         didSet { software?.spinBeforeSleeping = spinBeforeSleeping }
     }
+    /// Times `run` slept, and times it had spun long enough to sleep but found work waiting
+    /// for its thread (the loop then polls on). Read them when `run` has returned.
+    public private(set) var sleeps = 0
+    public private(set) var sleepsForgone = 0
 
     public init(engine: Engine<Port>, slowPath: SlowPath, softwareThread: Bool = true) throws(LinkError) {
         self.engine = engine
@@ -44,9 +48,10 @@ public final class EngineLoop<Port: Link & ~Copyable> {
             let now = clock.now
             var worked = engine.poll(now: now)
             if let software {
-                if worked, engine.exceptions.count > 0 {
-                    // A lone new flow is handled here while the software's thread sleeps; what
-                    // is left after that one step wakes it.
+                if worked, slowPath.hasWork {
+                    // A lone new flow is handled here while the software's thread sleeps, and
+                    // so are the notices of the entries this poll installed or removed; the
+                    // packets left after that one step wake it.
                     if let done = software.stepIfAsleep(max: engine.configuration.burstSize), done > 0 { worked = true }
                     if engine.exceptions.count > 0 { software.wakeup.wakeIfSleeping() }
                 }
@@ -55,7 +60,12 @@ public final class EngineLoop<Port: Link & ~Copyable> {
             }
             if idle.shouldSleep(worked: worked, now: now) {
                 // The timeout also runs the software's timers (ARP retries) when it runs here.
-                try? wakeup.sleep(timeoutMilliseconds: 10) { engine.hasSoftwareMessages || slowPath.hasWork }
+                // The software's own work keeps awake only the thread that does it: the
+                // software's thread rings this one when it has sent something.
+                let slept = try? wakeup.sleep(timeoutMilliseconds: 10) {
+                    engine.hasSoftwareMessages || (software == nil && slowPath.hasWork)
+                }
+                if slept == false { sleepsForgone &+= 1 } else { sleeps &+= 1 }
             }
             if now >= nextTick {
                 nextTick = now + interval

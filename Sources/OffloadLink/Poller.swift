@@ -73,15 +73,18 @@ public final class Poller: @unchecked Sendable {
 
     /// Blocks like `wait`, unless `hasWork` says there is something to do once this thread
     /// has announced that it sleeps: a producer that puts work in a queue and then calls
-    /// `wakeIfSleeping` can never leave it asleep with the work waiting.
-    public func sleep(timeoutMilliseconds: Int32, unless hasWork: () -> Bool) throws(LinkError) {
+    /// `wakeIfSleeping` can never leave it asleep with the work waiting. Returns false when
+    /// `hasWork` found work, and it did not block.
+    @discardableResult
+    public func sleep(timeoutMilliseconds: Int32, unless hasWork: () -> Bool) throws(LinkError) -> Bool {
         sleeping.store(true, ordering: .sequentiallyConsistent)
         // Store, then load: without a full fence the other side's work could be missed here
         // while it misses the flag (`wakeIfSleeping` fences too).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         defer { sleeping.store(false, ordering: .relaxed) }
-        if hasWork() { return }
+        if hasWork() { return false }
         _ = try wait(timeoutMilliseconds: timeoutMilliseconds)
+        return true
     }
 
     /// Whether the loop's thread sleeps (`sleep`) now.

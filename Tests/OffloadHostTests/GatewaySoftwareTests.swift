@@ -218,6 +218,37 @@ final class GatewayWorld {
         world.expectAtRest()
     }
 
+    /// Step by step, with no simulation: a datagram waits for the server's ARP reply, and
+    /// leaves in the step that takes the reply in. With the software's thread asleep, the
+    /// engine's thread runs just that one step (`SoftwareThread.stepIfAsleep`), and the next
+    /// may be 10 ms away; the held packets used to wait for it.
+    @Test func aHeldPacketLeavesInTheStepThatTakesInItsHopsReply() throws {
+        let world = try GatewayWorld()
+        let now = world.sim.clock.now
+        world.sendUDP(to: GatewayWorld.serverIP)
+        world.engine.poll(now: now)
+        #expect(world.slowPath.step() == 1)
+        #expect(world.slowPath.heldCount == 1, "waits for the server's address")
+        world.engine.poll(now: now)  // the ARP request leaves
+        let pool = BufferPool(count: 8, bufferSize: 2048, headroom: 0)
+        var answers: [[UInt8]] = []
+        _ = try world.serverWire.receive(into: pool, max: 8) { frame in
+            world.server.receive(frame, now: now, transmit: IPv4Host.contiguous { answers.append(Array($0)) })
+        }
+        #expect(answers.count == 1, "the server answers the gateway's ARP request")
+        for answer in answers { answer.withUnsafeBytes { world.sendFromServer($0) } }
+        world.engine.poll(now: now)  // the reply goes to the software
+        #expect(world.slowPath.step() == 2, "the reply, then the datagram it resolved")
+        #expect(world.slowPath.heldCount == 0)
+        world.engine.poll(now: now)
+        var datagrams = 0
+        _ = try world.serverWire.receive(into: pool, max: 8) { frame in
+            if let e = try? EthernetFrame(checking: frame.bytes), e.etherType == .ipv4 { datagrams += 1 }
+        }
+        #expect(datagrams == 1)
+        world.expectAtRest()
+    }
+
     @Test func anUnansweredNextHopFailsWithHostUnreachable() throws {
         let world = try GatewayWorld()
         world.serverSilent = true

@@ -25,8 +25,9 @@ public enum TCPOffloadCommand {
 /// and queues (ownership moves with it: the host no longer touches it), the flow its
 /// segments arrive on, and how the engine's segments are to be addressed.
 public final class TCPOffloadRequest: @unchecked Sendable {
-    // Unchecked: the connection is handed over, not shared; only its receive buffer is
-    // read by the host afterwards (see `TCPStack`), and host and engine share a thread.
+    // Unchecked: the connection is handed over through the re-insertion ring (whose release
+    // and acquire publish it), not shared; afterwards the host reads only its receive
+    // buffer, a single-producer single-consumer ring that may cross threads (see `TCPStack`).
     /// The host's name for the connection: events name it.
     public let host: UInt32
     public let key: FlowKey

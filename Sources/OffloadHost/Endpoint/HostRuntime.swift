@@ -18,6 +18,7 @@ import OffloadTCP
 ///     let connection = try await runtime.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 5001)
 ///     let completion = await connection.send(TxBuffer(copying: Array("hello".utf8)))
 ///     // completion.buffer is ours again; completion.status says the peer has it all.
+///     runtime.stop()
 public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
     // Unchecked: the endpoint (engine, software, host) is touched only by the runtime's
     // thread, and the stack only under `tcp`'s lock.
@@ -47,6 +48,8 @@ public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
         tcp = AsyncTCP(stack: stack, now: clock.now, wake: endpoint.waker)
     }
 
+    /// Starts the runtime's thread. It runs until `stop()`, and holds the runtime until
+    /// then: letting go of the runtime does not stop it.
     public func start() {
         let thread = Thread { [self] in
             // Under the API's lock: `offloadCounters` asks the endpoint whether it has a thread.
@@ -107,6 +110,4 @@ public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
         finished.wait()
         thread = nil
     }
-
-    deinit { stop() }
 }

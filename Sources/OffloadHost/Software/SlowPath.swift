@@ -98,20 +98,7 @@ public final class SlowPath {
         }
         let room = originateRoom()
         withOriginate { policy.poll(send: $0, room: room) }
-        var done = 0
-        if held.count > 0 {
-            held.release(where: { policy.resolution(of: $0) != .pending },
-                         while: { done < max && queue.room >= SlowPath.messagesPerPacket }) { item, hop in
-                let key = item.key!
-                if let flow = heldFlows[key] { heldFlows[key] = flow.count > 1 ? (flow.count - 1, hop) : nil }
-                if policy.resolution(of: hop) == .failed {
-                    reject(item, code: ICMPv4Packet.UnreachableCode.host, reason: "unresolved")
-                } else {
-                    handle(item, released: true)
-                }
-                done += 1
-            }
-        }
+        var done = releaseHeld(max: max)
         while done < max, queue.room >= SlowPath.messagesPerPacket, let item = exceptions.pop() {
             // A flow the table missed is decided when its turn comes, and its action cached:
             // the bucket of a flow a few packets on is loaded meanwhile. (The ring's oldest
@@ -120,6 +107,30 @@ public final class SlowPath {
                 if let key = next.key { actions.prefetch(key) }
             }
             handle(item, released: false)
+            done += 1
+        }
+        // An ARP reply taken here may have resolved the hop that held packets wait for: they
+        // leave in this step. The next one may be 10 ms away, when the engine's thread ran
+        // this step because the software's thread sleeps. Later packets of their flows taken
+        // in this step are held behind them.
+        done += releaseHeld(max: max - done)
+        return done
+    }
+
+    /// Sends on, in order, the held packets whose next hop is no longer pending (or answers
+    /// them as unreachable if it failed); up to `max`. Returns how many.
+    private func releaseHeld(max: Int) -> Int {
+        guard held.count > 0 else { return 0 }
+        var done = 0
+        held.release(where: { policy.resolution(of: $0) != .pending },
+                     while: { done < max && queue.room >= SlowPath.messagesPerPacket }) { item, hop in
+            let key = item.key!
+            if let flow = heldFlows[key] { heldFlows[key] = flow.count > 1 ? (flow.count - 1, hop) : nil }
+            if policy.resolution(of: hop) == .failed {
+                reject(item, code: ICMPv4Packet.UnreachableCode.host, reason: "unresolved")
+            } else {
+                handle(item, released: true)
+            }
             done += 1
         }
         return done

@@ -38,6 +38,8 @@ public final class SoftwareThread: @unchecked Sendable {
     }
 
     public func start() {
+        // A thread stopped before may be started again.
+        stopping.store(false, ordering: .relaxed)
         let thread = Thread { [self] in
             let clock = MonotonicClock()
             var idle = IdleSpin(spin: spinBeforeSleeping)
