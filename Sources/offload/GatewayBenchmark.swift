@@ -35,24 +35,44 @@ struct GatewayBenchmark {
 
         progress("the kernel routing")
         kernelRouting(true)
-        let kernel = measure()
+        var kernel = measure()
         kernelRouting(false)
 
         progress("offload gateway")
         guard let gateway = startGateway(threads: 2) else { return [] }
-        let ours = measure()
+        var ours = measure()
         stop(gateway)
         // With the software between the engine's polls: no wake-ups across threads, one
         // thread fewer on a machine whose two cores the endpoints share.
-        guard let single = startGateway(threads: 1) else { return [] }
-        let tcpSingle = tcpThroughput(), connectionsSingle = connectionRate()
-        stop(single)
+        guard let gatewayAlone = startGateway(threads: 1) else { return [] }
+        var single = Figures()
+        measureTargets(into: &single)
+        stop(gatewayAlone)
 
-        func row(_ name: String, _ figure: (Figures) -> Double, _ unit: String, _ target: String) -> BenchResult {
-            BenchResult(name: name, value: figure(ours), unit: unit, reference: ("kernel", figure(kernel)), target: target)
+        // The machine is shared and its load drifts within a run: the TCP stream and the
+        // connection rate, the figures with targets, are measured twice more, alternating
+        // between the kernel and our gateway, and each side keeps its best of three.
+        for round in 2...Self.rounds {
+            progress("round \(round) of \(Self.rounds): the kernel and both gateways again", figures: "TCP, connections")
+            kernelRouting(true)
+            measureTargets(into: &kernel)
+            kernelRouting(false)
+            guard let gateway = startGateway(threads: 2) else { return [] }
+            measureTargets(into: &ours)
+            stop(gateway)
+            guard let gatewayAlone = startGateway(threads: 1) else { return [] }
+            measureTargets(into: &single)
+            stop(gatewayAlone)
         }
+
+        func row(_ name: String, _ figure: (Figures) -> Double, _ unit: String, _ target: String,
+                 detail: String? = nil) -> BenchResult {
+            BenchResult(name: name, value: figure(ours), unit: unit, reference: ("kernel", figure(kernel)), target: target,
+                        detail: detail)
+        }
+        let best = "best of \(Self.rounds), alternating"
         return [
-            row("gateway TCP, offloads on", \.tcpOffloadsOn, "Gbit/s", ">= 0.75x kernel"),
+            row("gateway TCP, offloads on", \.tcpOffloadsOn, "Gbit/s", ">= 0.75x kernel", detail: best),
             row("gateway TCP, offloads off", \.tcpOffloadsOff, "Gbit/s", "-"),
             BenchResult(name: "gateway UDP -P 8 -l 1400 loss", value: ours.udp.lossPercent, unit: "%",
                         reference: ("kernel", kernel.udp.lossPercent), target: "-",
@@ -61,13 +81,15 @@ struct GatewayBenchmark {
             BenchResult(name: "gateway 64 B UDP, < 1% loss", value: ours.smallPackets.rate / 1e3, unit: "kpps",
                         reference: ("kernel", kernel.smallPackets.rate / 1e3), target: "-",
                         detail: "the next step up lost: ours \(ours.smallPackets.nextStep), kernel's \(kernel.smallPackets.nextStep)"),
-            row("gateway new TCP connections", { $0.connectionRate / 1e3 }, "k/s", ">= 0.9x kernel"),
-            BenchResult(name: "gateway TCP, 1 thread", value: tcpSingle, unit: "Gbit/s",
-                        reference: ("kernel", kernel.tcpOffloadsOn), target: ">= 0.75x kernel"),
-            BenchResult(name: "gateway connections, 1 thread", value: connectionsSingle / 1e3, unit: "k/s",
-                        reference: ("kernel", kernel.connectionRate / 1e3), target: ">= 0.9x kernel"),
+            row("gateway new TCP connections", { $0.connectionRate / 1e3 }, "k/s", ">= 0.9x kernel", detail: best),
+            BenchResult(name: "gateway TCP, 1 thread", value: single.tcpOffloadsOn, unit: "Gbit/s",
+                        reference: ("kernel", kernel.tcpOffloadsOn), target: ">= 0.75x kernel", detail: best),
+            BenchResult(name: "gateway connections, 1 thread", value: single.connectionRate / 1e3, unit: "k/s",
+                        reference: ("kernel", kernel.connectionRate / 1e3), target: ">= 0.9x kernel", detail: best),
         ]
     }
+
+    private static let rounds = 3
 
     /// Everything measured through whatever forwards between the namespaces now.
     struct Figures {
@@ -88,8 +110,15 @@ struct GatewayBenchmark {
                 udp: udpStreams(), smallPackets: smallPacketRate(), connectionRate: connectionRate())
     }
 
-    private func progress(_ what: String) {
-        print("gateway benchmark: measuring \(what) (TCP with offloads on and off, UDP streams, 64 B rate, connections)")
+    /// The TCP stream (offloads on) and the connection rate once more, each kept at its best.
+    private func measureTargets(into figures: inout Figures) {
+        figures.tcpOffloadsOn = max(figures.tcpOffloadsOn, tcpThroughput())
+        figures.connectionRate = max(figures.connectionRate, connectionRate())
+    }
+
+    private func progress(_ what: String,
+                          figures: String = "TCP with offloads on and off, UDP streams, 64 B rate, connections") {
+        print("gateway benchmark: measuring \(what) (\(figures))")
         fflush(nil)
     }
 
