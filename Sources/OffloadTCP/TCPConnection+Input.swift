@@ -40,7 +40,8 @@ extension TCPConnection {
         if flags.contains(.ack) {
             handshakeAcknowledged(segment, now: now)
             enterSynchronized()
-            updateSendWindow(segment)
+            // The window is the SYN-ACK's, unscaled (`takeSYN`, RFC 7323 2.2); this is its update.
+            block.delegated.sendWL2 = ack
             ackNow = true
         } else {
             // Simultaneous open: our SYN again, now with an ACK.

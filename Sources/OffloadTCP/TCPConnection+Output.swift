@@ -163,8 +163,9 @@ extension TCPConnection {
             return
         }
         if block.delegated.sendWindow == 0 && sendQueue.end > block.delegated.sendUnacknowledged {
-            // The probe byte went unanswered: probe again, with the backoff; a closed window
-            // is no sign of congestion.
+            // Data sent before the window closed went unacknowledged: probe, with the
+            // backoff, and send it again once the window opens; a closed window is no sign
+            // of congestion.
             block.delegated.sendNext = block.delegated.sendUnacknowledged
             probeDue = true
             return
@@ -302,13 +303,21 @@ extension TCPConnection {
         }
     }
 
-    /// One byte past a zero window (RFC 9293 3.8.6.1): its ACK tells whether the window opened.
+    /// A zero window's probe (RFC 9293 3.8.6.1): a segment the peer answers with an ACK that
+    /// carries its window. As Linux sends it (tcp_xmit_probe_skb): no data, at SND.UNA - 1, a
+    /// sequence number the peer has passed. It takes no sequence space. A probe of one new
+    /// byte moved SND.NXT and SND.MAX past the peer's closed window: our ACKs then lay
+    /// outside it and were dropped, and the data resumed after a one-byte hole.
     private func sendZeroWindowProbe(now: Instant, emit: Emit) {
         probeDue = false
         let d = block.delegated
         guard d.sendWindow == 0, d.sendNext < sendQueue.end else { return }
         counters.zeroWindowProbes &+= 1
-        sendSegment(from: d.sendNext, length: 1, retransmission: d.sendNext < d.sendMax, now: now, emit: emit)
+        var header = ackHeader(now: now)
+        header.sequenceNumber = (d.sendUnacknowledged - 1).rawValue
+        emit(header, UnsafeBufferPointer(start: nil, count: 0))
+        counters.segmentsSent &+= 1
+        emitBudget -= 1
     }
 
     /// Builds and emits one segment of `length` payload bytes from `sequence` (gathered from
@@ -373,8 +382,12 @@ extension TCPConnection {
         var header = ackHeader(now: now)
         // SND.MAX, not SND.NXT: after a timeout SND.NXT steps back to resend, and an ACK with
         // a sequence number the peer has passed would be out of its window and dropped
-        // unread (Linux likewise never moves snd_nxt back).
-        header.sequenceNumber = block.delegated.sendMax.rawValue
+        // unread (Linux likewise never moves snd_nxt back). Where SND.MAX lies past the
+        // window the peer last offered (data sent before it closed), the window's edge, as
+        // Linux's tcp_acceptable_seq.
+        let d = block.delegated
+        let edge = d.sendUnacknowledged + d.sendWindow
+        header.sequenceNumber = (d.sendMax > edge ? edge : d.sendMax).rawValue
         emit(header, UnsafeBufferPointer(start: nil, count: 0))
         counters.segmentsSent &+= 1
         emitBudget -= 1

@@ -163,6 +163,10 @@ public final class TCPConnection {
         block.delegated.sendMax = iss + 1
         scoreboard = SACKScoreboard(configuration: .init(maximumSegmentSize: max(1, block.constant.segmentSize)),
                                     unacknowledged: iss + 1)
+        // The window's last update is the SYN's, as `takeSYN` records it; left at 0, a peer
+        // whose ISN lies in the upper half of the sequence space would never update it.
+        block.delegated.sendWL1 = irs
+        block.delegated.sendWL2 = iss + 1
         updateSendWindow(ack)
         startCongestionControl()
     }

@@ -23,8 +23,8 @@ final class ScriptedPeer {
 
     func send(_ flags: TCPFlags, sequence: UInt32? = nil, acknowledgment: UInt32? = nil, payload: [UInt8] = [],
               window: UInt16 = 65_535, options: (inout TCPRepr) -> Void = { _ in }, from source: IPv4Address? = nil,
-              sourcePort: UInt16? = nil) {
-        var header = TCPRepr(sourcePort: sourcePort ?? port, destinationPort: 80,
+              sourcePort: UInt16? = nil, to destinationPort: UInt16 = 80) {
+        var header = TCPRepr(sourcePort: sourcePort ?? port, destinationPort: destinationPort,
                              sequenceNumber: sequence ?? self.sequence,
                              acknowledgmentNumber: acknowledgment ?? self.acknowledgment, flags: flags,
                              windowSize: window, payloadLength: payload.count)
@@ -315,11 +315,61 @@ final class ScriptedPeer {
         peer.send(.ack, sequence: 43, acknowledgment: 12_345, sourcePort: 999)
         #expect(peer.stack.counters.synCookiesRejected == 1)
     }
+
+    /// The window of a SYN-ACK is not scaled (RFC 7323 2.2), though the SYN-ACK agrees on
+    /// a scale: a peer offering 1 KiB with scale 7 was taken to offer 128 KiB.
+    @Test func theSYNACKsWindowIsNotScaled() throws {
+        let peer = ScriptedPeer()
+        let socket = try peer.stack.connect(to: peer.address, port: peer.port, now: peer.now)
+        let syn = try #require(peer.poll().first { $0.flags == .syn })
+        peer.send([.syn, .ack], sequence: 5_000, acknowledgment: syn.sequenceNumber &+ 1, window: 1024,
+                  options: { $0.windowScale = 7; $0.maxSegmentSize = 1460 }, sourcePort: syn.destinationPort,
+                  to: syn.sourcePort)
+        let connection = try #require(peer.stack.connection(socket))
+        #expect(connection.state == .established)
+        #expect(connection.block.delegated.sendWindow == 1024 && connection.block.delegated.maxSendWindow == 1024)
+        // The next segment's window is scaled.
+        peer.send(.ack, sequence: 5_001, acknowledgment: syn.sequenceNumber &+ 1, window: 1024,
+                  sourcePort: syn.destinationPort, to: syn.sourcePort)
+        #expect(connection.block.delegated.sendWindow == 1024 << 7)
+    }
+
+    /// A connection a cookie set up takes the peer's window from its ACK and sends into it,
+    /// whatever the peer's initial sequence number: one in the upper half of the sequence
+    /// space used to leave the window at 0 for good (its last update was taken to be at
+    /// sequence 0), so every reply went out a byte at a time as zero-window probes.
+    @Test(arguments: [UInt32(41), 0x9000_0000, 0xffff_fff0])
+    func aCookieConnectionSendsIntoThePeersWindow(initialSequence: UInt32) throws {
+        var configuration = TCPStack.Configuration()
+        configuration.synQueueLimit = 1
+        let peer = ScriptedPeer(configuration: configuration)
+        try peer.stack.listen(port: 80)
+        peer.send(.syn, sequence: 7, from: IPv4Address(10, 99, 0, 1))  // takes the SYN queue's one place
+        peer.send(.syn, sequence: initialSequence, options: { $0.maxSegmentSize = 1000 })
+        let synACK = try #require(peer.poll().first { $0.flags == [.syn, .ack] && $0.destinationPort == peer.port })
+        #expect(peer.stack.counters.synCookiesSent == 1)
+        peer.send(.ack, sequence: initialSequence &+ 1, acknowledgment: synACK.sequenceNumber &+ 1, window: 30_000)
+        let socket = try #require(peer.stack.accept(port: 80))
+        guard case .queued = peer.stack.send(TxBuffer(copying: [UInt8](repeating: 7, count: 5_000)), on: socket) else {
+            Issue.record("send refused")
+            return
+        }
+        let data = peer.poll().filter { $0.payloadLength > 0 }.map(\.payloadLength)
+        let connection = try #require(peer.stack.connection(socket))
+        #expect(connection.block.delegated.sendWindow == 30_000)
+        // The MSS the cookie could carry (its table's value at or below 1000).
+        let mss = connection.block.constant.segmentSize
+        #expect(data.count >= 2 && data.dropLast().allSatisfy { $0 == mss },
+                "\(data) bytes, MSS \(mss): whole segments, as the congestion window allows")
+    }
 }
 
 extension TCPHardeningTests {
     /// A receiver that stops reading closes its window; the sender probes it (RFC 9293
-    /// 3.8.6.1) with backoff and resumes once the application reads again.
+    /// 3.8.6.1) with backoff and resumes once the application reads again. Meanwhile the
+    /// other direction carries data, and the server takes the sender's ACKs of it: their
+    /// sequence number stays inside its closed window. The probes take no sequence space,
+    /// so the data resumes where it stopped, with nothing to send again.
     @Test func aZeroWindowIsProbedUntilItOpens() throws {
         let world = TCPWorld(seed: 5) { $0.tcp.receiveBufferSize = 4096 }
         try world.b.listen(port: 80)
@@ -341,8 +391,21 @@ extension TCPHardeningTests {
         let probesWhileClosed = sender.counters.zeroWindowProbes
         #expect(probesWhileClosed < 10, "probes back off: \(probesWhileClosed) in 5 s")
 
-        var received: [UInt8] = []
+        // The other way, while the window stays closed: the server's 3000 bytes are taken
+        // and acknowledged, and its side sees the acknowledgments.
         let s = try #require(server)
+        guard case .queued = world.b.send(TxBuffer(copying: pattern(3_000, seed: 6)), on: s) else {
+            Issue.record("the server's send refused")
+            return
+        }
+        let answered = world.run(for: .seconds(2)) {
+            let back = world.b.connection(s)!.block.delegated
+            return back.sendUnacknowledged == back.sendMax && world.a.connection(client)!.readableBytes == 3_000
+        }
+        #expect(answered, "the server's data acknowledged with the client's window still closed")
+        #expect(sender.block.delegated.sendWindow == 0)
+
+        var received: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1000)
         let done = world.run(for: .seconds(30)) {
             let n = chunk.withUnsafeMutableBytes { world.b.read(s, into: $0) }
@@ -350,6 +413,7 @@ extension TCPHardeningTests {
             return received.count == data.count
         }
         #expect(done && received == data)
+        #expect(sender.counters.segmentsRetransmitted == 0, "\(sender.counters)")
         var completions = 0
         world.run(for: .seconds(2)) {
             world.a.takeCompletions(of: client) { _ in completions += 1 }
