@@ -106,6 +106,16 @@ extension TCPConnection {
             if flags.contains(.rst) { return }
             counters.outOfWindowSegments &+= 1
             if state == .synReceived && flags.contains(.syn) && seq == block.constant.initialReceiveSequence {
+                let ack = SequenceNumber(segment.acknowledgmentNumber)
+                if flags.contains(.ack) && ack > d.sendUnacknowledged && ack <= d.sendMax {
+                    // A simultaneous open (RFC 9293 3.5): the peer's SYN-ACK acknowledges our
+                    // SYN. Its window, like its SYN's, is not scaled.
+                    handshakeAcknowledged(segment, now: now)
+                    enterSynchronized()
+                    block.delegated.sendWL2 = ack
+                    ackNow = true
+                    return
+                }
                 synDue = true // the peer did not hear our SYN-ACK
                 return
             }
@@ -140,12 +150,6 @@ extension TCPConnection {
         }
 
         guard flags.contains(.ack) else { return }
-        if block.constant.timestamps, let ts = segment.timestamp, seq <= lastACKSent,
-           Int32(bitPattern: ts.value &- block.delegated.timestampRecent) >= 0 {
-            block.delegated.timestampRecent = ts.value
-            block.delegated.timestampRecentAge = now
-        }
-
         if state == .synReceived {
             let ack = SequenceNumber(segment.acknowledgmentNumber)
             guard ack > block.delegated.sendUnacknowledged, ack <= block.delegated.sendMax else {
@@ -158,6 +162,14 @@ extension TCPConnection {
         }
         guard processACK(segment, now: now, hasData: length > 0) else { return }
         guard state != .closed else { return }
+        // TS.Recent (RFC 7323 4.3) only from a segment whose ACK passed (RFC 5961 5), as
+        // Linux takes it: a blind segment near RCV.NXT with an implausible ACK could
+        // otherwise move it ahead by up to 2^31 and have PAWS drop the peer's real ones.
+        if block.constant.timestamps, let ts = segment.timestamp, seq <= lastACKSent,
+           Int32(bitPattern: ts.value &- block.delegated.timestampRecent) >= 0 {
+            block.delegated.timestampRecent = ts.value
+            block.delegated.timestampRecentAge = now
+        }
 
         if segment.payloadLength > 0 { receiveData(segment, payload: payload, at: seq, now: now) }
         if flags.contains(.fin) {
@@ -274,6 +286,11 @@ extension TCPConnection {
                                                       smoothedRTT: block.delegated.retransmission.estimator.smoothedRTT)
         }
 
+        // Past the last recovery's point, that point no longer holds a new recovery back
+        // (RFC 6582 3.2 step 2). Kept, it would again once the sequence numbers had gone
+        // halfway round (2 GiB later), and every loss for the next 2 GiB would wait for a
+        // timeout.
+        if !inNewRenoRecovery, let recover = newRenoRecover, ack > recover { newRenoRecover = nil }
         if let fin = finSequence, ack == fin + 1 { ourFINAcknowledged(now: now) }
     }
 

@@ -334,6 +334,40 @@ final class ScriptedPeer {
         #expect(connection.block.delegated.sendWindow == 1024 << 7)
     }
 
+    /// A blind segment at RCV.NXT whose ACK fails RFC 5961's check is dropped whole: its
+    /// timestamp does not become TS.Recent. It used to, and a TSval 2^31 - 1 ahead had PAWS
+    /// drop every real segment of the peer after it.
+    @Test func aSegmentWithAnImplausibleACKLeavesTSRecent() throws {
+        let peer = ScriptedPeer()
+        let (socket, synACK) = try #require(peer.handshake { h in h.timestamp = TCPTimestamp(value: 100, echoReply: 0) })
+        let echo = try #require(synACK.timestamp).value
+        peer.send(.ack, acknowledgment: peer.acknowledgment &+ 100_000, payload: [1, 2, 3],
+                  options: { $0.timestamp = TCPTimestamp(value: 100 &+ 0x7fff_ffff, echoReply: echo) })
+        #expect(peer.stack.connection(socket)?.readableBytes == 0)
+        peer.send(.ack, payload: [4, 5, 6], options: { $0.timestamp = TCPTimestamp(value: 101, echoReply: echo) })
+        #expect(peer.stack.connection(socket)?.readableBytes == 3, "the peer's real segment is taken")
+    }
+
+    /// A simultaneous open (RFC 9293 3.5): our SYN crosses the peer's, each side answers
+    /// with a SYN-ACK, and the peer's SYN-ACK completes our side. It used to be taken for
+    /// the peer's SYN again, answered with our SYN-ACK again, and so on until the SYN
+    /// retries ran out: two of our stacks never connected this way.
+    @Test func aSimultaneousOpenCompletes() throws {
+        let peer = ScriptedPeer()
+        let socket = try peer.stack.connect(to: peer.address, port: peer.port, now: peer.now)
+        let syn = try #require(peer.poll().first { $0.flags == .syn })
+        peer.send(.syn, sequence: 9_000, acknowledgment: 0, options: { $0.maxSegmentSize = 1460 },
+                  sourcePort: syn.destinationPort, to: syn.sourcePort)
+        let synACK = try #require(peer.poll().first)
+        #expect(synACK.flags == [.syn, .ack] && synACK.sequenceNumber == syn.sequenceNumber
+                && synACK.acknowledgmentNumber == 9_001)
+        peer.send([.syn, .ack], sequence: 9_000, acknowledgment: syn.sequenceNumber &+ 1,
+                  options: { $0.maxSegmentSize = 1460 }, sourcePort: syn.destinationPort, to: syn.sourcePort)
+        #expect(peer.stack.connection(socket)?.state == .established)
+        let answer = peer.poll()
+        #expect(answer.map(\.flags) == [.ack] && answer.first?.acknowledgmentNumber == 9_001)
+    }
+
     /// A connection a cookie set up takes the peer's window from its ACK and sends into it,
     /// whatever the peer's initial sequence number: one in the upper half of the sequence
     /// space used to leave the window at 0 for good (its last update was taken to be at
