@@ -405,8 +405,12 @@ extension TCPConnection {
         counters.duplicateBytesReceived &+= UInt64(outcome.duplicate)
         if inOrder && outcome.delivered == payload.count {
             // RFC 5681 4.2: an ACK for at least every second full-sized segment, else delayed.
-            if payload.count >= block.constant.segmentSize { fullSegmentsUnacknowledged += 1 }
-            if fullSegmentsUnacknowledged >= 2 || segment.flags.contains(.psh) && fullSegmentsUnacknowledged >= 1 {
+            // Counted in bytes, as Linux counts (more than one MSS unacknowledged): a
+            // super-segment that GRO or a TSO link delivers whole is many segments, and a
+            // peer whose segments are a little under our MSS is still answered every second.
+            let unacknowledged = block.delegated.receiveNext - lastACKSent
+            let mss = block.constant.segmentSize
+            if unacknowledged > mss || segment.flags.contains(.psh) && unacknowledged >= mss {
                 ackNow = true
             } else if block.delegated.delayedACKDeadline == nil {
                 block.delegated.delayedACKDeadline = now + configuration.delayedACKTimeout

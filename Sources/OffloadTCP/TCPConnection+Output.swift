@@ -412,7 +412,6 @@ extension TCPConnection {
         }
         lastACKSent = block.delegated.receiveNext
         ackNow = false
-        fullSegmentsUnacknowledged = 0
         block.delegated.delayedACKDeadline = nil
         return header
     }

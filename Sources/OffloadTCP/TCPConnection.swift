@@ -34,7 +34,6 @@ public final class TCPConnection {
     /// The peer's FIN, once seen (it may arrive ahead of data still missing).
     var peerFINSequence: SequenceNumber?
     var ackNow = false
-    var fullSegmentsUnacknowledged = 0
     var lastACKSent: SequenceNumber
     /// A control segment to send before anything else (RST for a bad ACK in the handshake).
     var pendingReset: TCPRepr?

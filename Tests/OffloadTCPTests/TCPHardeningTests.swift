@@ -285,6 +285,24 @@ final class ScriptedPeer {
         #expect(peer.poll().map(\.acknowledgmentNumber) == [peer.sequence])
     }
 
+    /// The every-second-segment rule counts bytes: a super-segment delivered whole (GRO, a
+    /// TSO link) is answered at once, and so is the second of two segments a little under
+    /// the MSS. Each used to count as one full segment, or none, and waited for the timer.
+    @Test func delayedACKsCountBytes() throws {
+        let peer = ScriptedPeer()
+        let (socket, _) = try #require(peer.handshake { h in h.maxSegmentSize = 1000 })
+        let mss = peer.stack.connection(socket)!.block.constant.segmentSize
+        peer.poll()
+        peer.send(.ack, payload: Array(repeating: 1, count: 3 * mss))
+        peer.sequence &+= UInt32(3 * mss)
+        #expect(peer.poll().map(\.acknowledgmentNumber) == [peer.sequence], "a super-segment: at once")
+        for _ in 0..<2 {
+            peer.send(.ack, payload: Array(repeating: 1, count: mss - 10))
+            peer.sequence &+= UInt32(mss - 10)
+        }
+        #expect(peer.poll().map(\.acknowledgmentNumber) == [peer.sequence], "two segments just under the MSS")
+    }
+
     /// A SYN flood from many sources: the SYN queue stays at its bound, the rest are
     /// answered with cookies and cost nothing, and a real client still gets in.
     @Test func aSYNFloodCannotFillTheStackAndARealClientStillConnects() throws {
