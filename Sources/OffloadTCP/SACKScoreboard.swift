@@ -200,10 +200,15 @@ public struct SACKScoreboard: Sendable {
         return configuration.lossCounting == .segmentsOrBytes && sackedSegments >= threshold
     }
 
-    /// SetPipe (RFC 6675 section 4), in bytes: outstanding bytes neither SACKed nor lost,
-    /// plus bytes retransmitted (up to HighRxt).
+    /// SetPipe (RFC 6675 section 4), in bytes: of the bytes not SACKed, those not lost, plus
+    /// those retransmitted (up to HighRxt).
     public var pipe: Int {
         var inFlight = max(0, retransmittedEnd - unacknowledged)
+        // SACKed bytes below HighRxt were not sent again: they are not in flight.
+        for r in ranges {
+            guard r.lower < retransmittedEnd else { break }
+            inFlight -= SequenceNumber.earlier(r.upper, retransmittedEnd) - r.lower
+        }
         // Walk down from the top: a hole is lost or not as a whole, since nothing SACKed
         // lies inside it.
         var holeUpper = sentEnd, bytes = 0, segments = 0

@@ -76,6 +76,21 @@ import OffloadTCP
         #expect(b.pipe == 5000, "the retransmission is in flight again")
     }
 
+    /// Only bytes not SACKed count in the pipe, those below HighRxt too: a SACKed segment
+    /// between two retransmitted holes is not in flight (RFC 6675 SetPipe). It was counted,
+    /// and recovery with many holes sent less than the congestion window allowed.
+    @Test func pipeLeavesOutSACKedBytesBetweenRetransmissions() {
+        var b = board()
+        _ = b.update(cumulativeAcknowledgment: base,
+                     blocks: blocks([(1000, 2000), (3000, 4000), (5000, 6000), (7000, 8000)]))
+        #expect(b.enterRecovery() == range(0, 1000))
+        b.retransmitted(.retransmitLost(range(2000, 3000)))
+        // Holes [0, 1000) and [2000, 3000): lost (three SACKed ranges above each) and sent
+        // again; [4000, 5000), [6000, 7000) and [8000, 10000): not lost, in flight. The
+        // SACKed [1000, 2000) below HighRxt is not.
+        #expect(b.pipe == 2000 + 4000, "\(b.pipe)")
+    }
+
     @Test func nextSegmentFollowsTheRulesInOrder() {
         var b = board()
         _ = b.update(cumulativeAcknowledgment: base, blocks: blocks([(2000, 3000), (4000, 5000), (6000, 7000)]))
@@ -157,8 +172,8 @@ import OffloadTCP
         var pipe: Int {
             let lost = self.lost
             var p = 0
-            for o in una..<sent {
-                if !sacked[o] && !lost[o] { p += 1 }
+            for o in una..<sent where !sacked[o] {
+                if !lost[o] { p += 1 }
                 if o < retransmittedEnd { p += 1 }
             }
             return p
