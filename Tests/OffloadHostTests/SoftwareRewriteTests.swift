@@ -37,7 +37,7 @@ import OffloadWire
             FlowEntry(key: key, action: .forward(forward)).applyRewrite(to: $0, partialL4: true)
         }
         #expect(outcome == .rewritten)
-        #expect(bySoftware.withUnsafeMutableBytes { SlowPath.rewrite($0, forward, partialL4: true) })
+        #expect(bySoftware.withUnsafeMutableBytes { SlowPath.rewrite($0, forward, key: key, partialL4: true) })
         #expect(byEngine == bySoftware)
         // Finished as a device would, the checksum verifies.
         let at = proto == .tcp ? 34 + 16 : 34 + 6
@@ -49,6 +49,53 @@ import OffloadWire
             } else {
                 #expect(try UDPPacket(checking: ip.payload).verifyChecksum(source: ip.source, destination: ip.destination))
             }
+        }
+    }
+}
+
+/// B6 for a frame that arrived damaged: both processing splits give the same bytes, and
+/// the damage still shows in its checksums. The software recomputed every checksum from
+/// scratch, and a damaged frame left with valid ones.
+@Suite struct DamagedFrameRewriteTests {
+    @Test(arguments: [IPProtocol.tcp, .udp], [false, true])
+    func aDamagedFrameStaysDamaged(proto: IPProtocol, damagedHeader: Bool) throws {
+        let source = IPv4Address(10, 1, 0, 2), destination = IPv4Address(10, 2, 0, 2)
+        let l4Length = (proto == .tcp ? 20 : 8) + 100
+        var frame = [UInt8](repeating: 0x5a, count: 14 + 20 + l4Length)
+        frame.withUnsafeMutableBytes { raw in
+            EthernetRepr(destination: .local(2), source: .local(1), etherType: .ipv4).emit(into: raw)
+            IPv4Repr(source: source, destination: destination, protocol: proto, payloadLength: l4Length)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
+            let segment = UnsafeMutableRawBufferPointer(rebasing: raw[34...])
+            if proto == .tcp {
+                TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: 9, acknowledgmentNumber: 1,
+                        flags: .ack, windowSize: 500, payloadLength: 100)
+                    .emit(into: segment, source: source, destination: destination, checksums: .verify)
+            } else {
+                UDPRepr(sourcePort: 40000, destinationPort: 53, payloadLength: 100)
+                    .emit(into: segment, source: source, destination: destination, checksums: .verify)
+            }
+        }
+        // Damage on the way: a bit of the IPv4 header's identification, or of the payload.
+        frame[damagedHeader ? 18 : frame.count - 1] ^= 0x10
+        let key = FlowKey(ingressPort: 0, protocol: proto.rawValue, source: source, destination: destination,
+                          sourcePort: 40000, destinationPort: proto == .tcp ? 80 : 53)
+        let forward = FlowAction.Forward(outputPort: 1, destinationMAC: .local(9), sourceMAC: .local(8),
+                                         translatedSource: IPv4Address(192, 0, 2, 1), translatedSourcePort: 61000)
+        var byEngine = frame, bySoftware = frame
+        let outcome = byEngine.withUnsafeMutableBytes {
+            FlowEntry(key: key, action: .forward(forward)).applyRewrite(to: $0, partialL4: false)
+        }
+        #expect(outcome == .rewritten)
+        #expect(bySoftware.withUnsafeMutableBytes { SlowPath.rewrite($0, forward, key: key, partialL4: false) })
+        #expect(byEngine == bySoftware)
+        try bySoftware.withUnsafeBytes { raw in
+            let ip = try IPv4Packet(checking: try EthernetFrame(checking: raw).payload)
+            let l4Verifies = proto == .tcp
+                ? try TCPPacket(checking: ip.payload).verifyChecksum(source: ip.source, destination: ip.destination)
+                : try UDPPacket(checking: ip.payload).verifyChecksum(source: ip.source, destination: ip.destination)
+            #expect(ip.verifyChecksum == !damagedHeader && l4Verifies == damagedHeader,
+                    "the damaged checksum still fails, the other still holds")
         }
     }
 }

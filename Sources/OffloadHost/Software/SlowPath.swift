@@ -225,7 +225,7 @@ public final class SlowPath {
                 send(.install(replyKey, replyAction))
             }
         }
-        process(item, action)
+        process(item, key: key, action)
     }
 
     /// Holds a packet, behind the held packets of its flow, until `hop` is resolved.
@@ -236,7 +236,7 @@ public final class SlowPath {
         held.append(item, waitingFor: hop)
     }
 
-    private func process(_ item: consuming ExceptionItem, _ action: FlowAction) {
+    private func process(_ item: consuming ExceptionItem, key: FlowKey, _ action: FlowAction) {
         let forward: FlowAction.Forward
         switch action {
         case .forward(let f): forward = f
@@ -252,8 +252,9 @@ public final class SlowPath {
         if processing == .partial, origin.countedFlow != nil {
             return send(origin.reinsertion(item.buffer, .complete))
         }
-        guard SlowPath.rewrite(item.buffer.mutableBytes, forward, partialL4: item.buffer.offload.hasPartialChecksum) else {
-            return reinsertDrop(item, "ttl-exceeded")
+        guard SlowPath.rewrite(item.buffer.mutableBytes, forward, key: key,
+                               partialL4: item.buffer.offload.hasPartialChecksum) else {
+            return reinsertDrop(item, "not-rewritable")
         }
         send(origin.reinsertion(item.buffer, .transmit(port: forward.outputPort)))
     }
@@ -352,52 +353,15 @@ public final class SlowPath {
         return RTPFlowStatistics.looksLikeRTP(UnsafeRawBufferPointer(rebasing: frame[(udp + 8)..<(udp + length)]))
     }
 
-    /// Complete processing in software: MACs, NAT addresses and ports, TTL, and every
-    /// checksum recomputed from scratch; but a TCP/UDP checksum a device is to finish
-    /// (`partialL4`) holds only the pseudo-header sum, which takes just the address change.
-    /// False when TTL would reach 0.
-    static func rewrite(_ frame: UnsafeMutableRawBufferPointer, _ forward: FlowAction.Forward, partialL4: Bool) -> Bool {
-        guard let ethernet = try? MutableEthernetFrame(checking: frame),
-              let ip = try? MutableIPv4Packet(checking: ethernet.payload) else { return false }
-        let packet = ip.packet
-        guard packet.timeToLive > 1 else { return false }
-        // `packet` views the bytes being rewritten: keep what the checksums need from before.
-        let (oldSource, oldDestination, proto) = (packet.source, packet.destination, packet.protocol)
-        ethernet.setDestination(forward.destinationMAC)
-        ethernet.setSource(forward.sourceMAC)
-        ip.setTimeToLive(packet.timeToLive - 1)
-        if let a = forward.translatedSource { ip.setSource(a) }
-        if let a = forward.translatedDestination { ip.setDestination(a) }
-        ip.fillChecksum()
-        let source = ip.packet.source, destination = ip.packet.destination
-        // The partial sum after the address change: ~update(~sum) (RFC 1624 on the sum itself).
-        func pseudoHeaderSum(_ sum: UInt16) -> UInt16 {
-            let s = InternetChecksum.update(~sum, old: oldSource.rawValue, new: source.rawValue)
-            return ~InternetChecksum.update(s, old: oldDestination.rawValue, new: destination.rawValue)
-        }
-        switch proto {
-        case .udp:
-            guard let udp = try? MutableUDPPacket(checking: ip.payload) else { return true }
-            if let p = forward.translatedSourcePort { udp.setSourcePort(p) }
-            if let p = forward.translatedDestinationPort { udp.setDestinationPort(p) }
-            if partialL4 {
-                udp.setChecksum(pseudoHeaderSum(udp.packet.checksum))
-            } else if udp.packet.checksum != 0 {
-                udp.fillChecksum(source: source, destination: destination)
-            }
-        case .tcp:
-            // A TSO super-frame's segment is not checked here: its length is the IP packet's.
-            guard let tcp = try? MutableTCPPacket(checking: ip.payload) else { return true }
-            if let p = forward.translatedSourcePort { tcp.setSourcePort(p) }
-            if let p = forward.translatedDestinationPort { tcp.setDestinationPort(p) }
-            if partialL4 {
-                tcp.setChecksum(pseudoHeaderSum(tcp.packet.checksum))
-            } else {
-                tcp.fillChecksum(source: source, destination: destination)
-            }
-        default:
-            break
-        }
-        return true
+    /// Complete processing in software: MACs, NAT addresses and ports, TTL, and the
+    /// checksums, by the rewrite the engine's entry for `key` applies (`FlowEntry`), so the
+    /// two processing splits give the same bytes for every frame (B6). That includes frames
+    /// whose checksums were already wrong: updated incrementally (RFC 1624), they stay wrong
+    /// and the receiver drops them. Recomputed from scratch, as they were, they left with
+    /// valid checksums over damaged bytes. False when TTL would reach 0, or when the frame
+    /// is not one the rewrite applies to.
+    static func rewrite(_ frame: UnsafeMutableRawBufferPointer, _ forward: FlowAction.Forward, key: FlowKey,
+                        partialL4: Bool) -> Bool {
+        FlowEntry(key: key, action: .forward(forward)).applyRewrite(to: frame, partialL4: partialL4) == .rewritten
     }
 }
