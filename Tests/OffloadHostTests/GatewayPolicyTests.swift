@@ -288,3 +288,20 @@ import OffloadWire
         #expect(policy.counters.notListening == 1)
     }
 }
+
+/// The gateway's policy called directly, on a virtual clock: the gateway of
+/// `GatewayNATSimulationTests.policy`, a client at 10.1.0.2 and a server at 10.2.0.2.
+@Suite struct GatewayPolicyCallTests {
+    /// The ICMP errors' token bucket refills from the time since its last refill: that time
+    /// times the rate overflowed after about 106 days without an error (at 1000/s), and the
+    /// gateway trapped. A long quiet refills the burst, no more.
+    @Test func icmpErrorsAfterMonthsOfQuietHaveTheirBurst() throws {
+        let clock = VirtualClock()
+        let policy = try GatewayNATSimulationTests.policy(clock: clock)
+        #expect(policy.icmpErrorSource(port: 0) != nil)
+        clock.advance(by: .seconds(200 * 24 * 3600))
+        let allowed = (0..<100).filter { _ in policy.icmpErrorSource(port: 0) != nil }.count
+        #expect(allowed == 50, "the burst of 1000/s")
+        #expect(policy.counters.icmpErrorsRateLimited == 50)
+    }
+}
