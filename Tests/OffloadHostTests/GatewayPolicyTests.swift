@@ -292,6 +292,11 @@ import OffloadWire
 /// The gateway's policy called directly, on a virtual clock: the gateway of
 /// `GatewayNATSimulationTests.policy`, a client at 10.1.0.2 and a server at 10.2.0.2.
 @Suite struct GatewayPolicyCallTests {
+    static let client = IPv4Address(10, 1, 0, 2), server = IPv4Address(10, 2, 0, 2)
+    static let inside = IPv4Address(10, 1, 0, 1), natIP = IPv4Address(10, 2, 0, 1)
+    /// Sends nothing (the neighbours are known).
+    static var none: Originate { { _, _ in } }
+
     /// The ICMP errors' token bucket refills from the time since its last refill: that time
     /// times the rate overflowed after about 106 days without an error (at 1000/s), and the
     /// gateway trapped. A long quiet refills the burst, no more.
@@ -303,5 +308,37 @@ import OffloadWire
         let allowed = (0..<100).filter { _ in policy.icmpErrorSource(port: 0) != nil }.count
         #expect(allowed == 50, "the burst of 1000/s")
         #expect(policy.counters.icmpErrorsRateLimited == 50)
+    }
+
+    /// A static neighbour is the operator's: ARP that names its address with another MAC (a
+    /// reply, a request for us, a gratuitous one) leaves it as it is, and it never expires. A
+    /// learned neighbour follows ARP.
+    @Test func aStaticNeighborIsNotChangedByARP() throws {
+        let clock = VirtualClock()
+        let policy = try GatewayNATSimulationTests.policy(clock: clock)
+        let learned = IPv4Address(10, 1, 0, 3)
+        policy.addNeighbor(port: 0, address: Self.client, hardwareAddress: .local(0xc1))
+        func arp(_ operation: ARPOperation, from sender: IPv4Address, _ mac: MACAddress, to target: IPv4Address) {
+            var frame = [UInt8](repeating: 0, count: 60)
+            frame.withUnsafeMutableBytes { raw in
+                EthernetRepr(destination: .broadcast, source: mac, etherType: .arp).emit(into: raw)
+                ARPRepr(operation: operation, senderHardwareAddress: mac, senderProtocolAddress: sender,
+                        targetHardwareAddress: .zero, targetProtocolAddress: target)
+                    .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
+                _ = policy.answer(raw, ingressPort: 0, send: Self.none)
+            }
+        }
+        arp(.request, from: learned, .local(0xa1), to: Self.inside)
+        for operation in [ARPOperation.reply, .request] {
+            arp(operation, from: Self.client, .local(0xee), to: Self.inside)
+            arp(operation, from: Self.client, .local(0xee), to: Self.client)
+            arp(operation, from: learned, .local(0xee), to: Self.inside)
+        }
+        #expect(policy.neighbors[0].lookup(Self.client, now: clock.now) == .local(0xc1))
+        #expect(policy.neighbors[0].lookup(learned, now: clock.now) == .local(0xee))
+        clock.advance(by: .seconds(3600))
+        policy.poll(send: Self.none, room: 0)
+        #expect(policy.neighbors[0].lookup(Self.client, now: clock.now) == .local(0xc1))
+        #expect(policy.neighbors[0].lookup(learned, now: clock.now) == nil)
     }
 }

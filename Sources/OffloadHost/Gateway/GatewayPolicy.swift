@@ -66,9 +66,9 @@ public final class GatewayPolicy: SlowPathPolicy {
         }
     }
 
-    /// Records a neighbour that never expires (a static ARP entry).
+    /// Records a neighbour that never expires, and that ARP does not change (a static ARP entry).
     public func addNeighbor(port: UInt16, address: IPv4Address, hardwareAddress: MACAddress) {
-        neighbors[Int(port)].learn(address, is: hardwareAddress, now: Instant(nanoseconds: .max / 2), add: true)
+        neighbors[Int(port)].addPermanent(address, is: hardwareAddress)
     }
 
     // MARK: New flows
