@@ -91,6 +91,20 @@ import OffloadHost
         #expect(nat.entries(of: a) == nil && nat.entries(of: b) == 0)
     }
 
+    /// A protocol without ports (GRE) has one mapping, at port 0: replies name no inside host,
+    /// so while one host holds it another is refused. It used to get port 1, which no reply
+    /// names: its replies went to the first host.
+    @Test func aProtocolWithoutPortsIsMappedForOneInsideHostAtATime() throws {
+        var nat = NAT44(outsideAddress: outside)
+        let a = NAT44.Inside(protocol: 47, address: IPv4Address(10, 1, 0, 2), port: 0)
+        let b = NAT44.Inside(protocol: 47, address: IPv4Address(10, 1, 0, 3), port: 0)
+        #expect(try nat.map(a, now: .zero) == 0)
+        #expect(throws: NAT44.Failure.portsExhausted(protocol: 47)) { try nat.map(b, now: .zero) }
+        #expect(nat.port(of: b) == nil && nat.reverse(protocol: 47, outsidePort: 0) == a)
+        nat.release(a)
+        #expect(try nat.map(b, now: .zero) == 0, "free again, for another host")
+    }
+
     /// A mapping whose flow never got an entry (the table was full) lingers from its last use.
     @Test func aMappingWithoutEntriesGoesAfterLinger() throws {
         var nat = NAT44(outsideAddress: outside, linger: .seconds(1))
@@ -340,5 +354,31 @@ import OffloadWire
         policy.poll(send: Self.none, room: 0)
         #expect(policy.neighbors[0].lookup(Self.client, now: clock.now) == .local(0xc1))
         #expect(policy.neighbors[0].lookup(learned, now: clock.now) == nil)
+    }
+
+    /// GRE through the NAT: the first inside host holds the protocol's one mapping, and what
+    /// comes back goes to it; a second inside host is refused rather than given a mapping that
+    /// no reply names.
+    @Test func aSecondInsideHostOfAProtocolWithoutPortsIsRefused() throws {
+        let policy = try GatewayNATSimulationTests.policy(clock: VirtualClock())
+        let other = IPv4Address(10, 1, 0, 3)
+        for host in [Self.client, other] { policy.addNeighbor(port: 0, address: host, hardwareAddress: .local(0xc1)) }
+        policy.addNeighbor(port: 1, address: Self.server, hardwareAddress: .local(0x51))
+        func gre(from host: IPv4Address) -> FlowKey {
+            FlowKey(ingressPort: 0, protocol: 47, source: host, destination: Self.server, sourcePort: 0, destinationPort: 0)
+        }
+        guard case .install(.forward(let out)) = policy.decide(gre(from: Self.client), send: Self.none) else {
+            Issue.record("the first host's GRE is forwarded")
+            return
+        }
+        #expect(out.translatedSource == Self.natIP)
+        #expect(policy.decide(gre(from: other), send: Self.none) == .unreachable(code: 1, reason: "nat-ports-exhausted"))
+        let back = FlowKey(ingressPort: 1, protocol: 47, source: Self.server, destination: Self.natIP, sourcePort: 0,
+                           destinationPort: 0)
+        guard case .install(.forward(let reply)) = policy.decide(back, send: Self.none) else {
+            Issue.record("GRE back to the NAT's address is forwarded")
+            return
+        }
+        #expect(reply.translatedDestination == Self.client)
     }
 }
