@@ -286,6 +286,65 @@ import OffloadWire
         #expect(engine.buffered == 0)
     }
 
+    /// One outside port: a second inside host is refused while the first holds it, and keeps
+    /// trying every half second, within the UDP entries' idle timeout. The refusal passes:
+    /// once the first host's mapping is released, the second's next datagram is decided again
+    /// and gets through. (A drop entry for the refused flow, kept alive by its own retries,
+    /// used to refuse it for good.)
+    @Test func aFlowRefusedForWantOfPortsGetsThroughOnceOneIsFree() throws {
+        let sim = Simulation(seed: 13)
+        var configuration = Engine<MemoryLink>.Configuration()
+        configuration.announcesTranslations = true
+        configuration.tableCapacity = 64
+        configuration.idleTimeouts = IdleTimeouts(udp: .seconds(1))
+        let (engine, wires) = Engine.onMemoryWires(configuration: configuration, portCount: 2, clock: sim.clock)
+        var client = wires[0]
+        let serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
+        let hosts = [IPv4Address(10, 1, 0, 2), IPv4Address(10, 1, 0, 3)]
+        let policy = try GatewayNATSimulationTests.policy(clock: sim.clock, nat: .init(ports: 5000...5000, linger: .seconds(2)))
+        for host in hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: Self.clientMAC) }
+        policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Self.serverMAC)
+        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
+                                policy: policy)
+        sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
+        sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
+
+        var atServer: [(source: IPv4Address, port: UInt16, payload: UInt8)] = []
+        var atSecondHost: [UInt8] = []
+        let pool = BufferPool(count: 32, bufferSize: 2048, headroom: 0)
+        Self.addEchoServer(to: sim, on: wires[1], address: serverIP) { atServer.append(($0, $1, $2[0])) }
+        sim.addProcess("client") {
+            (try? client.receive(into: pool, max: 8) { b in
+                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
+                if ip.protocol == .udp, ip.destination == hosts[1] {
+                    atSecondHost.append(try! UDPPacket(checking: ip.payload).payload.first!)
+                }
+            }) ?? 0 > 0
+        }
+        func send(from host: Int, at seconds: Double, payload: UInt8) {
+            sim.schedule(at: Instant(nanoseconds: Int64(seconds * 1e9))) {
+                let frame = Self.udp(from: hosts[host], 40000, to: serverIP, 7, toMAC: Self.inside,
+                                     fromMAC: Self.clientMAC, payload: [payload])
+                try! frame.withUnsafeBytes { try client.transmit($0) }
+            }
+        }
+        send(from: 0, at: 0, payload: 0)
+        for n in 1...16 { send(from: 1, at: 0.5 * Double(n), payload: UInt8(n)) }
+        for tick in 1...90 { sim.schedule(at: Instant(nanoseconds: Int64(tick) * 100_000_000)) {} }
+        sim.run(maxSteps: 2_000_000)
+
+        #expect(atServer.first.map { $0.payload == 0 && $0.port == 5000 } == true)
+        let refused = policy.counters.natExhausted
+        #expect(refused >= 1 && slowPath.dropped["nat-ports-exhausted"] == refused)
+        #expect(policy.nat?.released == 1, "the first host's mapping")
+        // Every try after the refused ones went through, on the port the first host had.
+        let through = atServer.dropFirst()
+        #expect(through.map(\.payload) == (1...16).filter { $0 > refused }.map(UInt8.init))
+        #expect(through.allSatisfy { $0.source == natIP && $0.port == 5000 })
+        #expect(atSecondHost == through.map(\.payload), "and its answers came back")
+        #expect(engine.buffered == 0)
+    }
+
     @Test func noRouteAndUnknownReplyAreNotForwarded() throws {
         let policy = GatewayPolicy(
             ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Self.inside),
@@ -372,7 +431,7 @@ import OffloadWire
             return
         }
         #expect(out.translatedSource == Self.natIP)
-        #expect(policy.decide(gre(from: other), send: Self.none) == .unreachable(code: 1, reason: "nat-ports-exhausted"))
+        #expect(policy.decide(gre(from: other), send: Self.none) == .unreachable(code: 1, reason: "nat-ports-exhausted", transient: true))
         let back = FlowKey(ingressPort: 1, protocol: 47, source: Self.server, destination: Self.natIP, sourcePort: 0,
                            destinationPort: 0)
         guard case .install(.forward(let reply)) = policy.decide(back, send: Self.none) else {

@@ -124,7 +124,7 @@ public final class GatewayPolicy: SlowPathPolicy {
                 if key.protocol == 6 || key.protocol == 17 { forward.translatedSourcePort = port }
             } catch {
                 counters.natExhausted &+= 1
-                return .unreachable(code: ICMPv4Packet.UnreachableCode.host, reason: "nat-ports-exhausted")
+                return .unreachable(code: ICMPv4Packet.UnreachableCode.host, reason: "nat-ports-exhausted", transient: true)
             }
         }
         return .install(.forward(forward))
@@ -249,7 +249,7 @@ public final class GatewayPolicy: SlowPathPolicy {
                 }
                 forward = echo
             case .wait: return .drop("unresolved")
-            case .unreachable(_, let reason): return .drop(reason)
+            case .unreachable(_, let reason, _): return .drop(reason)
             default: return .drop("fragment-not-forwarded")
             }
             fragments.remember(forward, for: datagram, now: clock.now)

@@ -209,9 +209,15 @@ public final class SlowPath {
                 return hold(item, hop: hop)
             case .local:
                 return answerLocally(item)
-            case .unreachable(let code, let why):
-                actions.record(.drop, for: key)
-                if reason != .tableFull { send(.install(key, .drop)) }
+            case .unreachable(let code, let why, let transient):
+                if transient {
+                    // No drop entry, which the flow's retries would keep alive for good: its
+                    // next packet is decided again (not served an action cached earlier).
+                    actions.forget(key)
+                } else {
+                    actions.record(.drop, for: key)
+                    if reason != .tableFull { send(.install(key, .drop)) }
+                }
                 return reject(item, code: code, reason: why)
             }
             actions.record(action, for: key)
