@@ -12,6 +12,9 @@ public enum FlowDecision: Equatable, Sendable {
     /// `transient` refusal may pass (NAT ports exhausted): the packet is answered and
     /// dropped, but not the flow, whose next packet is decided again.
     case unreachable(code: UInt8, reason: String, transient: Bool = false)
+    /// Not to be delivered, nor answered (RFC 1812 4.3.2.7: no ICMP error about a packet to
+    /// a broadcast address): drop the flow. `reason` names the drop.
+    case drop(reason: String)
     /// No entry to install (the flow's entry is the engine's own): the packet is for the
     /// software itself and is answered like a local delivery.
     case local
