@@ -1,13 +1,16 @@
 import OffloadCore
 
 /// IPv4-to-Ethernet address resolution state (the ARP cache): resolved neighbours that
-/// expire, and resolutions in progress that are retried and then given up.
+/// expire, resolutions in progress that are retried and then given up, and static entries.
 public struct NeighborCache: Sendable {
     public enum State: Equatable, Sendable {
         /// Known; valid until `expires`.
         case reachable(MACAddress, expires: Instant)
         /// A request is out; `attempts` sent so far, the next one due at `retryAt`.
         case incomplete(attempts: Int, retryAt: Instant)
+        /// Set by the operator (a static ARP entry): never expires, never evicted, and ARP
+        /// does not change it.
+        case permanent(MACAddress)
     }
 
     public struct Configuration: Sendable {
@@ -29,16 +32,26 @@ public struct NeighborCache: Sendable {
 
     /// The address of `ip` if it is known and fresh.
     public func lookup(_ ip: IPv4Address, now: Instant) -> MACAddress? {
-        if case .reachable(let mac, let expires)? = entries[ip], expires > now { return mac }
-        return nil
+        switch entries[ip] {
+        case .reachable(let mac, let expires)? where expires > now: return mac
+        case .permanent(let mac)?: return mac
+        default: return nil
+        }
+    }
+
+    /// Records a static entry for `ip`, in place of whatever was known.
+    public mutating func addPermanent(_ ip: IPv4Address, is mac: MACAddress) {
+        entries[ip] = .permanent(mac)
     }
 
     /// Records what an ARP packet told us (RFC 826: update a known sender; add it when the
-    /// packet was for us). Returns false when the table was full and the entry not added.
+    /// packet was for us); a static entry stays as it is. Returns false when the table was
+    /// full and the entry not added.
     @discardableResult
     public mutating func learn(_ ip: IPv4Address, is mac: MACAddress, now: Instant, add: Bool) -> Bool {
         guard ip != .any, !mac.isMulticast else { return true }
         guard add || entries[ip] != nil else { return true }
+        if case .permanent? = entries[ip] { return true }
         if entries[ip] == nil, entries.count >= configuration.capacity, !evictOne() { return false }
         entries[ip] = .reachable(mac, expires: now + configuration.lifetime)
         return true
@@ -49,7 +62,7 @@ public struct NeighborCache: Sendable {
     public mutating func startResolving(_ ip: IPv4Address, now: Instant) -> Bool {
         switch entries[ip] {
         case .reachable(_, let expires)? where expires > now: return false
-        case .incomplete?: return false
+        case .incomplete?, .permanent?: return false
         default:
             if entries[ip] == nil, entries.count >= configuration.capacity, !evictOne() { return false }
             entries[ip] = .incomplete(attempts: 1, retryAt: now + configuration.retryInterval)
@@ -81,10 +94,11 @@ public struct NeighborCache: Sendable {
 
     /// When `expire` next has work to do.
     public var nextDeadline: Instant? {
-        entries.values.map { state -> Instant in
+        entries.values.compactMap { state -> Instant? in
             switch state {
             case .reachable(_, let expires): return expires
             case .incomplete(_, let retryAt): return retryAt
+            case .permanent: return nil
             }
         }.min()
     }

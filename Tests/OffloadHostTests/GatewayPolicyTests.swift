@@ -91,6 +91,20 @@ import OffloadHost
         #expect(nat.entries(of: a) == nil && nat.entries(of: b) == 0)
     }
 
+    /// A protocol without ports (GRE) has one mapping, at port 0: replies name no inside host,
+    /// so while one host holds it another is refused. It used to get port 1, which no reply
+    /// names: its replies went to the first host.
+    @Test func aProtocolWithoutPortsIsMappedForOneInsideHostAtATime() throws {
+        var nat = NAT44(outsideAddress: outside)
+        let a = NAT44.Inside(protocol: 47, address: IPv4Address(10, 1, 0, 2), port: 0)
+        let b = NAT44.Inside(protocol: 47, address: IPv4Address(10, 1, 0, 3), port: 0)
+        #expect(try nat.map(a, now: .zero) == 0)
+        #expect(throws: NAT44.Failure.portsExhausted(protocol: 47)) { try nat.map(b, now: .zero) }
+        #expect(nat.port(of: b) == nil && nat.reverse(protocol: 47, outsidePort: 0) == a)
+        nat.release(a)
+        #expect(try nat.map(b, now: .zero) == 0, "free again, for another host")
+    }
+
     /// A mapping whose flow never got an entry (the table was full) lingers from its last use.
     @Test func aMappingWithoutEntriesGoesAfterLinger() throws {
         var nat = NAT44(outsideAddress: outside, linger: .seconds(1))
@@ -272,6 +286,65 @@ import OffloadWire
         #expect(engine.buffered == 0)
     }
 
+    /// One outside port: a second inside host is refused while the first holds it, and keeps
+    /// trying every half second, within the UDP entries' idle timeout. The refusal passes:
+    /// once the first host's mapping is released, the second's next datagram is decided again
+    /// and gets through. (A drop entry for the refused flow, kept alive by its own retries,
+    /// used to refuse it for good.)
+    @Test func aFlowRefusedForWantOfPortsGetsThroughOnceOneIsFree() throws {
+        let sim = Simulation(seed: 13)
+        var configuration = Engine<MemoryLink>.Configuration()
+        configuration.announcesTranslations = true
+        configuration.tableCapacity = 64
+        configuration.idleTimeouts = IdleTimeouts(udp: .seconds(1))
+        let (engine, wires) = Engine.onMemoryWires(configuration: configuration, portCount: 2, clock: sim.clock)
+        var client = wires[0]
+        let serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
+        let hosts = [IPv4Address(10, 1, 0, 2), IPv4Address(10, 1, 0, 3)]
+        let policy = try GatewayNATSimulationTests.policy(clock: sim.clock, nat: .init(ports: 5000...5000, linger: .seconds(2)))
+        for host in hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: Self.clientMAC) }
+        policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Self.serverMAC)
+        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
+                                policy: policy)
+        sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
+        sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
+
+        var atServer: [(source: IPv4Address, port: UInt16, payload: UInt8)] = []
+        var atSecondHost: [UInt8] = []
+        let pool = BufferPool(count: 32, bufferSize: 2048, headroom: 0)
+        Self.addEchoServer(to: sim, on: wires[1], address: serverIP) { atServer.append(($0, $1, $2[0])) }
+        sim.addProcess("client") {
+            (try? client.receive(into: pool, max: 8) { b in
+                let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
+                if ip.protocol == .udp, ip.destination == hosts[1] {
+                    atSecondHost.append(try! UDPPacket(checking: ip.payload).payload.first!)
+                }
+            }) ?? 0 > 0
+        }
+        func send(from host: Int, at seconds: Double, payload: UInt8) {
+            sim.schedule(at: Instant(nanoseconds: Int64(seconds * 1e9))) {
+                let frame = Self.udp(from: hosts[host], 40000, to: serverIP, 7, toMAC: Self.inside,
+                                     fromMAC: Self.clientMAC, payload: [payload])
+                try! frame.withUnsafeBytes { try client.transmit($0) }
+            }
+        }
+        send(from: 0, at: 0, payload: 0)
+        for n in 1...16 { send(from: 1, at: 0.5 * Double(n), payload: UInt8(n)) }
+        for tick in 1...90 { sim.schedule(at: Instant(nanoseconds: Int64(tick) * 100_000_000)) {} }
+        sim.run(maxSteps: 2_000_000)
+
+        #expect(atServer.first.map { $0.payload == 0 && $0.port == 5000 } == true)
+        let refused = policy.counters.natExhausted
+        #expect(refused >= 1 && slowPath.dropped["nat-ports-exhausted"] == refused)
+        #expect(policy.nat?.released == 1, "the first host's mapping")
+        // Every try after the refused ones went through, on the port the first host had.
+        let through = atServer.dropFirst()
+        #expect(through.map(\.payload) == (1...16).filter { $0 > refused }.map(UInt8.init))
+        #expect(through.allSatisfy { $0.source == natIP && $0.port == 5000 })
+        #expect(atSecondHost == through.map(\.payload), "and its answers came back")
+        #expect(engine.buffered == 0)
+    }
+
     @Test func noRouteAndUnknownReplyAreNotForwarded() throws {
         let policy = GatewayPolicy(
             ports: [.init(address: try IPv4CIDR(parsing: "10.1.0.1/24"), hardwareAddress: Self.inside),
@@ -286,5 +359,85 @@ import OffloadWire
                             destination: IPv4Address(10, 2, 0, 1), sourcePort: 7, destinationPort: 5555)
         #expect(policy.decide(stray, send: { _, _ in }) == .unreachable(code: 3, reason: "no-listener"))
         #expect(policy.counters.notListening == 1)
+    }
+}
+
+/// The gateway's policy called directly, on a virtual clock: the gateway of
+/// `GatewayNATSimulationTests.policy`, a client at 10.1.0.2 and a server at 10.2.0.2.
+@Suite struct GatewayPolicyCallTests {
+    static let client = IPv4Address(10, 1, 0, 2), server = IPv4Address(10, 2, 0, 2)
+    static let inside = IPv4Address(10, 1, 0, 1), natIP = IPv4Address(10, 2, 0, 1)
+    /// Sends nothing (the neighbours are known).
+    static var none: Originate { { _, _ in } }
+
+    /// The ICMP errors' token bucket refills from the time since its last refill: that time
+    /// times the rate overflowed after about 106 days without an error (at 1000/s), and the
+    /// gateway trapped. A long quiet refills the burst, no more.
+    @Test func icmpErrorsAfterMonthsOfQuietHaveTheirBurst() throws {
+        let clock = VirtualClock()
+        let policy = try GatewayNATSimulationTests.policy(clock: clock)
+        #expect(policy.icmpErrorSource(port: 0) != nil)
+        clock.advance(by: .seconds(200 * 24 * 3600))
+        let allowed = (0..<100).filter { _ in policy.icmpErrorSource(port: 0) != nil }.count
+        #expect(allowed == 50, "the burst of 1000/s")
+        #expect(policy.counters.icmpErrorsRateLimited == 50)
+    }
+
+    /// A static neighbour is the operator's: ARP that names its address with another MAC (a
+    /// reply, a request for us, a gratuitous one) leaves it as it is, and it never expires. A
+    /// learned neighbour follows ARP.
+    @Test func aStaticNeighborIsNotChangedByARP() throws {
+        let clock = VirtualClock()
+        let policy = try GatewayNATSimulationTests.policy(clock: clock)
+        let learned = IPv4Address(10, 1, 0, 3)
+        policy.addNeighbor(port: 0, address: Self.client, hardwareAddress: .local(0xc1))
+        func arp(_ operation: ARPOperation, from sender: IPv4Address, _ mac: MACAddress, to target: IPv4Address) {
+            var frame = [UInt8](repeating: 0, count: 60)
+            frame.withUnsafeMutableBytes { raw in
+                EthernetRepr(destination: .broadcast, source: mac, etherType: .arp).emit(into: raw)
+                ARPRepr(operation: operation, senderHardwareAddress: mac, senderProtocolAddress: sender,
+                        targetHardwareAddress: .zero, targetProtocolAddress: target)
+                    .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
+                _ = policy.answer(raw, ingressPort: 0, send: Self.none)
+            }
+        }
+        arp(.request, from: learned, .local(0xa1), to: Self.inside)
+        for operation in [ARPOperation.reply, .request] {
+            arp(operation, from: Self.client, .local(0xee), to: Self.inside)
+            arp(operation, from: Self.client, .local(0xee), to: Self.client)
+            arp(operation, from: learned, .local(0xee), to: Self.inside)
+        }
+        #expect(policy.neighbors[0].lookup(Self.client, now: clock.now) == .local(0xc1))
+        #expect(policy.neighbors[0].lookup(learned, now: clock.now) == .local(0xee))
+        clock.advance(by: .seconds(3600))
+        policy.poll(send: Self.none, room: 0)
+        #expect(policy.neighbors[0].lookup(Self.client, now: clock.now) == .local(0xc1))
+        #expect(policy.neighbors[0].lookup(learned, now: clock.now) == nil)
+    }
+
+    /// GRE through the NAT: the first inside host holds the protocol's one mapping, and what
+    /// comes back goes to it; a second inside host is refused rather than given a mapping that
+    /// no reply names.
+    @Test func aSecondInsideHostOfAProtocolWithoutPortsIsRefused() throws {
+        let policy = try GatewayNATSimulationTests.policy(clock: VirtualClock())
+        let other = IPv4Address(10, 1, 0, 3)
+        for host in [Self.client, other] { policy.addNeighbor(port: 0, address: host, hardwareAddress: .local(0xc1)) }
+        policy.addNeighbor(port: 1, address: Self.server, hardwareAddress: .local(0x51))
+        func gre(from host: IPv4Address) -> FlowKey {
+            FlowKey(ingressPort: 0, protocol: 47, source: host, destination: Self.server, sourcePort: 0, destinationPort: 0)
+        }
+        guard case .install(.forward(let out)) = policy.decide(gre(from: Self.client), send: Self.none) else {
+            Issue.record("the first host's GRE is forwarded")
+            return
+        }
+        #expect(out.translatedSource == Self.natIP)
+        #expect(policy.decide(gre(from: other), send: Self.none) == .unreachable(code: 1, reason: "nat-ports-exhausted", transient: true))
+        let back = FlowKey(ingressPort: 1, protocol: 47, source: Self.server, destination: Self.natIP, sourcePort: 0,
+                           destinationPort: 0)
+        guard case .install(.forward(let reply)) = policy.decide(back, send: Self.none) else {
+            Issue.record("GRE back to the NAT's address is forwarded")
+            return
+        }
+        #expect(reply.translatedDestination == Self.client)
     }
 }

@@ -100,16 +100,18 @@ final class GatewayWorld {
         }
     }
 
-    /// A UDP datagram from the client to `destination` with the given TTL, sent now.
-    func sendUDP(to destination: IPv4Address, ttl: UInt8 = 64, sourcePort: UInt16 = 40000, payload: UInt8 = 0) {
+    /// A UDP datagram from the client (from its address unless `source` is given) to
+    /// `destination` with the given TTL, sent now.
+    func sendUDP(to destination: IPv4Address, from source: IPv4Address = clientIP, ttl: UInt8 = 64,
+                 sourcePort: UInt16 = 40000, payload: UInt8 = 0) {
         var frame = [UInt8](repeating: 0, count: 14 + 20 + 8 + 16)
         frame.withUnsafeMutableBytes { raw in
             EthernetRepr(destination: Self.insideMAC, source: client.hardwareAddress, etherType: .ipv4).emit(into: raw)
-            IPv4Repr(source: Self.clientIP, destination: destination, protocol: .udp, payloadLength: 24, timeToLive: ttl)
+            IPv4Repr(source: source, destination: destination, protocol: .udp, payloadLength: 24, timeToLive: ttl)
                 .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
             raw[42] = payload
             UDPRepr(sourcePort: sourcePort, destinationPort: 9, payloadLength: 16)
-                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[34...]), source: Self.clientIP,
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[34...]), source: source,
                       destination: destination, checksums: .verify)
         }
         frame.withUnsafeBytes { sendFromClient($0) }
@@ -298,6 +300,28 @@ final class GatewayWorld {
         #expect(unreachable.count == 1 && unreachable[0].code == 0)
         #expect(world.client.echoReplies.map(\.sequence).sorted() == [1, 2])
         #expect(world.policy.counters.echoAnswered == 2)
+        world.expectAtRest()
+    }
+
+    /// RFC 1812 4.3.2.7: no ICMP error about a packet to a broadcast address, or from an
+    /// address that names no host. A datagram to the network or broadcast address of one of
+    /// the gateway's subnets is dropped, unanswered, without an ARP request for it (the
+    /// broadcast used to be resolved, and the failure answered with host unreachable); one
+    /// from class E (240/4) with no route is dropped unanswered too.
+    @Test func noICMPErrorAboutABroadcastOrFromClassE() throws {
+        let world = try GatewayWorld()
+        world.sim.schedule(at: .zero) {
+            world.sendUDP(to: IPv4Address(10, 2, 0, 255))
+            world.sendUDP(to: IPv4Address(10, 2, 0, 0))
+            world.sendUDP(to: IPv4Address(10, 1, 0, 255))
+            world.sendUDP(to: IPv4Address(192, 168, 50, 1), from: IPv4Address(240, 0, 0, 1))
+        }
+        world.run(seconds: 4)
+        #expect(GatewayWorld.icmp(in: world.atClient).isEmpty)
+        #expect(world.slowPath.icmpErrorsSent == 0)
+        #expect(world.slowPath.dropped["directed-broadcast"] == 3)
+        #expect(world.slowPath.dropped["no-route"] == 1)
+        #expect(world.atServer.isEmpty && world.policy.counters.arpRequestsSent == 0)
         world.expectAtRest()
     }
 

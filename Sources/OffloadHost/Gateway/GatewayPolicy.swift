@@ -66,9 +66,9 @@ public final class GatewayPolicy: SlowPathPolicy {
         }
     }
 
-    /// Records a neighbour that never expires (a static ARP entry).
+    /// Records a neighbour that never expires, and that ARP does not change (a static ARP entry).
     public func addNeighbor(port: UInt16, address: IPv4Address, hardwareAddress: MACAddress) {
-        neighbors[Int(port)].learn(address, is: hardwareAddress, now: Instant(nanoseconds: .max / 2), add: true)
+        neighbors[Int(port)].addPermanent(address, is: hardwareAddress)
     }
 
     // MARK: New flows
@@ -89,6 +89,10 @@ public final class GatewayPolicy: SlowPathPolicy {
             if icmp { return .install(.deliver(connection: 0)) }
             counters.notListening &+= 1
             return .unreachable(code: ICMPv4Packet.UnreachableCode.port, reason: "no-listener")
+        } else if isBroadcast(key.destination) {
+            // A directed broadcast: not forwarded (RFC 2644), so not resolved with ARP, and not
+            // answered (RFC 1812 4.3.2.7).
+            return .drop(reason: "directed-broadcast")
         }
         guard let (egress, hop) = routes.nextHop(for: destination), Int(egress) < ports.count,
               egress != key.ingressPort || translatedDestination != nil else {
@@ -124,7 +128,7 @@ public final class GatewayPolicy: SlowPathPolicy {
                 if key.protocol == 6 || key.protocol == 17 { forward.translatedSourcePort = port }
             } catch {
                 counters.natExhausted &+= 1
-                return .unreachable(code: ICMPv4Packet.UnreachableCode.host, reason: "nat-ports-exhausted")
+                return .unreachable(code: ICMPv4Packet.UnreachableCode.host, reason: "nat-ports-exhausted", transient: true)
             }
         }
         return .install(.forward(forward))
@@ -249,7 +253,7 @@ public final class GatewayPolicy: SlowPathPolicy {
                 }
                 forward = echo
             case .wait: return .drop("unresolved")
-            case .unreachable(_, let reason): return .drop(reason)
+            case .unreachable(_, let reason, _), .drop(let reason): return .drop(reason)
             default: return .drop("fragment-not-forwarded")
             }
             fragments.remember(forward, for: datagram, now: clock.now)
@@ -353,6 +357,15 @@ public final class GatewayPolicy: SlowPathPolicy {
         icmp.fillChecksum()
         counters.echoAnswered &+= 1
         return .send(port: port)
+    }
+
+    /// Whether `address` is the broadcast or network address of a port's subnet (RFC 1812
+    /// 4.2.3.1: both address every host there). A /31 or /32 has neither.
+    private func isBroadcast(_ address: IPv4Address) -> Bool {
+        ports.contains { port in
+            port.address.prefixLength < 31
+                && (address == port.address.directedBroadcast || address == port.address.network)
+        }
     }
 
     /// The MAC address of `hop` on `port`, or nil once its resolution has been started (one

@@ -28,7 +28,8 @@ public struct NAT44: Sendable {
 
     /// Why a mapping could not be made.
     public enum Failure: Error, Equatable, Sendable {
-        /// Every port of the range is in use for that protocol.
+        /// Every port of the range is in use for that protocol (for a protocol without
+        /// ports, its one mapping).
         case portsExhausted(protocol: UInt8)
     }
 
@@ -80,15 +81,16 @@ public struct NAT44: Sendable {
             return known.port
         }
         // An ICMP echo's identifier is its port (RFC 5508). Other protocols without ports
-        // have one mapping per protocol, at port 0: the first inside host to use one gets
-        // what comes back to the outside address.
+        // have one mapping per protocol, at port 0: the inside host that holds it gets what
+        // comes back to the outside address, and another is refused until it is released
+        // (nothing that comes back could be told to be the other's).
         let hasPorts = inside.protocol == 6 || inside.protocol == 17 || inside.protocol == 1
         var candidate = ports.contains(inside.port) || !hasPorts ? inside.port : (cursor[inside.protocol] ?? ports.lowerBound)
         let size = Int(ports.upperBound) - Int(ports.lowerBound) + 1
         var tried = 0
         while inward[Self.slot(inside.protocol, candidate)] != nil {
             tried += 1
-            if tried >= size {
+            if tried >= size || !hasPorts {
                 exhaustions &+= 1
                 throw .portsExhausted(protocol: inside.protocol)
             }

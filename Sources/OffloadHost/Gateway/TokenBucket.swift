@@ -17,7 +17,10 @@ struct TokenBucket: Sendable {
 
     /// Takes a token if there is one.
     mutating func take(now: Instant) -> Bool {
-        let earned = Int((now - refilled).nanoseconds * Int64(perSecond) / 1_000_000_000)
+        // The product overflows after a long quiet (about 106 days at 1000/s): that long
+        // refills any bucket.
+        let (scaled, overflow) = (now - refilled).nanoseconds.multipliedReportingOverflow(by: Int64(perSecond))
+        let earned = overflow ? burst : Int(scaled / 1_000_000_000)
         if earned > 0 {
             tokens = min(burst, tokens + earned)
             refilled = now

@@ -92,4 +92,15 @@ struct FlowActionCache: ~Copyable {
         // The way written now is the newer one.
         first.pointee.older = UInt16(1 &- index)
     }
+
+    /// Forgets the key's action, if held: its flow's next packet is decided again.
+    func forget(_ key: FlowKey) {
+        let (a, b) = key.packed
+        let first = bucket(of: a, b)
+        guard let index = way(holding: a, b | Self.occupied, from: first) else { return }
+        first[index].keyHigh = 0
+        first[index].keyLow = 0
+        // The emptied way is the one to write next.
+        first.pointee.older = UInt16(index)
+    }
 }

@@ -20,7 +20,8 @@ enum ICMPErrorFrame {
         let source = original.source, destination = original.destination
         guard original.fragmentOffset == 0, !ethernet.destination.isMulticast,
               !destination.isMulticast, destination != .broadcast,
-              source != .any, !source.isMulticast, !source.isLoopback, source != .broadcast else { return false }
+              // Class E (240/4, the limited broadcast among it) names no host either.
+              source != .any, !source.isMulticast, !source.isLoopback, source.rawValue >> 28 != 0xf else { return false }
         if original.protocol == .icmp {
             let message = original.payload
             guard message.count >= 1 else { return false }

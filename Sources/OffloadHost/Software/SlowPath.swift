@@ -209,10 +209,18 @@ public final class SlowPath {
                 return hold(item, hop: hop)
             case .local:
                 return answerLocally(item)
-            case .unreachable(let code, let why):
-                actions.record(.drop, for: key)
-                if reason != .tableFull { send(.install(key, .drop)) }
+            case .unreachable(let code, let why, let transient):
+                if transient {
+                    // No drop entry, which the flow's retries would keep alive for good: its
+                    // next packet is decided again (not served an action cached earlier).
+                    actions.forget(key)
+                } else {
+                    dropFlow(key, reason: reason)
+                }
                 return reject(item, code: code, reason: why)
+            case .drop(let why):
+                dropFlow(key, reason: reason)
+                return reinsertDrop(item, why)
             }
             actions.record(action, for: key)
         }
@@ -226,6 +234,13 @@ public final class SlowPath {
             }
         }
         process(item, key: key, action)
+    }
+
+    /// A flow refused for good: its entry in the engine drops its later packets, and its
+    /// cached action those already on their way to the software.
+    private func dropFlow(_ key: FlowKey, reason: ExceptionReason) {
+        actions.record(.drop, for: key)
+        if reason != .tableFull { send(.install(key, .drop)) }
     }
 
     /// Holds a packet, behind the held packets of its flow, until `hop` is resolved.

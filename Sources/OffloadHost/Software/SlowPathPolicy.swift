@@ -8,8 +8,13 @@ public enum FlowDecision: Equatable, Sendable {
     /// The flow's next hop is being resolved: keep its packets, in order, until it is.
     case wait(NextHop)
     /// No way to deliver it: drop the flow and answer its first packet with an ICMP
-    /// destination unreachable of this code (RFC 792). `reason` names the drop.
-    case unreachable(code: UInt8, reason: String)
+    /// destination unreachable of this code (RFC 792). `reason` names the drop. A
+    /// `transient` refusal may pass (NAT ports exhausted): the packet is answered and
+    /// dropped, but not the flow, whose next packet is decided again.
+    case unreachable(code: UInt8, reason: String, transient: Bool = false)
+    /// Not to be delivered, nor answered (RFC 1812 4.3.2.7: no ICMP error about a packet to
+    /// a broadcast address): drop the flow. `reason` names the drop.
+    case drop(reason: String)
     /// No entry to install (the flow's entry is the engine's own): the packet is for the
     /// software itself and is answered like a local delivery.
     case local
