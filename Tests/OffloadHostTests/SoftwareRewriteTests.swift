@@ -4,62 +4,12 @@ import OffloadEngine
 @testable import OffloadHost
 import OffloadWire
 
-/// B6 for frames whose TCP/UDP checksum a device finishes (from a virtio-net or
-/// packet-socket link): the software's complete processing and the engine's completion
-/// give the same bytes.
+/// B6: the software's complete processing and the engine's completion give the same bytes.
 @Suite struct SoftwareRewriteTests {
-    @Test(arguments: [IPProtocol.tcp, .udp])
-    func partialChecksumFramesAreRewrittenAlike(proto: IPProtocol) throws {
-        let source = IPv4Address(10, 1, 0, 2), destination = IPv4Address(10, 2, 0, 2)
-        var frame = [UInt8](repeating: 0, count: 14 + 20 + 20 + 100)
-        frame.withUnsafeMutableBytes { raw in
-            EthernetRepr(destination: .local(2), source: .local(1), etherType: .ipv4).emit(into: raw)
-            let l4Length = (proto == .tcp ? 20 : 8) + 100
-            IPv4Repr(source: source, destination: destination, protocol: proto, payloadLength: l4Length)
-                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
-            let segment = UnsafeMutableRawBufferPointer(rebasing: raw[34..<(34 + l4Length)])
-            if proto == .tcp {
-                TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: 9, acknowledgmentNumber: 1,
-                        flags: .ack, windowSize: 500, payloadLength: 100)
-                    .emit(into: segment, source: source, destination: destination, checksums: .partial)
-            } else {
-                UDPRepr(sourcePort: 40000, destinationPort: 53, payloadLength: 100)
-                    .emit(into: segment, source: source, destination: destination, checksums: .partial)
-            }
-        }
-        if proto == .udp { frame.removeLast(12) }
-        let key = FlowKey(ingressPort: 0, protocol: proto.rawValue, source: source, destination: destination,
-                          sourcePort: 40000, destinationPort: proto == .tcp ? 80 : 53)
-        let forward = FlowAction.Forward(outputPort: 1, destinationMAC: .local(9), sourceMAC: .local(8),
-                                         translatedSource: IPv4Address(192, 0, 2, 1), translatedSourcePort: 61000)
-        var byEngine = frame, bySoftware = frame
-        let outcome = byEngine.withUnsafeMutableBytes {
-            FlowEntry(key: key, action: .forward(forward)).applyRewrite(to: $0, partialL4: true)
-        }
-        #expect(outcome == .rewritten)
-        #expect(bySoftware.withUnsafeMutableBytes { SlowPath.rewrite($0, forward, key: key, partialL4: true) })
-        #expect(byEngine == bySoftware)
-        // Finished as a device would, the checksum verifies.
-        let at = proto == .tcp ? 34 + 16 : 34 + 6
-        bySoftware.withUnsafeMutableBytes { _ = OffloadMetadata.finishChecksum(in: $0, start: 34, offset: at - 34) }
-        try bySoftware.withUnsafeBytes { raw in
-            let ip = try IPv4Packet(checking: try EthernetFrame(checking: raw).payload)
-            if proto == .tcp {
-                #expect(try TCPPacket(checking: ip.payload).verifyChecksum(source: ip.source, destination: ip.destination))
-            } else {
-                #expect(try UDPPacket(checking: ip.payload).verifyChecksum(source: ip.source, destination: ip.destination))
-            }
-        }
-    }
-}
+    static let source = IPv4Address(10, 1, 0, 2), destination = IPv4Address(10, 2, 0, 2)
 
-/// B6 for a frame that arrived damaged: both processing splits give the same bytes, and
-/// the damage still shows in its checksums. The software recomputed every checksum from
-/// scratch, and a damaged frame left with valid ones.
-@Suite struct DamagedFrameRewriteTests {
-    @Test(arguments: [IPProtocol.tcp, .udp], [false, true])
-    func aDamagedFrameStaysDamaged(proto: IPProtocol, damagedHeader: Bool) throws {
-        let source = IPv4Address(10, 1, 0, 2), destination = IPv4Address(10, 2, 0, 2)
+    /// Ethernet + IPv4 + TCP or UDP with 100 bytes of payload; `checksums` for the L4 one.
+    static func frame(_ proto: IPProtocol, checksums: ChecksumPolicy) -> [UInt8] {
         let l4Length = (proto == .tcp ? 20 : 8) + 100
         var frame = [UInt8](repeating: 0x5a, count: 14 + 20 + l4Length)
         frame.withUnsafeMutableBytes { raw in
@@ -70,33 +20,63 @@ import OffloadWire
             if proto == .tcp {
                 TCPRepr(sourcePort: 40000, destinationPort: 80, sequenceNumber: 9, acknowledgmentNumber: 1,
                         flags: .ack, windowSize: 500, payloadLength: 100)
-                    .emit(into: segment, source: source, destination: destination, checksums: .verify)
+                    .emit(into: segment, source: source, destination: destination, checksums: checksums)
             } else {
                 UDPRepr(sourcePort: 40000, destinationPort: 53, payloadLength: 100)
-                    .emit(into: segment, source: source, destination: destination, checksums: .verify)
+                    .emit(into: segment, source: source, destination: destination, checksums: checksums)
             }
         }
-        // Damage on the way: a bit of the IPv4 header's identification, or of the payload.
-        frame[damagedHeader ? 18 : frame.count - 1] ^= 0x10
+        return frame
+    }
+
+    /// `frame` rewritten for a source NAT by the engine's entry and by the software, which
+    /// must agree.
+    static func rewrittenBoth(_ frame: [UInt8], _ proto: IPProtocol, partialL4: Bool) -> [UInt8] {
         let key = FlowKey(ingressPort: 0, protocol: proto.rawValue, source: source, destination: destination,
                           sourcePort: 40000, destinationPort: proto == .tcp ? 80 : 53)
         let forward = FlowAction.Forward(outputPort: 1, destinationMAC: .local(9), sourceMAC: .local(8),
                                          translatedSource: IPv4Address(192, 0, 2, 1), translatedSourcePort: 61000)
         var byEngine = frame, bySoftware = frame
         let outcome = byEngine.withUnsafeMutableBytes {
-            FlowEntry(key: key, action: .forward(forward)).applyRewrite(to: $0, partialL4: false)
+            FlowEntry(key: key, action: .forward(forward)).applyRewrite(to: $0, partialL4: partialL4)
         }
         #expect(outcome == .rewritten)
-        #expect(bySoftware.withUnsafeMutableBytes { SlowPath.rewrite($0, forward, key: key, partialL4: false) })
+        #expect(bySoftware.withUnsafeMutableBytes { SlowPath.rewrite($0, forward, key: key, partialL4: partialL4) })
         #expect(byEngine == bySoftware)
-        try bySoftware.withUnsafeBytes { raw in
+        return bySoftware
+    }
+
+    /// Whether the IPv4 header's checksum and the TCP/UDP one verify.
+    static func checksumsVerify(_ frame: [UInt8], _ proto: IPProtocol) throws -> (header: Bool, l4: Bool) {
+        try frame.withUnsafeBytes { raw in
             let ip = try IPv4Packet(checking: try EthernetFrame(checking: raw).payload)
-            let l4Verifies = proto == .tcp
+            let l4 = proto == .tcp
                 ? try TCPPacket(checking: ip.payload).verifyChecksum(source: ip.source, destination: ip.destination)
                 : try UDPPacket(checking: ip.payload).verifyChecksum(source: ip.source, destination: ip.destination)
-            #expect(ip.verifyChecksum == !damagedHeader && l4Verifies == damagedHeader,
-                    "the damaged checksum still fails, the other still holds")
+            return (ip.verifyChecksum, l4)
         }
+    }
+
+    /// A frame whose TCP/UDP checksum a device finishes (from a virtio-net or packet-socket
+    /// link): finished as a device would, after either rewrite, it verifies.
+    @Test(arguments: [IPProtocol.tcp, .udp])
+    func partialChecksumFramesAreRewrittenAlike(proto: IPProtocol) throws {
+        var frame = Self.rewrittenBoth(Self.frame(proto, checksums: .partial), proto, partialL4: true)
+        let at = proto == .tcp ? 34 + 16 : 34 + 6
+        frame.withUnsafeMutableBytes { _ = OffloadMetadata.finishChecksum(in: $0, start: 34, offset: at - 34) }
+        #expect(try Self.checksumsVerify(frame, proto) == (true, true))
+    }
+
+    /// A frame damaged on the way: after either rewrite the damage still shows in its
+    /// checksums. The software recomputed every checksum from scratch, and a damaged frame
+    /// left with valid ones.
+    @Test(arguments: [IPProtocol.tcp, .udp], [false, true])
+    func aDamagedFrameStaysDamaged(proto: IPProtocol, damagedHeader: Bool) throws {
+        var frame = Self.frame(proto, checksums: .verify)
+        // A bit of the IPv4 header's identification, or of the payload.
+        frame[damagedHeader ? 18 : frame.count - 1] ^= 0x10
+        let verified = try Self.checksumsVerify(Self.rewrittenBoth(frame, proto, partialL4: false), proto)
+        #expect(verified == (!damagedHeader, damagedHeader), "the damaged checksum still fails, the other holds")
     }
 }
 
