@@ -158,6 +158,35 @@ import OffloadWire
     /// A UDP echo server on the outside wire: every datagram goes back to where it came from,
     /// as the server sees it, from the port it was sent to. `seen` hears of each (source,
     /// source port, payload); its UDP checksum must verify.
+    static let serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
+
+    /// A NAT gateway on memory wires, its engine and software running in `sim`: UDP entries
+    /// idle out after 1 s, mappings linger 2 s, and `hosts` inside and the server outside
+    /// are known neighbours.
+    struct NATWorld {
+        let engine: Engine<MemoryLink>
+        let client: MemoryLink, server: MemoryLink
+        let policy: GatewayPolicy
+        let slowPath: SlowPath
+    }
+
+    static func natWorld(_ sim: Simulation, announces: Bool = true, hosts: [IPv4Address],
+                         natPorts: ClosedRange<UInt16>) throws -> NATWorld {
+        var configuration = Engine<MemoryLink>.Configuration()
+        configuration.announcesTranslations = announces
+        configuration.tableCapacity = 64
+        configuration.idleTimeouts = IdleTimeouts(udp: .seconds(1))
+        let (engine, wires) = Engine.onMemoryWires(configuration: configuration, portCount: 2, clock: sim.clock)
+        let policy = try policy(clock: sim.clock, nat: .init(ports: natPorts, linger: .seconds(2)))
+        for host in hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: clientMAC) }
+        policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: serverMAC)
+        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
+                                policy: policy)
+        sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
+        sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
+        return NATWorld(engine: engine, client: wires[0], server: wires[1], policy: policy, slowPath: slowPath)
+    }
+
     static func addEchoServer(to sim: Simulation, on wire: MemoryLink, address: IPv4Address,
                               seen: @escaping (IPv4Address, UInt16, [UInt8]) -> Void) {
         var wire = wire
@@ -229,21 +258,11 @@ import OffloadWire
     @Test(arguments: [true, false])
     func mappingsAreFreedWhenTheEnginesEntriesGo(announces: Bool) throws {
         let sim = Simulation(seed: 9)
-        var configuration = Engine<MemoryLink>.Configuration()
-        configuration.announcesTranslations = announces
-        configuration.tableCapacity = 64
-        configuration.idleTimeouts = IdleTimeouts(udp: .seconds(1))
-        let (engine, wires) = Engine.onMemoryWires(configuration: configuration, portCount: 2, clock: sim.clock)
-        var client = wires[0], server = wires[1]
-        let serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
         let hosts = [IPv4Address(10, 1, 0, 2), IPv4Address(10, 1, 0, 3), IPv4Address(10, 1, 0, 4)]
-        let policy = try GatewayNATSimulationTests.policy(clock: sim.clock, nat: .init(ports: 5000...5001, linger: .seconds(2)))
-        for host in hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: Self.clientMAC) }
-        policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Self.serverMAC)
-        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
-                                policy: policy)
-        sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
-        sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
+        let world = try Self.natWorld(sim, announces: announces, hosts: hosts, natPorts: 5000...5001)
+        let (engine, policy) = (world.engine, world.policy)
+        var client = world.client
+        let server = world.server, serverIP = Self.serverIP, natIP = Self.natIP
 
         var atServer: [(IPv4Address, UInt16)] = []
         var atClient: [(IPv4Address, UInt8)] = []
@@ -293,26 +312,16 @@ import OffloadWire
     /// used to refuse it for good.)
     @Test func aFlowRefusedForWantOfPortsGetsThroughOnceOneIsFree() throws {
         let sim = Simulation(seed: 13)
-        var configuration = Engine<MemoryLink>.Configuration()
-        configuration.announcesTranslations = true
-        configuration.tableCapacity = 64
-        configuration.idleTimeouts = IdleTimeouts(udp: .seconds(1))
-        let (engine, wires) = Engine.onMemoryWires(configuration: configuration, portCount: 2, clock: sim.clock)
-        var client = wires[0]
-        let serverIP = IPv4Address(10, 2, 0, 2), natIP = IPv4Address(10, 2, 0, 1)
         let hosts = [IPv4Address(10, 1, 0, 2), IPv4Address(10, 1, 0, 3)]
-        let policy = try GatewayNATSimulationTests.policy(clock: sim.clock, nat: .init(ports: 5000...5000, linger: .seconds(2)))
-        for host in hosts { policy.addNeighbor(port: 0, address: host, hardwareAddress: Self.clientMAC) }
-        policy.addNeighbor(port: 1, address: serverIP, hardwareAddress: Self.serverMAC)
-        let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .partial,
-                                policy: policy)
-        sim.addProcess("engine") { engine.poll(now: sim.clock.now) }
-        sim.addProcess("software", weight: 0.3) { slowPath.step() > 0 }
+        let world = try Self.natWorld(sim, hosts: hosts, natPorts: 5000...5000)
+        let (engine, policy, slowPath) = (world.engine, world.policy, world.slowPath)
+        var client = world.client
+        let serverIP = Self.serverIP, natIP = Self.natIP
 
         var atServer: [(source: IPv4Address, port: UInt16, payload: UInt8)] = []
         var atSecondHost: [UInt8] = []
         let pool = BufferPool(count: 32, bufferSize: 2048, headroom: 0)
-        Self.addEchoServer(to: sim, on: wires[1], address: serverIP) { atServer.append(($0, $1, $2[0])) }
+        Self.addEchoServer(to: sim, on: world.server, address: serverIP) { atServer.append(($0, $1, $2[0])) }
         sim.addProcess("client") {
             (try? client.receive(into: pool, max: 8) { b in
                 let ip = try! IPv4Packet(checking: try! EthernetFrame(checking: b.bytes).payload)
