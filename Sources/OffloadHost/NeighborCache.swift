@@ -25,6 +25,17 @@ public struct NeighborCache: Sendable {
         public init() {}
     }
 
+    /// What `learn` did with an ARP packet's sender.
+    public enum Learned: Equatable, Sendable {
+        /// Nothing to change, or the entry added or refreshed (a first resolution included).
+        case recorded
+        /// A resolved neighbour's MAC address changed (a failover's gratuitous ARP, the
+        /// address taken over by another machine): what was built with the old one is stale.
+        case moved
+        /// The table was full and the entry not added.
+        case tableFull
+    }
+
     public let configuration: Configuration
     public private(set) var entries: [IPv4Address: State] = [:]
 
@@ -45,16 +56,18 @@ public struct NeighborCache: Sendable {
     }
 
     /// Records what an ARP packet told us (RFC 826: update a known sender; add it when the
-    /// packet was for us); a static entry stays as it is. Returns false when the table was
-    /// full and the entry not added.
+    /// packet was for us); a static entry stays as it is.
     @discardableResult
-    public mutating func learn(_ ip: IPv4Address, is mac: MACAddress, now: Instant, add: Bool) -> Bool {
-        guard ip != .any, !mac.isMulticast else { return true }
-        guard add || entries[ip] != nil else { return true }
-        if case .permanent? = entries[ip] { return true }
-        if entries[ip] == nil, entries.count >= configuration.capacity, !evictOne() { return false }
+    public mutating func learn(_ ip: IPv4Address, is mac: MACAddress, now: Instant, add: Bool) -> Learned {
+        guard ip != .any, !mac.isMulticast else { return .recorded }
+        let known = entries[ip]
+        guard add || known != nil else { return .recorded }
+        if case .permanent? = known { return .recorded }
+        if known == nil, entries.count >= configuration.capacity, !evictOne() { return .tableFull }
         entries[ip] = .reachable(mac, expires: now + configuration.lifetime)
-        return true
+        // Expired or not: what was built with the old address may still be in use.
+        if case .reachable(let old, _)? = known, old != mac { return .moved }
+        return .recorded
     }
 
     /// Starts resolving `ip` if nothing is known or under way. Returns true when a request

@@ -161,8 +161,8 @@ final class PacketBufferBox {
         config.capacity = 4
         var cache = NeighborCache(configuration: config)
         for i in 0..<10 {
-            let added = cache.learn(IPv4Address(10, 0, 0, UInt8(i)), is: .local(UInt64(i)), now: Instant(nanoseconds: Int64(i)), add: true)
-            #expect(added)
+            let learned = cache.learn(IPv4Address(10, 0, 0, UInt8(i)), is: .local(UInt64(i)), now: Instant(nanoseconds: Int64(i)), add: true)
+            #expect(learned == .recorded)
         }
         #expect(cache.entries.count == 4)
         #expect(cache.lookup(IPv4Address(10, 0, 0, 9), now: Instant(nanoseconds: 10)) == .local(9))
@@ -173,7 +173,7 @@ final class PacketBufferBox {
             let started = busy.startResolving(IPv4Address(10, 1, 0, UInt8(i)), now: .zero)
             #expect(started)
         }
-        let added = busy.learn(IPv4Address(10, 2, 0, 1), is: .local(1), now: .zero, add: true)
-        #expect(!added)
+        let learned = busy.learn(IPv4Address(10, 2, 0, 1), is: .local(1), now: .zero, add: true)
+        #expect(learned == .tableFull)
     }
 }
