@@ -404,6 +404,9 @@ public final class Engine<Port: Link & ~Copyable> {
             } else {
                 counters.originatedNotSent &+= 1
             }
+        case .invalidateAll:
+            table.invalidateAll()
+            counters.invalidations &+= 1
         }
     }
 

@@ -45,6 +45,8 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var originatedNotSent: UInt64 = 0
     /// Do-not-use flags cleared because a flow's in-software count reached zero.
     public var flagsCleared: UInt64 = 0
+    /// Times the software had every entry made stale (`SoftwareMessage.invalidateAll`).
+    public var invalidations: UInt64 = 0
     /// Entries removed for being idle (B9).
     public var expired: UInt64 = 0
     /// Entries ended by a TCP FIN or RST on the fast path (B9): removed at a RST, marked
@@ -78,7 +80,7 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
          ("delivered to the engine's TCP", deliveredToTCP), ("port receive errors", receiveErrors),
          ("originated by the software", originated),
          ("originated, not sent", originatedNotSent),
-         ("do-not-use flags cleared", flagsCleared),
+         ("do-not-use flags cleared", flagsCleared), ("invalidations asked by the software", invalidations),
          ("entries expired", expired), ("entries torn down", tornDown)]
             + [("audit: valid marks", auditValidMarks), ("audit: invalid marks", auditInvalidMarks)]
             + toSoftware.rows("to software: ") + drops.rows("dropped: ") + auditFailures.rows("audit failed: ")

@@ -54,6 +54,12 @@ public enum SoftwareMessage: ~Copyable {
     /// Send a frame the software made in its own memory (an ARP request) out of `port`.
     /// It is no packet of the engine's: it is not counted as received or re-inserted.
     case originate(PacketBuffer, port: UInt16)
+    /// Make every entry stale (`ConnectionTable.invalidateAll`), as when a neighbour's MAC
+    /// address changed: the entries that forward to it hold the old one. Each flow's next
+    /// packet goes to the software as for do-not-use, behind its earlier ones, and the
+    /// software installs the flow's entry again. (Offloaded TCP connections would lose their
+    /// entries' fast path too: the host's policy never asks for this.)
+    case invalidateAll
 }
 
 /// A packet the software gives back, and what the engine is to do with it.

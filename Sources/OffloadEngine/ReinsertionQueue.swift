@@ -50,6 +50,8 @@ public final class ReinsertionQueue {
             return .install(key, action)
         case .tcp(let command):
             return .tcp(command)
+        case .invalidateAll:
+            return .invalidateAll
         case .reinsert(let r):
             guard r.mark == nil, r.verdict.sendsOut else { return .reinsert(r) }
             guard check(r.buffer) != nil else { return .reinsert(r) }

@@ -97,7 +97,7 @@ public final class IPv4Host {
         let arp: ARPRepr
         do { arp = try ARPRepr.parse(ARPPacket(checking: bytes)) } catch { return drop(.malformedARP) }
         let forUs = arp.targetProtocolAddress == address
-        if !neighbors.learn(arp.senderProtocolAddress, is: arp.senderHardwareAddress, now: now, add: forUs) {
+        if neighbors.learn(arp.senderProtocolAddress, is: arp.senderHardwareAddress, now: now, add: forUs) == .tableFull {
             drop(.neighborTableFull)
         }
         if arp.operation == .reply { counters.arpRepliesReceived &+= 1 }

@@ -20,13 +20,32 @@ public struct NeighborCache: Sendable {
         public var retryInterval: Duration = .seconds(1)
         /// Requests sent before a resolution fails.
         public var maxAttempts = 3
-        /// Entries kept at most; when full, the entry closest to expiry makes room.
+        /// Entries kept at most; when full, the resolved entry closest to expiry makes room.
+        /// A quarter of them at most are resolutions in progress (`resolvingLimit`).
         public var capacity = 1024
         public init() {}
     }
 
+    /// What `learn` did with an ARP packet's sender.
+    public enum Learned: Equatable, Sendable {
+        /// Nothing to change, or the entry added or refreshed (a first resolution included).
+        case recorded
+        /// A resolved neighbour's MAC address changed (a failover's gratuitous ARP, the
+        /// address taken over by another machine): what was built with the old one is stale.
+        case moved
+        /// The table was full and the entry not added.
+        case tableFull
+    }
+
     public let configuration: Configuration
     public private(set) var entries: [IPv4Address: State] = [:]
+    /// The entries that are resolutions in progress.
+    public private(set) var resolvingCount = 0
+
+    /// Anyone can start lookups, one for each address they send to that the cache does not
+    /// know (an outside host, through the gateway, one per inside address): kept to a share
+    /// of the table, they cannot push the resolved neighbours out of the rest.
+    public var resolvingLimit: Int { max(1, configuration.capacity / 4) }
 
     public init(configuration: Configuration = Configuration()) { self.configuration = configuration }
 
@@ -41,31 +60,42 @@ public struct NeighborCache: Sendable {
 
     /// Records a static entry for `ip`, in place of whatever was known.
     public mutating func addPermanent(_ ip: IPv4Address, is mac: MACAddress) {
-        entries[ip] = .permanent(mac)
+        set(ip, .permanent(mac))
     }
 
     /// Records what an ARP packet told us (RFC 826: update a known sender; add it when the
-    /// packet was for us); a static entry stays as it is. Returns false when the table was
-    /// full and the entry not added.
+    /// packet was for us); a static entry stays as it is.
     @discardableResult
-    public mutating func learn(_ ip: IPv4Address, is mac: MACAddress, now: Instant, add: Bool) -> Bool {
-        guard ip != .any, !mac.isMulticast else { return true }
-        guard add || entries[ip] != nil else { return true }
-        if case .permanent? = entries[ip] { return true }
-        if entries[ip] == nil, entries.count >= configuration.capacity, !evictOne() { return false }
-        entries[ip] = .reachable(mac, expires: now + configuration.lifetime)
-        return true
+    public mutating func learn(_ ip: IPv4Address, is mac: MACAddress, now: Instant, add: Bool) -> Learned {
+        guard ip != .any, !mac.isMulticast else { return .recorded }
+        let known = entries[ip]
+        guard add || known != nil else { return .recorded }
+        if case .permanent? = known { return .recorded }
+        if known == nil, entries.count >= configuration.capacity, !evictOne() { return .tableFull }
+        set(ip, .reachable(mac, expires: now + configuration.lifetime))
+        // Expired or not: what was built with the old address may still be in use.
+        if case .reachable(let old, _)? = known, old != mac { return .moved }
+        return .recorded
     }
 
     /// Starts resolving `ip` if nothing is known or under way. Returns true when a request
     /// should be sent now.
+    ///
+    /// With `resolvingLimit` lookups in progress, the one that started first gives way (what
+    /// waits for it fails). Refusing the new one instead would let a trickle of lookups,
+    /// each kept for `maxAttempts` retries, refuse every legitimate one; replacing, a lookup
+    /// is lost only to a flood of `resolvingLimit` others within its own round trip.
     public mutating func startResolving(_ ip: IPv4Address, now: Instant) -> Bool {
         switch entries[ip] {
         case .reachable(_, let expires)? where expires > now: return false
         case .incomplete?, .permanent?: return false
         default:
-            if entries[ip] == nil, entries.count >= configuration.capacity, !evictOne() { return false }
-            entries[ip] = .incomplete(attempts: 1, retryAt: now + configuration.retryInterval)
+            if resolvingCount >= resolvingLimit {
+                removeOldestResolution()
+            } else if entries[ip] == nil, entries.count >= configuration.capacity, !evictOne() {
+                return false
+            }
+            set(ip, .incomplete(attempts: 1, retryAt: now + configuration.retryInterval))
             return true
         }
     }
@@ -77,13 +107,13 @@ public struct NeighborCache: Sendable {
         for (ip, state) in entries {
             switch state {
             case .reachable(_, let expires) where expires <= now:
-                entries[ip] = nil
+                set(ip, nil)
             case .incomplete(let attempts, let retryAt) where retryAt <= now:
                 if attempts >= configuration.maxAttempts {
-                    entries[ip] = nil
+                    set(ip, nil)
                     failed.append(ip)
                 } else {
-                    entries[ip] = .incomplete(attempts: attempts + 1, retryAt: now + configuration.retryInterval)
+                    set(ip, .incomplete(attempts: attempts + 1, retryAt: now + configuration.retryInterval))
                     retry.append(ip)
                 }
             default: break
@@ -103,7 +133,8 @@ public struct NeighborCache: Sendable {
         }.min()
     }
 
-    /// Drops the resolved entry closest to expiry. False when every entry is in progress.
+    /// Drops the resolved entry closest to expiry. False when there is none (every entry is
+    /// static or in progress).
     private mutating func evictOne() -> Bool {
         var victim: (IPv4Address, Instant)?
         for (ip, state) in entries {
@@ -112,7 +143,27 @@ public struct NeighborCache: Sendable {
             }
         }
         guard let v = victim else { return false }
-        entries[v.0] = nil
+        set(v.0, nil)
         return true
+    }
+
+    /// Drops the resolution in progress that started first.
+    private mutating func removeOldestResolution() {
+        var oldest: (IPv4Address, Instant)?
+        for (ip, state) in entries {
+            guard case .incomplete(let attempts, let retryAt) = state else { continue }
+            let started = retryAt - configuration.retryInterval * attempts
+            if oldest == nil || started < oldest!.1 || (started == oldest!.1 && ip < oldest!.0) {
+                oldest = (ip, started)
+            }
+        }
+        if let (ip, _) = oldest { set(ip, nil) }
+    }
+
+    /// Every change of an entry goes through here, which keeps `resolvingCount`.
+    private mutating func set(_ ip: IPv4Address, _ state: State?) {
+        if case .incomplete? = entries[ip] { resolvingCount -= 1 }
+        if case .incomplete? = state { resolvingCount += 1 }
+        entries[ip] = state
     }
 }

@@ -325,6 +325,53 @@ final class GatewayWorld {
         world.expectAtRest()
     }
 
+    /// The server's address moves to another MAC (a failover's gratuitous ARP) while a flow
+    /// to it runs on the fast path, whose entry holds the old MAC: the flow's next datagrams
+    /// reach the new MAC, in order, and the rebuilt entry takes the fast path again. They
+    /// went on to the old MAC for as long as the flow carried traffic.
+    @Test(arguments: [SlowPath.Processing.partial, .complete])
+    func aNeighbourThatMovesGetsTheFlowsNextDatagrams(processing: SlowPath.Processing) throws {
+        let world = try GatewayWorld(processing: processing)
+        try world.server.udp.bind(port: 9)
+        let oldMAC = world.server.hardwareAddress, newMAC = MACAddress.local(0x52)
+        func at(_ ms: Int64, _ payloads: ClosedRange<UInt8>) {
+            world.sim.schedule(at: Instant(nanoseconds: ms * 1_000_000)) {
+                for n in payloads { world.sendUDP(to: GatewayWorld.serverIP, payload: n) }
+            }
+        }
+        at(0, 0...0)  // resolves the server
+        at(100, 1...4)  // the fast path
+        world.sim.schedule(at: Instant(nanoseconds: 200_000_000)) {
+            var frame = [UInt8](repeating: 0, count: 60)
+            frame.withUnsafeMutableBytes { raw in
+                EthernetRepr(destination: .broadcast, source: newMAC, etherType: .arp).emit(into: raw)
+                ARPRepr(operation: .request, senderHardwareAddress: newMAC, senderProtocolAddress: GatewayWorld.serverIP,
+                        targetHardwareAddress: .zero, targetProtocolAddress: GatewayWorld.serverIP)
+                    .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
+            }
+            frame.withUnsafeBytes { world.sendFromServer($0) }
+            world.sim.wake()
+        }
+        at(300, 5...14)  // together: the first meets the stale entry, the others queue behind it
+        at(400, 15...19)  // the rebuilt entry
+        world.run(seconds: 0.5)
+        let datagrams = world.atServer.compactMap { bytes -> (payload: UInt8, to: MACAddress)? in
+            bytes.withUnsafeBytes { raw in
+                guard let e = try? EthernetFrame(checking: raw), e.etherType == .ipv4,
+                      let ip = try? IPv4Packet(checking: e.payload), ip.protocol == .udp,
+                      let udp = try? UDPPacket(checking: ip.payload) else { return nil }
+                return (udp.payload[0], e.destination)
+            }
+        }
+        #expect(datagrams.map(\.payload) == Array(0...19))
+        #expect(datagrams.filter { $0.payload < 5 }.allSatisfy { $0.to == oldMAC })
+        #expect(datagrams.filter { $0.payload >= 5 }.allSatisfy { $0.to == newMAC },
+                "\(datagrams.map { "\($0.payload) to \($0.to)" })")
+        #expect(world.engine.counters.fastPath >= 9, "1-4 and 15-19")
+        #expect(world.policy.counters.neighborsMoved == 1 && world.engine.counters.invalidations == 1)
+        world.expectAtRest()
+    }
+
     @Test func icmpErrorsAreRateLimited() throws {
         let world = try GatewayWorld()
         world.sim.schedule(at: .zero) {

@@ -161,19 +161,16 @@ final class PacketBufferBox {
         config.capacity = 4
         var cache = NeighborCache(configuration: config)
         for i in 0..<10 {
-            let added = cache.learn(IPv4Address(10, 0, 0, UInt8(i)), is: .local(UInt64(i)), now: Instant(nanoseconds: Int64(i)), add: true)
-            #expect(added)
+            let learned = cache.learn(IPv4Address(10, 0, 0, UInt8(i)), is: .local(UInt64(i)), now: Instant(nanoseconds: Int64(i)), add: true)
+            #expect(learned == .recorded)
         }
         #expect(cache.entries.count == 4)
         #expect(cache.lookup(IPv4Address(10, 0, 0, 9), now: Instant(nanoseconds: 10)) == .local(9))
         #expect(cache.lookup(IPv4Address(10, 0, 0, 0), now: Instant(nanoseconds: 10)) == nil)
-        // A table full of resolutions in progress refuses more.
+        // A table full of static entries refuses more.
         var busy = NeighborCache(configuration: config)
-        for i in 0..<4 {
-            let started = busy.startResolving(IPv4Address(10, 1, 0, UInt8(i)), now: .zero)
-            #expect(started)
-        }
-        let added = busy.learn(IPv4Address(10, 2, 0, 1), is: .local(1), now: .zero, add: true)
-        #expect(!added)
+        for i in 0..<4 { busy.addPermanent(IPv4Address(10, 1, 0, UInt8(i)), is: .local(UInt64(i))) }
+        let learned = busy.learn(IPv4Address(10, 2, 0, 1), is: .local(1), now: .zero, add: true)
+        #expect(learned == .tableFull)
     }
 }

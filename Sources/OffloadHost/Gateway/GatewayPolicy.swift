@@ -33,6 +33,8 @@ public final class GatewayPolicy: SlowPathPolicy {
     private var nextTimers = Instant.zero
     /// The actions of fragmented datagrams, for their later fragments.
     private var fragments = FragmentTranslation()
+    /// A neighbour's MAC address changed since the slow path last asked (`takeNeighborChange`).
+    private var neighborMoved = false
     /// Whether the engine's translation notices reach `noteTranslation` (so idle NAT
     /// mappings may be freed).
     private var countsNATEntries = false
@@ -186,6 +188,13 @@ public final class GatewayPolicy: SlowPathPolicy {
         }
     }
 
+    /// The flows' entries hold their next hop's MAC address: when one changed, all of them
+    /// are rebuilt (which ones forward to it is not known; a move is rare).
+    public func takeNeighborChange() -> Bool {
+        defer { neighborMoved = false }
+        return neighborMoved
+    }
+
     public func icmpErrorSource(port: UInt16) -> SoftwareInterface? {
         guard Int(port) < ports.count else { return nil }
         guard icmpErrors.take(now: clock.now) else {
@@ -220,7 +229,11 @@ public final class GatewayPolicy: SlowPathPolicy {
         }
         let me = ports[Int(port)]
         let forUs = arp.targetProtocolAddress == me.address.address
-        neighbors[Int(port)].learn(arp.senderProtocolAddress, is: arp.senderHardwareAddress, now: clock.now, add: forUs)
+        if neighbors[Int(port)].learn(arp.senderProtocolAddress, is: arp.senderHardwareAddress, now: clock.now,
+                                      add: forUs) == .moved {
+            counters.neighborsMoved &+= 1
+            neighborMoved = true
+        }
         guard forUs else { return .drop("arp-not-for-us") }
         guard arp.operation == .request else { return .consumed }
         let reply = ARPRepr(operation: .reply, senderHardwareAddress: me.hardwareAddress,
@@ -398,6 +411,8 @@ public struct GatewayCounters: Sendable, Equatable, CounterTable {
     public var natExhausted: UInt64 = 0
     public var waitedForNeighbor: UInt64 = 0
     public var resolutionsFailed: UInt64 = 0
+    /// Resolved neighbours whose MAC address ARP changed (each rebuilt every entry).
+    public var neighborsMoved: UInt64 = 0
     public var arpRequestsSent: UInt64 = 0
     public var arpAnswered: UInt64 = 0
     public var echoAnswered: UInt64 = 0
@@ -407,7 +422,8 @@ public struct GatewayCounters: Sendable, Equatable, CounterTable {
     public var rows: [(String, UInt64)] {
         [("flows with no route", noRoute), ("flows to no listener", notListening),
          ("flows refused: NAT ports exhausted", natExhausted), ("flows that waited for ARP", waitedForNeighbor),
-         ("ARP resolutions failed", resolutionsFailed), ("ARP requests sent", arpRequestsSent),
+         ("ARP resolutions failed", resolutionsFailed), ("ARP: neighbours moved", neighborsMoved),
+         ("ARP requests sent", arpRequestsSent),
          ("ARP requests answered", arpAnswered), ("ICMP echo answered", echoAnswered),
          ("ICMP errors rate-limited", icmpErrorsRateLimited), ("fragments forwarded", fragmentsForwarded)]
     }

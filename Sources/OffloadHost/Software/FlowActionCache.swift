@@ -93,6 +93,12 @@ struct FlowActionCache: ~Copyable {
         first.pointee.older = UInt16(1 &- index)
     }
 
+    /// Forgets every action: the pages go back to the kernel, which gives them out zeroed
+    /// (empty ways) when next touched, so the cost is that of the buckets used.
+    func removeAll() {
+        guard madvise(ways, byteCount, MADV_DONTNEED) == 0 else { fatalError("FlowActionCache: cannot clear") }
+    }
+
     /// Forgets the key's action, if held: its flow's next packet is decided again.
     func forget(_ key: FlowKey) {
         let (a, b) = key.packed

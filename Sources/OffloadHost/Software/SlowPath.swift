@@ -243,6 +243,13 @@ public final class SlowPath {
         if reason != .tableFull { send(.install(key, .drop)) }
     }
 
+    /// Has the engine make every entry stale and forgets the actions decided so far: each
+    /// flow's next packet is decided again, and installs its entry again, in its order.
+    private func invalidateAll() {
+        actions.removeAll()
+        send(.invalidateAll)
+    }
+
     /// Holds a packet, behind the held packets of its flow, until `hop` is resolved.
     private func hold(_ item: consuming ExceptionItem, hop: NextHop) {
         let key = item.key!
@@ -283,7 +290,11 @@ public final class SlowPath {
             item.buffer.offload = .none
         }
         let frame = item.buffer.mutableBytes, ingressPort = item.ingressPort
-        switch withOriginate({ policy.answer(frame, ingressPort: ingressPort, send: $0) }) {
+        let answer = withOriginate { policy.answer(frame, ingressPort: ingressPort, send: $0) }
+        // Asked here, where an ARP packet may have moved a neighbour, so the packets after it
+        // already use the new address (and the packet in hand left room for the message).
+        if policy.takeNeighborChange() { invalidateAll() }
+        switch answer {
         case .send(let port):
             answered &+= 1
             let origin = Origin(item)

@@ -92,6 +92,9 @@ public protocol SlowPathPolicy: AnyObject {
     /// flow's own so that the first reply already takes the fast path (as a NAT's
     /// connection tracking sets up both directions at once), or nil.
     func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)?
+    /// Whether a neighbour's MAC address changed since the last call, so that the actions
+    /// decided with the old one are stale: the slow path has the engine rebuild every entry.
+    func takeNeighborChange() -> Bool
     /// The engine announces its translating entries: `noteTranslation` will hear of each.
     func translationsWillBeAnnounced()
     /// A translating entry came to be or went in the engine (when the engine announces them).
@@ -108,6 +111,7 @@ extension SlowPathPolicy {
     public func replyFlow(of key: FlowKey, forward: FlowAction.Forward, send: Originate) -> (FlowKey, FlowAction)? {
         nil
     }
+    public func takeNeighborChange() -> Bool { false }
     public func translationsWillBeAnnounced() {}
     public func noteTranslation(_ notice: TranslationNotice) {}
 }
