@@ -97,14 +97,12 @@ struct TCPEndpoint {
                 let hardware = options.host.mac ?? MACAddress.local(UInt64(options.host.address.address.rawValue))
                 let mode: TapLink.Mode = options.host.virtioNetHeader ? .virtioNetHeader : .plain
                 if let writer {
-                    return try run(hardware: hardware, clock: clock, receiveSpace: TapLink.requiredReceiveSpace(mode),
-                                   banner: banner, application) {
-                        CaptureLink(try TapLink(name: device, mode: mode), writer: writer, clock: clock,
-                                    epochOffset: epochOffset)
-                    }
+                    return try run(hardware: hardware, clock: clock, banner: banner, application,
+                                   port: CaptureLink(try TapLink(name: device, mode: mode), writer: writer, clock: clock,
+                                                     epochOffset: epochOffset))
                 }
-                return try run(hardware: hardware, clock: clock, receiveSpace: TapLink.requiredReceiveSpace(mode),
-                               banner: banner, application) { try TapLink(name: device, mode: mode) }
+                return try run(hardware: hardware, clock: clock, banner: banner, application,
+                               port: try TapLink(name: device, mode: mode))
             case .packetSocket(let device):
                 guard !options.host.virtioNetHeader else {
                     throw RunError(message: "\(name): --virtio-net-header is for tap: links")
@@ -113,33 +111,34 @@ struct TCPEndpoint {
                     throw RunError(message: "\(name): \(device) has no MAC address; give one with --mac")
                 }
                 if let writer {
-                    return try run(hardware: hardware, clock: clock, banner: banner, application) {
-                        CaptureLink(try PacketSocketLink(interface: device), writer: writer, clock: clock,
-                                    epochOffset: epochOffset)
-                    }
+                    return try run(hardware: hardware, clock: clock, banner: banner, application,
+                                   port: CaptureLink(try PacketSocketLink(interface: device), writer: writer,
+                                                     clock: clock, epochOffset: epochOffset))
                 }
-                return try run(hardware: hardware, clock: clock, banner: banner, application) {
-                    try PacketSocketLink(interface: device)
-                }
+                return try run(hardware: hardware, clock: clock, banner: banner, application,
+                               port: try PacketSocketLink(interface: device))
             }
         } catch let error as LinkError {
             throw RunError(message: "\(name): \(error)")
         }
     }
 
-    private func run<Port: Link & ~Copyable>(hardware: MACAddress, clock: MonotonicClock, receiveSpace: Int = 2048,
-                                             banner: String, _ application: TCPApplication,
-                                             makePort: () throws -> Port) throws -> TCPStack {
+    private func run<Port: Link & ~Copyable>(hardware: MACAddress, clock: MonotonicClock, banner: String,
+                                             _ application: TCPApplication, port: consuming Port) throws -> TCPStack {
         var engineConfiguration = Engine<Port>.Configuration().randomizingSecrets()
-        if receiveSpace + Engine<Port>.headroom > engineConfiguration.bufferSize {
-            // Super-frames (TSO from the kernel) need 64 KiB buffers: fewer of them.
-            engineConfiguration.bufferSize = receiveSpace + Engine<Port>.headroom
+        // Buffers for the largest frame the link gives: super-frames (TSO or GSO from the
+        // kernel, on a virtio-net TAP or a packet socket) need 64 KiB ones, fewer of them.
+        // A packet socket used to get 2 KiB ones, and refused every receive.
+        let frameSize = port.capabilities.maxFrameSize
+        if frameSize + Engine<Port>.headroom > engineConfiguration.bufferSize {
+            engineConfiguration.bufferSize = frameSize + Engine<Port>.headroom
             engineConfiguration.bufferCount = 1024
         }
+        var held: Port? = consume port
         let endpoint = try HostEndpoint(
             host: .init(interface: options.host.address, hardwareAddress: hardware, gateway: options.host.gateway),
             tcp: options.stackConfiguration, engine: engineConfiguration, offload: !options.noOffload, clock: clock,
-            makePort: makePort)
+            makePort: { held.take()! })
         endpoint.spinBeforeSleeping = .microseconds(Int64(options.spin))
         if options.threads == 2 { try endpoint.startEngineThread() }
         print(banner)
