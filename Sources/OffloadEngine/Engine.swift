@@ -109,6 +109,19 @@ public final class Engine<Port: Link & ~Copyable> {
     ///   - makePort: builds port `i` (0 ..< portCount).
     public init(configuration: Configuration, portCount: Int, clock: any Clock,
                 log: @escaping (String) -> Void = { print($0) }, makePort: (Int) throws -> Port) rethrows {
+        // The ports first: when one cannot be made, those made before it close again (a TAP
+        // device goes with its descriptor), and nothing else was allocated yet.
+        let ports = UnsafeMutablePointer<Port>.allocate(capacity: portCount)
+        for i in 0..<portCount {
+            do {
+                (ports + i).initialize(to: try makePort(i))
+            } catch {
+                ports.deinitialize(count: i)
+                ports.deallocate()
+                throw error
+            }
+        }
+        self.ports = ports
         self.configuration = configuration
         pool = BufferPool(count: configuration.bufferCount, bufferSize: configuration.bufferSize,
                           headroom: Self.headroom)
@@ -129,9 +142,6 @@ public final class Engine<Port: Link & ~Copyable> {
         burstKeys = .allocate(capacity: configuration.burstSize)
         burstHomes = .allocate(capacity: configuration.burstSize)
         tcp = TCPOffloadTable(capacity: configuration.tcpOffloadSlots, eventCapacity: configuration.tcpEventCapacity)
-        let ports = UnsafeMutablePointer<Port>.allocate(capacity: portCount)
-        for i in 0..<portCount { (ports + i).initialize(to: try makePort(i)) }
-        self.ports = ports
         self.portCount = 0 + portCount
         portTakesPartialChecksums = (0..<portCount).map { ports[$0].capabilities.partialChecksums }
         portSegmentsTCP = (0..<portCount).map { ports[$0].capabilities.tcpSegmentation }

@@ -18,7 +18,8 @@ public protocol Link: ~Copyable, SendableMetatype {
 
     /// `receive(into:max:_:)` for a caller that keeps the burst (the engine): the frames go
     /// to `burst[0..<n]`, initialized, in arrival order, and n is returned. A link may fill
-    /// the burst in one pass (a memory wire does); the default hands each frame on.
+    /// the burst in one pass (a memory wire does); the default hands each frame on. It
+    /// throws only when no frame came: an error after some is left for the next call.
     mutating func receive(
         into pool: BufferPool, max: Int, burst: UnsafeMutablePointer<PacketBuffer>
     ) throws(LinkError) -> Int
@@ -49,9 +50,16 @@ extension Link where Self: ~Copyable {
         into pool: BufferPool, max: Int, burst: UnsafeMutablePointer<PacketBuffer>
     ) throws(LinkError) -> Int {
         var n = 0
-        return try receive(into: pool, max: max) { buffer in
-            (burst + n).initialize(to: buffer)
-            n &+= 1
+        do {
+            return try receive(into: pool, max: max) { buffer in
+                (burst + n).initialize(to: buffer)
+                n &+= 1
+            }
+        } catch {
+            // Frames in the burst already are the caller's to take: thrown away with the
+            // error, their buffers would never return to the pool.
+            guard n > 0 else { throw error }
+            return n
         }
     }
 

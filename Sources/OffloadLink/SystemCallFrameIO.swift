@@ -16,6 +16,9 @@ public struct SystemLinkCounters: Sendable, Equatable {
     /// Transmitted frames whose partial checksum the link finished in software (a link
     /// without the virtio-net header cannot pass partial checksums on).
     public var checksumsCompletedInSoftware: UInt64 = 0
+    /// Times a receive found the interface gone down (a packet socket reports it once; the
+    /// kernel attaches the socket again when the interface comes back up).
+    public var interfaceDown: UInt64 = 0
     /// Frames lost, by reason.
     public var drops = Drops()
 
@@ -52,6 +55,7 @@ extension SystemLinkCounters: CounterTable {
         [("link frames received", framesReceived), ("link bytes received", bytesReceived),
          ("link frames transmitted", framesTransmitted), ("link bytes transmitted", bytesTransmitted),
          ("link checksums finished in software", checksumsCompletedInSoftware),
+         ("link found down", interfaceDown),
          ("link dropped: truncated", drops.truncated), ("link dropped: runt", drops.runt),
          ("link dropped: bad virtio-net header", drops.badVirtioNetHeader),
          ("link dropped: kernel handover", drops.kernelHandover),
@@ -164,6 +168,15 @@ struct FrameIO: ~Copyable {
                 let code = SystemCall.lastError
                 if code == EAGAIN || code == EWOULDBLOCK { break }
                 if code == EINTR { reads &-= 1; continue }
+                // The kernel could not describe this frame's offload state in a virtio-net
+                // header: that frame is gone (as a packet socket reports it).
+                if code == EINVAL && virtioNetHeader {
+                    counters.drops.kernelHandover &+= 1
+                    continue
+                }
+                // Frames handed on already are the caller's: they count, and the error, if it
+                // lasts, comes at the next call. Thrown now, the caller would lose them.
+                if received > 0 { break }
                 throw SystemCall.error("readv", code, "descriptor \(descriptor)")
             }
             if deliver(buffer, reported: n, header: headerSpace, counters: &counters, body) { received &+= 1 }
@@ -199,6 +212,12 @@ struct FrameIO: ~Copyable {
             // that frame is gone, the rest wait for the next poll.
             if code == EINVAL && virtioNetHeader {
                 counters.drops.kernelHandover &+= 1
+                return 0
+            }
+            // The interface went down: the kernel says so once, and attaches the socket again
+            // when it comes back up. Not the end of the link.
+            if code == ENETDOWN {
+                counters.interfaceDown &+= 1
                 return 0
             }
             throw SystemCall.error("recvmmsg", code, "descriptor \(descriptor)")

@@ -115,6 +115,29 @@ struct PacketSocketLinkTests {
         #expect(largestBatch == 8, "a call takes as many frames as the pool has buffers")
     }
 
+    /// The interface goes down and comes back: the socket's receive reports it once
+    /// (ENETDOWN), counted, not thrown, and the link works again after. Thrown, it ended
+    /// `offload host` and any loop on the link.
+    @Test("the interface down and up again: counted, and the link works after",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func interfaceDownAndUp() throws {
+        guard Root.check() else { return }
+        var namespace = NetworkNamespace(prefix: "lpkt")
+        defer { namespace.tearDown() }
+        let (ours, peer) = Self.vethPair(&namespace)
+        var link = try PacketSocketLink(interface: ours, virtioNetHeader: false, receiveBufferBytes: 1 << 20)
+        let pool = BufferPool(count: 8, bufferSize: 2048, headroom: 64)
+        Shell.must("ip link set \(ours) down")
+        var received = 0
+        for _ in 0..<3 { received += try link.receive(into: pool, max: 8) { _ in } }
+        #expect(received == 0 && link.counters.interfaceDown == 1, "\(link.counters)")
+        Shell.must("ip link set \(ours) up")
+        let probe = try LinkProbe(descriptor: link.descriptor, bufferSize: 2048)
+        let kernelMAC = try Exchanges.arp(&link, probe: probe, namespace: namespace, device: peer,
+                                          kernelIP: "10.77.2.1", ourIP: "10.77.2.2", ourMAC: Self.ourMAC)
+        #expect(kernelMAC != nil, "ARP both ways once the interface is up again")
+    }
+
     @Test("a send batch leaves at its end, in order, past a full batch and a gathered frame; outside a batch frames leave at once",
           .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)), arguments: [true, false])
     func sendBatch(virtioNetHeader: Bool) throws {
