@@ -344,13 +344,20 @@ struct FrameIO: ~Copyable {
     }
 
     /// Sends the frames waiting in the batch with `sendmmsg`; the batch stays open. Frames
-    /// the kernel refuses are counted in `drops.sendRefused`.
+    /// the kernel refuses are counted in `drops.sendRefused`: all that are left when its
+    /// queue is full or the interface down, else only the one it refused (larger than the
+    /// MTU, say), and the rest still go.
     private mutating func sendBatch(counters: inout SystemLinkCounters) {
         let header = virtioNetHeader ? VirtioNetHeader.size : 0
         var sent = 0
         while sent < pendingCount {
             let n = Int(offload_packet_socket_send(descriptor, Int32(pendingCount &- sent), sendFrames + sent,
                                                    sendLengths + sent))
+            if n < 0, ![EAGAIN, EWOULDBLOCK, ENOBUFS, ENETDOWN].contains(-Int32(n)) {
+                counters.drops.sendRefused &+= 1
+                sent &+= 1
+                continue
+            }
             guard n > 0 else {
                 counters.drops.sendRefused &+= UInt64(pendingCount &- sent)
                 break
