@@ -99,7 +99,8 @@ struct GatewayCommand: ParsableCommand {
                 let writer = try PcapFileWriter(path: pcap)
                 let epochOffset = offload_realtime_ns() - offload_monotonic_ns()
                 let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
-                    CaptureLink(try ports[i].link.open(), writer: writer, clock: clock, epochOffset: epochOffset)
+                    CaptureLink(try ports[i].link.open(superFrames: receivesSuperFrames), writer: writer, clock: clock,
+                                epochOffset: epochOffset)
                 }
                 try run(engine, clock) { port in
                     port.inner.updateKernelStatistics()
@@ -109,7 +110,7 @@ struct GatewayCommand: ParsableCommand {
                 print("capture: \(writer.framesWritten) frames written to \(pcap)")
             } else {
                 let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
-                    try ports[i].link.open()
+                    try ports[i].link.open(superFrames: receivesSuperFrames)
                 }
                 try run(engine, clock) { port in
                     port.updateKernelStatistics()
@@ -130,10 +131,16 @@ struct GatewayCommand: ParsableCommand {
         // The NAT frees a mapping once the engine announces that its last entry went.
         config.announcesTranslations = natOutside != nil
         // A packet socket takes GSO super-frames (64 KiB); a plain TAP, Ethernet frames.
-        let largeFrames = ports.contains { if case .packetSocket = $0.link { true } else { false } }
-        config.bufferSize = (largeFrames ? 65536 + 14 : TapLink.maxFrameSize(.plain)) + 64
-        config.bufferCount = largeFrames ? 1024 : 4096
+        config.bufferSize = (receivesSuperFrames ? 65536 + 14 : TapLink.maxFrameSize(.plain)) + 64
+        config.bufferCount = receivesSuperFrames ? 1024 : 4096
         return config.randomizingSecrets()
+    }
+
+    /// Whether a port receives TCP super-frames (a packet socket, with the virtio-net header):
+    /// then every port must pass them on, and TAPs take the header too. A plain TAP cannot,
+    /// and a bulk TCP stream from a packet socket to a TAP used to leave as failed sends.
+    private var receivesSuperFrames: Bool {
+        ports.contains { if case .packetSocket = $0.link { true } else { false } }
     }
 
     private func run<Port: Link & ~Copyable>(

@@ -34,10 +34,12 @@ enum LinkSpec: ExpressibleByArgument, CustomStringConvertible {
         }
     }
 
-    /// Creates the TAP device, or opens a packet socket on the interface.
-    func open() throws(LinkError) -> SystemLink {
+    /// Creates the TAP device, or opens a packet socket on the interface. A TAP takes the
+    /// virtio-net header when `superFrames`: frames it is given may be TCP super-frames (a
+    /// gateway's packet socket receives them), which only the kernel behind the header cuts.
+    func open(superFrames: Bool = false) throws(LinkError) -> SystemLink {
         switch self {
-        case .tap(let name): return .tap(try TapLink(name: name))
+        case .tap(let name): return .tap(try TapLink(name: name, mode: superFrames ? .virtioNetHeader : .plain))
         case .packetSocket(let name): return .packetSocket(try PacketSocketLink(interface: name))
         }
     }

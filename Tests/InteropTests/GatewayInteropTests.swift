@@ -182,6 +182,68 @@ extension GatewayInteropTests {
 }
 
 extension GatewayInteropTests {
+    /// A TAP port and a packet-socket port in one gateway: the server behind the packet socket
+    /// (a veth, offloads on) sends 64 MiB to the client behind the TAP as TCP super-frames,
+    /// which the TAP passes to its kernel whole (it takes the virtio-net header in such a
+    /// gateway). A plain TAP could not send them: every one became a failed send, and the
+    /// stream crawled on retransmitted single segments.
+    @Test("TCP super-frames from a packet-socket port out of a TAP port: 64 MiB, sha256 equal",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func superFramesFromAPacketSocketToATap() throws {
+        guard Root.check() else { return }
+        var client = NetworkNamespace(prefix: "ogm")
+        let server = NetworkNamespace(prefix: "ogn")
+        let tap = client.interfaceName("ogm"), ours = client.interfaceName("ogv"), theirs = server.interfaceName("ogn")
+        let scratch = "/tmp/offload-gw-\(client.tag)"
+        defer {
+            Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
+            Shell.run("rm -rf \(scratch)")
+            client.tearDown()
+            server.tearDown()
+        }
+        Shell.must("mkdir -p \(scratch)")
+        Shell.must("ip link add \(ours) type veth peer name \(theirs)")
+        client.own(interface: ours)
+        // Nothing of the root namespace's own stack may answer on our end: no address, no IPv6.
+        Shell.must("sysctl -qw net.ipv6.conf.\(ours).disable_ipv6=1")
+        Shell.must("ip link set \(ours) up")
+        Shell.must("ip link set \(theirs) netns \(server.name)")
+        server.must("ip addr add 10.77.34.2/24 dev \(theirs)")
+        server.must("ip link set \(theirs) up")
+        let gateway = Shell.start("exec \(GatewayNamespaces.offloadBinary) gateway --port tap:\(tap)=10.77.33.1/24 "
+                                  + "--port afpacket:\(ours)=10.77.34.1/24 --nat-outside \(ours) --stats 0 --duration 120",
+                                  timeout: 130)
+        var ready = false
+        for _ in 0..<100 where !ready {
+            ready = Shell.run("ip link show \(tap)").succeeded
+            if !ready { usleep(50_000) }
+        }
+        guard ready else {
+            Issue.record("the gateway did not start: \(gateway.finish().output)")
+            return
+        }
+        Shell.must("ip link set \(tap) netns \(client.name)")
+        client.must("ip addr add 10.77.33.2/24 dev \(tap)")
+        client.must("ip link set \(tap) up")
+        client.must("ip route add default via 10.77.33.1")
+
+        let data = "\(scratch)/data"
+        Shell.must("head -c \(64 << 20) /dev/urandom > \(data)", timeout: 30)
+        let sender = server.start("socat -u OPEN:\(data) TCP-LISTEN:5003,reuseaddr", timeout: 90)
+        server.waitForSocket(port: 5003)
+        let received = client.run("socat -u TCP:10.77.34.2:5003 SYSTEM:'sha256sum > \(scratch)/received'", timeout: 80)
+        _ = sender.finish()
+        #expect(received.succeeded, "socat said: \(received.output)")
+        let digests = Shell.run("sha256sum < \(data); cat \(scratch)/received", timeout: 30).output
+            .split(separator: "\n").map { $0.prefix(64) }
+        #expect(digests.count == 2 && digests[0] == digests[1], "sha256 sent and received: \(digests)")
+        Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
+        let output = gateway.finish().output
+        let failed = output.split(separator: "\n").first { $0.contains("dropped: transmit-failed") }
+            .flatMap { Int($0.split(separator: " ").last ?? "") }
+        #expect(failed == 0, "the engine's sends that failed: \(output)")
+    }
+
     /// `--tcp-idle` and `--udp-idle` reach the engine's table (the gateway says what it runs with).
     @Test("The idle timeouts are the gateway's to set", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func idleTimeoutsAreSet() throws {
