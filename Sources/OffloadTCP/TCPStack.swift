@@ -278,6 +278,13 @@ public final class TCPStack {
             let wasSynReceived = entry.connection.state == .synReceived
             entry.connection.receive(segment, payload: payload, now: now)
             if wasSynReceived && entry.connection.state.isSynchronized { established(socket, entry) }
+            if entry.closeAfterOffload, entry.connection.state.isSynchronized, entry.connection.state != .established {
+                // A close asked during the handshake waits for the offload, but the segment that
+                // ended the handshake brought the peer's FIN too: the connection is past
+                // ESTABLISHED, never to be offloaded, and closes here.
+                entry.closeAfterOffload = false
+                entry.connection.close()
+            }
             if entry.mayOffload && entry.connection.state == .established && offloadPort != nil
                 && (!wasSynchronized || !offloadCandidates.contains(socket)) {
                 offloadCandidates.append(socket)

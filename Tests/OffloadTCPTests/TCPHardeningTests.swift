@@ -386,6 +386,42 @@ final class ScriptedPeer {
         #expect(answer.map(\.flags) == [.ack] && answer.first?.acknowledgmentNumber == 9_001)
     }
 
+    /// An engine that takes every connection offered (the stack's side of offload only).
+    final class AcceptingOffloadPort: TCPOffloadPort {
+        var offered = 0
+        func offload(_ connection: TCPConnection, as host: UInt32, now: Instant) -> Bool {
+            offered += 1
+            return true
+        }
+        func post(_ bytes: UnsafeRawBufferPointer, to host: UInt32) {}
+        func applicationRead(_ host: UInt32) {}
+        func upload(_ host: UInt32) {}
+        func close(_ host: UInt32) {}
+    }
+
+    /// With offload on, a close during the handshake waits for the offload, which carries it
+    /// out. In a simultaneous open whose last segment, the peer's ACK, brings its FIN too, the
+    /// connection goes past ESTABLISHED at once and is never offloaded: it closes then, and
+    /// our FIN leaves. It used to wait for an offload that never came, in CLOSE-WAIT for good.
+    @Test func aCloseDuringTheHandshakeIsNotLostToAFINThatEndsIt() throws {
+        let peer = ScriptedPeer()
+        let engine = AcceptingOffloadPort()
+        peer.stack.offloadPort = engine
+        let socket = try peer.stack.connect(to: peer.address, port: peer.port, now: peer.now)
+        let syn = try #require(peer.poll().first { $0.flags == .syn })
+        peer.send(.syn, sequence: 9_000, acknowledgment: 0, options: { $0.maxSegmentSize = 1460 },
+                  sourcePort: syn.destinationPort, to: syn.sourcePort)
+        #expect(peer.poll().first?.flags == [.syn, .ack])
+        peer.stack.close(socket)
+        // The peer had our SYN-ACK and was closed already: its ACK of our SYN comes with its FIN.
+        peer.send([.ack, .fin], sequence: 9_001, acknowledgment: syn.sequenceNumber &+ 1,
+                  sourcePort: syn.destinationPort, to: syn.sourcePort)
+        let state = peer.stack.connection(socket)?.state
+        #expect(state == .lastAck, "\(String(describing: state))")
+        #expect(peer.poll().contains { $0.flags.contains(.fin) }, "our FIN")
+        #expect(engine.offered == 0)
+    }
+
     /// A connection a cookie set up takes the peer's window from its ACK and sends into it,
     /// whatever the peer's initial sequence number: one in the upper half of the sequence
     /// space used to leave the window at 0 for good (its last update was taken to be at
