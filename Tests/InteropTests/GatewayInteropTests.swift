@@ -191,9 +191,9 @@ extension GatewayInteropTests {
           .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func superFramesFromAPacketSocketToATap() throws {
         guard Root.check() else { return }
-        var client = NetworkNamespace(prefix: "ogm")
-        let server = NetworkNamespace(prefix: "ogn")
-        let tap = client.interfaceName("ogm"), ours = client.interfaceName("ogv"), theirs = server.interfaceName("ogn")
+        let client = NetworkNamespace(prefix: "ogm")
+        var server = NetworkNamespace(prefix: "ogn")
+        let tap = client.interfaceName("ogm"), ours = server.interfaceName("ogv")
         let scratch = "/tmp/offload-gw-\(client.tag)"
         defer {
             Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
@@ -202,23 +202,11 @@ extension GatewayInteropTests {
             server.tearDown()
         }
         Shell.must("mkdir -p \(scratch)")
-        Shell.must("ip link add \(ours) type veth peer name \(theirs)")
-        client.own(interface: ours)
-        // Nothing of the root namespace's own stack may answer on our end: no address, no IPv6.
-        Shell.must("sysctl -qw net.ipv6.conf.\(ours).disable_ipv6=1")
-        Shell.must("ip link set \(ours) up")
-        Shell.must("ip link set \(theirs) netns \(server.name)")
-        server.must("ip addr add 10.77.34.2/24 dev \(theirs)")
-        server.must("ip link set \(theirs) up")
+        server.addVeth(ours: ours, theirs: server.interfaceName("ogn"), address: "10.77.34.2/24")
         let gateway = Shell.start("exec \(GatewayNamespaces.offloadBinary) gateway --port tap:\(tap)=10.77.33.1/24 "
                                   + "--port afpacket:\(ours)=10.77.34.1/24 --nat-outside \(ours) --stats 0 --duration 120",
                                   timeout: 130)
-        var ready = false
-        for _ in 0..<100 where !ready {
-            ready = Shell.run("ip link show \(tap)").succeeded
-            if !ready { usleep(50_000) }
-        }
-        guard ready else {
+        guard Shell.waitForInterfaces([tap]) else {
             Issue.record("the gateway did not start: \(gateway.finish().output)")
             return
         }
@@ -291,12 +279,7 @@ final class GatewayNamespaces {
         if let spinMicroseconds { command += " --spin \(spinMicroseconds)" }
         gateway = Shell.start(command, timeout: 320)
         // The TAP devices exist once the gateway has opened them.
-        var ready = false
-        for _ in 0..<100 where !ready {
-            ready = Shell.run("ip link show \(inside) && ip link show \(outside)").succeeded
-            if !ready { usleep(50_000) }
-        }
-        guard ready else {
+        guard Shell.waitForInterfaces([inside, outside]) else {
             Shell.run("pkill -KILL -f \(processPattern)")
             throw GatewayTestError.notStarted(gateway.finish().output)
         }

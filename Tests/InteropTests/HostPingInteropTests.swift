@@ -47,13 +47,8 @@ struct HostPingInteropTests {
         guard Root.check() else { return }
         var namespace = NetworkNamespace(prefix: "ipa")
         defer { namespace.tearDown() }
-        let ours = namespace.interfaceName("ipa"), theirs = namespace.interfaceName("ipb")
-        Shell.must("ip link add \(ours) type veth peer name \(theirs)")
-        namespace.own(interface: ours)
-        // Nothing of the root namespace's own stack may answer on our end: no address, no IPv6.
-        Shell.must("sysctl -qw net.ipv6.conf.\(ours).disable_ipv6=1")
-        Shell.must("ip link set \(ours) up")
-        Self.attachKernelSide(theirs, to: namespace)
+        let ours = namespace.interfaceName("ipa")
+        namespace.addVeth(ours: ours, theirs: namespace.interfaceName("ipb"), address: "\(Self.kernelAddress)/24")
         let socket = try PacketSocketLink(interface: ours)
         let bufferSize = socket.capabilities.maxFrameSize
         try Self.pingExchange(socket, bufferSize: bufferSize, namespace: namespace)

@@ -47,15 +47,8 @@ struct TCPInteropTests {
         guard Root.check() else { return }
         var namespace = NetworkNamespace(prefix: "otp")
         defer { namespace.tearDown() }
-        let ours = namespace.interfaceName("otp"), theirs = namespace.interfaceName("otq")
-        Shell.must("ip link add \(ours) type veth peer name \(theirs)")
-        namespace.own(interface: ours)
-        // Nothing of the root namespace's own stack may answer on our end: no address, no IPv6.
-        Shell.must("sysctl -qw net.ipv6.conf.\(ours).disable_ipv6=1")
-        Shell.must("ip link set \(ours) up")
-        Shell.must("ip link set \(theirs) netns \(namespace.name)")
-        namespace.must("ip addr add 10.77.70.1/24 dev \(theirs)")
-        namespace.must("ip link set \(theirs) up")
+        let ours = namespace.interfaceName("otp")
+        namespace.addVeth(ours: ours, theirs: namespace.interfaceName("otq"), address: "10.77.70.1/24")
         let scratch = "/tmp/offload-tcp-\(namespace.tag)"
         Shell.must("rm -rf \(scratch) && mkdir -p \(scratch)")
         defer { Shell.run("rm -rf \(scratch)") }
@@ -486,12 +479,7 @@ final class TCPLink {
         let command = "\(Self.binary) \(words[0]) --link tap:\(tap) --address \(ourAddress)/\(prefixLength) "
             + "--pcap \(capture) \(words.count > 1 ? words[1] : "") > \(outputFile) 2>&1"
         let process = Shell.start(command, timeout: timeout)
-        var ready = false
-        for _ in 0..<200 where !ready {
-            ready = Shell.run("ip link show \(tap) >/dev/null 2>&1").succeeded
-            if !ready { usleep(25_000) }
-        }
-        guard ready else {
+        guard Shell.waitForInterfaces([tap]) else {
             Shell.run("pkill -KILL -f \(processPattern)")
             let output = Running(process: process, outputFile: outputFile).finish().output
             throw TCPInteropError.notStarted(output)

@@ -70,6 +70,17 @@ public enum Shell {
         }
         return result
     }
+
+    /// Waits up to `seconds` for every interface in `names` to exist (a TAP device appears
+    /// once the command that opens it runs); says whether they came.
+    public static func waitForInterfaces(_ names: [String], seconds: Double = 5) -> Bool {
+        let check = names.map { "ip link show \($0) >/dev/null 2>&1" }.joined(separator: " && ")
+        for _ in 0..<max(1, Int(seconds * 20)) {
+            if run(check).succeeded { return true }
+            usleep(50_000)
+        }
+        return false
+    }
 }
 
 /// Whether tests that need root (namespaces, TAP devices, packet sockets) can run.
@@ -148,6 +159,20 @@ public struct NetworkNamespace: ~Copyable {
 
     /// Remembers a root-namespace interface to delete in `tearDown()`.
     public mutating func own(interface: String) { ownedInterfaces.append(interface) }
+
+    /// A veth pair between the root namespace and this one: `ours` stays in the root
+    /// namespace, up, with no address and no IPv6, so that nothing of the root namespace's
+    /// own stack answers on it (a packet socket plays the host there); `theirs` moves here,
+    /// up, at `address` (CIDR). `ours` is deleted at `tearDown()`.
+    public mutating func addVeth(ours: String, theirs: String, address: String) {
+        Shell.must("ip link add \(ours) type veth peer name \(theirs)")
+        own(interface: ours)
+        Shell.must("sysctl -qw net.ipv6.conf.\(ours).disable_ipv6=1")
+        Shell.must("ip link set \(ours) up")
+        Shell.must("ip link set \(theirs) netns \(name)")
+        must("ip addr add \(address) dev \(theirs)")
+        must("ip link set \(theirs) up")
+    }
 
     /// Runs `command` inside the namespace.
     @discardableResult
