@@ -116,6 +116,9 @@ int offload_packet_socket_open(const char *name, int virtio_net_header, int rece
     int one = 1;
     if (virtio_net_header && setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0) goto fail;
     if (setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0) goto fail;
+    // The kernel takes an 802.1Q tag off before a packet socket sees the frame and says so
+    // only here: without it, a tagged frame would pass for the untagged LAN's.
+    if (setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one) < 0) goto fail;
     if (receive_buffer_bytes > 0) {
         if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &receive_buffer_bytes, sizeof receive_buffer_bytes) < 0 &&
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer_bytes, sizeof receive_buffer_bytes) < 0)
@@ -157,9 +160,13 @@ int offload_socket_receive_buffer(int fd) {
 }
 
 int offload_packet_socket_receive(int fd, int count, void *const *frames, size_t capacity,
-                                  void *headers, int header_size, size_t *lengths) {
+                                  void *headers, int header_size, size_t *lengths, unsigned char *vlan_tagged) {
     struct mmsghdr messages[64];
     struct iovec vectors[128];
+    union {
+        char bytes[CMSG_SPACE(sizeof(struct tpacket_auxdata))];
+        struct cmsghdr align;
+    } control[64];
     if (count > 64) count = 64;
     if (count <= 0) return 0;
     for (int i = 0; i < count; i++) {
@@ -172,13 +179,24 @@ int offload_packet_socket_receive(int fd, int count, void *const *frames, size_t
         memset(&messages[i], 0, sizeof messages[i]);
         messages[i].msg_hdr.msg_iov = &vectors[2 * i];
         messages[i].msg_hdr.msg_iovlen = (size_t)parts + 1;
+        messages[i].msg_hdr.msg_control = control[i].bytes;
+        messages[i].msg_hdr.msg_controllen = sizeof control[i].bytes;
     }
     int n;
     do {
         n = recvmmsg(fd, messages, (unsigned)count, MSG_DONTWAIT | MSG_TRUNC, NULL);
     } while (n < 0 && errno == EINTR);
     if (n < 0) return -errno;
-    for (int i = 0; i < n; i++) lengths[i] = messages[i].msg_len;
+    for (int i = 0; i < n; i++) {
+        lengths[i] = messages[i].msg_len;
+        vlan_tagged[i] = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&messages[i].msg_hdr); c; c = CMSG_NXTHDR(&messages[i].msg_hdr, c)) {
+            if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA) continue;
+            struct tpacket_auxdata aux;
+            memcpy(&aux, CMSG_DATA(c), sizeof aux);
+            if (aux.tp_status & TP_STATUS_VLAN_VALID) vlan_tagged[i] = 1;
+        }
+    }
     return n;
 }
 

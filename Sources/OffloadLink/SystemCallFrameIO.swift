@@ -36,6 +36,10 @@ public struct SystemLinkCounters: Sendable, Equatable {
         /// Dropped by the kernel for want of socket buffer space (packet sockets:
         /// PACKET_STATISTICS, as of the last read of it).
         public var kernelBuffer: UInt64 = 0
+        /// Frames that came with an 802.1Q tag, which the kernel took off before a packet
+        /// socket saw them: VLANs are not ours to carry, and untagged they would pass for
+        /// the native LAN's.
+        public var vlanTagged: UInt64 = 0
         /// Frames of a send batch the kernel would not take (its queue full, the interface
         /// down): a frame sent alone that fails is the caller's error instead.
         public var sendRefused: UInt64 = 0
@@ -43,7 +47,7 @@ public struct SystemLinkCounters: Sendable, Equatable {
         public init() {}
 
         public var total: UInt64 {
-            truncated &+ runt &+ badVirtioNetHeader &+ kernelHandover &+ kernelBuffer &+ sendRefused
+            truncated &+ runt &+ badVirtioNetHeader &+ kernelHandover &+ kernelBuffer &+ vlanTagged &+ sendRefused
         }
     }
 
@@ -60,6 +64,7 @@ extension SystemLinkCounters: CounterTable {
          ("link dropped: bad virtio-net header", drops.badVirtioNetHeader),
          ("link dropped: kernel handover", drops.kernelHandover),
          ("link dropped: kernel buffer", drops.kernelBuffer),
+         ("link dropped: VLAN-tagged", drops.vlanTagged),
          ("link dropped: send refused", drops.sendRefused)]
     }
 }
@@ -88,6 +93,7 @@ struct FrameIO: ~Copyable {
     private let batchFrames: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private let batchLengths: UnsafeMutablePointer<Int>
     private let batchHeaders: UnsafeMutableRawPointer
+    private let batchTagged: UnsafeMutablePointer<UInt8>
     /// A socket's send batch, while one is open (`beginBatch`): whole frames (virtio-net
     /// header first, if any) copied into slots of `sendSlotSize` bytes, sent with one
     /// `sendmmsg` when the batch ends or fills. A frame with payload slices of its own
@@ -113,6 +119,7 @@ struct FrameIO: ~Copyable {
         batchFrames = .allocate(capacity: Self.batchCapacity)
         batchLengths = .allocate(capacity: Self.batchCapacity)
         batchHeaders = .allocate(byteCount: 16 * Self.batchCapacity, alignment: 16)
+        batchTagged = .allocate(capacity: Self.batchCapacity)
         let sendSlotCount = source == .socket ? Self.batchCapacity : 0
         sendSlots = .allocate(byteCount: Self.sendSlotSize * sendSlotCount, alignment: 64)
         sendFrames = .allocate(capacity: sendSlotCount)
@@ -128,6 +135,7 @@ struct FrameIO: ~Copyable {
         batchFrames.deallocate()
         batchLengths.deallocate()
         batchHeaders.deallocate()
+        batchTagged.deallocate()
         sendSlots.deallocate()
         sendFrames.deallocate()
         sendLengths.deallocate()
@@ -201,7 +209,7 @@ struct FrameIO: ~Copyable {
         guard taken > 0 else { return 0 }
         let headerSize = virtioNetHeader ? VirtioNetHeader.size : 0
         let n = Int(offload_packet_socket_receive(descriptor, Int32(taken), batchFrames, room,
-                                                  batchHeaders, Int32(headerSize), batchLengths))
+                                                  batchHeaders, Int32(headerSize), batchLengths, batchTagged))
         // The buffers no frame came into go back to the pool before any frame is handed on.
         let filled = Swift.max(n, 0)
         (batch + filled).deinitialize(count: taken &- filled)
@@ -224,6 +232,11 @@ struct FrameIO: ~Copyable {
         }
         var received = 0
         for i in 0..<filled {
+            guard batchTagged[i] == 0 else {
+                (batch + i).deinitialize(count: 1)
+                counters.drops.vlanTagged &+= 1
+                continue
+            }
             if deliver((batch + i).move(), reported: batchLengths[i], header: batchHeaders + 16 &* i,
                        counters: &counters, body) {
                 received &+= 1

@@ -191,6 +191,36 @@ struct PacketSocketLinkTests {
         #expect(got == Array(0..<count), "\(got.count) datagrams: \(got.prefix(12))")
     }
 
+    /// A frame that came with an 802.1Q tag (the kernel took it off before the socket saw
+    /// it, and says so in the frame's auxiliary data) is dropped and counted. It used to
+    /// arrive untagged, as if from the native LAN: a gateway on a trunk would route another
+    /// VLAN's traffic as its own.
+    @Test("a VLAN-tagged frame is counted and dropped, not taken for the untagged LAN's",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func vlanTaggedFramesAreDropped() throws {
+        guard Root.check() else { return }
+        var namespace = NetworkNamespace(prefix: "lpkt")
+        defer { namespace.tearDown() }
+        let (ours, peer) = Self.vethPair(&namespace)
+        var link = try PacketSocketLink(interface: ours, virtioNetHeader: false, receiveBufferBytes: 1 << 20)
+        // The same ARP request from the peer's side, tagged with VLAN 5, then untagged.
+        let arp = "b\"\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x01\" + b\"\\x02\" * 6 + bytes([10, 77, 2, 1]) + b\"\\x00\" * 6 + bytes([10, 77, 2, 9])"
+        namespace.must("python3 -c 'import socket\ns = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+                       + "s.bind((\"\(peer)\", 0)); arp = \(arp)\nhead = b\"\\xff\" * 6 + b\"\\x02\" * 6\n"
+                       + "s.send(head + b\"\\x81\\x00\\x00\\x05\\x08\\x06\" + arp + b\"\\x00\" * 14)\n"
+                       + "s.send(head + b\"\\x08\\x06\" + arp + b\"\\x00\" * 18)'")
+        let pool = BufferPool(count: 8, bufferSize: 2048, headroom: 64)
+        var arps = 0
+        for _ in 0..<50 where arps == 0 {
+            _ = try link.receive(into: pool, max: 8) { frame in
+                if frame.bytes.count >= 14, frame.bytes[12] == 0x08, frame.bytes[13] == 0x06 { arps += 1 }
+            }
+            usleep(10_000)
+        }
+        #expect(arps == 1, "the untagged ARP request only")
+        #expect(link.counters.drops.vlanTagged == 1, "\(link.counters)")
+    }
+
     /// A frame the kernel refuses in the middle of a batch (1516 bytes, past the MTU's
     /// 1514) is counted as refused, and the frames after it still leave, in order. The whole
     /// rest of the batch used to be dropped with it.

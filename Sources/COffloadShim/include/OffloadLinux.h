@@ -54,9 +54,11 @@ int offload_socket_receive_buffer(int fd);
 /// (MSG_DONTWAIT | MSG_TRUNC): frame i into `frames[i]` (`capacity` bytes each), preceded
 /// when `header_size` > 0 by its virtio-net header into `headers + 16 * i`. `lengths[i]`
 /// gets what the kernel reports for it: header and whole frame, a truncated frame's full
-/// length. Returns the number of frames received, or -errno (-EAGAIN: none waiting).
+/// length. `vlan_tagged[i]` is 1 when the frame came with an 802.1Q tag, which the kernel
+/// took off (PACKET_AUXDATA). Returns the number of frames received, or -errno (-EAGAIN:
+/// none waiting).
 int offload_packet_socket_receive(int fd, int count, void *const *frames, size_t capacity,
-                                  void *headers, int header_size, size_t *lengths);
+                                  void *headers, int header_size, size_t *lengths, unsigned char *vlan_tagged);
 
 /// Sends up to 64 whole frames (each `lengths[i]` bytes at `frames[i]`) with one sendmmsg;
 /// returns how many went, or -errno.
