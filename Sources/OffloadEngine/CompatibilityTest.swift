@@ -43,6 +43,10 @@ public struct CompatibilityTest: Sendable {
                   arp.operation == ARPOperation.request.rawValue || arp.operation == ARPOperation.reply.rawValue else {
                 throw .malformedARP
             }
+            // No offload work to do on ARP (a device would "finish" a checksum over its
+            // fields), and no more than a frame's worth of it.
+            guard case .none = metadata else { throw .badOffloadMetadata }
+            guard ethernet.payload.count <= mtu else { throw .oversize }
             return
         }
         guard ethernet.etherType == .ipv4 else { throw .unsupportedEtherType }

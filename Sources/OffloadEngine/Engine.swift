@@ -274,8 +274,10 @@ public final class Engine<Port: Link & ~Copyable> {
                                                 port: port, now: now)
                     }
                     // Counted like any packet in the software, so that an offload of the
-                    // flow waits for it (do-not-use) and the flow keeps its order.
+                    // flow waits for it (do-not-use) and the flow keeps its order; a hit, so
+                    // that a busy connection's entry does not idle out.
                     guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
+                    table.recordHit(h, bytes: buffer.count, now: now)
                     _ = table.incrementInSoftware(h)
                     return toSoftware(buffer, port: port, reason: .localDelivery, counted: key, key: key)
                 case .toSoftware:

@@ -111,6 +111,10 @@ func refillIPChecksum(_ frame: inout [UInt8]) {
         f = arp; f[18] = 8
         #expect(failure(f) == .malformedARP, "hardware length not 6")
         #expect(failure(Array(arp[0..<30])) == .malformedARP, "truncated")
+        // ARP has no checksum a device could finish (it would write over the hardware type),
+        // and fits a frame.
+        #expect(failure(arp, .partialChecksum(checksumStart: 14, checksumOffset: 0)) == .badOffloadMetadata)
+        #expect(failure(arp + [UInt8](repeating: 0, count: 1500)) == .oversize)
     }
 
     @Test func ipOptionsAreRefused() {

@@ -498,3 +498,52 @@ extension TCPOffloadTests {
         #expect(ta.status(client)?.error == .connectionReset, "\(String(describing: ta.status(client)))")
     }
 }
+
+extension TCPOffloadTests {
+    /// A connection the host runs (offload off) keeps its entry while it is busy: each of
+    /// its packets delivered to the host is a hit. They were not, and a transfer longer
+    /// than the TCP idle timeout lost its entry on the way (its next packet a miss, a new
+    /// flow to set up).
+    @Test func aBusyHostConnectionKeepsItsEntry() throws {
+        var tcp = TCPStack.Configuration()
+        tcp.seed = 3
+        var engine = Engine<MemoryLink>.Configuration()
+        engine.idleTimeouts = IdleTimeouts(tcp: .seconds(1))
+        engine.tableCapacity = 64
+        engine.expiryBudget = 1024
+        // 2 Mbit/s: the 1 MB takes about 4 s, four idle timeouts.
+        let w = try TwoEndpoints(seed: 3, impairments: Impairments(rateBitsPerSecond: 2_000_000), offload: false,
+                                 tcp: tcp, engine: engine)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 7)
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        let data = [UInt8](repeating: 7, count: 1_000_000)
+        var sent = 0, received = 0, server: TCPSocket?
+        var sink = [UInt8](repeating: 0, count: 65_536)
+        w.sim.addProcess("applications") {
+            var worked = false
+            if server == nil, let s = tb.accept(port: 7) { server = s; worked = true }
+            if sent < data.count, let c = ta.connection(client), c.canSend {
+                let end = min(sent + 16_384, data.count)
+                if case .queued = ta.send(TxBuffer(copying: data[sent..<end]), on: client) {
+                    sent = end
+                    worked = true
+                }
+            }
+            if let s = server {
+                let n = sink.withUnsafeMutableBytes { tb.read(s, into: $0) }
+                received += n
+                worked = worked || n > 0
+            }
+            return worked
+        }
+        let start = w.sim.clock.now
+        // Time moves on while the applications wait for the wire.
+        for tick in 1...400 { w.sim.schedule(at: start + .milliseconds(Int64(tick) * 50)) {} }
+        w.sim.run(until: start + .seconds(20)) { received < data.count }
+        #expect(received == data.count)
+        #expect(w.sim.clock.now - start > .seconds(3), "the transfer outlasted the idle timeout")
+        #expect(w.a.engine.counters.expired == 0 && w.b.engine.counters.expired == 0,
+                "expired: \(w.a.engine.counters.expired), \(w.b.engine.counters.expired)")
+    }
+}
