@@ -3,7 +3,9 @@ import OffloadCore
 /// Proof that the engine handed a packet to the software (B7): a token the engine recorded,
 /// out of band, with the flow the packet was classified as. The software can copy a mark
 /// but cannot make one the engine will accept: tokens are unpredictable, each is accepted
-/// once, and only for a frame that still belongs to the flow it was issued for.
+/// once, and only for a frame that still belongs to the flow it was issued for. A packet
+/// that is no flow's (ARP, a fragment, a header the engine cannot classify) gets no mark:
+/// nothing but its bytes would tie a mark to it, so it is always tested.
 public struct AuditMark: Hashable, Sendable {
     public let token: UInt64
     public init(token: UInt64) { self.token = token }
@@ -15,7 +17,7 @@ public struct AuditMark: Hashable, Sendable {
 struct AuditMarkBook {
     private struct Record {
         var token: UInt64 = 0
-        var key: FlowKey? = nil
+        var key: FlowKey? = nil  // nil only in a record never issued
         var live = false
     }
 
@@ -31,8 +33,8 @@ struct AuditMarkBook {
         random = SeededRandom(seed: seed)
     }
 
-    /// Issues a mark for a packet classified as `key` (nil: not a flow packet).
-    mutating func issue(for key: FlowKey?) -> AuditMark {
+    /// Issues a mark for a packet classified as `key`.
+    mutating func issue(for key: FlowKey) -> AuditMark {
         let index = next & mask
         next &+= 1
         let token = (random.next() & ~mask) | index
@@ -41,12 +43,13 @@ struct AuditMarkBook {
     }
 
     /// Whether `mark` is one this book issued, not yet used, for the flow `key` the frame
-    /// now has. A mark is used up by this check, valid or not.
+    /// now has (a frame with no key has no flow, so no mark fits it). A mark is used up by
+    /// this check, valid or not.
     mutating func redeem(_ mark: AuditMark, key: FlowKey?) -> Bool {
         let index = Int(mark.token & mask)
         let record = records[index]
         guard record.live, record.token == mark.token else { return false }
         records[index].live = false
-        return record.key == key
+        return key != nil && record.key == key
     }
 }

@@ -376,7 +376,7 @@ public final class Engine<Port: Link & ~Copyable> {
     func toSoftware(_ buffer: consuming PacketBuffer, port: UInt16, reason: ExceptionReason,
                             counted: FlowKey?, key: FlowKey?, bucket: UInt16 = SourceFairnessBook.untracked) {
         buffer.isAway = true
-        let mark = configuration.audit.isOn ? marks.issue(for: key) : nil
+        let mark = configuration.audit.isOn ? key.map { marks.issue(for: $0) } : nil
         let item = ExceptionItem(buffer: buffer, ingressPort: port, reason: reason, countedFlow: counted, key: key,
                                  mark: mark)
         if let refused = exceptions.push(item) {

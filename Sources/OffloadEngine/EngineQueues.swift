@@ -27,8 +27,8 @@ public struct ExceptionItem: ~Copyable {
     public let countedFlow: FlowKey?
     /// The flow's key (whether counted or not), when the packet is a flow packet.
     public let key: FlowKey?
-    /// In audit mode: the engine's mark, to be handed back with the packet if the software
-    /// leaves it as the engine classified it.
+    /// In audit mode, for a flow packet: the engine's mark, to be handed back with the
+    /// packet if the software leaves it as the engine classified it.
     public let mark: AuditMark?
 
     public init(buffer: consuming PacketBuffer, ingressPort: UInt16, reason: ExceptionReason,

@@ -168,3 +168,39 @@ final class AuditBench {
         #expect(doNotUse == (action == .toSoftware))
     }
 }
+
+/// A packet that is no flow's has nothing but its bytes to tie a mark to, so it gets none,
+/// and a mark never vouches for such a frame: otherwise the mark of any ARP packet would let
+/// a malformed frame (one the engine cannot classify, so keyless too) skip the test.
+@Suite struct KeylessAuditTests {
+    static func arpRequest() -> [UInt8] {
+        var arp = [UInt8](repeating: 0, count: 60)
+        arp.withUnsafeMutableBytes { raw in
+            EthernetRepr(destination: .broadcast, source: .local(1), etherType: .arp).emit(into: raw)
+            ARPRepr(operation: .request, senderHardwareAddress: .local(1), senderProtocolAddress: IPv4Address(10, 1, 0, 1),
+                    targetHardwareAddress: .zero, targetProtocolAddress: IPv4Address(10, 1, 0, 2))
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
+        }
+        return arp
+    }
+
+    @Test func aKeylessPacketsMarkDoesNotCarryAMalformedFrame() throws {
+        let b = AuditBench()
+        guard let arp = b.classify(Self.arpRequest()) else { Issue.record("no exception item"); return }
+        #expect(arp.key == nil && arp.mark == nil, "no flow, no mark")
+        // A header length the engine cannot classify: keyless, and malformed.
+        var malformed = udpFrame()
+        malformed[14] = 0x44
+        guard let bad = b.classify(malformed) else { Issue.record("no exception item"); return }
+        #expect(bad.key == nil)
+        // The software hands back the malformed frame with the ARP packet's mark.
+        let arpMark = arp.mark
+        b.reinsert(bad, mark: arpMark, verdict: .transmit(port: 1))
+        // Unmarked, the ARP request is tested at the queue's entrance, and passes.
+        b.reinsert(arp, mark: nil, verdict: .transmit(port: 1))
+        #expect(b.delivered() == 1, "only the ARP request leaves")
+        #expect(b.engine.reinsertion.failures[.badHeaderLength] == 1, "tested at the entrance, unmarked")
+        #expect(b.engine.counters.auditValidMarks == 0)
+        #expect(b.engine.buffered == 0)
+    }
+}
