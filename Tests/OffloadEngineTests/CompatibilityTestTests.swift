@@ -143,4 +143,19 @@ func refillIPChecksum(_ frame: inout [UInt8]) {
         #expect(failure(tcpFrame(payload: 8000), huge) == .badOffloadMetadata)
         #expect(failure(tcpFrame(payload: 8000)) == .oversize)
     }
+
+    /// A TSO super-segment's segment size leaves room for its headers as they are: with 12
+    /// bytes of TCP options (timestamps), 1448 is the most that fits a 1500-byte MTU.
+    @Test func segmentSizeCountsTheTCPOptions() {
+        var f = tcpFrame(payload: 8000)
+        // Twelve bytes of options in place of the first twelve of payload (NOP, NOP, and a
+        // timestamp option): the TCP header grows to 32 bytes; the checksum is partial.
+        f.replaceSubrange(54..<66, with: [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0])
+        f[46] = 0x80
+        func tso(_ size: UInt16) -> OffloadMetadata {
+            .tcpSegmentation(segmentSize: size, headerLength: 66, checksumStart: 34, checksumOffset: 16)
+        }
+        #expect(failure(f, tso(1448)) == nil)
+        #expect(failure(f, tso(1460)) == .badOffloadMetadata, "1460 + 52 bytes of headers is 1512 bytes a frame")
+    }
 }
