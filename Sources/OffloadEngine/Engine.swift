@@ -463,6 +463,10 @@ public final class Engine<Port: Link & ~Copyable> {
             guard let flow = countedFlow, let h = entry else {
                 return drop(.noEntryToComplete)
             }
+            guard FlowKey(frame: buffer.bytes, port: ingressPort) == flow else {
+                countOut(h)
+                return drop(.notTheCountedFlow)
+            }
             switch table.kind(h) {
             case .deliver:
                 return completeLocalDelivery(buffer, flow: flow, entry: h, port: ingressPort, now: now)

@@ -6,6 +6,10 @@ public enum EngineDropReason: String, CaseIterable, Sendable, CustomStringConver
     case exceptionQueueFull = "exception-queue-full"
     case softwareDrop = "software-drop"
     case noEntryToComplete = "no-entry-to-complete"
+    /// A packet handed back to be completed with its flow's entry that is not a packet of
+    /// that flow (the software changed its headers, or gave back another frame): the entry's
+    /// rewrite and checksum deltas would be wrong for it.
+    case notTheCountedFlow = "not-the-counted-flow"
     case noSuchPort = "no-such-port"
     case transmitFailed = "transmit-failed"
     case auditFailed = "audit-failed"

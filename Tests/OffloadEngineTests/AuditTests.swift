@@ -167,6 +167,26 @@ final class AuditBench {
         let doNotUse = b.engine.table.doNotUse(h)
         #expect(doNotUse == (action == .toSoftware))
     }
+
+    /// The entry completes only its own flow's packets: its rewrite and checksum deltas were
+    /// made for that flow's headers. A frame of another flow, handed back on the first one's
+    /// count, is dropped with its reason, and the count still goes out.
+    @Test func completingAFrameOfAnotherFlowDrops() throws {
+        let b = AuditBench()
+        guard let item = b.classify(udpFrame()) else { Issue.record("no exception item"); return }
+        let itemKey = item.key
+        let key = try #require(itemKey)
+        b.engine.reinsertion.send(.install(key, AuditBench.forward))
+        // Another source port, and no UDP checksum to fix up: a sound frame, of another flow.
+        b.reinsert(item, mark: nil) { frame in frame[35] ^= 1; frame[40] = 0; frame[41] = 0 }
+        #expect(b.delivered() == 0)
+        #expect(b.engine.counters[drop: .notTheCountedFlow] == 1)
+        #expect(b.inSoftware() == 0 && b.engine.buffered == 0)
+        // The flow's entry is usable: its next packet takes the fast path.
+        try udpFrame().withUnsafeBytes { try b.source.transmit($0) }
+        #expect(b.delivered() == 1)
+        #expect(b.engine.counters.fastPath == 1)
+    }
 }
 
 /// A packet that is no flow's has nothing but its bytes to tie a mark to, so it gets none,
