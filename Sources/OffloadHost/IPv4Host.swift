@@ -36,6 +36,9 @@ public final class IPv4Host {
     public private(set) var echoReplies: [(identifier: UInt16, sequence: UInt16)] = []
     /// IP packets (without Ethernet header) waiting for their next hop to resolve.
     private var pending: [IPv4Address: [[UInt8]]] = [:]
+    /// A resolved neighbour answered from a new MAC address since `takeNeighborMove`: what
+    /// was built with the old one (an offloaded connection's headers) is stale.
+    private var neighborMoved = false
     /// Where outgoing frames are built: one frame at a time, allocated once.
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
     private var identification: UInt16 = 0
@@ -97,8 +100,10 @@ public final class IPv4Host {
         let arp: ARPRepr
         do { arp = try ARPRepr.parse(ARPPacket(checking: bytes)) } catch { return drop(.malformedARP) }
         let forUs = arp.targetProtocolAddress == address
-        if neighbors.learn(arp.senderProtocolAddress, is: arp.senderHardwareAddress, now: now, add: forUs) == .tableFull {
-            drop(.neighborTableFull)
+        switch neighbors.learn(arp.senderProtocolAddress, is: arp.senderHardwareAddress, now: now, add: forUs) {
+        case .tableFull: drop(.neighborTableFull)
+        case .moved: neighborMoved = true
+        case .recorded: break
         }
         if arp.operation == .reply { counters.arpRepliesReceived &+= 1 }
         if neighbors.lookup(arp.senderProtocolAddress, now: now) != nil {
@@ -231,6 +236,12 @@ public final class IPv4Host {
 
     /// The headers of the segments of a connection to `destination`, once its next hop is
     /// resolved (what the engine needs to send them itself).
+    /// Whether a neighbour moved since the last call (see `NeighborCache.Learned.moved`).
+    public func takeNeighborMove() -> Bool {
+        defer { neighborMoved = false }
+        return neighborMoved
+    }
+
     public func frameHeaders(to destination: IPv4Address, now: Instant) -> TCPFrameHeaders? {
         guard let hop = nextHop(destination), let mac = neighbors.lookup(hop, now: now) else { return nil }
         return TCPFrameHeaders(sourceMAC: hardwareAddress, destinationMAC: mac, source: address, destination: destination)

@@ -547,3 +547,62 @@ extension TCPOffloadTests {
                 "expired: \(w.a.engine.counters.expired), \(w.b.engine.counters.expired)")
     }
 }
+
+extension TCPOffloadTests {
+    /// The engine builds an offloaded connection's segments with the headers the host gave
+    /// it at offload. When the peer answers ARP from a new MAC address (a failover's
+    /// gratuitous ARP), the host tells the engine, and the connection's next segments go to
+    /// the new address. They went on to the old one, for as long as the connection lived.
+    @Test func anOffloadedConnectionFollowsItsPeersNewMAC() throws {
+        let moved = MACAddress.local(9)
+        var destinations: [MACAddress] = []
+        let w = try TwoEndpoints(seed: 4, observe: { frame, from in
+            // A's TCP segments that carry data: Ethernet, IPv4 (20 bytes), TCP longer than 20 bytes.
+            guard from == 0, frame.count > 54, frame[12] == 0x08, frame[13] == 0, frame[23] == 6,
+                  frame.count > 34 + Int(frame[46] >> 4) * 4 else { return }
+            destinations.append(MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]))
+        })
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 7)
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        var server: TCPSocket?
+        var sink = [UInt8](repeating: 0, count: 65_536)
+        var received = 0
+        w.sim.addProcess("applications") {
+            if server == nil { server = tb.accept(port: 7) }
+            guard let s = server else { return false }
+            let n = sink.withUnsafeMutableBytes { tb.read(s, into: $0) }
+            received += n
+            return n > 0
+        }
+        func send(_ bytes: Int) {
+            _ = ta.send(TxBuffer(copying: [UInt8](repeating: 1, count: bytes)), on: client)
+            w.sim.wake()
+            w.sim.run(until: w.sim.clock.now + .seconds(2))
+        }
+        w.sim.run(until: w.sim.clock.now + .seconds(5)) { !ta.isOffloaded(client) }
+        #expect(ta.isOffloaded(client))
+        send(10_000)
+        #expect(!destinations.isEmpty && destinations.allSatisfy { $0 == w.b.host.configuration.hardwareAddress })
+
+        // B's address moves to another machine's MAC: a gratuitous ARP reply from it, on
+        // the wire by B's port.
+        var arp = [UInt8](repeating: 0, count: 60)
+        arp.withUnsafeMutableBytes { raw in
+            EthernetRepr(destination: .broadcast, source: moved, etherType: .arp).emit(into: raw)
+            ARPRepr(operation: .reply, senderHardwareAddress: moved, senderProtocolAddress: w.b.host.address,
+                    targetHardwareAddress: .broadcast, targetProtocolAddress: w.b.host.address)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
+        }
+        try w.b.engine.withPort(0) { port in try arp.withUnsafeBytes { try port.transmit($0) } }
+        w.sim.wake()
+        w.sim.run(until: w.sim.clock.now + .milliseconds(100))
+        destinations.removeAll()
+        send(10_000)
+        #expect(ta.isOffloaded(client), "still the engine's connection")
+        #expect(w.a.engine.tcp.counters.payloadBytesSent >= 20_000, "the engine carried the data")
+        #expect(!destinations.isEmpty)
+        #expect(destinations.allSatisfy { $0 == moved }, "\(Set(destinations.map { "\($0)" }))")
+        #expect(received == 20_000)
+    }
+}

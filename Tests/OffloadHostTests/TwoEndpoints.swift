@@ -15,10 +15,12 @@ final class TwoEndpoints {
     /// `tso`: the wire carries offload metadata, so the engines send TSO super-segments of
     /// up to 64 KiB (delivered whole, as GRO would). `hostileCopies`: the wire is two wires
     /// with a relay between them that forwards every frame and, with this chance, sends a
-    /// mutated copy of it (`HostileFrames.mutate`) after it.
+    /// mutated copy of it (`HostileFrames.mutate`) after it. `observe`: the relay is there
+    /// too, and shows it each frame it forwards, with the side it came from (0: A, 1: B).
     init(seed: UInt64, impairments: Impairments = .none, offload: Bool = true, tso: Bool = false,
          tcp: TCPStack.Configuration = .init(), engine: Engine<MemoryLink>.Configuration = .init(),
-         hostileCopies: Double = 0, witness: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+         hostileCopies: Double = 0, witness: ((UnsafeRawBufferPointer) -> Void)? = nil,
+         observe: ((_ frame: [UInt8], _ from: Int) -> Void)? = nil) throws {
         let sim = Simulation(seed: seed)
         self.sim = sim
         var engine = engine
@@ -32,7 +34,7 @@ final class TwoEndpoints {
                             maxFrameSize: maxFrameSize, framesInFlight: tso ? 128 : 1024, carriesOffloadMetadata: tso)
         }
         let linkA: MemoryLink, linkB: MemoryLink
-        if hostileCopies > 0 {
+        if hostileCopies > 0 || observe != nil {
             let (a, relayA) = pair(seed), (relayB, b) = pair(seed &+ 1)
             (linkA, linkB) = (a, b)
             var ends = [relayA, relayB]
@@ -44,6 +46,7 @@ final class TwoEndpoints {
                     var frames: [([UInt8], OffloadMetadata)] = []
                     moved += (try? ends[from].receive(into: pool, max: 32) { frames.append((Array($0.bytes), $0.offload)) }) ?? 0
                     for (var frame, metadata) in frames {
+                        observe?(frame, from)
                         func send() {
                             try? frame.withUnsafeBytes { try ends[1 - from].transmit(header: $0, payloads: .none, metadata: metadata) }
                         }

@@ -188,6 +188,9 @@ extension Engine where Port: ~Copyable {
         case .upload(let host):
             guard let slot = tcp.byHost[host] else { return }
             uploadTCP(slot: slot, reason: .requested, now: now)
+        case .nextHop(let host, let mac):
+            guard let slot = tcp.byHost[host] else { return }
+            tcp.slots[Int(slot)]?.headers.destinationMAC = mac
         case .close(let host):
             guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection else { return }
             tcp.slots[Int(slot)]!.closing = true

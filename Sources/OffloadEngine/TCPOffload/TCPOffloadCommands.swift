@@ -16,6 +16,9 @@ public enum TCPOffloadCommand {
     case windowOpened(host: UInt32)
     /// Hand the connection back now (the host asks, or the application aborts).
     case upload(host: UInt32)
+    /// The connection's next hop answers at a new MAC address now (ARP said so, as after a
+    /// failover): its segments go there. Cached state (T2): the host's to change.
+    case nextHop(host: UInt32, MACAddress)
     /// The application closed: once the peer has acknowledged every queued byte, the
     /// connection comes back for its FIN and TIME_WAIT, which are the host's (T9).
     case close(host: UInt32)

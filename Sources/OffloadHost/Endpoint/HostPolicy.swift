@@ -78,6 +78,7 @@ public final class HostPolicy: SlowPathPolicy {
         host.receive(frame: UnsafeRawBufferPointer(frame), offload: .none, now: clock.now) { header, payload in
             originate(header, payload, send: send)
         }
+        if host.takeNeighborMove(), let offload { retargetOffloaded(offload) }
         return .consumed
     }
 
@@ -136,6 +137,17 @@ public final class HostPolicy: SlowPathPolicy {
                 offload.waiting.removeAll { if case .post(id, _) = $0 { true } else { false } }
                 tcp.offloadDidUpload(host: id, connection, forSegment: reason == .reset, now: clock.now)
             }
+        }
+    }
+
+    /// A neighbour answers from a new MAC address: the engine's connections to it (or
+    /// through it) send there from now on. Their headers were copied at offload, so the
+    /// engine learns of a move only from the host; a move is rare, so every offloaded
+    /// connection is told its next hop again.
+    private func retargetOffloaded(_ offload: Offload) {
+        for (id, key) in offload.keys.sorted(by: { $0.key < $1.key }) {
+            guard let headers = host.frameHeaders(to: key.source, now: clock.now) else { continue }
+            command(.nextHop(host: id, headers.destinationMAC), offload)
         }
     }
 
