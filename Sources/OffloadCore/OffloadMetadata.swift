@@ -58,3 +58,19 @@ extension OffloadMetadata {
         return true
     }
 }
+
+extension OffloadMetadata {
+    /// Whether an Ethernet + IPv4 `frame` with this metadata leaves a port of `mtu` as
+    /// frames of at most `mtu` bytes of IP packet: it is that small, or it is a TCP
+    /// super-frame whose segments (its headers, options included, and `segmentSize` bytes)
+    /// are.
+    @inlinable
+    public func fits(_ frame: UnsafeRawBufferPointer, mtu: Int) -> Bool {
+        if frame.count &- 14 <= mtu { return true }
+        guard case .tcpSegmentation(let segmentSize, _, _, _) = self, frame.count > 14 else { return false }
+        let ipHeader = Int(frame[14] & 0x0f) &<< 2
+        guard 14 + ipHeader + 12 < frame.count else { return false }
+        let tcpHeader = Int(frame[14 + ipHeader + 12] >> 4) &<< 2
+        return ipHeader + tcpHeader + Int(segmentSize) <= mtu
+    }
+}

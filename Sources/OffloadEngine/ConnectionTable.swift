@@ -232,6 +232,9 @@ public struct ConnectionTable: ~Copyable {
     @inlinable @inline(__always)
     func slot(justFound h: EntryHandle) -> UnsafeMutablePointer<FlowEntry> { slots + h.index }
 
+    /// The handle of a slot `slot(justFound:)` gave.
+    func handle(of slot: UnsafeMutablePointer<FlowEntry>) -> EntryHandle { EntryHandle(slot: slot - slots) }
+
     /// A copy of the entry (its key, action, flags), e.g. to apply its rewrite.
     @inlinable @inline(__always) public func entry(_ h: EntryHandle) -> FlowEntry { entry(at: h).pointee }
 

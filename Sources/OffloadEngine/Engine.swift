@@ -88,6 +88,8 @@ public final class Engine<Port: Link & ~Copyable> {
     /// super-segments it cuts up itself (TSO).
     let portTakesPartialChecksums: [Bool]
     let portSegmentsTCP: [Bool]
+    /// Per port: the largest IPv4 packet it sends as one frame (`LinkCapabilities.mtu`).
+    private let portMTU: UnsafeMutablePointer<Int>
     /// The offloaded TCP connections (seed 003), and their events to the host.
     public let tcp: TCPOffloadTable
     /// Offloaded connections' entries (and their slots) that idled out in this poll's expiry scan.
@@ -132,8 +134,9 @@ public final class Engine<Port: Link & ~Copyable> {
         translationNotices = notices
         table = ConnectionTable(capacity: configuration.tableCapacity, hashSeed: configuration.tableHashSeed,
                                 translationNotices: notices)
-        reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, mtu: configuration.mtu, clock: clock,
-                                       translationNotices: notices, log: log)
+        let mtus = (0..<portCount).map { ports[$0].capabilities.mtu }
+        reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, mtu: configuration.mtu,
+                                       portMTU: mtus, clock: clock, translationNotices: notices, log: log)
         marks = AuditMarkBook(capacity: 4 * configuration.queueCapacity, seed: configuration.markSeed)
         compatibility = CompatibilityTest(mtu: configuration.mtu)
         let queueCapacity = exceptions.capacity
@@ -145,11 +148,14 @@ public final class Engine<Port: Link & ~Copyable> {
         self.portCount = 0 + portCount
         portTakesPartialChecksums = (0..<portCount).map { ports[$0].capabilities.partialChecksums }
         portSegmentsTCP = (0..<portCount).map { ports[$0].capabilities.tcpSegmentation }
+        portMTU = .allocate(capacity: portCount)
+        portMTU.initialize(from: mtus, count: portCount)
     }
 
     deinit {
         ports.deinitialize(count: portCount)
         ports.deallocate()
+        portMTU.deallocate()
         burst.deallocate()
         burstKeys.deallocate()
         burstHomes.deallocate()
@@ -320,6 +326,11 @@ public final class Engine<Port: Link & ~Copyable> {
     @inline(__always)
     private func fastForward(_ buffer: consuming PacketBuffer, entry e: UnsafeMutablePointer<FlowEntry>, key: FlowKey,
                              port: UInt16, now: Instant) {
+        let out = Int(e.pointee.outputPort)
+        if buffer.count &- Self.ethernetHeader > (out < portCount ? portMTU[out] : .max),
+           !buffer.offload.fits(buffer.bytes, mtu: portMTU[out]) {
+            return tooBig(buffer, entry: e, key: key, port: port)
+        }
         let partialL4 = buffer.offload.hasPartialChecksum
         // The key was read from this frame: it is unfragmented IPv4 with its whole header.
         let frame = buffer.mutableBytes, base = frame.baseAddress.unsafelyUnwrapped
@@ -337,6 +348,19 @@ public final class Engine<Port: Link & ~Copyable> {
         case .fragment, .notApplicable:
             toSoftware(buffer, port: port, reason: .notAFlow, counted: nil, key: key)
         }
+    }
+
+    /// A packet larger than its output port's MTU goes to the software, which answers it
+    /// or fragments it. It holds its flow's count, and the entry waits for it (do-not-use,
+    /// with the guard on), so the flow's later packets do not overtake its fragments.
+    @inline(never)
+    private func tooBig(_ buffer: consuming PacketBuffer, entry e: UnsafeMutablePointer<FlowEntry>, key: FlowKey,
+                        port: UInt16) {
+        guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
+        let h = table.handle(of: e)
+        _ = table.incrementInSoftware(h)
+        if configuration.orderGuard { table.setDoNotUse(h) }
+        toSoftware(buffer, port: port, reason: .tooBig, counted: key, key: key)
     }
 
     /// B9: a RST ends the flow's entry now; a FIN marks it closing, and it idles out after
@@ -587,6 +611,7 @@ public final class Engine<Port: Link & ~Copyable> {
         return flagsAt < frame.count ? frame[flagsAt] & (fin | syn | rst) : 0
     }
 
+    private static var ethernetHeader: Int { 14 }
     private static var fin: UInt8 { 0x01 }
     private static var syn: UInt8 { 0x02 }
     private static var rst: UInt8 { 0x04 }

@@ -14,6 +14,10 @@ public enum ExceptionReason: UInt8, Sendable, CaseIterable {
     case timeToLiveExceeded
     /// The entry delivers to a local connection: the host software's.
     case localDelivery
+    /// Larger than its output port's MTU (a TCP super-frame: its segments are): the
+    /// software sends "fragmentation needed" (DF set) or fragments it. It holds its flow's
+    /// count, so the flow's later packets do not overtake its fragments.
+    case tooBig
 }
 
 /// A packet on its way from the engine to the software (the exception queue).

@@ -20,10 +20,14 @@ public final class ReinsertionQueue {
     /// The engine's announcements of translating entries (nil unless it makes them): the
     /// software that sends on this queue reads them, so the two cannot be wired apart.
     public let translationNotices: SPSCRing<TranslationNotice>?
+    /// Per engine port: the largest IPv4 packet it sends as one frame. What the software
+    /// forwards must fit, or be answered ("fragmentation needed") or fragmented.
+    public let portMTU: [Int]
 
-    init(ring: SPSCRing<SoftwareMessage>, audit: AuditSwitch, mtu: Int, clock: any Clock,
+    init(ring: SPSCRing<SoftwareMessage>, audit: AuditSwitch, mtu: Int, portMTU: [Int] = [], clock: any Clock,
          translationNotices: SPSCRing<TranslationNotice>? = nil, log: @escaping (String) -> Void = { print($0) }) {
         self.ring = ring
+        self.portMTU = portMTU
         self.translationNotices = translationNotices
         self.audit = audit
         test = CompatibilityTest(mtu: mtu)

@@ -112,14 +112,19 @@ public struct LinkCapabilities: Sendable, Equatable {
     public var readinessDescriptor: Int32?
     /// The link's own hardware address, where it has one.
     public var address: MACAddress?
+    /// The largest IPv4 packet the link sends as one frame: its interface's MTU (a TCP
+    /// super-frame may be larger; each segment it is cut into may not). By default, what
+    /// fits `maxFrameSize` behind an Ethernet header.
+    public var mtu: Int
 
     public init(maxFrameSize: Int, partialChecksums: Bool = false, tcpSegmentation: Bool = false,
-                readinessDescriptor: Int32? = nil, address: MACAddress? = nil) {
+                readinessDescriptor: Int32? = nil, address: MACAddress? = nil, mtu: Int? = nil) {
         self.maxFrameSize = maxFrameSize
         self.partialChecksums = partialChecksums
         self.tcpSegmentation = tcpSegmentation
         self.readinessDescriptor = readinessDescriptor
         self.address = address
+        self.mtu = mtu ?? maxFrameSize - 14
     }
 }
 

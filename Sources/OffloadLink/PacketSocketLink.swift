@@ -60,8 +60,9 @@ public struct PacketSocketLink: ~Copyable, Link {
             if code == EPERM || code == EACCES { subject += " (needs CAP_NET_RAW)" }
             throw SystemCall.error("open packet socket", code, subject)
         }
-        let mtu = offload_interface_mtu(interface)
-        let plainMax = (mtu > 0 ? Int(mtu) : 1500) + 18
+        let read = offload_interface_mtu(interface)
+        let mtu = read > 0 ? Int(read) : 1500
+        let plainMax = mtu + 18
         let maxFrame = virtioNetHeader ? 65536 + 14 : plainMax
         self.interface = interface
         self.interfaceIndex = index
@@ -72,7 +73,8 @@ public struct PacketSocketLink: ~Copyable, Link {
             partialChecksums: virtioNetHeader,
             tcpSegmentation: virtioNetHeader,
             readinessDescriptor: fd,
-            address: SystemCall.hardwareAddress(interface: interface))
+            address: SystemCall.hardwareAddress(interface: interface),
+            mtu: mtu)
         // Without the header a veth may still hand over GSO super-frames; those that do not
         // fit are counted as truncated.
         minimumReceiveSpace = maxFrame

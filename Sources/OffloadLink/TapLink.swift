@@ -69,12 +69,15 @@ public struct TapLink: ~Copyable, Link {
         }
         self.name = hardware
         self.mode = mode
+        // A new TAP's MTU is the kernel's default (1500), unless it was there before, set up.
+        let mtu = offload_interface_mtu(hardware)
         self.capabilities = LinkCapabilities(
             maxFrameSize: Self.maxFrameSize(mode),
             partialChecksums: mode == .virtioNetHeader,
             tcpSegmentation: mode == .virtioNetHeader,
             readinessDescriptor: fd,
-            address: rc == 0 ? MACAddress(raw.0, raw.1, raw.2, raw.3, raw.4, raw.5) : nil)
+            address: rc == 0 ? MACAddress(raw.0, raw.1, raw.2, raw.3, raw.4, raw.5) : nil,
+            mtu: mtu > 0 ? Int(mtu) : 1500)
         io = FrameIO(descriptor: fd, source: .device, virtioNetHeader: mode == .virtioNetHeader)
     }
 

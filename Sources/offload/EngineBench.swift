@@ -24,7 +24,7 @@ struct EngineBench {
         config.expiryBudget = 0
         configure(&config)
         let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: clock,
-                                                   maxFrameSize: 128, framesInFlight: 256)
+                                                   maxFrameSize: { _ in 128 }, framesInFlight: 256)
         self.engine = engine
         source = wires[0]
         sink = wires[1]

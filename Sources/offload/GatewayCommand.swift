@@ -221,7 +221,7 @@ struct GatewayCommand: ParsableCommand {
         let software = MetricsSnapshot.Section(
             "software", [("packets handled", slowPath.processed), ("answered", slowPath.answered),
                          ("ICMP errors sent", slowPath.icmpErrorsSent), ("frames originated", slowPath.originated),
-                         ("held", UInt64(slowPath.heldCount))]
+                         ("packets fragmented", slowPath.fragmented), ("held", UInt64(slowPath.heldCount))]
                 + slowPath.dropped.sorted { $0.key < $1.key }.map { ("dropped: \($0.key)", $0.value) }
                 + policy.counters.rows + [("NAT mappings", UInt64(policy.nat?.count ?? 0)),
                                           ("NAT mappings released", policy.nat?.released ?? 0)],

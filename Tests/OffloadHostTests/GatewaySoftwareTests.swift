@@ -29,12 +29,15 @@ final class GatewayWorld {
     /// The server stays silent (a host that is gone) when set.
     var serverSilent = false
 
-    init(seed: UInt64 = 1, audit: Bool = false, orderGuard: Bool = true, processing: SlowPath.Processing = .partial) throws {
+    /// `outsideMTU`: the server's link takes smaller packets than the client's (2034 bytes).
+    init(seed: UInt64 = 1, audit: Bool = false, orderGuard: Bool = true, processing: SlowPath.Processing = .partial,
+         outsideMTU: Int = 2034) throws {
         sim = Simulation(seed: seed)
         var config = Engine<MemoryLink>.Configuration()
         config.audit = AuditSwitch(audit)
         config.orderGuard = orderGuard
-        let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: sim.clock, seed: seed)
+        let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: sim.clock, seed: seed,
+                                                   maxFrameSize: { $0 == 1 ? outsideMTU + 14 : 2048 })
         self.engine = engine
         clientWire = wires[0]
         serverWire = wires[1]
@@ -101,16 +104,19 @@ final class GatewayWorld {
     }
 
     /// A UDP datagram from the client (from its address unless `source` is given) to
-    /// `destination` with the given TTL, sent now.
+    /// `destination` with the given TTL, sent now: `length` bytes of payload, the first
+    /// `payload`, the rest counting up from 1.
     func sendUDP(to destination: IPv4Address, from source: IPv4Address = clientIP, ttl: UInt8 = 64,
-                 sourcePort: UInt16 = 40000, payload: UInt8 = 0) {
-        var frame = [UInt8](repeating: 0, count: 14 + 20 + 8 + 16)
+                 sourcePort: UInt16 = 40000, payload: UInt8 = 0, length: Int = 16, dontFragment: Bool = true) {
+        var frame = [UInt8](repeating: 0, count: 14 + 20 + 8 + length)
         frame.withUnsafeMutableBytes { raw in
             EthernetRepr(destination: Self.insideMAC, source: client.hardwareAddress, etherType: .ipv4).emit(into: raw)
-            IPv4Repr(source: source, destination: destination, protocol: .udp, payloadLength: 24, timeToLive: ttl)
+            IPv4Repr(source: source, destination: destination, protocol: .udp, payloadLength: 8 + length, timeToLive: ttl,
+                     identification: 0x4242, dontFragment: dontFragment)
                 .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
+            for i in 1..<length { raw[42 + i] = UInt8(truncatingIfNeeded: i) }
             raw[42] = payload
-            UDPRepr(sourcePort: sourcePort, destinationPort: 9, payloadLength: 16)
+            UDPRepr(sourcePort: sourcePort, destinationPort: 9, payloadLength: length)
                 .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[34...]), source: source,
                       destination: destination, checksums: .verify)
         }

@@ -11,8 +11,9 @@ enum ICMPErrorFrame {
     /// about it, from `interface` back to the frame's sender (its Ethernet source: the
     /// neighbour it came from). False, with the buffer unchanged, where no error may be sent:
     /// about an ICMP error, a fragment other than the first, a packet to a broadcast or
-    /// multicast address, or from an address that is not one host's.
-    static func rewrite(_ buffer: inout PacketBuffer, type: UInt8, code: UInt8,
+    /// multicast address, or from an address that is not one host's. `nextHopMTU` goes in
+    /// a "fragmentation needed" message's low 16 bits of the otherwise unused word (RFC 1191).
+    static func rewrite(_ buffer: inout PacketBuffer, type: UInt8, code: UInt8, nextHopMTU: UInt16 = 0,
                         from interface: SoftwareInterface) -> Bool {
         let start = EthernetFrame.headerLength
         guard let ethernet = try? EthernetFrame(checking: buffer.bytes), ethernet.etherType == .ipv4,
@@ -46,7 +47,7 @@ enum ICMPErrorFrame {
         message[0] = type
         message[1] = code
         message.set16(2, 0)  // checksum, computed below
-        message.set32(4, 0)  // unused (RFC 792)
+        message.set32(4, UInt32(nextHopMTU))  // unused (RFC 792), but for the next hop's MTU
         message.set16(2, InternetChecksum.checksum(UnsafeRawBufferPointer(message)))
         IPv4Repr(source: interface.address, destination: source, protocol: .icmp, payloadLength: message.count,
                  dontFragment: false)

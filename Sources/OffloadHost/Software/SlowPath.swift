@@ -39,6 +39,9 @@ public final class SlowPath {
     public private(set) var icmpErrorsSent: UInt64 = 0
     public private(set) var answered: UInt64 = 0
     public private(set) var originated: UInt64 = 0
+    /// Packets sent on as fragments (each fragment is also one `originated`).
+    public private(set) var fragmented: UInt64 = 0
+    private var fragmentBuffers: BufferPool?
     /// A model knob: time the software thread spends on each new flow's decision, as a slower
     /// host or a large rule set would (0 by default). Only for a slow path on its own thread.
     public var decisionDelayMicroseconds: UInt32 = 0
@@ -150,8 +153,8 @@ public final class SlowPath {
 
     /// Sends a frame of the software's own, if there is room and memory for it (an ARP
     /// request that finds neither is sent again by the policy's retry).
-    private func originate(port: UInt16, fill: (UnsafeMutableRawBufferPointer) -> Int) {
-        guard queue.room >= 3, var buffer = ownPool.take() else {
+    private func originate(port: UInt16, from pool: BufferPool? = nil, fill: (UnsafeMutableRawBufferPointer) -> Int) {
+        guard queue.room >= 3, var buffer = (pool ?? ownPool).take() else {
             dropped["no-room-to-originate", default: 0] += 1
             return
         }
@@ -173,7 +176,7 @@ public final class SlowPath {
             return answerLocally(item)
         }
         switch reason {
-        case .miss, .doNotUse, .tableFull:
+        case .miss, .doNotUse, .tableFull, .tooBig:
             break
         case .localDelivery:
             return answerLocally(item)
@@ -189,7 +192,7 @@ public final class SlowPath {
         var decidedNow = false
         // A flow the table had no room for is decided again for each packet: the policy
         // sees that it is still in use (a NAT keeps its mapping).
-        if reason == .doNotUse, let known = actions[key] {
+        if reason == .doNotUse || reason == .tooBig, let known = actions[key] {
             action = known
         } else {
             decidedNow = true
@@ -270,6 +273,10 @@ public final class SlowPath {
             // RFC 1812: a packet whose TTL would reach 0 is not forwarded.
             return timeExceeded(item)
         }
+        let out = Int(forward.outputPort)
+        if out < queue.portMTU.count, !item.buffer.offload.fits(frame, mtu: queue.portMTU[out]) {
+            return tooBig(item, key: key, forward, mtu: queue.portMTU[out])
+        }
         let origin = Origin(item)
         if processing == .partial, origin.countedFlow != nil {
             return send(origin.reinsertion(item.buffer, .complete))
@@ -280,6 +287,54 @@ public final class SlowPath {
         }
         send(origin.reinsertion(item.buffer, .transmit(port: forward.outputPort)))
     }
+
+    /// A packet larger than its output port's MTU (RFC 1812 §4.2.2.7 and §5.2.6): with DF
+    /// set, answered with "fragmentation needed" and the next hop's MTU (RFC 1191), which is
+    /// how its sender learns the path's MTU; without, sent as fragments, in order, before
+    /// the packet's count goes back to the engine (so the flow's later packets follow them).
+    private func tooBig(_ item: consuming ExceptionItem, key: FlowKey, _ forward: FlowAction.Forward, mtu: Int) {
+        if item.buffer.bytes[20] & 0x40 != 0 {
+            return sendICMPError(item, type: ICMPv4Packet.MessageType.destinationUnreachable, code: 4,
+                                 reason: "fragmentation-needed", nextHopMTU: UInt16(clamping: mtu))
+        }
+        // A TCP super-frame comes with DF set from every stack that makes them.
+        if case .tcpSegmentation = item.buffer.offload { return reinsertDrop(item, "too-big-super-frame") }
+        // Fragments carry a whole transport checksum; then the entry's rewrite, as for any.
+        if let (start, offset) = item.buffer.offload.partialChecksumLocation {
+            OffloadMetadata.finishChecksum(in: item.buffer.mutableBytes, start: start, offset: offset)
+            item.buffer.offload = .none
+        }
+        guard SlowPath.rewrite(item.buffer.mutableBytes, forward, key: key, partialL4: false) else {
+            return reinsertDrop(item, "not-rewritable")
+        }
+        guard let fragments = IPv4Fragmentation(frame: item.buffer.bytes, mtu: mtu) else {
+            return reinsertDrop(item, "not-fragmentable")
+        }
+        let pool = fragmentPool()
+        if pool.available < fragments.pieces.count { _ = pool.reclaim() }
+        guard fragments.pieces.count <= min(queue.room - SlowPath.messagesPerPacket, pool.available) else {
+            return reinsertDrop(item, "no-room-to-fragment")
+        }
+        for i in fragments.pieces.indices {
+            originate(port: forward.outputPort, from: pool) { fragments.write(i, into: $0) }
+        }
+        fragmented &+= 1
+        let origin = Origin(item)
+        send(origin.reinsertion(item.buffer, .consumed))
+    }
+
+    /// Buffers for fragments, made at the first packet that needs them: as large as the
+    /// largest MTU of the engine's ports.
+    private func fragmentPool() -> BufferPool {
+        if let pool = fragmentBuffers { return pool }
+        let size = EthernetFrame.headerLength + min(queue.portMTU.max() ?? 1500, 65_535)
+        let pool = BufferPool(count: SlowPath.fragmentBufferCount, bufferSize: size, headroom: 0)
+        fragmentBuffers = pool
+        return pool
+    }
+
+    /// Enough for a 64 KiB packet into a 1500-byte MTU.
+    static let fragmentBufferCount = 64
 
     // MARK: Answers and errors
 
@@ -326,11 +381,12 @@ public final class SlowPath {
 
     /// Turns the packet into an ICMP error back to its sender (the packet itself is dropped,
     /// under `reason`), or just drops it where no error may be sent.
-    private func sendICMPError(_ item: consuming ExceptionItem, type: UInt8, code: UInt8, reason: String) {
+    private func sendICMPError(_ item: consuming ExceptionItem, type: UInt8, code: UInt8, reason: String,
+                               nextHopMTU: UInt16 = 0) {
         dropped[reason, default: 0] += 1
         let port = item.ingressPort
         guard let interface = policy.icmpErrorSource(port: port),
-              ICMPErrorFrame.rewrite(&item.buffer, type: type, code: code, from: interface) else {
+              ICMPErrorFrame.rewrite(&item.buffer, type: type, code: code, nextHopMTU: nextHopMTU, from: interface) else {
             let origin = Origin(item)
             return send(origin.reinsertion(item.buffer, .drop))
         }
