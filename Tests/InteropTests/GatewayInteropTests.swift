@@ -232,6 +232,58 @@ extension GatewayInteropTests {
         #expect(failed == 0, "the engine's sends that failed: \(output)")
     }
 
+    /// The server's link takes 1400-byte packets, the client's 1500. Linux's ping, with DF
+    /// clear, gets its 1478-byte echoes through as the gateway's fragments (the server
+    /// reassembles them; its replies come back as its own fragments); with DF set, it gets
+    /// "fragmentation needed" with the next hop's MTU, and the client's kernel then keeps
+    /// 1400 as the path's MTU (path MTU discovery, RFC 1191). Before, the gateway sent such
+    /// packets to a link that refused them: the pings were lost without a word.
+    @Test("Packets too big for the next hop: fragments without DF, fragmentation needed with it",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func packetsTooBigForTheNextHop() throws {
+        guard Root.check() else { return }
+        let client = NetworkNamespace(prefix: "ogp")
+        var server = NetworkNamespace(prefix: "ogq")
+        let tap = client.interfaceName("ogp"), ours = server.interfaceName("ogw"), theirs = server.interfaceName("ogq")
+        defer {
+            Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
+            client.tearDown()
+            server.tearDown()
+        }
+        server.addVeth(ours: ours, theirs: theirs, address: "10.77.36.2/24")
+        Shell.must("ip link set \(ours) mtu 1400")
+        server.must("ip link set \(theirs) mtu 1400")
+        let gateway = Shell.start("exec \(GatewayNamespaces.offloadBinary) gateway --port tap:\(tap)=10.77.35.1/24 "
+                                  + "--port afpacket:\(ours)=10.77.36.1/24 --nat-outside \(ours) --stats 0 --duration 60",
+                                  timeout: 70)
+        guard Shell.waitForInterfaces([tap]) else {
+            Issue.record("the gateway did not start: \(gateway.finish().output)")
+            return
+        }
+        Shell.must("ip link set \(tap) netns \(client.name)")
+        client.must("ip addr add 10.77.35.2/24 dev \(tap)")
+        client.must("ip link set \(tap) up")
+        client.must("ip route add default via 10.77.35.1")
+
+        let fragmented = client.run("ping -c 3 -i 0.2 -W 2 -M dont -s 1450 10.77.36.2", timeout: 15)
+        #expect(fragmented.output.contains("3 received"), "ping without DF: \(fragmented.output)")
+        let refused = client.run("ping -c 2 -i 0.2 -W 2 -M do -s 1472 10.77.36.2", timeout: 15)
+        #expect(!refused.succeeded)
+        #expect(refused.output.contains("mtu = 1400") || refused.output.contains("mtu=1400"),
+                "ping with DF: \(refused.output)")
+        let route = client.run("ip route get 10.77.36.2")
+        #expect(route.output.contains("mtu 1400"), "the client's kernel learned the path's MTU: \(route.output)")
+
+        Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
+        let output = gateway.finish().output
+        func counter(_ name: String) -> Int? {
+            output.split(separator: "\n").first { $0.contains(name) }.flatMap { Int($0.split(separator: " ").last ?? "") }
+        }
+        #expect((counter("packets fragmented") ?? 0) >= 3, "\(output)")
+        #expect((counter("dropped: fragmentation-needed") ?? 0) >= 1, "\(output)")
+        #expect(counter("dropped: transmit-failed") == 0, "\(output)")
+    }
+
     /// `--tcp-idle` and `--udp-idle` reach the engine's table (the gateway says what it runs with).
     @Test("The idle timeouts are the gateway's to set", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func idleTimeoutsAreSet() throws {

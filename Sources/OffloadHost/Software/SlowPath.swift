@@ -42,6 +42,11 @@ public final class SlowPath {
     /// Packets sent on as fragments (each fragment is also one `originated`).
     public private(set) var fragmented: UInt64 = 0
     private var fragmentBuffers: BufferPool?
+    /// The smallest MTU of the engine's ports: a frame within it fits any.
+    private let smallestMTU: Int
+    /// The first bytes of a packet the policy answers, as it came (see `answerLocally`):
+    /// what "fragmentation needed" quotes.
+    private let asReceived: UnsafeMutableRawBufferPointer
     /// A model knob: time the software thread spends on each new flow's decision, as a slower
     /// host or a large rule set would (0 by default). Only for a slow path on its own thread.
     public var decisionDelayMicroseconds: UInt32 = 0
@@ -59,8 +64,12 @@ public final class SlowPath {
         self.policy = policy
         held = HeldPackets(capacity: heldCapacity)
         ownPool = BufferPool(count: ownFrames.count, bufferSize: ownFrames.size, headroom: 0)
+        smallestMTU = reinsertion.portMTU.min() ?? .max
+        asReceived = .allocate(byteCount: EthernetFrame.headerLength + 576, alignment: 16)
         if reinsertion.translationNotices != nil { policy.translationsWillBeAnnounced() }
     }
+
+    deinit { asReceived.deallocate() }
 
     /// Frames the software can originate now: room in the queue (beyond what a packet in
     /// hand may need) and buffers of its own (taking back those the engine has sent).
@@ -273,9 +282,8 @@ public final class SlowPath {
             // RFC 1812: a packet whose TTL would reach 0 is not forwarded.
             return timeExceeded(item)
         }
-        let out = Int(forward.outputPort)
-        if out < queue.portMTU.count, !item.buffer.offload.fits(frame, mtu: queue.portMTU[out]) {
-            return tooBig(item, key: key, forward, mtu: queue.portMTU[out])
+        if let mtu = exceededMTU(frame, item.buffer.offload, port: forward.outputPort) {
+            return tooBig(item, key: key, forward, mtu: mtu)
         }
         let origin = Origin(item)
         if processing == .partial, origin.countedFlow != nil {
@@ -288,18 +296,15 @@ public final class SlowPath {
         send(origin.reinsertion(item.buffer, .transmit(port: forward.outputPort)))
     }
 
-    /// A packet larger than its output port's MTU (RFC 1812 §4.2.2.7 and §5.2.6): with DF
-    /// set, answered with "fragmentation needed" and the next hop's MTU (RFC 1191), which is
-    /// how its sender learns the path's MTU; without, sent as fragments, in order, before
-    /// the packet's count goes back to the engine (so the flow's later packets follow them).
+    /// A packet larger than its output port's MTU (RFC 1812 §4.2.2.7 and §5.2.6), which the
+    /// entry for `key` forwards: with DF set, answered with "fragmentation needed" and the
+    /// next hop's MTU (RFC 1191), which is how its sender learns the path's MTU; without,
+    /// rewritten as any packet of the flow and sent on in fragments.
     private func tooBig(_ item: consuming ExceptionItem, key: FlowKey, _ forward: FlowAction.Forward, mtu: Int) {
-        if item.buffer.bytes[20] & 0x40 != 0 {
-            return sendICMPError(item, type: ICMPv4Packet.MessageType.destinationUnreachable, code: 4,
-                                 reason: "fragmentation-needed", nextHopMTU: UInt16(clamping: mtu))
-        }
+        if item.buffer.bytes[20] & 0x40 != 0 { return fragmentationNeeded(item, mtu: mtu) }
         // A TCP super-frame comes with DF set from every stack that makes them.
         if case .tcpSegmentation = item.buffer.offload { return reinsertDrop(item, "too-big-super-frame") }
-        // Fragments carry a whole transport checksum; then the entry's rewrite, as for any.
+        // Fragments carry a whole transport checksum.
         if let (start, offset) = item.buffer.offload.partialChecksumLocation {
             OffloadMetadata.finishChecksum(in: item.buffer.mutableBytes, start: start, offset: offset)
             item.buffer.offload = .none
@@ -307,6 +312,17 @@ public final class SlowPath {
         guard SlowPath.rewrite(item.buffer.mutableBytes, forward, key: key, partialL4: false) else {
             return reinsertDrop(item, "not-rewritable")
         }
+        sendFragments(item, port: forward.outputPort, mtu: mtu)
+    }
+
+    private func fragmentationNeeded(_ item: consuming ExceptionItem, mtu: Int) {
+        sendICMPError(item, type: ICMPv4Packet.MessageType.destinationUnreachable, code: 4,
+                      reason: "fragmentation-needed", nextHopMTU: UInt16(clamping: mtu))
+    }
+
+    /// Sends the packet in hand (whole, rewritten for its next hop) as RFC 791 fragments,
+    /// in order, then its count back to the engine: the flow's later packets follow them.
+    private func sendFragments(_ item: consuming ExceptionItem, port: UInt16, mtu: Int) {
         guard let fragments = IPv4Fragmentation(frame: item.buffer.bytes, mtu: mtu) else {
             return reinsertDrop(item, "not-fragmentable")
         }
@@ -316,11 +332,18 @@ public final class SlowPath {
             return reinsertDrop(item, "no-room-to-fragment")
         }
         for i in fragments.pieces.indices {
-            originate(port: forward.outputPort, from: pool) { fragments.write(i, into: $0) }
+            originate(port: port, from: pool) { fragments.write(i, into: $0) }
         }
         fragmented &+= 1
         let origin = Origin(item)
         send(origin.reinsertion(item.buffer, .consumed))
+    }
+
+    /// The MTU of `port` when `frame` does not fit it (nil: it fits, or the port is unknown).
+    private func exceededMTU(_ frame: UnsafeRawBufferPointer, _ metadata: OffloadMetadata, port: UInt16) -> Int? {
+        guard Int(port) < queue.portMTU.count else { return nil }
+        let mtu = queue.portMTU[Int(port)]
+        return metadata.fits(frame, mtu: mtu) ? nil : mtu
     }
 
     /// Buffers for fragments, made at the first packet that needs them: as large as the
@@ -345,6 +368,12 @@ public final class SlowPath {
             item.buffer.offload = .none
         }
         let frame = item.buffer.mutableBytes, ingressPort = item.ingressPort
+        // The policy translates what it forwards in place (NAT of ICMP queries, fragments):
+        // a packet that may be too big for where it goes is kept as it came, for the quote of
+        // "fragmentation needed" to its sender.
+        let mayBeTooBig = frame.count - EthernetFrame.headerLength > smallestMTU
+        let kept = min(frame.count, asReceived.count)
+        if mayBeTooBig { asReceived.copyMemory(from: UnsafeRawBufferPointer(rebasing: frame[..<kept])) }
         let answer = withOriginate { policy.answer(frame, ingressPort: ingressPort, send: $0) }
         // Asked here, where an ARP packet may have moved a neighbour, so the packets after it
         // already use the new address (and the packet in hand left room for the message).
@@ -352,8 +381,13 @@ public final class SlowPath {
         switch answer {
         case .send(let port):
             answered &+= 1
-            let origin = Origin(item)
             item.buffer.offload = .none
+            if mayBeTooBig, let mtu = exceededMTU(item.buffer.bytes, .none, port: port) {
+                guard item.buffer.bytes[20] & 0x40 != 0 else { return sendFragments(item, port: port, mtu: mtu) }
+                item.buffer.mutableBytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: asReceived[..<kept]))
+                return fragmentationNeeded(item, mtu: mtu)
+            }
+            let origin = Origin(item)
             send(origin.reinsertion(item.buffer, .transmit(port: port)))
         case .consumed:
             answered &+= 1
