@@ -14,6 +14,20 @@ import Glibc
 struct PacketSocketLinkTests {
     static let ourMAC = MACAddress(0x02, 0x77, 0x00, 0x00, 0x02, 0x02)
 
+    /// A UDP receiver on 10.77.2.1:`port` in the namespace, ready when this returns. The
+    /// function it returns waits for it to end (after `count` datagrams, or 2 s without
+    /// one) and gives the number in the first two bytes of each datagram, in arrival order.
+    static func numberedDatagrams(in namespace: borrowing NetworkNamespace, port: UInt16, count: Int) -> () -> [Int] {
+        let receiver = namespace.start("python3 -c 'import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                                       + "s.bind((\"10.77.2.1\", \(port))); s.settimeout(2); got = []\n"
+                                       + "try:\n    while len(got) < \(count): got.append(int.from_bytes(s.recv(2048)[:2], \"big\"))\n"
+                                       + "except OSError: pass\nprint(\" \".join(map(str, got)))'", timeout: 10)
+        namespace.waitForSocket(port: Int(port), seconds: 5)
+        return {
+            receiver.finish().output.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+    }
+
     /// Creates the pair; returns (our end, the peer's name in the namespace).
     static func vethPair(_ namespace: inout NetworkNamespace) -> (String, String) {
         let ours = namespace.interfaceName("lva")
@@ -151,11 +165,7 @@ struct PacketSocketLinkTests {
                                           kernelIP: "10.77.2.1", ourIP: "10.77.2.2", ourMAC: Self.ourMAC)
         guard let kernelMAC else { return }
         let count = 102, port: UInt16 = 5580
-        let receiver = namespace.start("python3 -c 'import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                                       + "s.bind((\"10.77.2.1\", \(port))); s.settimeout(2); got = []\n"
-                                       + "try:\n    while len(got) < \(count): got.append(int.from_bytes(s.recv(2048)[:2], \"big\"))\n"
-                                       + "except OSError: pass\nprint(\" \".join(map(str, got)))'", timeout: 10)
-        namespace.waitForSocket(port: Int(port), seconds: 5)
+        let received = Self.numberedDatagrams(in: namespace, port: port, count: count)
         // Datagram i carries i in its first two bytes; odd ones leave with a partial checksum,
         // which a link without the virtio-net header finishes in its copy.
         func send(_ i: Int, gathered: Bool = false) throws {
@@ -187,7 +197,7 @@ struct PacketSocketLinkTests {
         try send(101)
         #expect(link.counters.framesTransmitted == before + 102, "outside a batch a frame leaves at once")
         #expect(link.counters.drops.sendRefused == 0)
-        let got = receiver.finish().output.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let got = received()
         #expect(got == Array(0..<count), "\(got.count) datagrams: \(got.prefix(12))")
     }
 
@@ -237,11 +247,7 @@ struct PacketSocketLinkTests {
                                           kernelIP: "10.77.2.1", ourIP: "10.77.2.2", ourMAC: Self.ourMAC)
         guard let kernelMAC else { return }
         let port: UInt16 = 5581
-        let receiver = namespace.start("python3 -c 'import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                                       + "s.bind((\"10.77.2.1\", \(port))); s.settimeout(2); got = []\n"
-                                       + "try:\n    while len(got) < 9: got.append(int.from_bytes(s.recv(2048)[:2], \"big\"))\n"
-                                       + "except OSError: pass\nprint(\" \".join(map(str, got)))'", timeout: 10)
-        namespace.waitForSocket(port: Int(port), seconds: 5)
+        let received = Self.numberedDatagrams(in: namespace, port: port, count: 9)
         let before = link.counters.framesTransmitted
         link.beginBatch()
         for i in 0..<10 {
@@ -256,7 +262,7 @@ struct PacketSocketLinkTests {
         link.endBatch()
         #expect(link.counters.framesTransmitted == before + 9 && link.counters.drops.sendRefused == 1,
                 "\(link.counters)")
-        let got = receiver.finish().output.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let got = received()
         #expect(got == [0, 1, 2, 3, 4, 6, 7, 8, 9], "\(got)")
     }
 
