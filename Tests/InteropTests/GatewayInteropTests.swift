@@ -113,6 +113,55 @@ struct GatewayInteropTests {
 }
 
 extension GatewayInteropTests {
+    /// Hairpinning (RFC 4787 REQ-9): two UDP sockets on the client learn their mappings from
+    /// the server (which answers each datagram with the address and port it came from); then
+    /// one sends to the other's mapping. Linux delivers it, from the sender's mapping, and
+    /// the answer takes the same way back: the engine rewrote both addresses and ports and
+    /// both checksums. Before, the gateway answered port unreachable.
+    @Test("Hairpinning: an inside host reaches another inside mapping through the NAT",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func hairpinning() throws {
+        guard Root.check() else { return }
+        let world = try GatewayNamespaces(audit: false, orderGuard: true)
+        defer { world.tearDown() }
+        let responder = world.server.start("""
+            python3 -c 'import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("10.77.32.2", 7000)); s.settimeout(3)
+            try:
+                while True:
+                    d, a = s.recvfrom(2048); s.sendto(("%s:%d" % a).encode(), a)
+            except OSError: pass'
+            """, timeout: 10)
+        world.server.waitForSocket(port: 7000, seconds: 5)
+        let run = world.client.run("""
+            python3 -c 'import socket
+            def sock(port):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("10.77.31.2", port)); s.settimeout(3); return s
+            a, b = sock(6000), sock(6001)
+            mapped = []
+            for s in (a, b):
+                s.sendto(b"x", ("10.77.32.2", 7000)); mapped.append(s.recv(64).decode())
+            host, port = mapped[1].split(":")
+            a.sendto(b"hello", (host, int(port)))
+            d, frm = b.recvfrom(64)
+            b.sendto(b"back", frm)
+            e, frm2 = a.recvfrom(64)
+            print("mapped", mapped[0], mapped[1])
+            print("b got", d.decode(), "from %s:%d" % frm)
+            print("a got", e.decode(), "from %s:%d" % frm2)'
+            """, timeout: 15)
+        _ = responder.finish()
+        let lines = run.output.split(separator: "\n").map(String.init)
+        let mapped = lines.first { $0.hasPrefix("mapped ") }?.split(separator: " ").dropFirst().map(String.init) ?? []
+        #expect(mapped.count == 2 && mapped.allSatisfy { $0.hasPrefix("10.77.32.1:") }, "\(run.output)")
+        if mapped.count == 2 {
+            #expect(lines.contains("b got hello from \(mapped[0])"), "from the sender's mapping: \(run.output)")
+            #expect(lines.contains("a got back from \(mapped[1])"), "the answer came back: \(run.output)")
+        }
+    }
+}
+
+extension GatewayInteropTests {
     /// ICMP errors from the software, as the Linux client's ping reports them, and the
     /// gateway's capture (`--pcap`), which tshark must read clean.
     @Test("ICMP time exceeded and net unreachable reach Linux; the capture reads clean",

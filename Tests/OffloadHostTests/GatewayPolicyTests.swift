@@ -449,4 +449,59 @@ import OffloadWire
         }
         #expect(reply.translatedDestination == Self.client)
     }
+
+    /// Hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8): an inside host that sends to another's
+    /// mapping (the NAT's outside address and port) reaches that host, from its own mapping,
+    /// as an outside host would; the other's answers take the same way back. The hairpinned
+    /// flows' entries hold both mappings. Before, such a flow was refused as for the gateway
+    /// itself (port unreachable).
+    @Test(arguments: [UInt8(17), 6])
+    func insideHostsReachEachOtherThroughTheirMappings(protocol proto: UInt8) throws {
+        let policy = try GatewayNATSimulationTests.policy(clock: VirtualClock())
+        policy.translationsWillBeAnnounced()
+        let other = IPv4Address(10, 1, 0, 3)
+        policy.addNeighbor(port: 0, address: Self.client, hardwareAddress: .local(0xc1))
+        policy.addNeighbor(port: 0, address: other, hardwareAddress: .local(0xc3))
+        policy.addNeighbor(port: 1, address: Self.server, hardwareAddress: .local(0x51))
+        // Each inside host has a mapping, from a flow to the server.
+        var mapped: [UInt16] = []
+        for (host, port) in [(Self.client, UInt16(40000)), (other, UInt16(5000))] {
+            let out = FlowKey(ingressPort: 0, protocol: proto, source: host, destination: Self.server, sourcePort: port,
+                              destinationPort: 80)
+            guard case .install(.forward(let f)) = policy.decide(out, send: Self.none), let p = f.translatedSourcePort else {
+                Issue.record("the flow to the server is forwarded"); return
+            }
+            mapped.append(p)
+        }
+        let toOther = FlowKey(ingressPort: 0, protocol: proto, source: Self.client, destination: Self.natIP,
+                              sourcePort: 40000, destinationPort: mapped[1])
+        guard case .install(.forward(let hairpin)) = policy.decide(toOther, send: Self.none) else {
+            Issue.record("the hairpinned flow is forwarded: \(policy.decide(toOther, send: Self.none))"); return
+        }
+        #expect(hairpin.outputPort == 0 && hairpin.destinationMAC == .local(0xc3))
+        #expect(hairpin.translatedDestination == other && hairpin.translatedDestinationPort == 5000)
+        #expect(hairpin.translatedSource == Self.natIP && hairpin.translatedSourcePort == mapped[0],
+                "from the client's own mapping")
+        // The answers: from the other host to the client's mapping, back to the client.
+        guard let (replyKey, replyAction) = policy.replyFlow(of: toOther, forward: hairpin, send: Self.none),
+              case .forward(let back) = replyAction else {
+            Issue.record("the hairpinned flow's replies have their entry"); return
+        }
+        #expect(replyKey == FlowKey(ingressPort: 0, protocol: proto, source: other, destination: Self.natIP,
+                                    sourcePort: 5000, destinationPort: mapped[0]))
+        #expect(back.destinationMAC == .local(0xc1) && back.translatedDestination == Self.client
+                && back.translatedDestinationPort == 40000)
+        #expect(back.translatedSource == Self.natIP && back.translatedSourcePort == mapped[1])
+        // Each hairpinned entry holds both mappings.
+        let nat = try #require(policy.nat)
+        let client = NAT44.Inside(protocol: proto, address: Self.client, port: 40000)
+        let otherInside = NAT44.Inside(protocol: proto, address: other, port: 5000)
+        let before = (nat.entries(of: client) ?? 0, nat.entries(of: otherInside) ?? 0)
+        policy.noteTranslation(TranslationNotice(key: toOther, began: true))
+        policy.noteTranslation(TranslationNotice(key: replyKey, began: true))
+        #expect(policy.nat?.entries(of: client) == before.0 + 2 && policy.nat?.entries(of: otherInside) == before.1 + 2)
+        policy.noteTranslation(TranslationNotice(key: toOther, began: false))
+        policy.noteTranslation(TranslationNotice(key: replyKey, began: false))
+        #expect(policy.nat?.entries(of: client) == before.0 && policy.nat?.entries(of: otherInside) == before.1)
+    }
 }

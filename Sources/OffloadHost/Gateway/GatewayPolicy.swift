@@ -81,7 +81,11 @@ public final class GatewayPolicy: SlowPathPolicy {
         if icmp, key.ingressPort == outsidePort, let nat, key.destination == nat.outsideAddress { return .local }
         var destination = key.destination
         var translatedDestination: (IPv4Address, UInt16)?
-        if key.ingressPort == outsidePort, let nat, key.destination == nat.outsideAddress,
+        // Hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8): an inside host that sends to a
+        // mapping of another (or its own) reaches it, from its own mapping, as an outside
+        // host would.
+        let hairpin = key.ingressPort != outsidePort && isTranslatedTransport(key)
+        if let nat, key.destination == nat.outsideAddress, key.ingressPort == outsidePort || hairpin,
            let inside = nat.reverse(protocol: key.protocol, outsidePort: key.destinationPort) {
             // A reply to a mapping: back to the inside host that owns the port.
             destination = inside.address
@@ -120,7 +124,8 @@ public final class GatewayPolicy: SlowPathPolicy {
         if let (address, port) = translatedDestination {
             forward.translatedDestination = address
             if key.protocol == 6 || key.protocol == 17 { forward.translatedDestinationPort = port }
-        } else if egress == outsidePort, nat != nil {
+        }
+        if (translatedDestination == nil && egress == outsidePort || translatedDestination != nil && hairpin), nat != nil {
             let inside = NAT44.Inside(protocol: key.protocol, address: key.source, port: key.sourcePort)
             do {
                 // In place: a copy of the NAT out of `self.nat` would copy its tables on
@@ -151,22 +156,29 @@ public final class GatewayPolicy: SlowPathPolicy {
     /// Counts the engine's entries per NAT mapping: an outgoing flow's entry translates to
     /// the mapping of its source, a reply's to the mapping its destination port is.
     public func noteTranslation(_ notice: TranslationNotice) {
-        guard nat != nil, let inside = natInside(of: notice.key) else { return }
-        if notice.began {
-            nat!.entryBegan(inside)
-        } else {
-            nat!.entryEnded(inside, now: clock.now)
+        for inside in natInside(of: notice.key) {
+            if notice.began {
+                nat!.entryBegan(inside)
+            } else {
+                nat!.entryEnded(inside, now: clock.now)
+            }
         }
     }
 
-    private func natInside(of key: FlowKey) -> NAT44.Inside? {
-        guard let nat else { return nil }
-        if key.ingressPort == outsidePort {
-            return key.destination == nat.outsideAddress
-                ? nat.reverse(protocol: key.protocol, outsidePort: key.destinationPort) : nil
-        }
-        return NAT44.Inside(protocol: key.protocol, address: key.source, port: key.sourcePort)
+    /// The mappings an entry for `key` translates with: its source's for a flow from the
+    /// inside, its destination's for one to the outside address; a hairpinned flow both.
+    private func natInside(of key: FlowKey) -> [NAT44.Inside] {
+        guard let nat else { return [] }
+        let toMapping = key.destination == nat.outsideAddress
+            ? nat.reverse(protocol: key.protocol, outsidePort: key.destinationPort) : nil
+        if key.ingressPort == outsidePort { return toMapping.map { [$0] } ?? [] }
+        let own = NAT44.Inside(protocol: key.protocol, address: key.source, port: key.sourcePort)
+        guard isTranslatedTransport(key), let toMapping else { return [own] }
+        return [own, toMapping]
     }
+
+    /// TCP and UDP: what hairpinning translates (their ports name the mappings).
+    private func isTranslatedTransport(_ key: FlowKey) -> Bool { key.protocol == 6 || key.protocol == 17 }
 
     public func resolution(of hop: NextHop) -> ResolutionState {
         let cache = neighbors[Int(hop.port)]
