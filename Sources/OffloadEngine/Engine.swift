@@ -329,7 +329,7 @@ public final class Engine<Port: Link & ~Copyable> {
         let out = Int(e.pointee.outputPort)
         if buffer.count &- Self.ethernetHeader > (out < portCount ? portMTU[out] : .max),
            !buffer.offload.fits(buffer.bytes, mtu: portMTU[out]) {
-            return tooBig(buffer, entry: e, key: key, port: port)
+            return tooBig(buffer, entry: e, key: key, port: port, now: now)
         }
         let partialL4 = buffer.offload.hasPartialChecksum
         // The key was read from this frame: it is unfragmented IPv4 with its whole header.
@@ -355,8 +355,10 @@ public final class Engine<Port: Link & ~Copyable> {
     /// with the guard on), so the flow's later packets do not overtake its fragments.
     @inline(never)
     private func tooBig(_ buffer: consuming PacketBuffer, entry e: UnsafeMutablePointer<FlowEntry>, key: FlowKey,
-                        port: UInt16) {
+                        port: UInt16, now: Instant) {
         guard exceptions.count < exceptions.capacity else { return drop(.exceptionQueueFull) }
+        // A hit: a flow whose packets are all too big is still in use.
+        table.recordHit(at: e, bytes: buffer.count, now: now)
         let h = table.handle(of: e)
         _ = table.incrementInSoftware(h)
         if configuration.orderGuard { table.setDoNotUse(h) }

@@ -124,7 +124,8 @@ public struct LinkCapabilities: Sendable, Equatable {
         self.tcpSegmentation = tcpSegmentation
         self.readinessDescriptor = readinessDescriptor
         self.address = address
-        self.mtu = mtu ?? maxFrameSize - 14
+        // RFC 791: every link takes 68 bytes (and the software reads headers that long).
+        self.mtu = max(68, mtu ?? maxFrameSize - 14)
     }
 }
 

@@ -14,8 +14,8 @@ public struct SocketPairLink: ~Copyable, Link {
 
     /// Takes over one end of `makePair()` (the link closes it).
     public init(adopting descriptor: Int32, address: MACAddress) {
-        capabilities = LinkCapabilities(maxFrameSize: Self.maxFrameSize, partialChecksums: false,
-                                        tcpSegmentation: false, readinessDescriptor: descriptor, address: address)
+        capabilities = LinkCapabilities(maxFrameSize: Self.maxFrameSize, partialChecksums: false, tcpSegmentation: false,
+                                        readinessDescriptor: descriptor, address: address, mtu: 1500)
         io = FrameIO(descriptor: descriptor, source: .socket, virtioNetHeader: false)
     }
 

@@ -77,7 +77,8 @@ public struct TapLink: ~Copyable, Link {
             tcpSegmentation: mode == .virtioNetHeader,
             readinessDescriptor: fd,
             address: rc == 0 ? MACAddress(raw.0, raw.1, raw.2, raw.3, raw.4, raw.5) : nil,
-            mtu: mtu > 0 ? Int(mtu) : 1500)
+            // A plain TAP takes frames of its fixed size, whatever the interface says.
+            mtu: min(mtu > 0 ? Int(mtu) : 1500, mode == .plain ? Self.maxFrameSize(.plain) - 18 : .max))
         io = FrameIO(descriptor: fd, source: .device, virtioNetHeader: mode == .virtioNetHeader)
     }
 

@@ -81,4 +81,36 @@ import OffloadWire
         #expect(world.slowPath.fragmented == 1)
         world.expectAtRest()
     }
+
+    /// In audit mode the compatibility test refuses fragments (B7), so the software does not
+    /// make them: the packet is dropped once, by name, not counted as sent on and then lost.
+    @Test func underAuditATooBigPacketWithoutDFIsDroppedByName() throws {
+        let world = try GatewayWorld(audit: true, outsideMTU: Self.mtu)
+        world.sim.schedule(at: .zero) { world.sendUDP(to: GatewayWorld.serverIP, payload: 1) }
+        world.run(seconds: 0.2)
+        world.sendUDP(to: GatewayWorld.serverIP, payload: 2, length: 1800, dontFragment: false)
+        world.run(seconds: 0.2)
+        #expect(world.slowPath.dropped["fragmenting-under-audit"] == 1)
+        #expect(world.slowPath.fragmented == 0)
+        #expect(world.engine.reinsertion.failures[.fragment] == 0, "no fragment was made to fail the test")
+        #expect(Self.udpPackets(world.atServer).count == 1)
+        world.expectAtRest()
+    }
+
+    /// A flow whose packets are all too big is in use: each is a hit on its entry, which
+    /// does not idle out under them (it did, every UDP idle timeout, and the flow's next
+    /// packet was a miss).
+    @Test func aFlowOfTooBigPacketsKeepsItsEntry() throws {
+        let world = try GatewayWorld(outsideMTU: Self.mtu, udpIdle: .seconds(1))
+        world.sim.schedule(at: .zero) { world.sendUDP(to: GatewayWorld.serverIP, payload: 1) }
+        world.run(seconds: 0.2)
+        for _ in 0..<8 {
+            world.sendUDP(to: GatewayWorld.serverIP, length: 1472)
+            world.run(seconds: 0.4)
+        }
+        #expect(world.engine.counters.expired == 0)
+        #expect(world.engine.counters[toSoftware: .tooBig] == 8, "each from the fast path")
+        #expect(world.slowPath.dropped["fragmentation-needed"] == 8)
+        world.expectAtRest()
+    }
 }

@@ -31,9 +31,15 @@ final class GatewayWorld {
 
     /// `outsideMTU`: the server's link takes smaller packets than the client's (2034 bytes).
     init(seed: UInt64 = 1, audit: Bool = false, orderGuard: Bool = true, processing: SlowPath.Processing = .partial,
-         outsideMTU: Int = 2034) throws {
+         outsideMTU: Int = 2034, udpIdle: Duration? = nil) throws {
         sim = Simulation(seed: seed)
         var config = Engine<MemoryLink>.Configuration()
+        if let udpIdle {
+            config.idleTimeouts = IdleTimeouts(udp: udpIdle)
+            // Small, so that one poll's expiry scan covers the table.
+            config.tableCapacity = 64
+            config.expiryBudget = 1024
+        }
         config.audit = AuditSwitch(audit)
         config.orderGuard = orderGuard
         let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: sim.clock, seed: seed,

@@ -28,6 +28,9 @@ struct IPv4Fragmentation {
         let firstRoom = (mtu - headerLength) & ~7, laterRoom = (mtu - 20 - copiedOptions.count) & ~7
         guard firstRoom >= 8, laterRoom >= 8 else { return nil }
         let payloadLength = totalLength - headerLength
+        // The last piece's offset must fit the 13-bit field (a malformed fragment's may not).
+        let offset = (Int(frame[20]) << 8 | Int(frame[21])) & 0x1fff
+        guard offset + max(0, payloadLength - 1) / 8 <= 0x1fff else { return nil }
         var start = 0
         while start < payloadLength {
             let count = min(start == 0 ? firstRoom : laterRoom, payloadLength - start)
@@ -43,7 +46,7 @@ struct IPv4Fragmentation {
     /// `buffer`, which holds `frameLength(i)` bytes at least; returns its length.
     func write(_ i: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
         let header = ipHeaderLength(i), length = frameLength(i)
-        let out = buffer.baseAddress!, source = frame.baseAddress!
+        guard buffer.count >= length, let out = buffer.baseAddress, let source = frame.baseAddress else { return 0 }
         // Ethernet and the fixed IP header; then the options; then the piece.
         out.copyMemory(from: source, byteCount: 34)
         if i == 0 {
