@@ -23,7 +23,7 @@ import OffloadWire
     /// A's connection goes back to the host and to the engine again in the middle, and B's
     /// goes back for a while. Returns what failed, if anything.
     static func echo(seed: UInt64, bytes: Int, impairments: Impairments = .none, moves: Bool = false, tso: Bool = false,
-                     witness: ((UnsafeRawBufferPointer) -> Void)? = nil) throws -> Outcome {
+                     witness: ((UnsafeRawBufferPointer) -> Void)? = nil, maxFrameSize: Int? = nil) throws -> Outcome {
         var tcp = TCPStack.Configuration()
         tcp.tcp.maximumSegmentLifetime = .seconds(5)
         tcp.seed = seed
@@ -33,7 +33,7 @@ import OffloadWire
         engine.tableCapacity = 64
         engine.expiryBudget = 1024
         let w = try TwoEndpoints(seed: seed, impairments: impairments, tso: tso, tcp: tcp, engine: engine,
-                                 witness: witness)
+                                 witness: witness, maxFrameSize: maxFrameSize)
         let (ta, tb) = (w.a.tcp, w.b.tcp)
         try tb.listen(port: 7)
         var random = SeededRandom(seed: seed)
@@ -604,5 +604,16 @@ extension TCPOffloadTests {
         #expect(!destinations.isEmpty)
         #expect(destinations.allSatisfy { $0 == moved }, "\(Set(destinations.map { "\($0)" }))")
         #expect(received == 20_000)
+    }
+}
+
+extension TCPOffloadTests {
+    /// A link whose MTU is below Ethernet's 1500 (a tunnel, a cloud network's 1460): each
+    /// host advertises the MSS its link leaves after the headers, so every segment fits the
+    /// wire. Both advertised 1460, and every full segment was too large for it: the echo
+    /// never got through.
+    @Test func aLinkWithASmallerMTUGetsASmallerMSS() throws {
+        let outcome = try Self.echo(seed: 5, bytes: 100_000, maxFrameSize: 1400 + 14)
+        #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
     }
 }

@@ -17,10 +17,11 @@ final class TwoEndpoints {
     /// with a relay between them that forwards every frame and, with this chance, sends a
     /// mutated copy of it (`HostileFrames.mutate`) after it. `observe`: the relay is there
     /// too, and shows it each frame it forwards, with the side it came from (0: A, 1: B).
+    /// `maxFrameSize`: the wire's largest frame (its MTU is 14 bytes less).
     init(seed: UInt64, impairments: Impairments = .none, offload: Bool = true, tso: Bool = false,
          tcp: TCPStack.Configuration = .init(), engine: Engine<MemoryLink>.Configuration = .init(),
          hostileCopies: Double = 0, witness: ((UnsafeRawBufferPointer) -> Void)? = nil,
-         observe: ((_ frame: [UInt8], _ from: Int) -> Void)? = nil) throws {
+         observe: ((_ frame: [UInt8], _ from: Int) -> Void)? = nil, maxFrameSize: Int? = nil) throws {
         let sim = Simulation(seed: seed)
         self.sim = sim
         var engine = engine
@@ -28,7 +29,7 @@ final class TwoEndpoints {
             engine.bufferSize = 65_536 + 14 + Engine<MemoryLink>.headroom
             engine.bufferCount = 256
         }
-        let maxFrameSize = tso ? 65_536 + 14 : 2048
+        let maxFrameSize = maxFrameSize ?? (tso ? 65_536 + 14 : 2048)
         let pair = { (seed: UInt64) in
             MemoryLink.pair(clock: sim.clock, seed: seed, forward: impairments, backward: impairments,
                             maxFrameSize: maxFrameSize, framesInFlight: tso ? 128 : 1024, carriesOffloadMetadata: tso)

@@ -32,13 +32,17 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     public var spinBeforeSleeping = IdleSpin.defaultSpin
 
     /// `makePort` opens the link (once). With `offload`, established TCP connections move to
-    /// the engine (seed 003); without, the host's software runs them.
+    /// the engine (seed 003); without, the host's software runs them. The MSS the host
+    /// advertises is at most what the link's MTU leaves after the IPv4 and TCP headers.
     public init(host configuration: IPv4Host.Configuration, tcp: TCPStack.Configuration = .init(),
                 engine engineConfiguration: Engine<Port>.Configuration = .init(), offload: Bool = false,
                 clock: any Clock, makePort: () throws -> Port) throws {
+        engine = try Engine(configuration: engineConfiguration, portCount: 1, clock: clock) { _ in try makePort() }
+        var tcp = tcp
+        let mtu = engine.withPort(0) { $0.capabilities.mtu }
+        tcp.tcp.maximumSegmentSize = min(tcp.tcp.maximumSegmentSize, mtu - 40)
         host = IPv4Host(configuration, tcp: tcp)
         self.clock = clock
-        engine = try Engine(configuration: engineConfiguration, portCount: 1, clock: clock) { _ in try makePort() }
         policy = HostPolicy(host: host, clock: clock, offloadTo: offload ? engine : nil)
         slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .complete,
                             policy: policy,
