@@ -28,13 +28,17 @@ public enum CompatibilityFailure: String, CaseIterable, Sendable, Error, CustomS
 /// or fragments, L4 length and checksum (or offload metadata that says where the device
 /// finishes it), and size within the MTU (or valid TSO metadata).
 public struct CompatibilityTest: Sendable {
-    /// Largest IPv4 packet (header included) a frame may carry without TSO metadata.
+    /// Largest IPv4 packet (header included) a frame may carry without TSO metadata, where
+    /// the port it leaves by is not known.
     public var mtu: Int
 
     public init(mtu: Int = 1500) { self.mtu = mtu }
 
-    /// Checks an Ethernet frame; throws the first failure found.
-    public func check(_ frame: UnsafeRawBufferPointer, metadata: OffloadMetadata) throws(CompatibilityFailure) {
+    /// Checks an Ethernet frame; throws the first failure found. `mtu`: the MTU of the port
+    /// it leaves by, where that is known (else `self.mtu`).
+    public func check(_ frame: UnsafeRawBufferPointer, metadata: OffloadMetadata,
+                      mtu: Int? = nil) throws(CompatibilityFailure) {
+        let mtu = mtu ?? self.mtu
         let ethernet: EthernetFrame
         do { ethernet = try EthernetFrame(checking: frame) } catch { throw .truncated }
         if ethernet.etherType == .arp {

@@ -24,8 +24,6 @@ public final class Engine<Port: Link & ~Copyable> {
         public var queueCapacity = 1024
         /// Audit mode (B7), switchable at run time; shared with the host's audit stage.
         public var audit = AuditSwitch()
-        /// Largest IPv4 packet a port carries without TSO metadata (for the compatibility test).
-        public var mtu = 1500
         /// Seeds the unpredictable part of audit marks.
         public var markSeed: UInt64 = 0x6d61_726b
         /// Keys the connection table's hash. The fixed defaults of this and the other seeds
@@ -135,10 +133,10 @@ public final class Engine<Port: Link & ~Copyable> {
         table = ConnectionTable(capacity: configuration.tableCapacity, hashSeed: configuration.tableHashSeed,
                                 translationNotices: notices)
         let mtus = (0..<portCount).map { ports[$0].capabilities.mtu }
-        reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, mtu: configuration.mtu,
-                                       portMTU: mtus, clock: clock, translationNotices: notices, log: log)
+        reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, portMTU: mtus, clock: clock,
+                                       translationNotices: notices, log: log)
         marks = AuditMarkBook(capacity: 4 * configuration.queueCapacity, seed: configuration.markSeed)
-        compatibility = CompatibilityTest(mtu: configuration.mtu)
+        compatibility = CompatibilityTest(mtu: mtus.max() ?? 1500)
         let queueCapacity = exceptions.capacity
         fairness = configuration.sourceFairness.map { SourceFairnessBook($0, queueCapacity: queueCapacity) }
         burst = .allocate(capacity: configuration.burstSize)
@@ -350,6 +348,20 @@ public final class Engine<Port: Link & ~Copyable> {
         }
     }
 
+    /// The MTU of the port a re-inserted packet leaves by, where that is known: its verdict's
+    /// port, or its entry's when the engine completes it.
+    private func egressMTU(_ verdict: Reinsertion.Verdict, entry: EntryHandle?) -> Int? {
+        var port: Int
+        switch verdict {
+        case .transmit(let p): port = Int(p)
+        case .complete:
+            guard let h = entry, case .forward(let forward) = table.action(h) else { return nil }
+            port = Int(forward.outputPort)
+        case .drop, .consumed: return nil
+        }
+        return port < portCount ? portMTU[port] : nil
+    }
+
     /// A packet larger than its output port's MTU goes to the software, which answers it
     /// or fragments it. It holds its flow's count, and the entry waits for it (do-not-use,
     /// with the guard on), so the flow's later packets do not overtake its fragments.
@@ -470,7 +482,7 @@ public final class Engine<Port: Link & ~Copyable> {
             } else {
                 counters.auditInvalidMarks &+= 1
                 do throws(CompatibilityFailure) {
-                    try compatibility.check(buffer.bytes, metadata: buffer.offload)
+                    try compatibility.check(buffer.bytes, metadata: buffer.offload, mtu: egressMTU(verdict, entry: entry))
                 } catch {
                     counters.auditFailures[error] &+= 1
                     countOut(entry)

@@ -24,13 +24,13 @@ public final class ReinsertionQueue {
     /// forwards must fit, or be answered ("fragmentation needed") or fragmented.
     public let portMTU: [Int]
 
-    init(ring: SPSCRing<SoftwareMessage>, audit: AuditSwitch, mtu: Int, portMTU: [Int] = [], clock: any Clock,
+    init(ring: SPSCRing<SoftwareMessage>, audit: AuditSwitch, portMTU: [Int], clock: any Clock,
          translationNotices: SPSCRing<TranslationNotice>? = nil, log: @escaping (String) -> Void = { print($0) }) {
         self.ring = ring
         self.portMTU = portMTU
         self.translationNotices = translationNotices
         self.audit = audit
-        test = CompatibilityTest(mtu: mtu)
+        test = CompatibilityTest(mtu: portMTU.max() ?? 1500)
         self.clock = clock
         self.log = log
     }
@@ -58,20 +58,24 @@ public final class ReinsertionQueue {
             return .invalidateAll
         case .reinsert(let r):
             guard r.mark == nil, r.verdict.sendsOut else { return .reinsert(r) }
-            guard check(r.buffer) != nil else { return .reinsert(r) }
+            let port: UInt16? = if case .transmit(let p) = r.verdict { p } else { nil }
+            guard check(r.buffer, port: port) != nil else { return .reinsert(r) }
             return .reinsert(Reinsertion(buffer: r.buffer, verdict: .drop,
                                          countedFlow: r.countedFlow, mark: nil, ingressPort: r.ingressPort))
         case .originate(let frame, let port):
-            guard check(frame) == nil else { return nil }
+            guard check(frame, port: port) == nil else { return nil }
             return .originate(frame, port: port)
         }
     }
 
-    /// Runs the compatibility test on an unmarked frame; counts and logs a failure.
-    private func check(_ frame: borrowing PacketBuffer) -> CompatibilityFailure? {
+    /// Runs the compatibility test on an unmarked frame, against the MTU of the port it
+    /// leaves by where that is known (a packet the engine completes leaves by its entry's:
+    /// the largest MTU applies); counts and logs a failure.
+    private func check(_ frame: borrowing PacketBuffer, port: UInt16?) -> CompatibilityFailure? {
         tested &+= 1
         do throws(CompatibilityFailure) {
-            try test.check(frame.bytes, metadata: frame.offload)
+            let mtu = port.flatMap { Int($0) < portMTU.count ? portMTU[Int($0)] : nil }
+            try test.check(frame.bytes, metadata: frame.offload, mtu: mtu)
             return nil
         } catch {
             failures[error] &+= 1

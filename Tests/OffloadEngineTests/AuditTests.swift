@@ -14,10 +14,12 @@ final class AuditBench {
     let sinkPool = BufferPool(count: 16, bufferSize: 2048, headroom: 0)
     var logged: [String] = []
 
-    init() {
+    /// `maxFrameSize`: each port's largest frame (its MTU is 14 bytes less).
+    init(maxFrameSize: @escaping (Int) -> Int = { _ in 2048 }) {
         var config = Engine<MemoryLink>.Configuration()
         config.audit = AuditSwitch(true)
-        let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: clock, log: { _ in })
+        let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: clock,
+                                                   maxFrameSize: maxFrameSize, log: { _ in })
         self.engine = engine
         source = wires[0]
         sink = wires[1]
@@ -222,5 +224,46 @@ final class AuditBench {
         #expect(b.engine.reinsertion.failures[.badHeaderLength] == 1, "tested at the entrance, unmarked")
         #expect(b.engine.counters.auditValidMarks == 0)
         #expect(b.engine.buffered == 0)
+    }
+}
+
+/// The compatibility test's size limit is the MTU of the port a packet leaves by: a jumbo
+/// port takes what a 1500-byte one does not. It was one engine-wide 1500, so in audit mode
+/// every unmarked packet above 1500 bytes was dropped as oversize, whatever its port.
+@Suite struct AuditMTUTests {
+    /// Port 0's wire takes 2034-byte packets, port 1's 1400.
+    static func bench() -> AuditBench { AuditBench(maxFrameSize: { $0 == 1 ? 1414 : 2048 }) }
+
+    @Test func anUnmarkedPacketIsSizedAgainstTheMTUOfItsPort() throws {
+        let b = Self.bench()
+        // 1828 bytes of IP packet, in on port 0: back out of port 0 it fits (2034), out of
+        // port 1 it does not (1400).
+        guard let fits = b.classify(udpFrame(payload: 1800)), let tooBig = b.classify(udpFrame(payload: 1800)) else {
+            Issue.record("no exception items"); return
+        }
+        b.reinsert(fits, mark: nil, verdict: .transmit(port: 0))
+        b.reinsert(tooBig, mark: nil, verdict: .transmit(port: 1))
+        b.engine.poll(now: b.clock.now)
+        #expect(b.engine.reinsertion.failures[.oversize] == 1, "only the one for port 1")
+        #expect(b.engine.counters.reinsertedOut == 1)
+        #expect(b.engine.buffered == 0)
+    }
+
+    /// The engine's own test, of a packet whose mark is not valid, sizes it against the port
+    /// its entry sends it out of.
+    @Test func aPacketWithAnInvalidMarkIsSizedAgainstItsEntrysPort() throws {
+        let b = Self.bench()
+        // Two packets of a new flow, both in the software before its entry is built.
+        // 1478 bytes: within 1500, past port 1's 1400.
+        guard let item = b.classify(udpFrame(payload: 1450)), let small = b.classify(udpFrame(payload: 1300)) else {
+            Issue.record("no exception items"); return
+        }
+        b.engine.reinsertion.send(.install(item.key!, AuditBench.forward))  // out of port 1
+        b.reinsert(item, mark: AuditMark(token: 42), verdict: .complete)
+        #expect(b.delivered() == 0)
+        #expect(b.engine.counters.auditFailures[.oversize] == 1)
+        b.reinsert(small, mark: AuditMark(token: 43), verdict: .complete)
+        #expect(b.delivered() == 1)
+        #expect(b.engine.buffered == 0 && b.inSoftware() == 0)
     }
 }
