@@ -195,20 +195,9 @@ final class AuditBench {
 /// and a mark never vouches for such a frame: otherwise the mark of any ARP packet would let
 /// a malformed frame (one the engine cannot classify, so keyless too) skip the test.
 @Suite struct KeylessAuditTests {
-    static func arpRequest() -> [UInt8] {
-        var arp = [UInt8](repeating: 0, count: 60)
-        arp.withUnsafeMutableBytes { raw in
-            EthernetRepr(destination: .broadcast, source: .local(1), etherType: .arp).emit(into: raw)
-            ARPRepr(operation: .request, senderHardwareAddress: .local(1), senderProtocolAddress: IPv4Address(10, 1, 0, 1),
-                    targetHardwareAddress: .zero, targetProtocolAddress: IPv4Address(10, 1, 0, 2))
-                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
-        }
-        return arp
-    }
-
     @Test func aKeylessPacketsMarkDoesNotCarryAMalformedFrame() throws {
         let b = AuditBench()
-        guard let arp = b.classify(Self.arpRequest()) else { Issue.record("no exception item"); return }
+        guard let arp = b.classify(arpRequestFrame()) else { Issue.record("no exception item"); return }
         #expect(arp.key == nil && arp.mark == nil, "no flow, no mark")
         // A header length the engine cannot classify: keyless, and malformed.
         var malformed = udpFrame()

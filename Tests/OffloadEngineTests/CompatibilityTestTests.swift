@@ -34,6 +34,18 @@ func tcpFrame(payload: Int = 100) -> [UInt8] {
     return frame
 }
 
+/// A broadcast ARP request from 10.1.0.1 for 10.1.0.2, padded to 60 bytes.
+func arpRequestFrame() -> [UInt8] {
+    var arp = [UInt8](repeating: 0, count: 60)
+    arp.withUnsafeMutableBytes { raw in
+        EthernetRepr(destination: .broadcast, source: .local(1), etherType: .arp).emit(into: raw)
+        ARPRepr(operation: .request, senderHardwareAddress: .local(1), senderProtocolAddress: IPv4Address(10, 1, 0, 1),
+                targetHardwareAddress: .zero, targetProtocolAddress: IPv4Address(10, 1, 0, 2))
+            .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
+    }
+    return arp
+}
+
 /// Recomputes the IPv4 header checksum after a test changed a header field.
 func refillIPChecksum(_ frame: inout [UInt8]) {
     frame[24] = 0; frame[25] = 0
@@ -98,13 +110,7 @@ func refillIPChecksum(_ frame: inout [UInt8]) {
 
     /// The software's own ARP requests and answers pass; a malformed ARP packet does not.
     @Test func arpIsCheckedAsARP() {
-        var arp = [UInt8](repeating: 0, count: 60)
-        arp.withUnsafeMutableBytes { raw in
-            EthernetRepr(destination: .broadcast, source: .local(1), etherType: .arp).emit(into: raw)
-            ARPRepr(operation: .request, senderHardwareAddress: .local(1), senderProtocolAddress: IPv4Address(10, 1, 0, 1),
-                    targetHardwareAddress: .zero, targetProtocolAddress: IPv4Address(10, 1, 0, 2))
-                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]))
-        }
+        let arp = arpRequestFrame()
         #expect(failure(arp) == nil)
         var f = arp; f[21] = 9
         #expect(failure(f) == .malformedARP, "operation neither request nor reply")
