@@ -1,5 +1,6 @@
 import ArgumentParser
 import COffloadShim
+import Foundation
 import OffloadCore
 
 struct BenchCommand: ParsableCommand {
@@ -17,9 +18,7 @@ struct BenchCommand: ParsableCommand {
     var filter: String?
 
     func validate() throws {
-        guard seconds > 0, seconds.isFinite else {
-            throw ValidationError("--seconds must be a positive number of seconds")
-        }
+        try OptionChecks.seconds(seconds, "--seconds", above: true)
     }
 
     func run() throws {
@@ -124,4 +123,10 @@ enum ChecksumBenchmark {
                            reference: ("memcpy", bestCopy),
                            target: size == 1500 ? ">= 20 GB/s, >= 0.4x memcpy" : "-")
     }
+}
+
+/// A benchmark's progress line or note (a skip, a fallback): to standard error, so that
+/// standard output holds the results alone, as a table or as JSON.
+func benchNote(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
 }

@@ -45,7 +45,7 @@ struct DemoCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON (progress goes to standard error).")
     var json = false
 
-    func run() throws {
+    private var configuration: DemoConfiguration {
         var configuration = DemoConfiguration()
         configuration.seed = seed
         configuration.loss = loss
@@ -54,6 +54,18 @@ struct DemoCommand: ParsableCommand {
         configuration.audit = audit
         configuration.orderGuard = !noOrderGuard
         configuration.pcapPath = pcap
+        return configuration
+    }
+
+    func validate() throws {
+        do throws(DemoError) {
+            try configuration.validate()
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+
+    func run() throws {
         let report: DemoReport
         do {
             report = try Demo.run(configuration) { p in

@@ -81,7 +81,7 @@ enum FastPathBenchmark {
             bestReference = max(bestReference, reference)
         }
         if engine.counters.fastPath != engine.counters.received {
-            print("note: \(engine.counters.received - engine.counters.fastPath) packets left the fast path")
+            benchNote("note: \(engine.counters.received - engine.counters.fastPath) packets left the fast path")
         }
         // The packet count divides an instruction count (callgrind) into a per-packet one.
         return BenchResult(name: "fast path, \(flows / 1000)k flows", value: best, unit: "Mpps",

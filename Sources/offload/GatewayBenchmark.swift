@@ -23,11 +23,11 @@ struct GatewayBenchmark {
 
     func run() -> [BenchResult] {
         guard geteuid() == 0 else {
-            print("gateway benchmark skipped: needs root (network namespaces, veth pairs, packet sockets)")
+            benchNote("gateway benchmark skipped: needs root (network namespaces, veth pairs, packet sockets)")
             return []
         }
         for tool in ["iperf3", "ethtool", "nft", "python3"] where !sh("command -v \(tool)").ok {
-            print("gateway benchmark skipped: \(tool) is not installed")
+            benchNote("gateway benchmark skipped: \(tool) is not installed")
             return []
         }
         setUp()
@@ -118,7 +118,7 @@ struct GatewayBenchmark {
 
     private func progress(_ what: String,
                           figures: String = "TCP with offloads on and off, UDP streams, 64 B rate, connections") {
-        print("gateway benchmark: measuring \(what) (\(figures))")
+        benchNote("gateway benchmark: measuring \(what) (\(figures))")
         fflush(nil)
     }
 
@@ -180,14 +180,14 @@ struct GatewayBenchmark {
            + ">/dev/null 2>&1 & echo $! > \(pidFile)")
         guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            print("gateway benchmark: could not start offload gateway")
+            benchNote("gateway benchmark: could not start offload gateway")
             return nil
         }
         for _ in 0..<50 {
             if sh("ip netns exec \(client) ping -c 1 -W 1 \(Self.serverAddress)").ok { return pid }
             usleep(100_000)
         }
-        print("gateway benchmark: the gateway does not forward")
+        benchNote("gateway benchmark: the gateway does not forward")
         stop(pid)
         return nil
     }

@@ -76,6 +76,9 @@ struct GatewayCommand: ParsableCommand {
 
     func validate() throws {
         guard !ports.isEmpty else { throw ValidationError("give at least one --port") }
+        try OptionChecks.seconds(duration, "--duration")
+        try OptionChecks.seconds(stats, "--stats")
+        guard (1...(1 << 30)).contains(tableSize) else { throw ValidationError("--table-size is 1 to 1073741824 entries") }
         guard threads == 1 || threads == 2 else { throw ValidationError("--threads is 1 or 2") }
         // Entries idle for up to 2^32 table ticks (about 52 days) can be told apart.
         for (name, seconds) in [("--tcp-idle", tcpIdle), ("--udp-idle", udpIdle)] where !(seconds > 0 && seconds <= 4_000_000) {

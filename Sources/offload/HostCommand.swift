@@ -20,7 +20,7 @@ struct HostCommand: ParsableCommand {
     @OptionGroup var options: HostOptions
 
     func run() throws {
-        guard offload_stop_signals_install() == 0 else { throw CleanExit.message("cannot install signal handlers") }
+        guard offload_stop_signals_install() == 0 else { throw RunError(message: "offload host: cannot install signal handlers") }
         do {
             switch options.link {
             case .tap(let name):

@@ -23,4 +23,11 @@ struct HostOptions: ParsableArguments {
 
     @Option(help: "Stop after this many seconds (default: when the work is done, or on SIGINT or SIGTERM).")
     var duration: Double?
+
+    func validate() throws {
+        try OptionChecks.seconds(duration, "--duration")
+        if case .packetSocket = link, virtioNetHeader {
+            throw ValidationError("--virtio-net-header is for tap: links (a packet socket on a veth takes it by itself)")
+        }
+    }
 }

@@ -57,6 +57,7 @@ struct SendCommand: ParsableCommand {
 
     func validate() throws {
         guard (file == nil) != (bytes == nil) else { throw ValidationError("give exactly one of --file and --bytes") }
+        if let bytes, bytes < 0 { throw ValidationError("--bytes cannot be negative") }
         guard messageSize > 0, connections > 0, rounds > 0 else {
             throw ValidationError("--message-size, --connections and --rounds must be positive")
         }
@@ -79,7 +80,7 @@ struct SendCommand: ParsableCommand {
         let banner = "offload send: \(data.count) bytes to \(to), \(connections) connection(s) × \(rounds) round(s), "
             + "from \(endpoint.host.address) on \(endpoint.host.link)"
         let stack = try TCPEndpoint(options: endpoint, name: "offload send").run(application, banner: banner)
-        let t = application.totals
+        let t = application.reportedTotals
         let elapsed = application.elapsed
         print("sent \(t.bytesSent) bytes in \(elapsed): \(String(format: "%.3f", gigabits(t.bytesSent, over: elapsed))) "
               + "Gbit/s; received \(t.bytesReceived) bytes")
@@ -192,9 +193,18 @@ final class SendApplication: TCPApplication {
     }
 
     var isDone: Bool { finished && (!waitForRest || rested) || !totals.failed.isEmpty && active.isEmpty }
-    var elapsed: Duration { started.flatMap { s in ended.map { $0 - s } } ?? .zero }
+    /// From the first connection to the last one's end, or to the last turn of a run cut short.
+    var elapsed: Duration { started.flatMap { s in (ended ?? lastTurn).map { $0 - s } } ?? .zero }
+    /// The totals with the connections still running counted too (a run cut short).
+    var reportedTotals: TCPTotals {
+        var t = totals
+        for s in active { t.add(s.connection, finished: false) }
+        return t
+    }
+    private var lastTurn: Instant?
 
     func turn(_ stack: TCPStack, now: Instant) {
+        lastTurn = now
         if finished {
             if restDeadline == nil {
                 restDeadline = now + stack.configuration.tcp.maximumSegmentLifetime * 2 + .seconds(2)

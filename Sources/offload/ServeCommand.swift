@@ -43,6 +43,7 @@ struct ServeCommand: ParsableCommand {
     func validate() throws {
         guard port > 0 else { throw ValidationError("--port is 1 to 65535") }
         guard backlog > 0 else { throw ValidationError("--backlog must be positive") }
+        guard bytes >= 0 else { throw ValidationError("--bytes cannot be negative") }
         if let connections, connections <= 0 { throw ValidationError("--connections must be positive") }
     }
 

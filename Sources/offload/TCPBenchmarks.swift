@@ -115,11 +115,11 @@ func twoStacksOverMemoryLink(seconds: Double, maxBytes: UInt64 = 1 << 36, messag
             if receiver != nil, stackA.connection(sender)?.state == .established { break }
         }
     } catch {
-        print("\(skipped): \(error)")
+        benchNote("\(skipped): \(error)")
         return nil
     }
     guard let receiver, let connection = stackA.connection(sender), connection.state == .established else {
-        print("\(skipped): the handshake did not complete")
+        benchNote("\(skipped): the handshake did not complete")
         return nil
     }
 
@@ -149,7 +149,7 @@ func twoStacksOverMemoryLink(seconds: Double, maxBytes: UInt64 = 1 << 36, messag
             now = clock.now
         }
     } catch {
-        print("\(skipped): \(error)")
+        benchNote("\(skipped): \(error)")
         return nil
     }
     let elapsed = Double((now - start).nanoseconds) / 1e9
@@ -184,18 +184,18 @@ struct CPUAffinity {
     /// Nil (with the reason printed) when the mask cannot be read or set.
     static func pin(to cpu: Int) -> CPUAffinity? {
         guard let functions, cpu >= 0, cpu < 1024 else {
-            print("CPU affinity: sched_setaffinity is not available; the loop runs unpinned")
+            benchNote("CPU affinity: sched_setaffinity is not available; the loop runs unpinned")
             return nil
         }
         var previous = cpu_set_t()
         guard functions.get(0, MemoryLayout<cpu_set_t>.size, &previous) == 0 else {
-            print("CPU affinity: sched_getaffinity failed (errno \(errno)); the loop runs unpinned")
+            benchNote("CPU affinity: sched_getaffinity failed (errno \(errno)); the loop runs unpinned")
             return nil
         }
         var mask = cpu_set_t()
         withUnsafeMutableBytes(of: &mask) { $0[cpu / 8] = UInt8(1) << (cpu % 8) }
         guard functions.set(0, MemoryLayout<cpu_set_t>.size, &mask) == 0 else {
-            print("CPU affinity: cannot pin to CPU \(cpu) (errno \(errno)); the loop runs unpinned")
+            benchNote("CPU affinity: cannot pin to CPU \(cpu) (errno \(errno)); the loop runs unpinned")
             return nil
         }
         return CPUAffinity(cpu: cpu, previous: previous)
@@ -260,7 +260,7 @@ func tcpToLinuxOverTap(seconds: Double, maxBytes: UInt64 = 1 << 36, messageSize:
     let skipped = "TCP to Linux over TAP skipped"
     guard benchCanRun(skipped, root: "a TAP device, a network namespace", tools: ["ip", "socat", "ss"]) else { return nil }
     guard let namespace = BenchNamespace(name: "offload-bench-tcptap-\(getpid())") else {
-        print("\(skipped): could not create the network namespace")
+        benchNote("\(skipped): could not create the network namespace")
         return nil
     }
     defer { namespace.delete() }
@@ -299,7 +299,7 @@ private enum TapTCPSender {
                 try TapLink(name: "obtcp\(getpid() % 1_000_000)", mode: mode)
             }
         } catch {
-            print("\(skipped): \(error)")
+            benchNote("\(skipped): \(error)")
             return nil
         }
         let host = endpoint.host
@@ -310,7 +310,7 @@ private enum TapTCPSender {
             "ip -n \(ns) link set \(device) mtu 1500 up",
             "ip -n \(ns) addr add 10.77.91.1/24 dev \(device)",
         ] where !BenchShell.run(step).ok {
-            print("\(skipped): `\(step)` failed")
+            benchNote("\(skipped): `\(step)` failed")
             return nil
         }
         // The sink: one connection, read in 1 MiB pieces into /dev/null; gone with the namespace.
@@ -318,7 +318,7 @@ private enum TapTCPSender {
         namespace.run("timeout -k 1 \(limit) socat -u -b 1048576 TCP-LISTEN:\(port),reuseaddr "
                       + "OPEN:/dev/null >/dev/null 2>&1 &")
         guard namespace.waitForListener(tcpPort: Int(port)) else {
-            print("\(skipped): the socat sink did not start in \(ns)")
+            benchNote("\(skipped): the socat sink did not start in \(ns)")
             return nil
         }
 
@@ -342,11 +342,11 @@ private enum TapTCPSender {
                 _ = try round()
             }
         } catch {
-            print("\(skipped): \(error)")
+            benchNote("\(skipped): \(error)")
             return nil
         }
         guard let connection = stack.connection(socket), connection.state == .established else {
-            print("\(skipped): the handshake with Linux did not complete "
+            benchNote("\(skipped): the handshake with Linux did not complete "
                   + "(state \(stack.connection(socket).map { "\($0.state)" } ?? "released"))")
             return nil
         }
@@ -361,7 +361,7 @@ private enum TapTCPSender {
         // From here on the connection is the engine thread's: the loop reads the status.
         if engineThread {
             do { try endpoint.startEngineThread() } catch {
-                print("\(skipped): \(error)")
+                benchNote("\(skipped): \(error)")
                 return nil
             }
         }
@@ -384,7 +384,7 @@ private enum TapTCPSender {
                 now = clock.now
             }
         } catch {
-            print("\(skipped): \(error)")
+            benchNote("\(skipped): \(error)")
             return nil
         }
         let elapsed = Double((now - start).nanoseconds) / 1e9
@@ -395,7 +395,7 @@ private enum TapTCPSender {
         let failures = offload ? engineAfter.transmitFailures - engineBefore.transmitFailures
             : after.drops[.transmitFailed] - failuresBefore
         if connection.state != .established {
-            print("TCP to Linux over TAP: the connection ended early (\(connection.state), "
+            benchNote("TCP to Linux over TAP: the connection ended early (\(connection.state), "
                   + "\(connection.error.map { "\($0)" } ?? "no error"))")
         }
         let figures = TapTCPFigures(

@@ -49,6 +49,10 @@ struct TCPEndpointOptions: ParsableArguments {
 
     func validate() throws {
         guard threads == 1 || threads == 2 else { throw ValidationError("--threads is 1 or 2") }
+        try OptionChecks.seconds(msl, "--msl", above: true)
+        guard (1024...(1 << 30)).contains(receiveBuffer) else {
+            throw ValidationError("--receive-buffer is 1024 bytes to 1 GiB")
+        }
     }
 
     var stackConfiguration: TCPStack.Configuration {
@@ -104,9 +108,6 @@ struct TCPEndpoint {
                 return try run(hardware: hardware, clock: clock, banner: banner, application,
                                port: try TapLink(name: device, mode: mode))
             case .packetSocket(let device):
-                guard !options.host.virtioNetHeader else {
-                    throw RunError(message: "\(name): --virtio-net-header is for tap: links")
-                }
                 guard let hardware = options.host.mac ?? PacketSocketLink.hardwareAddress(of: device) else {
                     throw RunError(message: "\(name): \(device) has no MAC address; give one with --mac")
                 }
@@ -201,8 +202,10 @@ struct TCPTotals {
     var completions = 0
     var completionRanges = 0
 
-    mutating func add(_ connection: TCPConnection) {
-        connections += 1
+    /// Adds a connection's counters; one still running (a run cut short) adds its bytes,
+    /// not itself.
+    mutating func add(_ connection: TCPConnection, finished: Bool = true) {
+        if finished { connections += 1 }
         if let e = connection.error { failed.append("\(connection.id): \(e)") }
         let c = connection.counters
         bytesSent += c.bytesSent - c.bytesRetransmitted

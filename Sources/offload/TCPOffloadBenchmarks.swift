@@ -52,7 +52,7 @@ func twoOffloadedStacksOverMemoryLink(seconds: Double, tso: Bool, messageSize: I
         a = try endpoint(IPv4Address(10, 77, 81, 1), macA, seed: 0xA, linkA)
         b = try endpoint(IPv4Address(10, 77, 81, 2), macB, seed: 0xB, linkB)
     } catch {
-        print("\(skipped): \(error)")
+        benchNote("\(skipped): \(error)")
         return nil
     }
     let stackA = a.tcp, stackB = b.tcp
@@ -63,7 +63,7 @@ func twoOffloadedStacksOverMemoryLink(seconds: Double, tso: Bool, messageSize: I
         try stackB.listen(port: port)
         sender = try stackA.connect(to: b.host.address, port: port, now: clock.now)
     } catch {
-        print("\(skipped): \(error)")
+        benchNote("\(skipped): \(error)")
         return nil
     }
     let deadline = clock.now + .seconds(2)
@@ -73,7 +73,7 @@ func twoOffloadedStacksOverMemoryLink(seconds: Double, tso: Bool, messageSize: I
         if receiver == nil { receiver = stackB.accept(port: port) }
     }
     guard let receiver, stackA.isOffloaded(sender), let connection = stackA.connection(sender) else {
-        print("\(skipped): the handshake and offload did not complete")
+        benchNote("\(skipped): the handshake and offload did not complete")
         return nil
     }
     let ring = MessageRing(messageSize: messageSize, sendQueueLimit: connection.configuration.sendQueueLimit)

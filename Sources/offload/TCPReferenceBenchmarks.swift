@@ -42,13 +42,13 @@ func linuxLoopbackTCPFigures(seconds: Double) -> LinuxLoopbackFigures? {
     guard benchCanRun(skipped, root: "a network namespace", tools: ["ip", "iperf3", "taskset"]) else { return nil }
     let duration = max(1, Int(seconds.rounded(.up)))
     guard let namespace = BenchNamespace(name: "offload-bench-lo-\(getpid())") else {
-        print("\(skipped): could not create the network namespace")
+        benchNote("\(skipped): could not create the network namespace")
         return nil
     }
     defer { namespace.delete() }
     namespace.run("ip link set lo up mtu 1500")
     guard namespace.run("ip link show lo").output.contains("mtu 1500 ") else {
-        print("\(skipped): could not set lo's MTU to 1500 in \(namespace.name)")
+        benchNote("\(skipped): could not set lo's MTU to 1500 in \(namespace.name)")
         return nil
     }
     // One test (-1), as a daemon so that the shell returns at once; `delete()` kills it if
@@ -56,7 +56,7 @@ func linuxLoopbackTCPFigures(seconds: Double) -> LinuxLoopbackFigures? {
     let port = 5201
     namespace.run("taskset -c 0 iperf3 -s -1 -D -p \(port)")
     guard namespace.waitForListener(tcpPort: port) else {
-        print("\(skipped): the iperf3 server did not start")
+        benchNote("\(skipped): the iperf3 server did not start")
         return nil
     }
     return iperf3Client(in: namespace, to: "127.0.0.1", port: port, seconds: duration, skipped: skipped)
@@ -72,12 +72,12 @@ func linuxVethTCPFigures(seconds: Double) -> LinuxLoopbackFigures? {
     guard benchCanRun(skipped, root: "network namespaces", tools: ["ip", "iperf3", "taskset"]) else { return nil }
     let duration = max(1, Int(seconds.rounded(.up)))
     guard let client = BenchNamespace(name: "offload-bench-vetha-\(getpid())") else {
-        print("\(skipped): could not create the network namespace")
+        benchNote("\(skipped): could not create the network namespace")
         return nil
     }
     defer { client.delete() }
     guard let server = BenchNamespace(name: "offload-bench-vethb-\(getpid())") else {
-        print("\(skipped): could not create the network namespace")
+        benchNote("\(skipped): could not create the network namespace")
         return nil
     }
     defer { server.delete() }
@@ -89,13 +89,13 @@ func linuxVethTCPFigures(seconds: Double) -> LinuxLoopbackFigures? {
         "ip -n \(server.name) addr add 10.77.92.2/24 dev obvb",
         "ip -n \(server.name) link set obvb mtu 1500 up",
     ] where !BenchShell.run(step).ok {
-        print("\(skipped): `\(step)` failed")
+        benchNote("\(skipped): `\(step)` failed")
         return nil
     }
     let port = 5202
     server.run("taskset -c 0 iperf3 -s -1 -D -p \(port)")
     guard server.waitForListener(tcpPort: port) else {
-        print("\(skipped): the iperf3 server did not start")
+        benchNote("\(skipped): the iperf3 server did not start")
         return nil
     }
     return iperf3Client(in: client, to: "10.77.92.2", port: port, seconds: duration, skipped: skipped)
@@ -108,16 +108,16 @@ private func iperf3Client(in namespace: BenchNamespace, to address: String, port
     let result = namespace.run("taskset -c 0 iperf3 -c \(address) -p \(port) -t \(duration) -J",
                                timeout: duration + 20)
     guard let json = parseJSONObject(result.output) else {
-        print("\(skipped): iperf3 gave no JSON (\(result.output.prefix(200)))")
+        benchNote("\(skipped): iperf3 gave no JSON (\(result.output.prefix(200)))")
         return nil
     }
     if let error = json["error"] as? String {
-        print("\(skipped): iperf3: \(error)")
+        benchNote("\(skipped): iperf3: \(error)")
         return nil
     }
     guard let end = json["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],
           let bitsPerSecond = (received["bits_per_second"] as? NSNumber)?.doubleValue, bitsPerSecond > 0 else {
-        print("\(skipped): iperf3's JSON has no received rate")
+        benchNote("\(skipped): iperf3's JSON has no received rate")
         return nil
     }
     let cpu = end["cpu_utilization_percent"] as? [String: Any]
@@ -173,7 +173,7 @@ func tapRawFrameWrite(seconds: Double) -> TapFrameWriteFigures? {
     let skipped = "TAP raw frame-write limit skipped"
     guard benchCanRun(skipped, root: "a TAP device, a network namespace", tools: ["ip", "python3"]) else { return nil }
     guard let namespace = BenchNamespace(name: "offload-bench-tap-\(getpid())") else {
-        print("\(skipped): could not create the network namespace")
+        benchNote("\(skipped): could not create the network namespace")
         return nil
     }
     defer { namespace.delete() }
@@ -192,11 +192,11 @@ private enum TapFrameWriter {
         do {
             tap = try TapLink(name: "obtap\(getpid() % 1_000_000)", mode: .plain)
         } catch {
-            print("\(skipped): \(error)")
+            benchNote("\(skipped): \(error)")
             return nil
         }
         guard let tapMAC = tap.capabilities.address else {
-            print("\(skipped): could not read the TAP's hardware address")
+            benchNote("\(skipped): could not read the TAP's hardware address")
             return nil
         }
         let device = tap.name, ns = namespace.name
@@ -207,7 +207,7 @@ private enum TapFrameWriter {
             "ip -n \(ns) addr add 10.77.90.1/24 dev \(device)",
             "ip -n \(ns) neigh add 10.77.90.2 lladdr \(writerMACText) dev \(device) nud permanent",
         ] where !BenchShell.run(step).ok {
-            print("\(skipped): `\(step)` failed")
+            benchNote("\(skipped): `\(step)` failed")
             return nil
         }
 
@@ -226,7 +226,7 @@ private enum TapFrameWriter {
             if !ready { usleep(50_000) }
         }
         guard ready else {
-            print("\(skipped): the UDP reader did not start in \(ns)")
+            benchNote("\(skipped): the UDP reader did not start in \(ns)")
             return nil
         }
 
@@ -256,7 +256,7 @@ private enum TapFrameWriter {
             if count == nil { usleep(50_000) }
         }
         guard let read = count else {
-            print("\(skipped): the UDP reader gave no count")
+            benchNote("\(skipped): the UDP reader gave no count")
             return nil
         }
         let udp = udpCounters(namespace)
@@ -407,11 +407,11 @@ struct BenchNamespace {
 /// `skipped`, when it cannot.
 func benchCanRun(_ skipped: String, root why: String?, tools: [String]) -> Bool {
     if let why, geteuid() != 0 {
-        print("\(skipped): needs root (\(why))")
+        benchNote("\(skipped): needs root (\(why))")
         return false
     }
     for tool in tools where !BenchShell.run("command -v \(tool)").ok {
-        print("\(skipped): \(tool) is not installed")
+        benchNote("\(skipped): \(tool) is not installed")
         return false
     }
     return true

@@ -811,3 +811,30 @@ extension TCPInteropTests {
         """
 }
 #endif
+
+extension TCPInteropTests {
+    /// `offload send` cut short by `--duration` reports what it sent until then: the bytes of
+    /// the connection still running and the time to the last turn. It said "sent 0 bytes in
+    /// 0 seconds", since only finished connections were counted and the clock stopped only
+    /// at the end of the work.
+    @Test("A send cut short by --duration reports the bytes it sent", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func aSendCutShortReportsWhatItSent() throws {
+        guard Root.check() else { return }
+        let link = TCPLink(prefix: "otl", subnet: 57)
+        defer { link.tearDown() }
+        // Past the send's 3 s (it ends without closing: the sink waits out its time).
+        let sink = link.namespace.start("socat -u TCP-LISTEN:5057,reuseaddr /dev/null", timeout: 8)
+        link.waitForListener(5057)
+        // 4 GiB of a sparse file: mapped at once, and more than 3 s can send.
+        let data = "\(link.scratch)/sparse"
+        Shell.must("truncate -s 4G \(data)")
+        let run = try link.offload("send --to \(link.kernelAddress):5057 --file \(data) --duration 3 --msl 0.5",
+                                   timeout: 30)
+        _ = sink.finish()
+        #expect(run.status != 0, "a run cut short did not finish its work: \(run.output)")
+        let sent = run.line("sent ").split(separator: " ")
+        let bytes = sent.count > 1 ? UInt64(sent[1]) ?? 0 : 0
+        #expect(bytes > 100_000, "\(run.output)")
+        #expect(!run.line("sent ").contains(" 0.000 Gbit/s"), "\(run.output)")
+    }
+}
