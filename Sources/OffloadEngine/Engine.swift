@@ -351,7 +351,7 @@ public final class Engine<Port: Link & ~Copyable> {
     /// The MTU of the port a re-inserted packet leaves by, where that is known: its verdict's
     /// port, or its entry's when the engine completes it.
     private func egressMTU(_ verdict: Reinsertion.Verdict, entry: EntryHandle?) -> Int? {
-        var port: Int
+        let port: Int
         switch verdict {
         case .transmit(let p): port = Int(p)
         case .complete:

@@ -234,14 +234,14 @@ public final class IPv4Host {
         return neighbors.nextDeadline.map { min($0, t) } ?? t
     }
 
-    /// The headers of the segments of a connection to `destination`, once its next hop is
-    /// resolved (what the engine needs to send them itself).
     /// Whether a neighbour moved since the last call (see `NeighborCache.Learned.moved`).
     public func takeNeighborMove() -> Bool {
         defer { neighborMoved = false }
         return neighborMoved
     }
 
+    /// The headers of the segments of a connection to `destination`, once its next hop is
+    /// resolved (what the engine needs to send them itself).
     public func frameHeaders(to destination: IPv4Address, now: Instant) -> TCPFrameHeaders? {
         guard let hop = nextHop(destination), let mac = neighbors.lookup(hop, now: now) else { return nil }
         return TCPFrameHeaders(sourceMAC: hardwareAddress, destinationMAC: mac, source: address, destination: destination)

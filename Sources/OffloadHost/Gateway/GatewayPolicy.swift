@@ -154,7 +154,8 @@ public final class GatewayPolicy: SlowPathPolicy {
     public func translationsWillBeAnnounced() { countsNATEntries = true }
 
     /// Counts the engine's entries per NAT mapping: an outgoing flow's entry translates to
-    /// the mapping of its source, a reply's to the mapping its destination port is.
+    /// the mapping of its source, a reply's to the mapping its destination port is, and a
+    /// hairpinned flow's to both.
     public func noteTranslation(_ notice: TranslationNotice) {
         for inside in natInside(of: notice.key) {
             if notice.began {
