@@ -91,6 +91,15 @@ int offload_interface_mtu(const char *name) {
     return rc < 0 ? rc : ifr.ifr_mtu;
 }
 
+int offload_interface_set_mtu(const char *name, int mtu) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    int rc = copy_name(ifr.ifr_name, name);
+    if (rc < 0) return rc;
+    ifr.ifr_mtu = mtu;
+    return interface_ioctl(SIOCSIFMTU, &ifr);
+}
+
 int offload_interface_set_up(const char *name, int up) {
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);

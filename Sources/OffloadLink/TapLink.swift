@@ -47,8 +47,12 @@ public struct TapLink: ~Copyable, Link {
 
     /// Creates the TAP device `name` (at most 15 bytes). A name held by another open TAP
     /// (in this or another process) fails with EBUSY; a name used by an interface of another
-    /// kind fails too. Needs CAP_NET_ADMIN.
-    public init(name: String, mode: Mode = .plain) throws(LinkError) {
+    /// kind fails too. Needs CAP_NET_ADMIN. `mtu` sets the device's MTU (the kernel's side
+    /// sends and takes packets up to it); a plain TAP's frames hold at most 1500.
+    public init(name: String, mode: Mode = .plain, mtu: Int? = nil) throws(LinkError) {
+        if let mtu, !(68...(mode == .plain ? Self.maxFrameSize(.plain) - 18 : 65_535)).contains(mtu) {
+            throw .configuration("TAP \(name): an MTU of \(mtu) is out of range (68 to \(mode == .plain ? 1500 : 65_535))")
+        }
         var actual = [CChar](repeating: 0, count: 16)
         let fd = offload_tap_open(name, mode == .virtioNetHeader ? 1 : 0, &actual)
         guard fd >= 0 else {
@@ -66,6 +70,13 @@ public struct TapLink: ~Copyable, Link {
         var raw: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0)
         let rc = withUnsafeMutableBytes(of: &raw) {
             offload_tap_hardware_address(fd, $0.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+        if let mtu {
+            let rc = offload_interface_set_mtu(hardware, Int32(mtu))
+            guard rc == 0 else {
+                SystemCall.close(fd)
+                throw SystemCall.error("set the MTU of", -rc, "TAP \(hardware)")
+            }
         }
         self.name = hardware
         self.mode = mode

@@ -20,7 +20,7 @@ struct GatewayCommand: ParsableCommand {
             """)
 
     @Option(name: .customLong("port"), help: ArgumentHelp(
-        "A port and the gateway's address on it: tap:NAME=CIDR or afpacket:IFNAME=CIDR (repeat for each port).",
+        "A port and the gateway's address on it: tap:NAME=CIDR or afpacket:IFNAME=CIDR (repeat for each port). A TAP port takes ,mtu=N too (68 to 65535; 1500 by default): the TAP's MTU, set when it is made. A packet socket uses its interface's.",
         valueName: "link=cidr"))
     var ports: [PortSpec]
 
@@ -89,6 +89,13 @@ struct GatewayCommand: ParsableCommand {
         if let natOutside, !names.contains(natOutside) {
             throw ValidationError("--nat-outside \(natOutside) is not one of the ports (\(names.joined(separator: ", ")))")
         }
+        for port in ports {
+            guard let mtu = port.mtu else { continue }
+            guard case .tap = port.link else {
+                throw ValidationError("\(port.link): a packet socket uses its interface's MTU (set it with ip link)")
+            }
+            guard (68...65_535).contains(mtu) else { throw ValidationError("\(port.link): an MTU is 68 to 65535") }
+        }
         for route in routes where !ports.contains(where: { $0.address.contains(route.nextHop) }) {
             throw ValidationError("the next hop \(route.nextHop) of route \(route) is on no port's subnet")
         }
@@ -102,7 +109,7 @@ struct GatewayCommand: ParsableCommand {
                 let writer = try PcapFileWriter(path: pcap)
                 let epochOffset = offload_realtime_ns() - offload_monotonic_ns()
                 let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
-                    CaptureLink(try ports[i].link.open(superFrames: receivesSuperFrames), writer: writer, clock: clock,
+                    CaptureLink(try ports[i].open(superFrames: receivesSuperFrames), writer: writer, clock: clock,
                                 epochOffset: epochOffset)
                 }
                 try run(engine, clock) { port in
@@ -113,7 +120,7 @@ struct GatewayCommand: ParsableCommand {
                 print("capture: \(writer.framesWritten) frames written to \(pcap)")
             } else {
                 let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
-                    try ports[i].link.open(superFrames: receivesSuperFrames)
+                    try ports[i].open(superFrames: receivesSuperFrames)
                 }
                 try run(engine, clock) { port in
                     port.updateKernelStatistics()
@@ -142,8 +149,10 @@ struct GatewayCommand: ParsableCommand {
     /// Whether a port receives TCP super-frames (a packet socket, with the virtio-net header):
     /// then every port must pass them on, and TAPs take the header too. A plain TAP cannot,
     /// and a bulk TCP stream from a packet socket to a TAP used to leave as failed sends.
+    /// Whether a port may receive frames a plain TAP cannot send: a packet socket's TCP
+    /// super-frames, or packets larger than 1500 bytes from a TAP with a larger MTU.
     private var receivesSuperFrames: Bool {
-        ports.contains { if case .packetSocket = $0.link { true } else { false } }
+        ports.contains { if case .packetSocket = $0.link { true } else { ($0.mtu ?? 0) > 1500 } }
     }
 
     private func run<Port: Link & ~Copyable>(
@@ -243,16 +252,31 @@ struct GatewayCommand: ParsableCommand {
 struct PortSpec: ExpressibleByArgument {
     let link: LinkSpec
     let address: IPv4CIDR
+    /// A TAP port's MTU (`,mtu=N`), set on the device when it is made.
+    let mtu: Int?
 
     init?(argument: String) {
         let parts = argument.split(separator: "=", maxSplits: 1).map(String.init)
-        guard parts.count == 2, let link = LinkSpec(argument: parts[0]),
-              let address = try? IPv4CIDR(parsing: parts[1]) else { return nil }
+        guard parts.count == 2, let link = LinkSpec(argument: parts[0]) else { return nil }
+        let fields = parts[1].split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard let address = try? IPv4CIDR(parsing: fields[0]), fields.count <= 2 else { return nil }
+        if fields.count == 2 {
+            guard fields[1].hasPrefix("mtu="), let mtu = Int(fields[1].dropFirst(4)) else { return nil }
+            self.mtu = mtu
+        } else {
+            mtu = nil
+        }
         self.link = link
         self.address = address
     }
 
-    static var defaultValueDescription: String { "tap:NAME=CIDR | afpacket:IFNAME=CIDR" }
+    static var defaultValueDescription: String { "tap:NAME=CIDR[,mtu=N] | afpacket:IFNAME=CIDR" }
+
+    /// Opens the port's link (see `LinkSpec.open`), a TAP with its MTU.
+    func open(superFrames: Bool) throws(LinkError) -> SystemLink {
+        guard case .tap(let name) = link, let mtu else { return try link.open(superFrames: superFrames) }
+        return .tap(try TapLink(name: name, mode: superFrames ? .virtioNetHeader : .plain, mtu: mtu))
+    }
 }
 
 /// One `--route`: a prefix and the next hop toward it.

@@ -333,6 +333,46 @@ extension GatewayInteropTests {
         #expect(counter("dropped: transmit-failed") == 0, "\(output)")
     }
 
+    /// A TAP port's MTU is the gateway's to set (`,mtu=N`): with 9000 on the TAP and on the
+    /// server's veth, Linux's 8028-byte pings with DF cross whole both ways. A TAP's MTU is
+    /// read where it is made; once moved into the client's namespace it could not be read
+    /// again, so the gateway would answer "fragmentation needed" at 1500.
+    @Test("Jumbo frames through a TAP port whose MTU the gateway sets",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func jumboFramesThroughATapPort() throws {
+        guard Root.check() else { return }
+        let client = NetworkNamespace(prefix: "ogj")
+        var server = NetworkNamespace(prefix: "ogk")
+        let tap = client.interfaceName("ogj"), ours = server.interfaceName("ogx"), theirs = server.interfaceName("ogk")
+        defer {
+            Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
+            client.tearDown()
+            server.tearDown()
+        }
+        server.addVeth(ours: ours, theirs: theirs, address: "10.77.38.2/24")
+        Shell.must("ip link set \(ours) mtu 9000")
+        server.must("ip link set \(theirs) mtu 9000")
+        let gateway = Shell.start("exec \(GatewayNamespaces.offloadBinary) gateway --port tap:\(tap)=10.77.37.1/24,mtu=9000 "
+                                  + "--port afpacket:\(ours)=10.77.38.1/24 --nat-outside \(ours) --stats 0 --duration 60",
+                                  timeout: 70)
+        guard Shell.waitForInterfaces([tap]) else {
+            Issue.record("the gateway did not start: \(gateway.finish().output)")
+            return
+        }
+        #expect(Shell.run("ip link show \(tap)").output.contains("mtu 9000"), "the TAP has the MTU asked for")
+        Shell.must("ip link set \(tap) netns \(client.name)")
+        client.must("ip addr add 10.77.37.2/24 dev \(tap)")
+        client.must("ip link set \(tap) up")
+        client.must("ip route add default via 10.77.37.1")
+
+        let ping = client.run("ping -c 3 -i 0.2 -W 2 -M do -s 8000 10.77.38.2", timeout: 15)
+        #expect(ping.output.contains("3 received"), "jumbo pings with DF: \(ping.output)")
+        Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
+        let output = gateway.finish().output
+        let needed = output.split(separator: "\n").first { $0.contains("dropped: fragmentation-needed") }
+        #expect(needed == nil || needed!.hasSuffix(" 0"), "\(output)")
+    }
+
     /// `--tcp-idle` and `--udp-idle` reach the engine's table (the gateway says what it runs with).
     @Test("The idle timeouts are the gateway's to set", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func idleTimeoutsAreSet() throws {

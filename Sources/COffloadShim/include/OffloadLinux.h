@@ -30,6 +30,8 @@ int offload_interface_hardware_address(const char *name, uint8_t address[6]);
 
 /// Reads an interface's MTU by name. The MTU (> 0) or -errno.
 int offload_interface_mtu(const char *name);
+/// Sets an interface's MTU (SIOCSIFMTU); 0 or -errno.
+int offload_interface_set_mtu(const char *name, int mtu);
 
 /// Sets (up != 0) or clears IFF_UP on an interface by name. 0 or -errno.
 int offload_interface_set_up(const char *name, int up);
