@@ -57,7 +57,9 @@ import OffloadWire
         let packets = Self.udpPackets(world.atServer)
         try #require(packets.count == 4, "the first datagram, two fragments, the last datagram")
         #expect(packets[0][42] == 1 && packets[3][42] == 3)
-        let fragments = Array(packets[1...2])
+        // In offset order (the first leaves last, from the packet's own buffer).
+        let offset = { (f: [UInt8]) in (Int(f[20]) << 8 | Int(f[21])) & 0x1fff }
+        let fragments = packets[1...2].sorted { offset($0) < offset($1) }
         var datagram: [UInt8] = []
         for (i, f) in fragments.enumerated() {
             try f.withUnsafeBytes { raw in
@@ -111,6 +113,37 @@ import OffloadWire
         #expect(world.engine.counters.expired == 0)
         #expect(world.engine.counters[toSoftware: .tooBig] == 8, "each from the fast path")
         #expect(world.slowPath.dropped["fragmentation-needed"] == 8)
+        world.expectAtRest()
+    }
+
+    /// A TCP segment that leaves in fragments ends its flow's entry like any other when it
+    /// carries a FIN: the engine sees its first fragment's TCP header. It went back as
+    /// consumed, the entry stayed open, and it idled out after the established timeout.
+    @Test func aFINInAFragmentedSegmentMarksTheEntryClosing() throws {
+        let world = try GatewayWorld(outsideMTU: Self.mtu)
+        func sendTCP(flags: TCPFlags, length: Int) {
+            let src = GatewayWorld.clientIP, dst = GatewayWorld.serverIP
+            var frame = [UInt8](repeating: 0, count: 14 + 20 + 20 + length)
+            frame.withUnsafeMutableBytes { raw in
+                EthernetRepr(destination: GatewayWorld.insideMAC, source: world.client.hardwareAddress, etherType: .ipv4)
+                    .emit(into: raw)
+                IPv4Repr(source: src, destination: dst, protocol: .tcp, payloadLength: 20 + length, dontFragment: false)
+                    .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
+                TCPRepr(sourcePort: 40001, destinationPort: 80, sequenceNumber: 1, acknowledgmentNumber: 1, flags: flags,
+                        windowSize: 1000, payloadLength: length)
+                    .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[34...]), source: src, destination: dst,
+                          checksums: .verify)
+            }
+            frame.withUnsafeBytes { world.sendFromClient($0) }
+            world.sim.wake()
+        }
+        world.sim.schedule(at: .zero) { sendTCP(flags: .ack, length: 10) }
+        world.run(seconds: 0.2)
+        let before = world.engine.counters.tornDown
+        sendTCP(flags: [.fin, .ack], length: 1800)
+        world.run(seconds: 0.2)
+        #expect(world.slowPath.fragmented == 1)
+        #expect(world.engine.counters.tornDown == before + 1, "the FIN marked the entry closing")
         world.expectAtRest()
     }
 }

@@ -43,7 +43,8 @@ struct IPv4Fragmentation {
     func frameLength(_ i: Int) -> Int { 14 + ipHeaderLength(i) + pieces[i].count }
 
     /// Writes fragment `i` (Ethernet header, IP header, payload piece) at the start of
-    /// `buffer`, which holds `frameLength(i)` bytes at least; returns its length.
+    /// `buffer`, which holds `frameLength(i)` bytes at least; returns its length (0 if it
+    /// does not fit). Fragment 0 may be written over the packet itself, once the others are.
     func write(_ i: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
         let header = ipHeaderLength(i), length = frameLength(i)
         guard buffer.count >= length, let out = buffer.baseAddress, let source = frame.baseAddress else { return 0 }

@@ -320,8 +320,11 @@ public final class SlowPath {
                       reason: "fragmentation-needed", nextHopMTU: UInt16(clamping: mtu))
     }
 
-    /// Sends the packet in hand (whole, rewritten for its next hop) as RFC 791 fragments,
-    /// in order, then its count back to the engine: the flow's later packets follow them.
+    /// Sends the packet in hand (whole, rewritten for its next hop) as RFC 791 fragments:
+    /// the later ones as frames of the software's own, then the first, made in the packet's
+    /// own buffer, which goes back with the count. The flow's later packets follow them, and
+    /// the engine sees the first fragment's transport header as it sees any packet's it
+    /// sends (a TCP FIN or RST ends the entry; RTP is counted).
     private func sendFragments(_ item: consuming ExceptionItem, port: UInt16, mtu: Int) {
         // B7's test refuses fragments: in audit mode each would be dropped at the queue's
         // entrance, after the packet was counted as sent on. It is dropped here, by name.
@@ -331,15 +334,18 @@ public final class SlowPath {
         }
         let pool = fragmentPool()
         if pool.available < fragments.pieces.count { _ = pool.reclaim() }
-        guard fragments.pieces.count <= min(queue.room - SlowPath.messagesPerPacket, pool.available) else {
+        guard fragments.pieces.count - 1 <= min(queue.room - SlowPath.messagesPerPacket, pool.available) else {
             return reinsertDrop(item, "no-room-to-fragment")
         }
-        for i in fragments.pieces.indices {
+        for i in fragments.pieces.indices.dropFirst() {
             originate(port: port, from: pool) { fragments.write(i, into: $0) }
         }
+        // The first fragment is the packet's own start: written over it, in place.
+        let first = fragments.write(0, into: item.buffer.mutableBytes)
+        guard first > 0, (try? item.buffer.setCount(first)) != nil else { return reinsertDrop(item, "not-fragmentable") }
         fragmented &+= 1
         let origin = Origin(item)
-        send(origin.reinsertion(item.buffer, .consumed))
+        send(origin.reinsertion(item.buffer, .transmit(port: port)))
     }
 
     /// The MTU of `port` when the packet in `buffer` does not fit it (nil: it fits, or the
