@@ -113,7 +113,10 @@ public final class AsyncTCP: Sendable {
         await wait { $0.stack.status(socket).map { $0.state != .synSent && $0.state != .synReceived } ?? true }
         let failure = try? locked { core throws(TCPError) -> TCPError? in
             guard let c = core.stack.status(socket) else { return .notConnected }
-            return c.state == .closed ? (c.error ?? .notConnected) : nil
+            guard c.state == .closed else { return nil }
+            // The socket is the stack's to release: the application never gets it.
+            core.stack.abort(socket)
+            return c.error ?? .notConnected
         }
         if let failure { throw failure }
         return AsyncTCPConnection(tcp: self, socket: socket)

@@ -4,8 +4,14 @@ public struct TCPConfiguration: Sendable, Hashable {
     public var maximumSegmentSize = 1460
     /// Bytes of received data held for the application: the receive window.
     public var receiveBufferSize = 256 * 1024
-    /// Bytes sent but not yet acknowledged that `send` accepts before `sendQueueFull`.
+    /// Bytes sent but not yet acknowledged that `send` accepts before `sendQueueFull`
+    /// (at most `largestMessage`: see `sendLimit`).
     public var sendQueueLimit = 4 * 1024 * 1024
+    /// The largest message, and the most a send queue holds: data in flight must span less
+    /// than half the sequence space for its acknowledgements to be told apart.
+    public static let largestMessage = 1 << 30
+    /// `sendQueueLimit`, kept within `largestMessage`.
+    public var sendLimit: Int { max(0, min(sendQueueLimit, Self.largestMessage)) }
     public var windowScaling = true
     public var selectiveAcknowledgments = true
     public var timestamps = true

@@ -197,8 +197,11 @@ public final class TCPConnection {
         guard state != .closed else { throw error ?? .notConnected }
         guard canSend else { throw .sendAfterClose }
         guard !bytes.isEmpty else { throw .emptyMessage }
-        guard unacknowledgedBytes + bytes.count <= configuration.sendQueueLimit || sendQueue.isEmpty else {
-            throw .sendQueueFull(limit: configuration.sendQueueLimit)
+        guard bytes.count <= TCPConfiguration.largestMessage else {
+            throw .messageTooLarge(limit: TCPConfiguration.largestMessage)
+        }
+        guard unacknowledgedBytes + bytes.count <= configuration.sendLimit || sendQueue.isEmpty else {
+            throw .sendQueueFull(limit: configuration.sendLimit)
         }
         needsPoll = true
         return sendQueue.append(bytes)

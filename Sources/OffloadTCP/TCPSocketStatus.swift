@@ -37,13 +37,13 @@ extension TCPStack {
     /// another thread runs the connection: it reads no state of the engine's.
     public func status(_ socket: TCPSocket) -> TCPSocketStatus? {
         guard let entry = sockets[socket] else { return nil }
-        let limit = configuration.tcp.sendQueueLimit
+        let limit = configuration.tcp.sendLimit, largest = TCPConfiguration.largestMessage
         guard entry.offload != nil else {
             let c = entry.connection
             return TCPSocketStatus(
                 id: entry.id, state: c.state, error: c.error, readableBytes: c.readableBytes,
                 isAtEndOfInput: c.isAtEndOfInput, unacknowledgedBytes: c.unacknowledgedBytes,
-                sendRoom: c.sendQueue.isEmpty ? .max : max(0, limit - c.unacknowledgedBytes),
+                sendRoom: c.sendQueue.isEmpty ? largest : max(0, limit - c.unacknowledgedBytes),
                 canSend: c.canSend && !entry.closedByApplication, isOffloaded: false)
         }
         // The engine's: only the receive buffer is shared. The rest is the host's own count
@@ -56,7 +56,7 @@ extension TCPStack {
         return TCPSocketStatus(
             id: entry.id, state: received.hasEnd ? .closeWait : .established, error: nil, readableBytes: received.count,
             isAtEndOfInput: received.isAtEnd, unacknowledgedBytes: entry.buffers.byteCount - completedBytes,
-            sendRoom: entry.buffers.isEmpty ? .max : max(0, limit - entry.buffers.byteCount),
+            sendRoom: entry.buffers.isEmpty ? largest : max(0, limit - entry.buffers.byteCount),
             canSend: !entry.closedByApplication, isOffloaded: true)
     }
 }

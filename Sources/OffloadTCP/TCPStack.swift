@@ -151,8 +151,11 @@ public final class TCPStack {
         guard !entry.closedByApplication else { return .refused(.sendAfterClose, buffer) }
         if let offload = entry.offload, let port = offloadPort {
             // The engine queues it (T3); the limit counts what is not yet completed.
-            let limit = configuration.tcp.sendQueueLimit
+            let limit = configuration.tcp.sendLimit
             guard !buffer.bytes.isEmpty else { return .refused(.emptyMessage, buffer) }
+            guard buffer.bytes.count <= TCPConfiguration.largestMessage else {
+                return .refused(.messageTooLarge(limit: TCPConfiguration.largestMessage), buffer)
+            }
             guard entry.buffers.byteCount + buffer.bytes.count <= limit || entry.buffers.isEmpty else {
                 return .refused(.sendQueueFull(limit: limit), buffer)
             }

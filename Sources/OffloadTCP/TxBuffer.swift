@@ -15,16 +15,17 @@ public struct TxBuffer: ~Copyable, @unchecked Sendable {
         case unowned
     }
 
-    /// A buffer of `count` bytes (at least 1), zeroed, for the application to fill.
+    /// A buffer of `count` bytes, zeroed, for the application to fill. (An empty one is
+    /// refused by `send`, as `emptyMessage`.)
     public init(count: Int) {
-        precondition(count > 0, "TxBuffer: count must be positive")
+        precondition(count >= 0, "TxBuffer: count cannot be negative")
         baseAddress = .allocate(byteCount: count, alignment: 64)
         baseAddress.initializeMemory(as: UInt8.self, repeating: 0, count: count)
         self.count = count
         release = .deallocate
     }
 
-    /// A buffer holding a copy of `bytes` (not empty).
+    /// A buffer holding a copy of `bytes`.
     public init(copying bytes: some Collection<UInt8>) {
         self.init(count: bytes.count)
         UnsafeMutableRawBufferPointer(start: baseAddress, count: count).copyBytes(from: bytes)
@@ -32,7 +33,7 @@ public struct TxBuffer: ~Copyable, @unchecked Sendable {
 
     /// Memory the application owns and keeps alive until the completion returns this.
     public init(unowned baseAddress: UnsafeMutableRawPointer, count: Int) {
-        precondition(count > 0, "TxBuffer: count must be positive")
+        precondition(count >= 0, "TxBuffer: count cannot be negative")
         self.baseAddress = baseAddress
         self.count = count
         release = .unowned

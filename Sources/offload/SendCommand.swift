@@ -58,6 +58,9 @@ struct SendCommand: ParsableCommand {
     func validate() throws {
         guard (file == nil) != (bytes == nil) else { throw ValidationError("give exactly one of --file and --bytes") }
         if let bytes, bytes < 0 { throw ValidationError("--bytes cannot be negative") }
+        guard messageSize <= TCPConfiguration.largestMessage else {
+            throw ValidationError("--message-size is at most \(TCPConfiguration.largestMessage) bytes")
+        }
         guard messageSize > 0, connections > 0, rounds > 0 else {
             throw ValidationError("--message-size, --connections and --rounds must be positive")
         }

@@ -101,6 +101,14 @@ import OffloadTCP
         await #expect(throws: TCPError.connectionRefused) {
             _ = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 9)
         }
+        // The failed connection's socket is released: the application never had it to close.
+        let clock = MonotonicClock()
+        var sockets = 1
+        for _ in 0..<200 where sockets > 0 {
+            sockets = client.tcp.withStack(now: clock.now) { $0.socketCount }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(sockets == 0, "the refused connection's socket is left in the stack")
     }
 }
 #endif

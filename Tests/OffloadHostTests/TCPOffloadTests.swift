@@ -617,3 +617,32 @@ extension TCPOffloadTests {
         #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
     }
 }
+
+extension TCPOffloadTests {
+    /// A message the stack cannot take is refused with its reason, and the buffer handed
+    /// back, on the host's path and the engine's: an empty one, and one larger than
+    /// `largestMessage` (data in flight must span less than half the sequence space). An
+    /// empty buffer trapped when it was made, and a 2 GiB message trapped in the send queue.
+    @Test(arguments: [false, true])
+    func messagesTheStackCannotTakeAreRefusedWithTheirReason(offload: Bool) throws {
+        let w = try TwoEndpoints(seed: 11, offload: offload)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 7)
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        w.sim.addProcess("applications") { _ = tb.accept(port: 7); return false }
+        w.sim.run(until: w.sim.clock.now + .seconds(5)) { ta.status(client)?.state != .established || ta.isOffloaded(client) != offload }
+        #expect(ta.isOffloaded(client) == offload)
+        guard case .refused(.emptyMessage, _) = ta.send(TxBuffer(count: 0), on: client) else {
+            Issue.record("an empty message is refused as empty"); return
+        }
+        // Memory the stack must not read: the message is refused before any of it is.
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)
+        defer { memory.deallocate() }
+        let huge = TxBuffer(unowned: memory, count: TCPConfiguration.largestMessage + 1)
+        guard case .refused(.messageTooLarge(let limit), let back) = ta.send(huge, on: client) else {
+            Issue.record("a message past the limit is refused as too large"); return
+        }
+        #expect(limit == TCPConfiguration.largestMessage && back.count == limit + 1, "and the buffer comes back")
+        #expect(ta.status(client)?.sendRoom == TCPConfiguration.largestMessage)
+    }
+}
