@@ -20,6 +20,8 @@ public enum UDPError: Error, Hashable, Sendable, CustomStringConvertible {
     case tooLarge(bytes: Int, limit: Int)
     /// The send queue is full; try again after the host has run.
     case sendQueueFull(limit: Int)
+    /// The host was stopped (its runtime ended): nothing more arrives.
+    case stopped
 
     public var description: String {
         switch self {
@@ -27,6 +29,7 @@ public enum UDPError: Error, Hashable, Sendable, CustomStringConvertible {
         case .notBound(let p): "UDP port \(p) is not bound"
         case .tooLarge(let n, let limit): "a \(n)-byte datagram does not fit the link (at most \(limit) bytes)"
         case .sendQueueFull(let limit): "UDP send queue full (\(limit) datagrams waiting)"
+        case .stopped: "the host was stopped: nothing more arrives"
         }
     }
 }

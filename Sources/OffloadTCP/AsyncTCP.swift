@@ -26,6 +26,8 @@ public final class AsyncTCP: Sendable {
         /// Sends waiting for their completion, by socket and message id.
         var boxes: [TCPSocket: [MessageID: CompletionBox]] = [:]
         var now: Instant
+        /// Set by `stop()`: no driver runs the stack, so nothing waits for a turn.
+        var stopped = false
         init(stack: TCPStack, now: Instant) {
             self.stack = stack
             self.now = now
@@ -73,11 +75,30 @@ public final class AsyncTCP: Sendable {
         for c in ready { c.resume() }
     }
 
-    /// Waits until `ready` holds (checked now, then after every driver turn).
+    /// Whether `stop()` has been called.
+    public var isStopped: Bool { core.withLock { $0.stopped } }
+
+    /// For the driver, once it has stopped for good: the stack ends every connection
+    /// (`TCPStack.stop`), every send gets its buffer back with its completion, every waiter
+    /// wakes to find its connection closed with `stackStopped`, and later calls no longer
+    /// wait for a driver that will not come.
+    public func stop() {
+        let waiting: [CheckedContinuation<Void, Never>] = core.withLock { core in
+            core.stopped = true
+            core.stack.stop()
+            for socket in core.boxes.keys { core.collectCompletions(socket) }
+            defer { core.waiters.removeAll() }
+            return core.waiters.map(\.continuation)
+        }
+        for c in waiting { c.resume() }
+    }
+
+    /// Waits until `ready` holds (checked now, then after every driver turn); returns at
+    /// once when the driver has stopped.
     func wait(until ready: @escaping (Core) -> Bool) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = core.withLock { core -> Bool in
-                if ready(core) { return true }
+                if core.stopped || ready(core) { return true }
                 core.waiters.append(Waiter(ready: ready, continuation: c))
                 return false
             }
@@ -134,10 +155,13 @@ public struct AsyncTCPListener: Sendable {
     let tcp: AsyncTCP
     public let port: UInt16
 
-    public func accept() async -> AsyncTCPConnection {
-        var accepted: TCPSocket?
+    /// Throws `stackStopped` once the runtime has stopped.
+    public func accept() async throws(TCPError) -> AsyncTCPConnection {
         while true {
-            accepted = try? tcp.locked { core throws(TCPError) in core.stack.accept(port: port) }
+            let accepted = try tcp.locked { [port] core throws(TCPError) -> TCPSocket? in
+                if core.stopped { throw .stackStopped }
+                return core.stack.accept(port: port)
+            }
             if let accepted { return AsyncTCPConnection(tcp: tcp, socket: accepted) }
             await tcp.wait { [port] core in core.stack.hasAcceptable(port: port) }
         }

@@ -25,6 +25,8 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
     case tooManyConnections(limit: Int)
     /// An empty message: there is nothing to send.
     case emptyMessage
+    /// The stack was stopped (its runtime ended): the connection ended with it.
+    case stackStopped
     /// A message larger than the stack takes (`TCPConfiguration.largestMessage`): send it in pieces.
     case messageTooLarge(limit: Int)
 
@@ -42,6 +44,7 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
         case .noEphemeralPort: "no free ephemeral port towards that peer"
         case .tooManyConnections(let limit): "too many connections (limit \(limit))"
         case .emptyMessage: "cannot send an empty message"
+        case .stackStopped: "the TCP stack was stopped: its connections ended with it"
         case .messageTooLarge(let limit): "a message is at most \(limit) bytes: send it in pieces"
         }
     }

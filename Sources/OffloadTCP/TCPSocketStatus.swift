@@ -38,6 +38,14 @@ extension TCPStack {
     public func status(_ socket: TCPSocket) -> TCPSocketStatus? {
         guard let entry = sockets[socket] else { return nil }
         let limit = configuration.tcp.sendLimit, largest = TCPConfiguration.largestMessage
+        if isStopped {
+            // What was received can still be read; nothing more comes, and nothing is sent.
+            let received = entry.connection.receiveBuffer
+            return TCPSocketStatus(
+                id: entry.id, state: .closed, error: .stackStopped, readableBytes: received.count,
+                isAtEndOfInput: received.count == 0, unacknowledgedBytes: 0, sendRoom: 0, canSend: false,
+                isOffloaded: entry.offload != nil)
+        }
         guard entry.offload != nil else {
             let c = entry.connection
             return TCPSocketStatus(

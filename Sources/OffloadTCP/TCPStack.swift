@@ -80,6 +80,8 @@ public final class TCPStack {
     /// By 4-tuple (one lookup per segment), and by socket handle.
     private var connections: [TCPConnectionID: SocketEntry] = [:]
     var sockets: [TCPSocket: SocketEntry] = [:]
+    /// Set by `stop()`: the stack no longer runs, and refuses what would need it to.
+    public internal(set) var isStopped = false
     private var listeners: [UInt16: Listener] = [:]
     private var nextSocket = 1
     private let sequenceNumbers: InitialSequenceNumbers
@@ -106,6 +108,7 @@ public final class TCPStack {
 
     /// Opens a connection (the SYN leaves at the next poll).
     public func connect(to remote: IPv4Address, port remotePort: UInt16, now: Instant) throws(TCPError) -> TCPSocket {
+        guard !isStopped else { throw .stackStopped }
         guard connections.count < configuration.maximumConnections else {
             throw .tooManyConnections(limit: configuration.maximumConnections)
         }
@@ -120,6 +123,7 @@ public final class TCPStack {
 
     /// Accepts connections on `port`; `backlog` bounds the established ones not yet accepted.
     public func listen(port: UInt16, backlog: Int = 128) throws(TCPError) {
+        guard !isStopped else { throw .stackStopped }
         guard listeners[port] == nil else { throw .portInUse(port) }
         listeners[port] = Listener(port: port, backlog: max(1, backlog))
     }
@@ -148,6 +152,7 @@ public final class TCPStack {
     /// acknowledged all of it; `takeCompletions` then gives it back.
     public func send(_ buffer: consuming TxBuffer, on socket: TCPSocket) -> SendResult {
         guard let entry = sockets[socket] else { return .refused(.badSocket, buffer) }
+        guard !isStopped else { return .refused(.stackStopped, buffer) }
         guard !entry.closedByApplication else { return .refused(.sendAfterClose, buffer) }
         if let offload = entry.offload, let port = offloadPort {
             // The engine queues it (T3); the limit counts what is not yet completed.

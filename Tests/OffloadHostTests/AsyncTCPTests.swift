@@ -37,7 +37,7 @@ import OffloadTCP
         // The server: accept one connection, send back every chunk that arrives, close.
         let listener = try server.tcp.listen(port: 7)
         let echoed = Task {
-            let connection = await listener.accept()
+            let connection = try await listener.accept()
             var bytes = 0
             for try await chunk in connection.inbound {
                 bytes += chunk.count
@@ -85,10 +85,46 @@ import OffloadTCP
         try client.bindUDP(port: 5353)
         try client.sendUDP(UDPDatagram(peer: IPv4Address(10, 0, 0, 1), peerPort: 53, payload: Array("query".utf8)),
                            from: 5353)
-        let query = await server.receiveUDP(port: 53)
+        let query = try await server.receiveUDP(port: 53)
         #expect(query.payload == Array("query".utf8) && query.peer == IPv4Address(10, 0, 0, 2) && query.peerPort == 5353)
         try server.sendUDP(UDPDatagram(peer: query.peer, peerPort: query.peerPort, payload: Array("answer".utf8)), from: 53)
-        #expect(await client.receiveUDP(port: 5353).payload == Array("answer".utf8))
+        #expect(try await client.receiveUDP(port: 5353).payload == Array("answer".utf8))
+    }
+
+    /// Stopping a runtime ends its calls instead of stranding them: a send waiting for its
+    /// acknowledgement gets its buffer back, failed with `stackStopped`; a waiting accept,
+    /// receive and UDP receive return with that error; later calls fail at once. They all
+    /// waited for ever, and the buffer was freed without a completion.
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
+    func stoppingEndsEveryWaitingCall(engineThread: Bool) async throws {
+        let (server, client) = try Self.hosts(engineThread: engineThread)
+        let listener = try server.tcp.listen(port: 7)
+        let idle = try server.tcp.listen(port: 8)
+        try server.bindUDP(port: 53)
+        let accepted = Task { try await listener.accept() }
+        let connection = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 7)
+        _ = try await accepted.value
+        // The server reads nothing: 8 MiB cannot all be acknowledged, so the send waits.
+        let message = BufferHand(TxBuffer(count: 8 << 20))
+        let address = message.address
+        let sent = Task { () -> (CompletionStatus, Int) in
+            let completion = await connection.send(message.take())
+            return (completion.status, Int(bitPattern: completion.buffer.baseAddress))
+        }
+        let received = Task { try await connection.receive() }
+        let waitingAccept = Task { try await idle.accept() }
+        let waitingDatagram = Task { try await server.receiveUDP(port: 53) }
+        try await Task.sleep(for: .milliseconds(300))
+        client.stop()
+        server.stop()
+
+        let (status, returned) = await sent.value
+        #expect(status == .failed(.stackStopped))
+        #expect(returned == address, "the buffer came back")
+        await #expect(throws: TCPError.stackStopped) { _ = try await received.value }
+        await #expect(throws: TCPError.stackStopped) { _ = try await waitingAccept.value }
+        await #expect(throws: UDPError.stopped) { _ = try await waitingDatagram.value }
+        await #expect(throws: TCPError.stackStopped) { _ = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 7) }
     }
 
     @Test(arguments: [false, true])
@@ -110,5 +146,15 @@ import OffloadTCP
         }
         #expect(sockets == 0, "the refused connection's socket is left in the stack")
     }
+}
+/// Carries a buffer into a task that sends it.
+final class BufferHand: @unchecked Sendable {
+    private var buffer: TxBuffer?
+    let address: Int
+    init(_ buffer: consuming TxBuffer) {
+        address = Int(bitPattern: buffer.baseAddress)
+        self.buffer = .some(buffer)
+    }
+    func take() -> TxBuffer { buffer.take()! }
 }
 #endif

@@ -94,20 +94,25 @@ public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
         try tcp.withLock { () throws(UDPError) in try host.udp.send(from: port, datagram) }
     }
 
-    /// The next datagram to `port`, waiting for one.
-    public func receiveUDP(port: UInt16) async -> UDPDatagram {
+    /// The next datagram to `port`, waiting for one; throws `stopped` once the runtime has
+    /// stopped and none is left.
+    public func receiveUDP(port: UInt16) async throws(UDPError) -> UDPDatagram {
         while true {
             if let datagram = tcp.withLock({ host.udp.receive(port: port) }) { return datagram }
+            if tcp.isStopped { throw .stopped }
             await tcp.wait { [self] in host.udp.hasDatagram(port: port) }
         }
     }
 
-    /// Stops the thread after its current turn.
+    /// Stops the thread after its current turn. The stack stops with it (`AsyncTCP.stop`):
+    /// every waiting call returns, every buffer sent comes back with its completion, and
+    /// later calls fail with `stackStopped` rather than wait.
     public func stop() {
         guard thread != nil else { return }
         stopping.store(true, ordering: .relaxed)
         endpoint.waker()
         finished.wait()
         thread = nil
+        tcp.stop()
     }
 }
