@@ -3,7 +3,7 @@ import OffloadWire
 
 extension TCPConnection {
     /// Takes in one segment for this connection (RFC 9293 section 3.10.7).
-    public func receive(_ segment: TCPRepr, payload: UnsafeRawBufferPointer, now: Instant) {
+    package func receive(_ segment: TCPRepr, payload: UnsafeRawBufferPointer, now: Instant) {
         counters.segmentsReceived &+= 1
         needsPoll = true
         switch state {

@@ -7,7 +7,7 @@ extension TCPConnection {
     /// ACK if one is owed and no segment carried it; at most `budget` segments (the room
     /// the transmit path has), the rest at a later poll. Returns how many it sent.
     @discardableResult
-    public func poll(now: Instant, budget: Int = .max, emit: Emit) -> Int {
+    package func poll(now: Instant, budget: Int = .max, emit: Emit) -> Int {
         emitBudget = budget
         runTimers(now: now)
         if emitBudget > 0, let rst = pendingReset {

@@ -193,7 +193,7 @@ public final class TCPConnection {
 
     /// Queues a message of application memory, which must stay valid and unchanged until
     /// its completion. Returns its id.
-    public func send(_ bytes: UnsafeRawBufferPointer) throws(TCPError) -> MessageID {
+    package func send(_ bytes: UnsafeRawBufferPointer) throws(TCPError) -> MessageID {
         guard state != .closed else { throw error ?? .notConnected }
         guard canSend else { throw .sendAfterClose }
         guard !bytes.isEmpty else { throw .emptyMessage }
@@ -208,7 +208,7 @@ public final class TCPConnection {
     }
 
     /// Copies out up to `buffer.count` received bytes; returns how many.
-    public func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+    package func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         let n = receiveBuffer.read(into: buffer)
         if n > 0 { windowOpened() }
         return n
@@ -216,7 +216,7 @@ public final class TCPConnection {
 
     /// Hands up to `max` received bytes to `body` (in one or two pieces); returns how many.
     @discardableResult
-    public func read(max: Int, _ body: (UnsafeRawBufferPointer) -> Void) -> Int {
+    package func read(max: Int, _ body: (UnsafeRawBufferPointer) -> Void) -> Int {
         let n = receiveBuffer.read(max: max, body)
         if n > 0 { windowOpened() }
         return n
@@ -226,18 +226,18 @@ public final class TCPConnection {
     /// the connection's state: the host reads an offloaded connection's receive buffer this
     /// way and tells the engine, which calls `applicationRead()`.
     @discardableResult
-    public func readReceived(max: Int, _ body: (UnsafeRawBufferPointer) -> Void) -> Int {
+    package func readReceived(max: Int, _ body: (UnsafeRawBufferPointer) -> Void) -> Int {
         receiveBuffer.read(max: max, body)
     }
 
     /// The application has read: a window update goes out if the window grew enough.
-    public func applicationRead() { windowOpened() }
+    package func applicationRead() { windowOpened() }
 
     /// Completion ranges waiting to be taken.
     public var pendingCompletionRanges: Int { completions.count }
 
     /// Closes the sending side: a FIN follows the data already queued (RFC 9293 3.10.4).
-    public func close() {
+    package func close() {
         needsPoll = true
         switch state {
         case .listen, .closed:
@@ -259,7 +259,7 @@ public final class TCPConnection {
     }
 
     /// Ends the connection at once: a RST to the peer, queued messages fail (RFC 9293 3.10.5).
-    public func abort() {
+    package func abort() {
         needsPoll = true
         if state.isSynchronized || state == .synReceived {
             pendingReset = TCPRepr(sourcePort: id.localPort, destinationPort: id.remotePort,
@@ -270,13 +270,13 @@ public final class TCPConnection {
     }
 
     /// Takes the completions since the last call, oldest first.
-    public func takeCompletions() -> [CompletionRange] {
+    package func takeCompletions() -> [CompletionRange] {
         defer { completions.removeAll(keepingCapacity: true) }
         return completions
     }
 
     /// Takes at most `max` of the oldest completions; the rest stay for a later call.
-    public func takeCompletions(max: Int) -> [CompletionRange] {
+    package func takeCompletions(max: Int) -> [CompletionRange] {
         guard max < completions.count else { return takeCompletions() }
         let taken = Array(completions.prefix(Swift.max(0, max)))
         completions.removeFirst(taken.count)

@@ -257,7 +257,9 @@ public final class TCPStack {
 
     /// The connection behind a socket (its state, counters, readable bytes), or nil once
     /// the socket is released. While an engine on another thread runs it, only that thread
-    /// may read it: applications read `status(_:)`.
+    /// may read it: applications read `status(_:)`. Its operations (send, read, close,
+    /// completions) are the stack's and the engine's (`package`): an application that used
+    /// them behind the stack's back would take completions, and buffers, out of turn.
     public func connection(_ socket: TCPSocket) -> TCPConnection? { sockets[socket]?.connection }
 
     /// Sockets the stack holds (released ones excluded; TIME_WAIT ones included).
