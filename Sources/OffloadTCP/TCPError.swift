@@ -25,6 +25,8 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
     case tooManyConnections(limit: Int)
     /// An empty message: there is nothing to send.
     case emptyMessage
+    /// Port 0 names no port: nothing can listen or be reached there.
+    case invalidPort
     /// The stack was stopped (its runtime ended): the connection ended with it.
     case stackStopped
     /// A message larger than the stack takes (`TCPConfiguration.largestMessage`): send it in pieces.
@@ -44,6 +46,7 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
         case .noEphemeralPort: "no free ephemeral port towards that peer"
         case .tooManyConnections(let limit): "too many connections (limit \(limit))"
         case .emptyMessage: "cannot send an empty message"
+        case .invalidPort: "port 0 is not a port: listen on or connect to 1 to 65535"
         case .stackStopped: "the TCP stack was stopped: its connections ended with it"
         case .messageTooLarge(let limit): "a message is at most \(limit) bytes: send it in pieces"
         }

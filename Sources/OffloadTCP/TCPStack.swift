@@ -109,6 +109,7 @@ public final class TCPStack {
     /// Opens a connection (the SYN leaves at the next poll).
     public func connect(to remote: IPv4Address, port remotePort: UInt16, now: Instant) throws(TCPError) -> TCPSocket {
         guard !isStopped else { throw .stackStopped }
+        guard remotePort != 0 else { throw .invalidPort }
         guard connections.count < configuration.maximumConnections else {
             throw .tooManyConnections(limit: configuration.maximumConnections)
         }
@@ -124,6 +125,7 @@ public final class TCPStack {
     /// Accepts connections on `port`; `backlog` bounds the established ones not yet accepted.
     public func listen(port: UInt16, backlog: Int = 128) throws(TCPError) {
         guard !isStopped else { throw .stackStopped }
+        guard port != 0 else { throw .invalidPort }
         guard listeners[port] == nil else { throw .portInUse(port) }
         listeners[port] = Listener(port: port, backlog: max(1, backlog))
     }

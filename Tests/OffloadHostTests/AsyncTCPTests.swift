@@ -21,8 +21,8 @@ import OffloadTCP
             link: SocketPairLink(adopting: b, address: .local(2)),
             host: .init(interface: try IPv4CIDR(parsing: "10.0.0.2/24"), hardwareAddress: .local(2)),
             engineThread: engineThread)
-        server.start()
-        client.start()
+        try server.start()
+        try client.start()
         return (server, client)
     }
 
@@ -125,6 +125,21 @@ import OffloadTCP
         await #expect(throws: TCPError.stackStopped) { _ = try await waitingAccept.value }
         await #expect(throws: UDPError.stopped) { _ = try await waitingDatagram.value }
         await #expect(throws: TCPError.stackStopped) { _ = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 7) }
+        // A runtime runs once.
+        try client.start()
+        await #expect(throws: TCPError.stackStopped) { _ = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 7) }
+    }
+
+    /// Port 0 is refused with its reason, for listening and connecting alike (it was taken:
+    /// a listener on 0, a SYN to port 0).
+    @Test func portZeroIsRefused() async throws {
+        let (server, client) = try Self.hosts()
+        defer {
+            client.stop()
+            server.stop()
+        }
+        #expect(throws: TCPError.invalidPort) { _ = try server.tcp.listen(port: 0) }
+        await #expect(throws: TCPError.invalidPort) { _ = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 0) }
     }
 
     @Test(arguments: [false, true])

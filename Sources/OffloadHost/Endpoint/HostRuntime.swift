@@ -14,7 +14,7 @@ import OffloadTCP
 ///
 ///     let runtime = try HostRuntime(link: TapLink(name: "tap0"), host: .init(
 ///         interface: IPv4CIDR(parsing: "10.0.0.2/24"), hardwareAddress: .local(2)))
-///     runtime.start()
+///     try runtime.start()
 ///     let connection = try await runtime.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 5001)
 ///     let completion = await connection.send(TxBuffer(copying: Array("hello".utf8)))
 ///     // completion.buffer is ours again; completion.status says the peer has it all.
@@ -48,16 +48,15 @@ public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
         tcp = AsyncTCP(stack: stack, now: clock.now, wake: endpoint.waker)
     }
 
-    /// Starts the runtime's thread. It runs until `stop()`, and holds the runtime until
-    /// then: letting go of the runtime does not stop it.
-    public func start() {
+    /// Starts the runtime's thread (and the engine's, with `engineThread`; an error if its
+    /// poller cannot be made). It runs until `stop()`, and holds the runtime until then:
+    /// letting go of the runtime does not stop it. A runtime runs once: `start()` while it
+    /// runs, or after `stop()`, does nothing.
+    public func start() throws(LinkError) {
+        guard thread == nil, !tcp.isStopped else { return }
+        // Under the API's lock: `offloadCounters` asks the endpoint whether it has a thread.
+        if engineThread { try tcp.withLock { () throws(LinkError) in try endpoint.startEngineThread() } }
         let thread = Thread { [self] in
-            // Under the API's lock: `offloadCounters` asks the endpoint whether it has a thread.
-            if engineThread {
-                tcp.withLock {
-                    do { try endpoint.startEngineThread() } catch { preconditionFailure("HostRuntime: \(error)") }
-                }
-            }
             var idle = IdleSpin(spin: endpoint.spinBeforeSleeping)
             while !stopping.load(ordering: .relaxed) {
                 let now = endpoint.clock.now
