@@ -240,45 +240,25 @@ extension GatewayInteropTests {
           .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func superFramesFromAPacketSocketToATap() throws {
         guard Root.check() else { return }
-        let client = NetworkNamespace(prefix: "ogm")
-        var server = NetworkNamespace(prefix: "ogn")
-        let tap = client.interfaceName("ogm"), ours = server.interfaceName("ogv")
-        let scratch = "/tmp/offload-gw-\(client.tag)"
+        let world = try TapVethGateway(client: "ogm", server: "ogn", veth: "ogv", inside: 33, outside: 34)
+        let scratch = "/tmp/offload-gw-\(world.client.tag)"
         defer {
-            Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
             Shell.run("rm -rf \(scratch)")
-            client.tearDown()
-            server.tearDown()
+            world.tearDown()
         }
         Shell.must("mkdir -p \(scratch)")
-        server.addVeth(ours: ours, theirs: server.interfaceName("ogn"), address: "10.77.34.2/24")
-        let gateway = Shell.start("exec \(GatewayNamespaces.offloadBinary) gateway --port tap:\(tap)=10.77.33.1/24 "
-                                  + "--port afpacket:\(ours)=10.77.34.1/24 --nat-outside \(ours) --stats 0 --duration 120",
-                                  timeout: 130)
-        guard Shell.waitForInterfaces([tap]) else {
-            Issue.record("the gateway did not start: \(gateway.finish().output)")
-            return
-        }
-        Shell.must("ip link set \(tap) netns \(client.name)")
-        client.must("ip addr add 10.77.33.2/24 dev \(tap)")
-        client.must("ip link set \(tap) up")
-        client.must("ip route add default via 10.77.33.1")
-
         let data = "\(scratch)/data"
         Shell.must("head -c \(64 << 20) /dev/urandom > \(data)", timeout: 30)
-        let sender = server.start("socat -u OPEN:\(data) TCP-LISTEN:5003,reuseaddr", timeout: 90)
-        server.waitForSocket(port: 5003)
-        let received = client.run("socat -u TCP:10.77.34.2:5003 SYSTEM:'sha256sum > \(scratch)/received'", timeout: 80)
+        let sender = world.server.start("socat -u OPEN:\(data) TCP-LISTEN:5003,reuseaddr", timeout: 90)
+        world.server.waitForSocket(port: 5003)
+        let received = world.client.run("socat -u TCP:10.77.34.2:5003 SYSTEM:'sha256sum > \(scratch)/received'", timeout: 80)
         _ = sender.finish()
         #expect(received.succeeded, "socat said: \(received.output)")
         let digests = Shell.run("sha256sum < \(data); cat \(scratch)/received", timeout: 30).output
             .split(separator: "\n").map { $0.prefix(64) }
         #expect(digests.count == 2 && digests[0] == digests[1], "sha256 sent and received: \(digests)")
-        Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
-        let output = gateway.finish().output
-        let failed = output.split(separator: "\n").first { $0.contains("dropped: transmit-failed") }
-            .flatMap { Int($0.split(separator: " ").last ?? "") }
-        #expect(failed == 0, "the engine's sends that failed: \(output)")
+        let output = world.stop()
+        #expect(TapVethGateway.counter("dropped: transmit-failed", in: output) == 0, "the engine's sends that failed: \(output)")
     }
 
     /// The server's link takes 1400-byte packets, the client's 1500. Linux's ping, with DF
@@ -291,46 +271,21 @@ extension GatewayInteropTests {
           .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func packetsTooBigForTheNextHop() throws {
         guard Root.check() else { return }
-        let client = NetworkNamespace(prefix: "ogp")
-        var server = NetworkNamespace(prefix: "ogq")
-        let tap = client.interfaceName("ogp"), ours = server.interfaceName("ogw"), theirs = server.interfaceName("ogq")
-        defer {
-            Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
-            client.tearDown()
-            server.tearDown()
-        }
-        server.addVeth(ours: ours, theirs: theirs, address: "10.77.36.2/24")
-        Shell.must("ip link set \(ours) mtu 1400")
-        server.must("ip link set \(theirs) mtu 1400")
-        let gateway = Shell.start("exec \(GatewayNamespaces.offloadBinary) gateway --port tap:\(tap)=10.77.35.1/24 "
-                                  + "--port afpacket:\(ours)=10.77.36.1/24 --nat-outside \(ours) --stats 0 --duration 60",
-                                  timeout: 70)
-        guard Shell.waitForInterfaces([tap]) else {
-            Issue.record("the gateway did not start: \(gateway.finish().output)")
-            return
-        }
-        Shell.must("ip link set \(tap) netns \(client.name)")
-        client.must("ip addr add 10.77.35.2/24 dev \(tap)")
-        client.must("ip link set \(tap) up")
-        client.must("ip route add default via 10.77.35.1")
-
-        let fragmented = client.run("ping -c 3 -i 0.2 -W 2 -M dont -s 1450 10.77.36.2", timeout: 15)
+        let world = try TapVethGateway(client: "ogp", server: "ogq", veth: "ogw", inside: 35, outside: 36, vethMTU: 1400)
+        defer { world.tearDown() }
+        let fragmented = world.client.run("ping -c 3 -i 0.2 -W 2 -M dont -s 1450 10.77.36.2", timeout: 15)
         #expect(fragmented.output.contains("3 received"), "ping without DF: \(fragmented.output)")
-        let refused = client.run("ping -c 2 -i 0.2 -W 2 -M do -s 1472 10.77.36.2", timeout: 15)
+        let refused = world.client.run("ping -c 2 -i 0.2 -W 2 -M do -s 1472 10.77.36.2", timeout: 15)
         #expect(!refused.succeeded)
         #expect(refused.output.contains("mtu = 1400") || refused.output.contains("mtu=1400"),
                 "ping with DF: \(refused.output)")
-        let route = client.run("ip route get 10.77.36.2")
+        let route = world.client.run("ip route get 10.77.36.2")
         #expect(route.output.contains("mtu 1400"), "the client's kernel learned the path's MTU: \(route.output)")
 
-        Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
-        let output = gateway.finish().output
-        func counter(_ name: String) -> Int? {
-            output.split(separator: "\n").first { $0.contains(name) }.flatMap { Int($0.split(separator: " ").last ?? "") }
-        }
-        #expect((counter("packets fragmented") ?? 0) >= 3, "\(output)")
-        #expect((counter("dropped: fragmentation-needed") ?? 0) >= 1, "\(output)")
-        #expect(counter("dropped: transmit-failed") == 0, "\(output)")
+        let output = world.stop()
+        #expect((TapVethGateway.counter("packets fragmented", in: output) ?? 0) >= 3, "\(output)")
+        #expect((TapVethGateway.counter("dropped: fragmentation-needed", in: output) ?? 0) >= 1, "\(output)")
+        #expect(TapVethGateway.counter("dropped: transmit-failed", in: output) == 0, "\(output)")
     }
 
     /// A TAP port's MTU is the gateway's to set (`,mtu=N`): with 9000 on the TAP and on the
@@ -341,36 +296,14 @@ extension GatewayInteropTests {
           .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func jumboFramesThroughATapPort() throws {
         guard Root.check() else { return }
-        let client = NetworkNamespace(prefix: "ogj")
-        var server = NetworkNamespace(prefix: "ogk")
-        let tap = client.interfaceName("ogj"), ours = server.interfaceName("ogx"), theirs = server.interfaceName("ogk")
-        defer {
-            Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
-            client.tearDown()
-            server.tearDown()
-        }
-        server.addVeth(ours: ours, theirs: theirs, address: "10.77.38.2/24")
-        Shell.must("ip link set \(ours) mtu 9000")
-        server.must("ip link set \(theirs) mtu 9000")
-        let gateway = Shell.start("exec \(GatewayNamespaces.offloadBinary) gateway --port tap:\(tap)=10.77.37.1/24,mtu=9000 "
-                                  + "--port afpacket:\(ours)=10.77.38.1/24 --nat-outside \(ours) --stats 0 --duration 60",
-                                  timeout: 70)
-        guard Shell.waitForInterfaces([tap]) else {
-            Issue.record("the gateway did not start: \(gateway.finish().output)")
-            return
-        }
-        #expect(Shell.run("ip link show \(tap)").output.contains("mtu 9000"), "the TAP has the MTU asked for")
-        Shell.must("ip link set \(tap) netns \(client.name)")
-        client.must("ip addr add 10.77.37.2/24 dev \(tap)")
-        client.must("ip link set \(tap) up")
-        client.must("ip route add default via 10.77.37.1")
-
-        let ping = client.run("ping -c 3 -i 0.2 -W 2 -M do -s 8000 10.77.38.2", timeout: 15)
+        let world = try TapVethGateway(client: "ogj", server: "ogk", veth: "ogx", inside: 37, outside: 38, vethMTU: 9000,
+                                       tapOptions: ",mtu=9000")
+        defer { world.tearDown() }
+        #expect(world.client.run("ip link show \(world.tap)").output.contains("mtu 9000"), "the TAP has the MTU asked for")
+        let ping = world.client.run("ping -c 3 -i 0.2 -W 2 -M do -s 8000 10.77.38.2", timeout: 15)
         #expect(ping.output.contains("3 received"), "jumbo pings with DF: \(ping.output)")
-        Shell.run("pkill -INT -f '^/[^ ]*/offload gatewa[y] --port tap:\(tap)='")
-        let output = gateway.finish().output
-        let needed = output.split(separator: "\n").first { $0.contains("dropped: fragmentation-needed") }
-        #expect(needed == nil || needed!.hasSuffix(" 0"), "\(output)")
+        let output = world.stop()
+        #expect((TapVethGateway.counter("dropped: fragmentation-needed", in: output) ?? 0) == 0, "\(output)")
     }
 
     /// `--tcp-idle` and `--udp-idle` reach the engine's table (the gateway says what it runs with).
@@ -656,6 +589,66 @@ final class GatewayNamespaces {
         for t in threads: t.join()
         print("completed", len(done))
         """
+}
+
+/// `offload gateway` between a TAP, its kernel side in a client namespace
+/// (10.77.`inside`.2/24), and a packet socket on a veth whose far end is in a server
+/// namespace (10.77.`outside`.2/24), NAT out of the veth; the gateway is .1 on both.
+/// `vethMTU` is set on both ends of the veth, `tapOptions` follow the TAP port's address.
+final class TapVethGateway {
+    let client: NetworkNamespace
+    let server: NetworkNamespace
+    let tap: String
+    private let gateway: Shell.Background
+
+    init(client clientPrefix: String, server serverPrefix: String, veth: String, inside: Int, outside: Int,
+         vethMTU: Int? = nil, tapOptions: String = "") throws {
+        let client = NetworkNamespace(prefix: clientPrefix)
+        var server = NetworkNamespace(prefix: serverPrefix)
+        tap = client.interfaceName(clientPrefix)
+        let ours = server.interfaceName(veth), theirs = server.interfaceName(serverPrefix)
+        server.addVeth(ours: ours, theirs: theirs, address: "10.77.\(outside).2/24")
+        if let vethMTU {
+            Shell.must("ip link set \(ours) mtu \(vethMTU)")
+            server.must("ip link set \(theirs) mtu \(vethMTU)")
+        }
+        gateway = Shell.start("exec \(GatewayNamespaces.offloadBinary) gateway --port tap:\(tap)=10.77.\(inside).1/24\(tapOptions) "
+                              + "--port afpacket:\(ours)=10.77.\(outside).1/24 --nat-outside \(ours) --stats 0 --duration 120",
+                              timeout: 130)
+        self.client = client
+        self.server = server
+        guard Shell.waitForInterfaces([tap]) else {
+            Shell.run("pkill -KILL -f \(processPattern)")
+            throw GatewayTestError.notStarted(gateway.finish().output)
+        }
+        Shell.must("ip link set \(tap) netns \(self.client.name)")
+        self.client.must("ip addr add 10.77.\(inside).2/24 dev \(tap)")
+        self.client.must("ip link set \(tap) up")
+        self.client.must("ip route add default via 10.77.\(inside).1")
+    }
+
+    /// Matches the gateway's command line only (see `GatewayNamespaces.processPattern`).
+    private var processPattern: String { "'^/[^ ]*/offload gatewa[y] --port tap:\(tap)='" }
+
+    /// Stops the gateway (SIGINT); returns what it printed, its final counters among it.
+    func stop() -> String {
+        Shell.run("pkill -INT -f \(processPattern)")
+        return gateway.finish().output
+    }
+
+    func tearDown() {
+        if gateway.isRunning {
+            Shell.run("pkill -KILL -f \(processPattern)")
+            _ = gateway.finish()
+        }
+        client.tearDown()
+        server.tearDown()
+    }
+
+    /// A counter of the gateway's final table in its output.
+    static func counter(_ name: String, in output: String) -> Int? {
+        output.split(separator: "\n").first { $0.contains(name) }.flatMap { Int($0.split(separator: " ").last ?? "") }
+    }
 }
 
 enum GatewayTestError: Error, CustomStringConvertible {
