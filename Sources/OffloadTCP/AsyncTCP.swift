@@ -240,6 +240,13 @@ public struct AsyncTCPConnection: Sendable {
         try? tcp.locked { [socket] core throws(TCPError) in core.stack.close(socket) }
     }
 
+    /// Ends the connection at once with a RST: every message not yet acknowledged completes
+    /// as failed (`aborted`), its buffer back to the `send` that waits for it, and a waiting
+    /// `receive` returns nil: nothing more comes.
+    public func abort() {
+        try? tcp.locked { [socket] core throws(TCPError) in core.stack.abort(socket) }
+    }
+
     /// Waits until the connection has ended (both FINs, or a reset); returns the error if
     /// it did not end cleanly.
     public func closed() async -> TCPError? {

@@ -130,6 +130,36 @@ import OffloadTCP
         await #expect(throws: TCPError.stackStopped) { _ = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 7) }
     }
 
+    /// `abort()` ends a connection at once: a send waiting for its acknowledgement gets its
+    /// buffer back, failed as aborted, and a waiting receive ends. The async API had no
+    /// way to end a connection whose peer stopped reading.
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
+    func abortEndsAConnectionAndItsWaitingCalls(engineThread: Bool) async throws {
+        let (server, client) = try Self.hosts(engineThread: engineThread)
+        defer {
+            client.stop()
+            server.stop()
+        }
+        let listener = try server.tcp.listen(port: 7)
+        let accepted = Task { try await listener.accept() }
+        let connection = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 7)
+        _ = try await accepted.value
+        // The server reads nothing: 8 MiB cannot all be acknowledged, so the send waits.
+        let message = BufferHand(TxBuffer(count: 8 << 20))
+        let address = message.address
+        let sent = Task { () -> (CompletionStatus, Int) in
+            let completion = await connection.send(message.take())
+            return (completion.status, Int(bitPattern: completion.buffer.baseAddress))
+        }
+        let received = Task { try await connection.receive() }
+        try await Task.sleep(for: .milliseconds(300))
+        connection.abort()
+        let (status, returned) = await sent.value
+        #expect(status == .failed(.aborted))
+        #expect(returned == address, "the buffer came back")
+        #expect(try await received.value == nil, "the waiting receive ends: nothing more comes")
+    }
+
     /// Port 0 is refused with its reason, for listening and connecting alike (it was taken:
     /// a listener on 0, a SYN to port 0).
     @Test func portZeroIsRefused() async throws {
