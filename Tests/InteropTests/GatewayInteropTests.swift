@@ -181,7 +181,8 @@ extension GatewayInteropTests {
         let counters = try world.stop()
         #expect((counters["software"]?["ICMP errors sent"] ?? 0) >= 2)
         let capture = world.capturePath
-        #expect(Tshark.problems(in: capture) == "", "tshark found problems in \(capture)")
+        #expect(Tshark.problems(in: capture, excluding: GatewayNamespaces.kernelsNegativeZero) == "",
+                "tshark found problems in \(capture)")
         #expect(Tshark.count(in: capture, matching: "icmp.type == 11") >= 1)
         #expect(Tshark.count(in: capture, matching: "icmp.type == 3 && icmp.code == 0") >= 1)
         #expect(Tshark.count(in: capture, matching: "tcp.len > 0") > 100)
@@ -365,6 +366,14 @@ final class GatewayNamespaces {
         server.must("ip addr add 10.77.32.2/24 dev \(outside)")
         server.must("ip link set \(outside) up")
     }
+
+    /// The one thing forgiven in a capture, in frames as the kernels sent them (the client's,
+    /// and the server's to the NAT's address; not what the gateway sends on): a TCP checksum
+    /// of 0xFFFF where it computes to 0x0000. Linux completing a checksum in software for a
+    /// plain TAP writes `csum_fold(sum) ?: CSUM_MANGLED_0`, so about one segment in 65536
+    /// carries it (see `TCPLink.checkCapture`).
+    static let kernelsNegativeZero = "(ip.src == 10.77.31.2 || (ip.src == \(serverAddress) && ip.dst == 10.77.32.1)) "
+        + "&& tcp.checksum == 0xffff && tcp.checksum_calculated == 0 && ip.checksum.status == 1 && !_ws.malformed"
 
     /// Where `--pcap` writes, when the gateway captures.
     var capturePath: String { "\(scratch)/gateway.pcap" }
