@@ -1,5 +1,6 @@
 import ArgumentParser
 import COffloadShim
+import Foundation
 import OffloadCore
 import OffloadEngine
 import OffloadHost
@@ -68,11 +69,17 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: "Stop after this many seconds (default: run until SIGINT or SIGTERM).")
     var duration: Double?
 
-    @Flag(help: "Print the final counters as JSON instead of tables.")
+    @Flag(help: "Print the final counters as JSON instead of tables, alone on standard output (the other lines go to standard error).")
     var json = false
 
     @Option(help: "Write the counters as Prometheus text to this file every second (node_exporter's textfile collector): the engine's and the ports' while running, all of them at the end.")
     var metricsFile: String?
+
+    /// A line about the run: on standard output, or with `--json` on standard error, so
+    /// that standard output holds the JSON alone.
+    private func say(_ line: String) {
+        if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+    }
 
     func validate() throws {
         guard !ports.isEmpty else { throw ValidationError("give at least one --port") }
@@ -117,7 +124,7 @@ struct GatewayCommand: ParsableCommand {
                     return port.inner.counters
                 }
                 try writer.flush()
-                print("capture: \(writer.framesWritten) frames written to \(pcap)")
+                say("capture: \(writer.framesWritten) frames written to \(pcap)")
             } else {
                 let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
                     try ports[i].open(superFrames: receivesSuperFrames)
@@ -189,14 +196,14 @@ struct GatewayCommand: ParsableCommand {
         loop.spinBeforeSleeping = .microseconds(Int64(spin))
 
         for (i, spec) in ports.enumerated() {
-            print("port \(i): \(spec.link) \(spec.address) (\(gatewayPorts[i].hardwareAddress))"
+            say("port \(i): \(spec.link) \(spec.address) (\(gatewayPorts[i].hardwareAddress))"
                   + (outside == UInt16(i) ? ", NAT outside" : ""))
         }
-        for route in table.routes { print("route \(route)") }
-        print("order guard \(noOrderGuard ? "off" : "on"), audit \(audit ? "on" : "off"), processing \(processing)"
+        for route in table.routes { say("route \(route)") }
+        say("order guard \(noOrderGuard ? "off" : "on"), audit \(audit ? "on" : "off"), processing \(processing)"
               + (decisionDelay > 0 ? ", \(decisionDelay) µs per new flow's decision" : ""))
         func seconds(_ d: Double) -> String { d == d.rounded() ? String(Int(d)) : String(d) }
-        print("idle timeouts: TCP \(seconds(tcpIdle)) s, UDP \(seconds(udpIdle)) s")
+        say("idle timeouts: TCP \(seconds(tcpIdle)) s, UDP \(seconds(udpIdle)) s")
 
         let start = clock.now
         let deadline = duration.map { start + .nanoseconds(Int64($0 * 1e9)) }
@@ -222,7 +229,7 @@ struct GatewayCommand: ParsableCommand {
             let seconds = Double((now - lastTime).nanoseconds) / 1e9
             let pps = Int(Double(c.received - last.received) / seconds)
             let elapsed = Int((now - start).nanoseconds / 1_000_000_000)
-            print("\(elapsed)s: \(pps) packets/s in; fast path \(c.fastPath), software \(c.totalToSoftware), "
+            say("\(elapsed)s: \(pps) packets/s in; fast path \(c.fastPath), software \(c.totalToSoftware), "
                   + "dropped \(c.totalDrops), entries \(engine.table.count)")
             last = c
             lastTime = now

@@ -307,6 +307,19 @@ extension GatewayInteropTests {
         #expect((TapVethGateway.counter("dropped: fragmentation-needed", in: output) ?? 0) == 0, "\(output)")
     }
 
+    /// `--json` puts the final counters alone on standard output: the ports, routes and
+    /// settings it says first go to standard error. They came first on standard output, and
+    /// the output was not JSON.
+    @Test("gateway --json writes JSON alone on standard output", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func jsonAloneOnStandardOutput() throws {
+        guard Root.check() else { return }
+        let run = Shell.run("\(GatewayNamespaces.offloadBinary) gateway --port tap:ogjson=10.77.9.1/24 --stats 0 "
+                            + "--duration 0.3 --json 2>/dev/null", timeout: 10)
+        #expect(run.succeeded, "\(run.output)")
+        let parsed = try? JSONSerialization.jsonObject(with: Data(run.output.utf8))
+        #expect((parsed as? [String: Any])?["engine"] != nil, "not the counters alone: \(run.output)")
+    }
+
     /// `--tcp-idle` and `--udp-idle` reach the engine's table (the gateway says what it runs with).
     @Test("The idle timeouts are the gateway's to set", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func idleTimeoutsAreSet() throws {
