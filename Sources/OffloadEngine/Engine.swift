@@ -86,7 +86,9 @@ public final class Engine<Port: Link & ~Copyable> {
     /// super-segments it cuts up itself (TSO).
     let portTakesPartialChecksums: [Bool]
     let portSegmentsTCP: [Bool]
-    /// Per port: the largest IPv4 packet it sends as one frame (`LinkCapabilities.mtu`).
+    /// Per port: the largest IPv4 packet it sends as one frame (`LinkCapabilities.mtu`). The
+    /// same as `reinsertion.portMTU`, in raw memory: the fast path reads it with no bounds
+    /// check or reference count.
     private let portMTU: UnsafeMutablePointer<Int>
     /// The offloaded TCP connections (seed 003), and their events to the host.
     public let tcp: TCPOffloadTable

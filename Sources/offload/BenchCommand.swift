@@ -1,6 +1,5 @@
 import ArgumentParser
 import COffloadShim
-import Foundation
 import OffloadCore
 
 struct BenchCommand: ParsableCommand {
@@ -127,6 +126,4 @@ enum ChecksumBenchmark {
 
 /// A benchmark's progress line or note (a skip, a fallback): to standard error, so that
 /// standard output holds the results alone, as a table or as JSON.
-func benchNote(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
-}
+func benchNote(_ line: String) { printToStandardError(line) }

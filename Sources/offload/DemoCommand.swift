@@ -73,7 +73,7 @@ struct DemoCommand: ParsableCommand {
                     + "of TCP bytes verified, \(p.connectionsDone)/\(p.connections) connections done, "
                     + "\(p.datagramsVerified)/\(p.datagramsTotal) datagrams, "
                     + "\(String(format: "%.3f", p.simulatedSeconds)) s simulated"
-                if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+                if json { printToStandardError(line) } else { print(line) }
             }
         } catch {
             throw RunError(message: "offload demo: \(error)")

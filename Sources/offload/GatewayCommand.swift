@@ -1,6 +1,5 @@
 import ArgumentParser
 import COffloadShim
-import Foundation
 import OffloadCore
 import OffloadEngine
 import OffloadHost
@@ -78,7 +77,7 @@ struct GatewayCommand: ParsableCommand {
     /// A line about the run: on standard output, or with `--json` on standard error, so
     /// that standard output holds the JSON alone.
     private func say(_ line: String) {
-        if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+        if json { printToStandardError(line) } else { print(line) }
     }
 
     func validate() throws {
@@ -116,7 +115,7 @@ struct GatewayCommand: ParsableCommand {
                 let writer = try PcapFileWriter(path: pcap)
                 let epochOffset = offload_realtime_ns() - offload_monotonic_ns()
                 let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
-                    CaptureLink(try ports[i].open(superFrames: receivesSuperFrames), writer: writer, clock: clock,
+                    CaptureLink(try ports[i].link.open(superFrames: receivesSuperFrames, tapMTU: ports[i].mtu), writer: writer, clock: clock,
                                 epochOffset: epochOffset)
                 }
                 try run(engine, clock) { port in
@@ -127,7 +126,7 @@ struct GatewayCommand: ParsableCommand {
                 say("capture: \(writer.framesWritten) frames written to \(pcap)")
             } else {
                 let engine = try Engine(configuration: configuration(), portCount: ports.count, clock: clock) { i in
-                    try ports[i].open(superFrames: receivesSuperFrames)
+                    try ports[i].link.open(superFrames: receivesSuperFrames, tapMTU: ports[i].mtu)
                 }
                 try run(engine, clock) { port in
                     port.updateKernelStatistics()
@@ -278,12 +277,6 @@ struct PortSpec: ExpressibleByArgument {
     }
 
     static var defaultValueDescription: String { "tap:NAME=CIDR[,mtu=N] | afpacket:IFNAME=CIDR" }
-
-    /// Opens the port's link (see `LinkSpec.open`), a TAP with its MTU.
-    func open(superFrames: Bool) throws(LinkError) -> SystemLink {
-        guard case .tap(let name) = link, let mtu else { return try link.open(superFrames: superFrames) }
-        return .tap(try TapLink(name: name, mode: superFrames ? .virtioNetHeader : .plain, mtu: mtu))
-    }
 }
 
 /// One `--route`: a prefix and the next hop toward it.

@@ -37,9 +37,11 @@ enum LinkSpec: ExpressibleByArgument, CustomStringConvertible {
     /// Creates the TAP device, or opens a packet socket on the interface. A TAP takes the
     /// virtio-net header when `superFrames`: frames it is given may be TCP super-frames (a
     /// gateway's packet socket receives them), which only the kernel behind the header cuts.
-    func open(superFrames: Bool = false) throws(LinkError) -> SystemLink {
+    /// `tapMTU` sets a TAP's MTU where it is made (a packet socket uses its interface's).
+    func open(superFrames: Bool = false, tapMTU: Int? = nil) throws(LinkError) -> SystemLink {
         switch self {
-        case .tap(let name): return .tap(try TapLink(name: name, mode: superFrames ? .virtioNetHeader : .plain))
+        case .tap(let name):
+            return .tap(try TapLink(name: name, mode: superFrames ? .virtioNetHeader : .plain, mtu: tapMTU))
         case .packetSocket(let name): return .packetSocket(try PacketSocketLink(interface: name))
         }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import COffloadShim
+import Foundation
 
 @main
 struct Offload: ParsableCommand {
@@ -14,4 +15,10 @@ struct Offload: ParsableCommand {
         offload_stdout_line_buffered()
         main(nil)
     }
+}
+
+/// A line for a person, not for a program reading standard output (progress, notes, what a
+/// command runs with when its results are JSON).
+func printToStandardError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
 }

@@ -26,6 +26,23 @@ import OffloadTCP
         return (server, client)
     }
 
+    /// A connection from the client to the server's port 7, whose server reads nothing, and a
+    /// send of 8 MiB on it, which cannot all be acknowledged and so waits: the task gives its
+    /// completion's status and where its buffer lies; `address` is where it lay when sent.
+    static func stalledSend(from client: HostRuntime<SocketPairLink>, to server: HostRuntime<SocketPairLink>) async throws
+        -> (connection: AsyncTCPConnection, sent: Task<(CompletionStatus, Int), Never>, address: Int) {
+        let listener = try server.tcp.listen(port: 7)
+        let accepted = Task { try await listener.accept() }
+        let connection = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 7)
+        _ = try await accepted.value
+        let message = BufferHand(TxBuffer(count: 8 << 20))
+        let sent = Task { () -> (CompletionStatus, Int) in
+            let completion = await connection.send(message.take())
+            return (completion.status, Int(bitPattern: completion.buffer.baseAddress))
+        }
+        return (connection, sent, message.address)
+    }
+
     @Test(arguments: [false, true])
     func anEchoServerAndAClient(engineThread: Bool) async throws {
         let (server, client) = try Self.hosts(engineThread: engineThread)
@@ -98,19 +115,9 @@ import OffloadTCP
     @Test(.timeLimit(.minutes(1)), arguments: [false, true])
     func stoppingEndsEveryWaitingCall(engineThread: Bool) async throws {
         let (server, client) = try Self.hosts(engineThread: engineThread)
-        let listener = try server.tcp.listen(port: 7)
         let idle = try server.tcp.listen(port: 8)
         try server.bindUDP(port: 53)
-        let accepted = Task { try await listener.accept() }
-        let connection = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 7)
-        _ = try await accepted.value
-        // The server reads nothing: 8 MiB cannot all be acknowledged, so the send waits.
-        let message = BufferHand(TxBuffer(count: 8 << 20))
-        let address = message.address
-        let sent = Task { () -> (CompletionStatus, Int) in
-            let completion = await connection.send(message.take())
-            return (completion.status, Int(bitPattern: completion.buffer.baseAddress))
-        }
+        let (connection, sent, address) = try await Self.stalledSend(from: client, to: server)
         let received = Task { try await connection.receive() }
         let waitingAccept = Task { try await idle.accept() }
         let waitingDatagram = Task { try await server.receiveUDP(port: 53) }
@@ -140,17 +147,7 @@ import OffloadTCP
             client.stop()
             server.stop()
         }
-        let listener = try server.tcp.listen(port: 7)
-        let accepted = Task { try await listener.accept() }
-        let connection = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 7)
-        _ = try await accepted.value
-        // The server reads nothing: 8 MiB cannot all be acknowledged, so the send waits.
-        let message = BufferHand(TxBuffer(count: 8 << 20))
-        let address = message.address
-        let sent = Task { () -> (CompletionStatus, Int) in
-            let completion = await connection.send(message.take())
-            return (completion.status, Int(bitPattern: completion.buffer.baseAddress))
-        }
+        let (connection, sent, address) = try await Self.stalledSend(from: client, to: server)
         let received = Task { try await connection.receive() }
         try await Task.sleep(for: .milliseconds(300))
         connection.abort()
