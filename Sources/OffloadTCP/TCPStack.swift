@@ -227,8 +227,13 @@ public final class TCPStack {
     public func close(_ socket: TCPSocket) {
         guard let entry = sockets[socket] else { return }
         entry.closedByApplication = true
+        // A connection closed during its handshake with data queued carries the data once it
+        // is established (the FIN follows it), on the engine when it is offloaded. With
+        // nothing queued, a connection still in SYN-SENT just ends (RFC 9293 3.10.4), as it
+        // does without an engine: it did not retry its SYN to be offloaded and closed.
+        let state = entry.connection.state
         if entry.offload == nil, offloadPort != nil, entry.mayOffload,
-           entry.connection.state == .synSent || entry.connection.state == .synReceived {
+           state == .synSent && !entry.connection.sendQueue.isEmpty || state == .synReceived {
             entry.closeAfterOffload = true
             return
         }

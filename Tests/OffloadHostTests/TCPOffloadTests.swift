@@ -646,3 +646,22 @@ extension TCPOffloadTests {
         #expect(ta.status(client)?.sendRoom == TCPConfiguration.largestMessage)
     }
 }
+
+extension TCPOffloadTests {
+    /// A connection closed in SYN-SENT with nothing queued ends there, with an engine as
+    /// without one (RFC 9293 3.10.4): its socket is released and no SYN follows. With an
+    /// engine it went on retrying its SYN, to be offloaded and closed once a peer answered.
+    @Test(arguments: [false, true])
+    func aConnectionClosedInSynSentWithNothingQueuedEnds(offload: Bool) throws {
+        // Nothing crosses the wire: the SYN gets no answer.
+        let w = try TwoEndpoints(seed: 12, impairments: Impairments(loss: 1), offload: offload)
+        let ta = w.a.tcp
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        w.sim.run(until: w.sim.clock.now + .seconds(2))
+        #expect(ta.status(client)?.state == .synSent, "no answer yet")
+        ta.close(client)
+        w.sim.run(until: w.sim.clock.now + .seconds(10))
+        #expect(ta.status(client) == nil, "the socket is released")
+        #expect(ta.connectionCount == 0)
+    }
+}
