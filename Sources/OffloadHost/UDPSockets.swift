@@ -22,6 +22,8 @@ public enum UDPError: Error, Hashable, Sendable, CustomStringConvertible {
     case sendQueueFull(limit: Int)
     /// The host was stopped (its runtime ended): nothing more arrives.
     case stopped
+    /// The task waiting for a datagram was cancelled.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -30,6 +32,7 @@ public enum UDPError: Error, Hashable, Sendable, CustomStringConvertible {
         case .tooLarge(let n, let limit): "a \(n)-byte datagram does not fit the link (at most \(limit) bytes)"
         case .sendQueueFull(let limit): "UDP send queue full (\(limit) datagrams waiting)"
         case .stopped: "the host was stopped: nothing more arrives"
+        case .cancelled: "the waiting task was cancelled"
         }
     }
 }

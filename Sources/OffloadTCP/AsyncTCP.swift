@@ -7,8 +7,14 @@ import Synchronization
 /// continuation with the condition it waits for. The driver that runs the stack (a
 /// `HostRuntime` thread, or a test's loop) takes the same lock for each turn and calls
 /// `resumeReady()` after it, which resumes every waiter whose condition now holds.
+///
+/// Cancelling a task ends its wait: `connect` gives up the connection and throws `cancelled`,
+/// as do `accept` and `receive` (nothing is taken); `send` refuses a message it has not
+/// queued yet, but a queued message is the connection's, so `send` waits for its completion
+/// (`abort()` ends that wait at once); `closed()` returns `cancelled`.
 public final class AsyncTCP: Sendable {
     struct Waiter: @unchecked Sendable {
+        let id: UInt64
         let ready: (Core) -> Bool
         let continuation: CheckedContinuation<Void, Never>
     }
@@ -23,6 +29,7 @@ public final class AsyncTCP: Sendable {
     final class Core: @unchecked Sendable {
         let stack: TCPStack
         var waiters: [Waiter] = []
+        var nextWaiter: UInt64 = 0
         /// Sends waiting for their completion, by socket and message id.
         var boxes: [TCPSocket: [MessageID: CompletionBox]] = [:]
         var now: Instant
@@ -94,12 +101,30 @@ public final class AsyncTCP: Sendable {
     }
 
     /// Waits until `ready` holds (checked now, then after every driver turn); returns at
-    /// once when the driver has stopped.
-    func wait(until ready: @escaping (Core) -> Bool) async {
+    /// once when the driver has stopped, and, if `cancellable`, when the task is cancelled.
+    func wait(until ready: @escaping (Core) -> Bool, cancellable: Bool = true) async {
+        guard cancellable else { return await park(until: ready, cancellable: false, id: 0) }
+        let id = core.withLock { core in
+            core.nextWaiter &+= 1
+            return core.nextWaiter
+        }
+        // The lock orders the two: a handler that runs before the waiter is parked finds
+        // nothing, and the parking then sees the task cancelled.
+        await withTaskCancellationHandler {
+            await park(until: ready, cancellable: true, id: id)
+        } onCancel: {
+            let parked = core.withLock { core in
+                core.waiters.firstIndex { $0.id == id }.map { core.waiters.remove(at: $0).continuation }
+            }
+            parked?.resume()
+        }
+    }
+
+    private func park(until ready: @escaping (Core) -> Bool, cancellable: Bool, id: UInt64) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = core.withLock { core -> Bool in
-                if core.stopped || ready(core) { return true }
-                core.waiters.append(Waiter(ready: ready, continuation: c))
+                if core.stopped || ready(core) || cancellable && Task.isCancelled { return true }
+                core.waiters.append(Waiter(id: id, ready: ready, continuation: c))
                 return false
             }
             if now { c.resume() } else { wake() }
@@ -115,7 +140,7 @@ public final class AsyncTCP: Sendable {
     }
 
     /// Waits until `ready` holds; it is checked under the same lock, now and after every
-    /// driver turn.
+    /// driver turn. Returns early when the driver has stopped or the task is cancelled.
     public func wait(until ready: @escaping @Sendable () -> Bool) async {
         await wait { (_: Core) in ready() }
     }
@@ -128,16 +153,18 @@ public final class AsyncTCP: Sendable {
 
     // MARK: The API
 
-    /// Opens a connection and waits for the handshake.
+    /// Opens a connection and waits for the handshake. A cancelled task's connection is
+    /// given up (`cancelled`).
     public func connect(to address: IPv4Address, port: UInt16) async throws(TCPError) -> AsyncTCPConnection {
         let socket = try locked { core throws(TCPError) in try core.stack.connect(to: address, port: port, now: core.now) }
         await wait { $0.stack.status(socket).map { $0.state != .synSent && $0.state != .synReceived } ?? true }
         let failure = try? locked { core throws(TCPError) -> TCPError? in
             guard let c = core.stack.status(socket) else { return .notConnected }
-            guard c.state == .closed else { return nil }
+            let handshaking = c.state == .synSent || c.state == .synReceived
+            guard c.state == .closed || handshaking else { return nil }
             // The socket is the stack's to release: the application never gets it.
             core.stack.abort(socket)
-            return c.error ?? .notConnected
+            return handshaking ? .cancelled : c.error ?? .notConnected
         }
         if let failure { throw failure }
         return AsyncTCPConnection(tcp: self, socket: socket)
@@ -155,7 +182,8 @@ public struct AsyncTCPListener: Sendable {
     let tcp: AsyncTCP
     public let port: UInt16
 
-    /// Throws `stackStopped` once the runtime has stopped.
+    /// Throws `stackStopped` once the runtime has stopped, and `cancelled` when the task is
+    /// cancelled while no connection is waiting.
     public func accept() async throws(TCPError) -> AsyncTCPConnection {
         while true {
             let accepted = try tcp.locked { [port] core throws(TCPError) -> TCPSocket? in
@@ -163,6 +191,7 @@ public struct AsyncTCPListener: Sendable {
                 return core.stack.accept(port: port)
             }
             if let accepted { return AsyncTCPConnection(tcp: tcp, socket: accepted) }
+            if Task.isCancelled { throw .cancelled }
             await tcp.wait { [port] core in core.stack.hasAcceptable(port: port) }
         }
     }
@@ -176,13 +205,16 @@ public struct AsyncTCPConnection: Sendable {
 
     /// Sends `buffer` (no copy) and waits until the peer has acknowledged all of it (or the
     /// connection ended): the completion gives the buffer back, with how it ended. Waits for
-    /// room first when the send queue is full.
+    /// room first when the send queue is full. A cancelled task's message is refused
+    /// (`cancelled`) unless it was queued already: then it is the connection's, and this
+    /// waits for its completion.
     public func send(_ buffer: consuming TxBuffer) async -> TCPCompletion {
         let size = buffer.count
         await tcp.wait { [socket] core in
             guard let c = core.stack.status(socket) else { return true }
             return !c.canSend || c.hasRoom(for: size)
         }
+        if Task.isCancelled { return TCPCompletion(id: .max, status: .failed(.cancelled), buffer: buffer) }
         let box = AsyncTCP.CompletionBox()
         let handed = HandOver(buffer)
         let queued: MessageID? = try! tcp.locked { [socket] core throws(TCPError) -> MessageID? in
@@ -196,13 +228,14 @@ public struct AsyncTCPConnection: Sendable {
             }
         }
         if queued != nil {
-            await tcp.wait { _ in box.completion != nil }
+            await tcp.wait(until: { _ in box.completion != nil }, cancellable: false)
         }
         return box.completion.take()!
     }
 
     /// Up to `max` bytes as they arrive; nil once the peer has closed and all is read.
-    /// Throws when the connection ended by a reset or a timeout.
+    /// Throws when the connection ended by a reset or a timeout, and `cancelled` when the
+    /// task is cancelled while nothing is there to read (what comes stays for the next call).
     public func receive(max: Int = 65_536) async throws(TCPError) -> [UInt8]? {
         while true {
             let result: Result<[UInt8]?, TCPError>? = try? tcp.locked { [socket] core throws(TCPError) in
@@ -216,6 +249,7 @@ public struct AsyncTCPConnection: Sendable {
                 return nil
             }
             if let result { return try result.get() }
+            if Task.isCancelled { throw .cancelled }
             await tcp.wait { [socket] core in
                 guard let c = core.stack.status(socket) else { return true }
                 return c.readableBytes > 0 || c.isAtEndOfInput
@@ -248,13 +282,16 @@ public struct AsyncTCPConnection: Sendable {
     }
 
     /// Waits until the connection has ended (both FINs, or a reset); returns the error if
-    /// it did not end cleanly.
+    /// it did not end cleanly, and `cancelled` when the task was cancelled before it ended.
     public func closed() async -> TCPError? {
-        await tcp.wait { [socket] core in
+        let ended = { [socket] (core: AsyncTCP.Core) -> Bool in
             guard let c = core.stack.status(socket) else { return true }
             return c.state == .closed || c.state == .timeWait
         }
-        return try? tcp.locked { [socket] core throws(TCPError) in core.stack.status(socket)?.error }
+        await tcp.wait(until: ended)
+        return try? tcp.locked { [socket] core throws(TCPError) in
+            ended(core) ? core.stack.status(socket)?.error : .cancelled
+        }
     }
 }
 

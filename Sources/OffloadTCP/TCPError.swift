@@ -31,6 +31,8 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
     case stackStopped
     /// A message larger than the stack takes (`TCPConfiguration.largestMessage`): send it in pieces.
     case messageTooLarge(limit: Int)
+    /// The task waiting for the call was cancelled.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -49,6 +51,7 @@ public enum TCPError: Error, Hashable, Sendable, CustomStringConvertible {
         case .invalidPort: "port 0 is not a port: listen on or connect to 1 to 65535"
         case .stackStopped: "the TCP stack was stopped: its connections ended with it"
         case .messageTooLarge(let limit): "a message is at most \(limit) bytes: send it in pieces"
+        case .cancelled: "the waiting task was cancelled"
         }
     }
 }

@@ -157,6 +157,58 @@ import OffloadTCP
         #expect(try await received.value == nil, "the waiting receive ends: nothing more comes")
     }
 
+    /// Cancelling a task ends its wait: a connect (given up, its socket released), an
+    /// accept, a receive, a UDP receive and `closed()` throw or return `cancelled`, and a
+    /// send waiting for room gets its buffer back, refused as cancelled. A send whose
+    /// message is queued goes on waiting: the message is the connection's until its
+    /// completion (here, the abort's). Each of these waited on after its task was cancelled.
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
+    func cancellingATaskEndsItsWait(engineThread: Bool) async throws {
+        let (server, client) = try Self.hosts(engineThread: engineThread)
+        defer {
+            client.stop()
+            server.stop()
+        }
+        let idle = try server.tcp.listen(port: 8)
+        try server.bindUDP(port: 53)
+        let (connection, sent, address) = try await Self.stalledSend(from: client, to: server)
+        let waitingForRoom = Task { await connection.send(TxBuffer(count: 1)).status }
+        let received = Task { try await connection.receive() }
+        let accepting = Task { try await idle.accept() }
+        let datagram = Task { try await server.receiveUDP(port: 53) }
+        let ending = Task { await connection.closed() }
+        // Nobody has 10.0.0.9: the SYN waits for an ARP answer that never comes.
+        let connecting = Task { try await client.tcp.connect(to: IPv4Address(10, 0, 0, 9), port: 7) }
+        try await Task.sleep(for: .milliseconds(300))
+        waitingForRoom.cancel()
+        received.cancel()
+        accepting.cancel()
+        datagram.cancel()
+        ending.cancel()
+        connecting.cancel()
+        sent.cancel()
+
+        #expect(await waitingForRoom.value == .failed(.cancelled))
+        await #expect(throws: TCPError.cancelled) { _ = try await received.value }
+        await #expect(throws: TCPError.cancelled) { _ = try await accepting.value }
+        await #expect(throws: UDPError.cancelled) { _ = try await datagram.value }
+        #expect(await ending.value == .cancelled)
+        await #expect(throws: TCPError.cancelled) { _ = try await connecting.value }
+        try await Task.sleep(for: .milliseconds(100))
+        connection.abort()
+        let (status, returned) = await sent.value
+        #expect(status == .failed(.aborted), "the queued send waited for its completion")
+        #expect(returned == address, "and got its buffer back")
+        // Both connections' sockets go: the given-up one and the aborted one.
+        let clock = MonotonicClock()
+        var sockets = 1
+        for _ in 0..<200 where sockets > 0 {
+            sockets = client.tcp.withStack(now: clock.now) { $0.socketCount }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(sockets == 0)
+    }
+
     /// Port 0 is refused with its reason, for listening and connecting alike (it was taken:
     /// a listener on 0, a SYN to port 0).
     @Test func portZeroIsRefused() async throws {

@@ -94,11 +94,12 @@ public final class HostRuntime<L: Link & ~Copyable>: @unchecked Sendable {
     }
 
     /// The next datagram to `port`, waiting for one; throws `stopped` once the runtime has
-    /// stopped and none is left.
+    /// stopped and none is left, and `cancelled` when the task is cancelled while none is.
     public func receiveUDP(port: UInt16) async throws(UDPError) -> UDPDatagram {
         while true {
             if let datagram = tcp.withLock({ host.udp.receive(port: port) }) { return datagram }
             if tcp.isStopped { throw .stopped }
+            if Task.isCancelled { throw .cancelled }
             await tcp.wait { [self] in host.udp.hasDatagram(port: port) }
         }
     }
