@@ -85,17 +85,17 @@ struct SendCommand: ParsableCommand {
         let stack = try TCPEndpoint(options: endpoint, name: "offload send").run(application, banner: banner)
         let t = application.reportedTotals
         let elapsed = application.elapsed
-        print("sent \(t.bytesSent) bytes in \(elapsed): \(String(format: "%.3f", gigabits(t.bytesSent, over: elapsed))) "
+        endpoint.say("sent \(t.bytesSent) bytes in \(elapsed): \(String(format: "%.3f", gigabits(t.bytesSent, over: elapsed))) "
               + "Gbit/s; received \(t.bytesReceived) bytes")
-        print("connections \(t.connections) (failed \(t.failed.count)); retransmitted segments "
+        endpoint.say("connections \(t.connections) (failed \(t.failed.count)); retransmitted segments "
               + "\(t.segmentsRetransmitted) (timeouts \(t.timeouts), fast \(t.fastRetransmits)); completions "
               + "\(t.completions) in \(t.completionRanges) ranges, \(application.failedCompletions) failed")
         if waitForRest {
-            print("stack at rest: \(stack.isQuiescent ? "yes" : "no") (connections \(stack.connectionCount), "
+            endpoint.say("stack at rest: \(stack.isQuiescent ? "yes" : "no") (connections \(stack.connectionCount), "
                   + "sockets \(stack.socketCount))")
         }
-        for f in t.failed.prefix(10) { print("failed: \(f)") }
-        for u in application.unfinished.prefix(10) { print("unfinished: \(u)") }
+        for f in t.failed.prefix(10) { endpoint.say("failed: \(f)") }
+        for u in application.unfinished.prefix(10) { endpoint.say("unfinished: \(u)") }
         guard application.finished, t.failed.isEmpty, application.failedCompletions == 0,
               !waitForRest || stack.isQuiescent else { throw ExitCode(1) }
     }

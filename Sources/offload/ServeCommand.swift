@@ -57,18 +57,18 @@ struct ServeCommand: ParsableCommand {
         }
         defer { if let file { fclose(file) } }
         let application = ServeApplication(port: port, mode: mode, output: file, sourceBytes: bytes,
-                                           connectionLimit: connections, backlog: backlog)
+                                           connectionLimit: connections, backlog: backlog, say: endpoint.say)
         let stack = try TCPEndpoint(options: endpoint, name: "offload serve").run(
             application, banner: "offload serve: \(endpoint.host.address) port \(port), \(mode) mode, on \(endpoint.host.link)")
         let t = application.totals
-        print("served \(t.connections) connections: received \(t.bytesReceived) bytes, sent \(t.bytesSent) bytes, "
+        endpoint.say("served \(t.connections) connections: received \(t.bytesReceived) bytes, sent \(t.bytesSent) bytes, "
               + "retransmitted segments \(t.segmentsRetransmitted) (timeouts \(t.timeouts), fast \(t.fastRetransmits)), "
               + "completions \(t.completions) in \(t.completionRanges) ranges, failed \(t.failed.count)")
         let s = stack.counters
-        print("stack: syn cookies sent \(s.synCookiesSent), accepted \(s.synCookiesAccepted), rejected "
+        endpoint.say("stack: syn cookies sent \(s.synCookiesSent), accepted \(s.synCookiesAccepted), rejected "
               + "\(s.synCookiesRejected); SYNs dropped (backlog full) \(s.synsDroppedBacklogFull); resets sent "
               + "\(s.resetsSent); open connections \(stack.connectionCount)")
-        for f in t.failed.prefix(10) { print("failed: \(f)") }
+        for f in t.failed.prefix(10) { endpoint.say("failed: \(f)") }
         if let limit = connections, t.connections < limit || !t.failed.isEmpty { throw ExitCode(1) }
     }
 }
@@ -98,6 +98,8 @@ final class ServeApplication: TCPApplication {
     let sourceBytes: Int
     let connectionLimit: Int?
     let backlog: Int
+    /// Where the report's lines go (`TCPEndpointOptions.say`).
+    let say: (String) -> Void
     private var listening = false
     private var served: [Served] = []
     private(set) var totals = TCPTotals()
@@ -106,7 +108,8 @@ final class ServeApplication: TCPApplication {
     private var scratch = [UInt8](repeating: 0, count: 256 * 1024)
 
     init(port: UInt16, mode: ServeCommand.Mode, output: UnsafeMutablePointer<FILE>?, sourceBytes: Int,
-         connectionLimit: Int?, backlog: Int) {
+         connectionLimit: Int?, backlog: Int, say: @escaping (String) -> Void) {
+        self.say = say
         self.port = port
         self.mode = mode
         self.output = output
@@ -124,7 +127,7 @@ final class ServeApplication: TCPApplication {
     func turn(_ stack: TCPStack, now: Instant) {
         if !listening {
             do { try stack.listen(port: port, backlog: backlog) } catch {
-                print("offload serve: \(error)")
+                say("offload serve: \(error)")
                 totals.failed.append("listen: \(error)")
                 totals.connections = connectionLimit ?? 0
                 return
@@ -190,7 +193,7 @@ final class ServeApplication: TCPApplication {
         let c = s.connection
         totals.add(c)
         let received = c.counters.bytesReceived, sent = c.counters.bytesSent - c.counters.bytesRetransmitted
-        print("connection \(c.id): received \(received) bytes, sent \(sent) bytes in \(now - s.started), "
+        say("connection \(c.id): received \(received) bytes, sent \(sent) bytes in \(now - s.started), "
               + "retransmitted segments \(c.counters.segmentsRetransmitted)\(c.error.map { ", \($0)" } ?? "")")
         return true
     }

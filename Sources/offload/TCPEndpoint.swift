@@ -44,8 +44,14 @@ struct TCPEndpointOptions: ParsableArguments {
     @Flag(help: "Print every counter at the end, as tables.")
     var counters = false
 
-    @Flag(help: "Print every counter at the end as JSON, on one line.")
+    @Flag(help: "Print every counter at the end as JSON, on one line, alone on standard output (the report goes to standard error).")
     var json = false
+
+    /// A line of the report: on standard output, or with `--json` on standard error, so that
+    /// the JSON is alone on standard output.
+    func say(_ line: String) {
+        if json { printToStandardError(line) } else { print(line) }
+    }
 
     func validate() throws {
         guard threads == 1 || threads == 2 else { throw ValidationError("--threads is 1 or 2") }
@@ -92,7 +98,7 @@ struct TCPEndpoint {
         defer {
             if let writer, let pcap = options.host.pcap {
                 try? writer.flush()
-                print("capture: \(writer.framesWritten) frames written to \(pcap)")
+                options.say("capture: \(writer.framesWritten) frames written to \(pcap)")
             }
         }
         do {
@@ -142,7 +148,7 @@ struct TCPEndpoint {
             makePort: { held.take()! })
         endpoint.spinBeforeSleeping = .microseconds(Int64(options.spin))
         if options.threads == 2 { try endpoint.startEngineThread() }
-        print(banner)
+        options.say(banner)
         let deadline = options.host.duration.map { clock.now + .nanoseconds(Int64($0 * 1e9)) }
         let metrics = options.metricsFile.map { MetricsFile(path: $0) }
         var nextMetrics = clock.now
@@ -156,21 +162,21 @@ struct TCPEndpoint {
             }
         }
         if let report = endpoint.stopEngineThread() {
-            print("engine thread: slept \(report.sleeps) times, CPU \(String(format: "%.3f", report.cpuSeconds)) s")
+            options.say("engine thread: slept \(report.sleeps) times, CPU \(String(format: "%.3f", report.cpuSeconds)) s")
         }
         let snapshot = endpoint.metrics()
         metrics?.write(snapshot)
-        print(Self.offloadReport(endpoint))
-        if options.counters { print(snapshot.table) }
+        options.say(Self.offloadReport(endpoint))
+        if options.counters { options.say(snapshot.table) }
         if options.json { print(snapshot.json.replacingOccurrences(of: "\n", with: "")) }
         let host = endpoint.host.counters
         let engine = endpoint.engine.counters
         let software = endpoint.slowPath.dropped.filter { $0.value > 0 }
         if !options.counters && (host.totalDrops > 0 || engine.drops.total > 0 || engine.receiveErrors > 0
                                  || !software.isEmpty) {
-            print(host.table)
-            print(engine.table)
-            for (reason, count) in software.sorted(by: { $0.key < $1.key }) { print("software dropped: \(reason) \(count)") }
+            options.say(host.table)
+            options.say(engine.table)
+            for (reason, count) in software.sorted(by: { $0.key < $1.key }) { options.say("software dropped: \(reason) \(count)") }
         }
         return endpoint.tcp
     }

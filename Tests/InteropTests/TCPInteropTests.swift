@@ -188,8 +188,10 @@ struct TCPInteropTests {
         let client = link.namespace.run("python3 \(script) \(link.ourAddress) 5062 \(data.path)", timeout: 170)
         let run = serve.finish()
         #expect(run.status == 0, "offload serve failed: \(run.output)")
-        // --json: every counter, on one line that parses.
-        let json = run.line("{").data(using: .utf8).flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: Any]
+        // --json: every counter, on one line that parses, alone on standard output (the
+        // banner, the per-connection lines and the summary go to standard error).
+        let json = run.standardOutput.data(using: .utf8).flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: Any]
+        #expect(json != nil, "standard output is not JSON alone: \(run.standardOutput.prefix(500))")
         let offload = json?["tcp offload"] as? [String: Any]
         #expect((offload?["tcp offload: payload bytes sent"] as? Int ?? 0) >= 64 << 20, "JSON: \(run.line("{").prefix(300))")
         let words = Self.echoClientWords(client.output)
@@ -430,6 +432,8 @@ final class TCPLink {
     /// nor the shell that runs pkill (the first word must be a path ending in /offload).
     private var processPattern: String { "'^/[^ ]*/offload [a-z]* --link tap:\(tap)( |$)'" }
 
+    /// A command started by `startOffload`: its standard output goes to `outputFile`, its
+    /// standard error to `outputFile` + ".err".
     final class Running {
         let process: Shell.Background
         let outputFile: String
@@ -439,13 +443,19 @@ final class TCPLink {
             self.outputFile = outputFile
         }
 
+        /// Standard output, then standard error, so far.
+        private func read() -> (output: String, errors: String) {
+            ((try? String(contentsOfFile: outputFile, encoding: .utf8)) ?? "",
+             (try? String(contentsOfFile: outputFile + ".err", encoding: .utf8)) ?? "")
+        }
+
         /// Waits, up to `seconds`, for the command's output so far to hold `count` lines that
         /// start with `prefix`; returns whether it did.
         func waitForLines(startingWith prefix: String, count: Int, seconds: Double) -> Bool {
             let deadline = Date().addingTimeInterval(seconds)
             while true {
-                let output = (try? String(contentsOfFile: outputFile, encoding: .utf8)) ?? ""
-                if output.split(separator: "\n").filter({ $0.hasPrefix(prefix) }).count >= count { return true }
+                let (output, errors) = read()
+                if (output + errors).split(separator: "\n").filter({ $0.hasPrefix(prefix) }).count >= count { return true }
                 if Date() > deadline { return false }
                 usleep(50_000)
             }
@@ -455,14 +465,17 @@ final class TCPLink {
         func finish() -> Finished {
             let result = process.finish()
             let seconds = (Date().timeIntervalSince(started) * 100).rounded() / 100
-            let output = (try? String(contentsOfFile: outputFile, encoding: .utf8)) ?? ""
-            return Finished(status: result.status, output: output + result.output, seconds: seconds)
+            let (output, errors) = read()
+            return Finished(status: result.status, output: output + errors + result.output, standardOutput: output,
+                            seconds: seconds)
         }
     }
 
     struct Finished {
         let status: Int32
+        /// Standard output and standard error.
         let output: String
+        let standardOutput: String
         let seconds: Double
 
         /// The first line of the output that starts with `prefix` (empty if none).
@@ -477,7 +490,7 @@ final class TCPLink {
         let words = arguments.split(separator: " ", maxSplits: 1)
         let outputFile = "\(scratch)/offload.out"
         let command = "\(Self.binary) \(words[0]) --link tap:\(tap) --address \(ourAddress)/\(prefixLength) "
-            + "--pcap \(capture) \(words.count > 1 ? words[1] : "") > \(outputFile) 2>&1"
+            + "--pcap \(capture) \(words.count > 1 ? words[1] : "") > \(outputFile) 2> \(outputFile).err"
         let process = Shell.start(command, timeout: timeout)
         guard Shell.waitForInterfaces([tap]) else {
             Shell.run("pkill -KILL -f \(processPattern)")
@@ -828,10 +841,13 @@ extension TCPInteropTests {
         // 4 GiB of a sparse file: mapped at once, and more than 3 s can send.
         let data = "\(link.scratch)/sparse"
         Shell.must("truncate -s 4G \(data)")
-        let run = try link.offload("send --to \(link.kernelAddress):5057 --file \(data) --duration 3 --msl 0.5",
+        let run = try link.offload("send --to \(link.kernelAddress):5057 --file \(data) --duration 3 --msl 0.5 --json",
                                    timeout: 30)
         _ = sink.finish()
         #expect(run.status != 0, "a run cut short did not finish its work: \(run.output)")
+        // --json: the counters alone on standard output; the report goes to standard error.
+        #expect((try? JSONSerialization.jsonObject(with: Data(run.standardOutput.utf8))) != nil,
+                "standard output is not JSON alone: \(run.standardOutput.prefix(500))")
         let sent = run.line("sent ").split(separator: " ")
         let bytes = sent.count > 1 ? UInt64(sent[1]) ?? 0 : 0
         #expect(bytes > 100_000, "\(run.output)")
