@@ -1,5 +1,6 @@
 import OffloadCore
 import OffloadLink
+import Synchronization
 
 /// The circuitry of seed 000: bursts into the engine's own buffer pool (whose `inUse` is the
 /// buffered-packet counter), a connection-table lookup per packet, the fast path for flows
@@ -86,10 +87,14 @@ public final class Engine<Port: Link & ~Copyable> {
     /// super-segments it cuts up itself (TSO).
     let portTakesPartialChecksums: [Bool]
     let portSegmentsTCP: [Bool]
-    /// Per port: the largest IPv4 packet it sends as one frame (`LinkCapabilities.mtu`). The
-    /// same as `reinsertion.portMTU`, in raw memory: the fast path reads it with no bounds
+    /// Per port: the largest IPv4 packet it sends as one frame, shared with the software
+    /// (`reinsertion.portMTU`), and refreshed each second (`refreshPortMTUs`).
+    public var portMTUs: PortMTUs { reinsertion.portMTU }
+    /// `portMTUs`' memory (kept by `reinsertion`): the fast path reads it with no bounds
     /// check or reference count.
-    private let portMTU: UnsafeMutablePointer<Int>
+    private let portMTU: UnsafeMutablePointer<Atomic<Int>>
+    /// When the ports' MTUs are next asked for.
+    private var nextMTURefresh = Instant.zero
     /// The offloaded TCP connections (seed 003), and their events to the host.
     public let tcp: TCPOffloadTable
     /// Offloaded connections' entries (and their slots) that idled out in this poll's expiry scan.
@@ -134,11 +139,11 @@ public final class Engine<Port: Link & ~Copyable> {
         translationNotices = notices
         table = ConnectionTable(capacity: configuration.tableCapacity, hashSeed: configuration.tableHashSeed,
                                 translationNotices: notices)
-        let mtus = (0..<portCount).map { ports[$0].capabilities.mtu }
+        let mtus = PortMTUs((0..<portCount).map { ports[$0].capabilities.mtu })
         reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, portMTU: mtus, clock: clock,
                                        translationNotices: notices, log: log)
         marks = AuditMarkBook(capacity: 4 * configuration.queueCapacity, seed: configuration.markSeed)
-        compatibility = CompatibilityTest(mtu: mtus.max() ?? 1500)
+        compatibility = CompatibilityTest()
         let queueCapacity = exceptions.capacity
         fairness = configuration.sourceFairness.map { SourceFairnessBook($0, queueCapacity: queueCapacity) }
         burst = .allocate(capacity: configuration.burstSize)
@@ -148,14 +153,12 @@ public final class Engine<Port: Link & ~Copyable> {
         self.portCount = 0 + portCount
         portTakesPartialChecksums = (0..<portCount).map { ports[$0].capabilities.partialChecksums }
         portSegmentsTCP = (0..<portCount).map { ports[$0].capabilities.tcpSegmentation }
-        portMTU = .allocate(capacity: portCount)
-        portMTU.initialize(from: mtus, count: portCount)
+        portMTU = mtus.values
     }
 
     deinit {
         ports.deinitialize(count: portCount)
         ports.deallocate()
-        portMTU.deallocate()
         burst.deallocate()
         burstKeys.deallocate()
         burstHomes.deallocate()
@@ -193,7 +196,20 @@ public final class Engine<Port: Link & ~Copyable> {
             if case .offloadedTCP(let slot) = action { expiredOffloaded.append((key, slot)) }
         })
         if !expiredOffloaded.isEmpty { restoreOffloadedEntries(&expiredOffloaded, now: now) }
+        if now >= nextMTURefresh { refreshPortMTUs(now: now) }
         return work > 0
+    }
+
+    /// Asks each port for its MTU again (a second after the last time) and stores what
+    /// changed: packets from now on are sized for it, on the fast path and in the software.
+    @inline(never)
+    private func refreshPortMTUs(now: Instant) {
+        nextMTURefresh = now + .seconds(1)
+        for port in 0..<portCount {
+            guard let mtu = ports[port].currentMTU(), mtu != portMTUs[port] else { continue }
+            portMTUs.store(max(68, mtu), port: port)
+            counters.mtuChanges &+= 1
+        }
     }
 
     // MARK: Packets from the ports
@@ -327,8 +343,8 @@ public final class Engine<Port: Link & ~Copyable> {
     private func fastForward(_ buffer: consuming PacketBuffer, entry e: UnsafeMutablePointer<FlowEntry>, key: FlowKey,
                              port: UInt16, now: Instant) {
         let out = Int(e.pointee.outputPort)
-        if buffer.count &- Self.ethernetHeader > (out < portCount ? portMTU[out] : .max),
-           !buffer.offload.fits(buffer.bytes, mtu: portMTU[out]) {
+        if buffer.count &- Self.ethernetHeader > (out < portCount ? portMTU[out].load(ordering: .relaxed) : .max),
+           !buffer.offload.fits(buffer.bytes, mtu: portMTU[out].load(ordering: .relaxed)) {
             return tooBig(buffer, entry: e, key: key, port: port, now: now)
         }
         let partialL4 = buffer.offload.hasPartialChecksum
@@ -361,7 +377,7 @@ public final class Engine<Port: Link & ~Copyable> {
             port = Int(forward.outputPort)
         case .drop, .consumed: return nil
         }
-        return port < portCount ? portMTU[port] : nil
+        return port < portCount ? portMTUs[port] : nil
     }
 
     /// A packet larger than its output port's MTU goes to the software, which answers it
@@ -484,7 +500,8 @@ public final class Engine<Port: Link & ~Copyable> {
             } else {
                 counters.auditInvalidMarks &+= 1
                 do throws(CompatibilityFailure) {
-                    try compatibility.check(buffer.bytes, metadata: buffer.offload, mtu: egressMTU(verdict, entry: entry))
+                    try compatibility.check(buffer.bytes, metadata: buffer.offload,
+                                            mtu: egressMTU(verdict, entry: entry) ?? portMTUs.largest)
                 } catch {
                     counters.auditFailures[error] &+= 1
                     countOut(entry)

@@ -51,6 +51,8 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
     public var flagsCleared: UInt64 = 0
     /// Times the software had every entry made stale (`SoftwareMessage.invalidateAll`).
     public var invalidations: UInt64 = 0
+    /// Times a port's MTU was found changed (`Engine.portMTUs`).
+    public var mtuChanges: UInt64 = 0
     /// Entries removed for being idle (B9).
     public var expired: UInt64 = 0
     /// Entries ended by a TCP FIN or RST on the fast path (B9): removed at a RST, marked
@@ -85,7 +87,7 @@ public struct EngineCounters: Sendable, Equatable, CounterTable {
          ("originated by the software", originated),
          ("originated, not sent", originatedNotSent),
          ("do-not-use flags cleared", flagsCleared), ("invalidations asked by the software", invalidations),
-         ("entries expired", expired), ("entries torn down", tornDown)]
+         ("entries expired", expired), ("entries torn down", tornDown), ("port MTU changes", mtuChanges)]
             + [("audit: valid marks", auditValidMarks), ("audit: invalid marks", auditInvalidMarks)]
             + toSoftware.rows("to software: ") + drops.rows("dropped: ") + auditFailures.rows("audit failed: ")
     }

@@ -21,16 +21,17 @@ public final class ReinsertionQueue {
     /// software that sends on this queue reads them, so the two cannot be wired apart.
     public let translationNotices: SPSCRing<TranslationNotice>?
     /// Per engine port: the largest IPv4 packet it sends as one frame. What the software
-    /// forwards must fit, or be answered ("fragmentation needed") or fragmented.
-    public let portMTU: [Int]
+    /// forwards must fit, or be answered ("fragmentation needed") or fragmented. The engine
+    /// refreshes it each second.
+    public let portMTU: PortMTUs
 
-    init(ring: SPSCRing<SoftwareMessage>, audit: AuditSwitch, portMTU: [Int], clock: any Clock,
+    init(ring: SPSCRing<SoftwareMessage>, audit: AuditSwitch, portMTU: PortMTUs, clock: any Clock,
          translationNotices: SPSCRing<TranslationNotice>? = nil, log: @escaping (String) -> Void = { print($0) }) {
         self.ring = ring
         self.portMTU = portMTU
         self.translationNotices = translationNotices
         self.audit = audit
-        test = CompatibilityTest(mtu: portMTU.max() ?? 1500)
+        test = CompatibilityTest()
         self.clock = clock
         self.log = log
     }
@@ -74,7 +75,7 @@ public final class ReinsertionQueue {
     private func check(_ frame: borrowing PacketBuffer, port: UInt16?) -> CompatibilityFailure? {
         tested &+= 1
         do throws(CompatibilityFailure) {
-            let mtu = port.flatMap { Int($0) < portMTU.count ? portMTU[Int($0)] : nil }
+            let mtu = port.flatMap { Int($0) < portMTU.count ? portMTU[Int($0)] : nil } ?? portMTU.largest
             try test.check(frame.bytes, metadata: frame.offload, mtu: mtu)
             return nil
         } catch {

@@ -43,4 +43,6 @@ public struct CaptureLink<Inner: Link & ~Copyable>: ~Copyable, Link {
     public mutating func beginBatch() { inner.beginBatch() }
 
     public mutating func endBatch() { inner.endBatch() }
+
+    public mutating func currentMTU() -> Int? { inner.currentMTU() }
 }

@@ -38,12 +38,19 @@ public protocol Link: ~Copyable, SendableMetatype {
 
     /// Sends whatever the batch holds and ends it.
     mutating func endBatch()
+
+    /// The link's MTU now, where it can change after the link was opened (an interface's,
+    /// set with `ip link`); nil when it cannot or cannot be read (`capabilities.mtu` holds).
+    /// Asked once a second, never per frame. A wrapper passes it on.
+    mutating func currentMTU() -> Int?
 }
 
 extension Link where Self: ~Copyable {
     /// Links that send each frame at once have no batch.
     @inlinable public mutating func beginBatch() {}
     @inlinable public mutating func endBatch() {}
+    /// Links whose MTU is fixed.
+    public mutating func currentMTU() -> Int? { nil }
 
     @inlinable
     public mutating func receive(

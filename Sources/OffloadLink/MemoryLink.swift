@@ -43,8 +43,15 @@ public struct MemoryLink: Link {
         LinkCapabilities(
             maxFrameSize: wire.maxFrameSize, partialChecksums: wire.carriesOffloadMetadata,
             tcpSegmentation: wire.carriesOffloadMetadata, readinessDescriptor: nil,
-            address: wire.addresses.map { side == 0 ? $0.0 : $0.1 })
+            address: wire.addresses.map { side == 0 ? $0.0 : $0.1 }, mtu: wire.mtu)
     }
+
+    /// Sets the MTU both ends report from now on, as `ip link set … mtu` does to an
+    /// interface (for tests of what follows it). The wire still carries frames up to its
+    /// `maxFrameSize`.
+    public func setMTU(_ mtu: Int) { wire.mtu = mtu }
+
+    public func currentMTU() -> Int? { wire.mtu }
 
     /// Calls `witness` with every payload slice a frame sent from this end is gathered from
     /// (the memory the sender handed over, before the wire copies it); nil stops it.
@@ -111,6 +118,8 @@ public struct MemoryLink: Link {
 final class MemoryWire {
     let clock: any Clock
     let maxFrameSize: Int
+    /// Set by `MemoryLink.setMTU`; nil: the frame size less the Ethernet header.
+    var mtu: Int?
     @usableFromInline let carriesOffloadMetadata: Bool
     let addresses: (MACAddress, MACAddress)?
     /// Both directions at a fixed address: mutated in place on every frame, never copied.

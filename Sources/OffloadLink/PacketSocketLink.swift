@@ -106,6 +106,13 @@ public struct PacketSocketLink: ~Copyable, Link {
 
     public mutating func endBatch() { io.endBatch(counters: &counters) }
 
+    /// The interface's MTU now (`ip link set … mtu` while the link is open), or nil when it
+    /// cannot be read.
+    public mutating func currentMTU() -> Int? {
+        let mtu = offload_interface_mtu(interface)
+        return mtu > 0 ? Int(mtu) : nil
+    }
+
     /// Reads the kernel's PACKET_STATISTICS (which resets them) and adds them to
     /// `kernelPackets`, `kernelDrops` and `counters.drops.kernelBuffer`.
     public mutating func updateKernelStatistics() throws(LinkError) {

@@ -76,6 +76,14 @@ public enum SystemLink: ~Copyable, Link {
 
     public mutating func endBatch() { onPacketSocket { $0.endBatch() } }
 
+    /// A packet socket's interface's MTU now; a TAP's is the one it was opened with (it may
+    /// live in another namespace, where its name cannot be looked up).
+    public mutating func currentMTU() -> Int? {
+        var mtu: Int?
+        onPacketSocket { mtu = $0.currentMTU() }
+        return mtu
+    }
+
     /// Reads the kernel's drop count where the link has one (a packet socket's).
     public mutating func updateKernelStatistics() { onPacketSocket { try? $0.updateKernelStatistics() } }
 

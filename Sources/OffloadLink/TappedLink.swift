@@ -39,4 +39,6 @@ public struct TappedLink<Inner: Link & ~Copyable>: ~Copyable, Link {
     public mutating func beginBatch() { inner.beginBatch() }
 
     public mutating func endBatch() { inner.endBatch() }
+
+    public mutating func currentMTU() -> Int? { inner.currentMTU() }
 }

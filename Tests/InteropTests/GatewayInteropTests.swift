@@ -289,6 +289,31 @@ extension GatewayInteropTests {
         #expect(TapVethGateway.counter("dropped: transmit-failed", in: output) == 0, "\(output)")
     }
 
+    /// An interface's MTU changed while the gateway runs (`ip link set … mtu 1400` on the
+    /// server's veth): within a second the gateway answers "fragmentation needed" with the
+    /// new MTU, and fragments what may be. It read the MTU once, when it opened the port:
+    /// its packet socket's sends of 1500 bytes failed, and the pings were lost unanswered.
+    @Test("An interface's new MTU is followed while the gateway runs",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func anInterfacesNewMTUIsFollowed() throws {
+        guard Root.check() else { return }
+        let world = try TapVethGateway(client: "ogm", server: "ogn", veth: "ogv", inside: 39, outside: 40)
+        defer { world.tearDown() }
+        let whole = world.client.run("ping -c 2 -i 0.2 -W 2 -M do -s 1472 10.77.40.2", timeout: 15)
+        #expect(whole.output.contains("2 received"), "1500 bytes fit at first: \(whole.output)")
+        Shell.must("ip link set \(world.veth) mtu 1400")
+        world.server.must("ip link set \(world.serverVeth) mtu 1400")
+        usleep(1_500_000)
+        let refused = world.client.run("ping -c 2 -i 0.2 -W 2 -M do -s 1472 10.77.40.2", timeout: 15)
+        #expect(refused.output.contains("mtu = 1400") || refused.output.contains("mtu=1400"),
+                "ping with DF: \(refused.output)")
+        let fragmented = world.client.run("ping -c 3 -i 0.2 -W 2 -M dont -s 1450 10.77.40.2", timeout: 15)
+        #expect(fragmented.output.contains("3 received"), "ping without DF: \(fragmented.output)")
+        let output = world.stop()
+        #expect(TapVethGateway.counter("port MTU changes", in: output) == 1, "\(output)")
+        #expect(TapVethGateway.counter("dropped: transmit-failed", in: output) == 0, "\(output)")
+    }
+
     /// A TAP port's MTU is the gateway's to set (`,mtu=N`): with 9000 on the TAP and on the
     /// server's veth, Linux's 8028-byte pings with DF cross whole both ways. A TAP's MTU is
     /// read where it is made; once moved into the client's namespace it could not be read
@@ -621,6 +646,8 @@ final class TapVethGateway {
     let client: NetworkNamespace
     let server: NetworkNamespace
     let tap: String
+    /// The veth the gateway's outside port is on (in this namespace), and its peer in the server's.
+    let veth: String, serverVeth: String
     private let gateway: Shell.Background
 
     init(client clientPrefix: String, server serverPrefix: String, veth: String, inside: Int, outside: Int,
@@ -629,6 +656,8 @@ final class TapVethGateway {
         var server = NetworkNamespace(prefix: serverPrefix)
         tap = client.interfaceName(clientPrefix)
         let ours = server.interfaceName(veth), theirs = server.interfaceName(serverPrefix)
+        self.veth = ours
+        serverVeth = theirs
         server.addVeth(ours: ours, theirs: theirs, address: "10.77.\(outside).2/24")
         if let vethMTU {
             Shell.must("ip link set \(ours) mtu \(vethMTU)")

@@ -147,3 +147,61 @@ import OffloadWire
         world.expectAtRest()
     }
 }
+
+/// An interface's MTU can change while the gateway runs (`ip link set … mtu`). The engine
+/// asks its ports again each second, and the fast path and the software both size packets
+/// for the new MTU. It was read once, when the port opened.
+@Suite struct GatewayMTUChangeTests {
+    static func fragmentSizes(_ frames: [[UInt8]]) -> [Int] {
+        GatewayMTUTests.udpPackets(frames).filter { $0[20] & 0x3f != 0 || $0[21] != 0 }
+            .map { Int($0[16]) << 8 | Int($0[17]) }
+    }
+
+    @Test func aSmallerMTUIsAnsweredOnBothPaths() throws {
+        let world = try GatewayWorld()
+        // A 1500-byte packet fits the outside link's 2034 bytes, and makes the flow's entry.
+        world.sim.schedule(at: .zero) { world.sendUDP(to: GatewayWorld.serverIP, length: 1472) }
+        world.run(seconds: 0.2)
+        #expect(GatewayMTUTests.udpPackets(world.atServer).count == 1)
+        world.serverWire.setMTU(1400)
+        world.run(seconds: 1.1)
+        #expect(world.engine.counters.mtuChanges == 1)
+        #expect(world.engine.portMTUs[1] == 1400)
+        // The same flow (fast path), then a new one (slow path).
+        world.sendUDP(to: GatewayWorld.serverIP, length: 1472)
+        world.run(seconds: 0.2)
+        world.sendUDP(to: GatewayWorld.serverIP, sourcePort: 40001, length: 1472)
+        world.run(seconds: 0.2)
+        let mtus = world.atClient.filter { $0.count > 41 && $0[23] == 1 && $0[34] == 3 && $0[35] == 4 }
+            .map { Int($0[40]) << 8 | Int($0[41]) }
+        #expect(mtus == [1400, 1400], "fragmentation needed, with the new MTU, for both")
+        #expect(world.engine.counters[toSoftware: .tooBig] == 1, "the first from the fast path")
+        #expect(GatewayMTUTests.udpPackets(world.atServer).count == 1, "neither reached the server")
+        world.expectAtRest()
+    }
+
+    /// The software's fragment buffers are sized for the ports' largest MTU: after a larger
+    /// one they are made again, and the fragments use the new MTU. (Both ports start at
+    /// 1000 here, so that the outside's new 1400 is the largest; the client's link takes
+    /// datagrams that make fragments of the new size in those buffers.)
+    @Test func fragmentsFollowALargerMTU() throws {
+        let world = try GatewayWorld(insideFrameSize: 4096)
+        world.clientWire.setMTU(1000)
+        world.serverWire.setMTU(1000)
+        world.run(seconds: 0.1)
+        #expect(world.engine.portMTUs[0] == 1000 && world.engine.portMTUs[1] == 1000, "asked at the first poll")
+        world.sendUDP(to: GatewayWorld.serverIP, payload: 1, length: 3000, dontFragment: false)
+        world.run(seconds: 0.2)
+        let before = Self.fragmentSizes(world.atServer)
+        #expect(before.count == 4 && before.allSatisfy { $0 <= 1000 }, "\(before)")
+        world.serverWire.setMTU(1400)
+        world.run(seconds: 1.1)
+        world.atServer.removeAll()
+        world.sendUDP(to: GatewayWorld.serverIP, payload: 2, length: 3000, dontFragment: false)
+        world.run(seconds: 0.2)
+        let after = Self.fragmentSizes(world.atServer)
+        #expect(after.count == 3 && after.filter { $0 > 1000 }.count == 2 && after.allSatisfy { $0 <= 1400 }, "\(after)")
+        #expect(world.slowPath.fragmented == 2)
+        world.expectAtRest()
+    }
+}

@@ -42,8 +42,8 @@ public final class SlowPath {
     /// Packets sent on as fragments (each fragment is also one `originated`).
     public private(set) var fragmented: UInt64 = 0
     private var fragmentBuffers: BufferPool?
-    /// The smallest MTU of the engine's ports: a frame within it fits any.
-    private let smallestMTU: Int
+    /// The smallest and largest port MTU when `fragmentBuffers` was made.
+    private var fragmentBuffersMTUs = (smallest: 0, largest: 0)
     /// The first bytes of a packet the policy answers, as it came (see `answerLocally`):
     /// what "fragmentation needed" quotes.
     private let asReceived: UnsafeMutableRawBufferPointer
@@ -64,7 +64,6 @@ public final class SlowPath {
         self.policy = policy
         held = HeldPackets(capacity: heldCapacity)
         ownPool = BufferPool(count: ownFrames.count, bufferSize: ownFrames.size, headroom: 0)
-        smallestMTU = reinsertion.portMTU.min() ?? .max
         asReceived = .allocate(byteCount: EthernetFrame.headerLength + 576, alignment: 16)
         if reinsertion.translationNotices != nil { policy.translationsWillBeAnnounced() }
     }
@@ -332,7 +331,7 @@ public final class SlowPath {
         guard let fragments = IPv4Fragmentation(frame: item.buffer.bytes, mtu: mtu) else {
             return reinsertDrop(item, "not-fragmentable")
         }
-        let pool = fragmentPool()
+        guard let pool = fragmentPool() else { return reinsertDrop(item, "no-room-to-fragment") }
         if pool.available < fragments.pieces.count { _ = pool.reclaim() }
         guard fragments.pieces.count - 1 <= min(queue.room - SlowPath.messagesPerPacket, pool.available) else {
             return reinsertDrop(item, "no-room-to-fragment")
@@ -362,15 +361,23 @@ public final class SlowPath {
         return buffer.offload.fits(buffer.bytes, mtu: mtu) ? nil : mtu
     }
 
-    /// Buffers for fragments, made at the first packet that needs them: as large as the
-    /// largest MTU of the engine's ports, and as many as the largest packet makes into the
-    /// smallest (each piece at least 8 bytes less than the MTU, for IP options; at most 1024).
-    private func fragmentPool() -> BufferPool {
-        if let pool = fragmentBuffers { return pool }
-        let size = EthernetFrame.headerLength + min(queue.portMTU.max() ?? 1500, 65_535)
-        let piece = max(8, (smallestMTU - 60) & ~7)
+    /// Buffers for fragments, made at the first packet that needs them, and again after a
+    /// port's MTU changed: as large as the largest MTU of the engine's ports, and as many as
+    /// the largest packet makes into the smallest (each piece at least 8 bytes less than the
+    /// MTU, for IP options; at most 1024). Nil while buffers of the old pool are still out
+    /// (the engine returns them as it sends them).
+    private func fragmentPool() -> BufferPool? {
+        let mtus = (smallest: queue.portMTU.smallest, largest: queue.portMTU.largest)
+        if let pool = fragmentBuffers {
+            if mtus == fragmentBuffersMTUs { return pool }
+            _ = pool.reclaim()
+            guard pool.inUse == 0 else { return nil }
+        }
+        let size = EthernetFrame.headerLength + min(mtus.largest, 65_535)
+        let piece = max(8, (mtus.smallest - 60) & ~7)
         let pool = BufferPool(count: min(1024, (65_535 + piece - 1) / piece), bufferSize: size, headroom: 0)
         fragmentBuffers = pool
+        fragmentBuffersMTUs = mtus
         return pool
     }
 
@@ -386,7 +393,8 @@ public final class SlowPath {
         // The policy translates what it forwards in place (NAT of ICMP queries, fragments):
         // a packet that may be too big for where it goes is kept as it came, for the quote of
         // "fragmentation needed" to its sender.
-        let mayBeTooBig = frame.count - EthernetFrame.headerLength > smallestMTU
+        // (A frame within the smallest MTU fits any port.)
+        let mayBeTooBig = frame.count - EthernetFrame.headerLength > queue.portMTU.smallest
         let kept = min(frame.count, asReceived.count)
         if mayBeTooBig { asReceived.copyMemory(from: UnsafeRawBufferPointer(rebasing: frame[..<kept])) }
         let answer = withOriginate { policy.answer(frame, ingressPort: ingressPort, send: $0) }
