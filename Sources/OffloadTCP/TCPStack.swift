@@ -83,7 +83,9 @@ public final class TCPStack {
     /// Set by `stop()`: the stack no longer runs, and refuses what would need it to.
     public internal(set) var isStopped = false
     private var listeners: [UInt16: Listener] = [:]
-    private var nextSocket = 1
+    /// The next socket id to try. Ids are the engine's names for offloaded connections (32
+    /// bits, `TCPOffloadPort`): they wrap after 2^32 sockets, skipping those still open.
+    var nextSocket = 1
     private let sequenceNumbers: InitialSequenceNumbers
     private let cookies: SYNCookies
     private var random: SeededRandom
@@ -446,12 +448,18 @@ public final class TCPStack {
     // MARK: Bookkeeping
 
     private func register(_ connection: TCPConnection, listener: UInt16?) -> TCPSocket {
+        // At most `maximumConnections` ids are in use, so one is free within as many tries.
+        while sockets[TCPSocket(rawValue: nextSocket)] != nil { advanceSocketID() }
         let socket = TCPSocket(rawValue: nextSocket)
-        nextSocket += 1
+        advanceSocketID()
         let entry = SocketEntry(socket: socket, connection: connection, listener: listener)
         sockets[socket] = entry
         connections[connection.id] = entry
         return socket
+    }
+
+    private func advanceSocketID() {
+        nextSocket = nextSocket >= Int(UInt32.max) ? 1 : nextSocket + 1
     }
 
     /// A passive open finished its handshake: into its listener's accept queue.
