@@ -2,12 +2,18 @@ import OffloadCore
 
 /// IPv4-to-Ethernet address resolution state (the ARP cache): resolved neighbours that
 /// expire, resolutions in progress that are retried and then given up, and static entries.
+/// An expired neighbour's address is kept (stale, as Linux's NUD_STALE) until its room is
+/// needed: what was built with it (flow entries, offloaded connections) does not expire
+/// with it, so a new address for it is still a move.
 public struct NeighborCache: Sendable {
     public enum State: Equatable, Sendable {
         /// Known; valid until `expires`.
         case reachable(MACAddress, expires: Instant)
-        /// A request is out; `attempts` sent so far, the next one due at `retryAt`.
-        case incomplete(attempts: Int, retryAt: Instant)
+        /// Expired: not used to send any more, kept to tell a move.
+        case stale(MACAddress)
+        /// A request is out; `attempts` sent so far, the next one due at `retryAt`;
+        /// `previous`: the address it had before it expired, if any.
+        case incomplete(attempts: Int, retryAt: Instant, previous: MACAddress? = nil)
         /// Set by the operator (a static ARP entry): never expires, never evicted, and ARP
         /// does not change it.
         case permanent(MACAddress)
@@ -74,8 +80,16 @@ public struct NeighborCache: Sendable {
         if known == nil, entries.count >= configuration.capacity, !evictOne() { return .tableFull }
         set(ip, .reachable(mac, expires: now + configuration.lifetime))
         // Expired or not: what was built with the old address may still be in use.
-        if case .reachable(let old, _)? = known, old != mac { return .moved }
+        if let old = known.flatMap(Self.lastAddress), old != mac { return .moved }
         return .recorded
+    }
+
+    /// The address an entry holds or held: nil for a first resolution.
+    private static func lastAddress(_ state: State) -> MACAddress? {
+        switch state {
+        case .reachable(let mac, _), .stale(let mac), .permanent(let mac): mac
+        case .incomplete(_, _, let previous): previous
+        }
     }
 
     /// Starts resolving `ip` if nothing is known or under way. Returns true when a request
@@ -95,7 +109,8 @@ public struct NeighborCache: Sendable {
             } else if entries[ip] == nil, entries.count >= configuration.capacity, !evictOne() {
                 return false
             }
-            set(ip, .incomplete(attempts: 1, retryAt: now + configuration.retryInterval))
+            set(ip, .incomplete(attempts: 1, retryAt: now + configuration.retryInterval,
+                                previous: entries[ip].flatMap(Self.lastAddress)))
             return true
         }
     }
@@ -106,14 +121,15 @@ public struct NeighborCache: Sendable {
         var retry: [IPv4Address] = [], failed: [IPv4Address] = []
         for (ip, state) in entries {
             switch state {
-            case .reachable(_, let expires) where expires <= now:
-                set(ip, nil)
-            case .incomplete(let attempts, let retryAt) where retryAt <= now:
+            case .reachable(let mac, let expires) where expires <= now:
+                set(ip, .stale(mac))
+            case .incomplete(let attempts, let retryAt, let previous) where retryAt <= now:
                 if attempts >= configuration.maxAttempts {
-                    set(ip, nil)
+                    set(ip, previous.map { .stale($0) })
                     failed.append(ip)
                 } else {
-                    set(ip, .incomplete(attempts: attempts + 1, retryAt: now + configuration.retryInterval))
+                    set(ip, .incomplete(attempts: attempts + 1, retryAt: now + configuration.retryInterval,
+                                        previous: previous))
                     retry.append(ip)
                 }
             default: break
@@ -127,18 +143,24 @@ public struct NeighborCache: Sendable {
         entries.values.compactMap { state -> Instant? in
             switch state {
             case .reachable(_, let expires): return expires
-            case .incomplete(_, let retryAt): return retryAt
-            case .permanent: return nil
+            case .incomplete(_, let retryAt, _): return retryAt
+            case .stale, .permanent: return nil
             }
         }.min()
     }
 
-    /// Drops the resolved entry closest to expiry. False when there is none (every entry is
-    /// static or in progress).
+    /// Drops a stale entry, or else the resolved entry closest to expiry. False when there
+    /// is none (every entry is static or in progress).
     private mutating func evictOne() -> Bool {
         var victim: (IPv4Address, Instant)?
         for (ip, state) in entries {
-            if case .reachable(_, let expires) = state, victim == nil || expires < victim!.1 || (expires == victim!.1 && ip < victim!.0) {
+            let expires: Instant
+            switch state {
+            case .stale: expires = Instant(nanoseconds: .min)
+            case .reachable(_, let e): expires = e
+            case .incomplete, .permanent: continue
+            }
+            if victim == nil || expires < victim!.1 || (expires == victim!.1 && ip < victim!.0) {
                 victim = (ip, expires)
             }
         }
@@ -151,7 +173,7 @@ public struct NeighborCache: Sendable {
     private mutating func removeOldestResolution() {
         var oldest: (IPv4Address, Instant)?
         for (ip, state) in entries {
-            guard case .incomplete(let attempts, let retryAt) = state else { continue }
+            guard case .incomplete(let attempts, let retryAt, _) = state else { continue }
             let started = retryAt - configuration.retryInterval * attempts
             if oldest == nil || started < oldest!.1 || (started == oldest!.1 && ip < oldest!.0) {
                 oldest = (ip, started)

@@ -118,8 +118,12 @@ final class PacketBufferBox {
         w.sim.run(until: Instant(nanoseconds: 100_000_000))
         #expect(w.a.neighbors.entries.count == 1)
         w.sim.run(until: Instant(nanoseconds: 3_000_000_000))
-        #expect(w.a.neighbors.entries.isEmpty)
-        #expect(w.b.neighbors.entries.isEmpty)
+        // Expired: stale, no longer used to send (kept to tell a move).
+        let now = w.sim.clock.now
+        #expect(w.a.neighbors.lookup(IPv4Address(10, 5, 0, 2), now: now) == nil)
+        #expect(w.b.neighbors.lookup(IPv4Address(10, 5, 0, 1), now: now) == nil)
+        #expect(w.a.neighbors.entries.values.allSatisfy { if case .stale = $0 { true } else { false } })
+        #expect(w.b.neighbors.entries.values.allSatisfy { if case .stale = $0 { true } else { false } })
     }
 
     @Test func badFramesAreCountedDrops() throws {

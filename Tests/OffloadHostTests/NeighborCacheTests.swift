@@ -43,4 +43,39 @@ import OffloadHost
         #expect(resolved == .recorded && refreshed == .recorded && moved == .moved)
         #expect(cache.lookup(server, now: Self.ms(2)) == .local(0x52))
     }
+
+    /// A neighbour whose entry expired still has its old address in use (the flows' entries,
+    /// offloaded connections): a new address for it is a move, whether it comes unasked (a
+    /// failover's gratuitous ARP) or answers a new lookup. The entry was removed at expiry,
+    /// and either was taken for a first resolution, so the move went unnoticed.
+    @Test func aNewAddressAfterTheEntryExpiredIsAMove() {
+        var cache = NeighborCache()
+        let server = IPv4Address(10, 2, 0, 2), router = IPv4Address(10, 2, 0, 1)
+        cache.learn(server, is: .local(0x51), now: .zero, add: true)
+        cache.learn(router, is: .local(0xfe), now: .zero, add: true)
+        let later = Instant.zero + .seconds(61)
+        _ = cache.expire(now: later)
+        #expect(cache.lookup(server, now: later) == nil && cache.nextDeadline == nil, "expired: not used, nothing to time")
+        let unasked = cache.learn(server, is: .local(0x52), now: later, add: false)
+        #expect(unasked == .moved)
+        #expect(cache.lookup(server, now: later) == .local(0x52))
+        let started = cache.startResolving(router, now: later)
+        #expect(started, "the expired router is looked up again")
+        let answered = cache.learn(router, is: .local(0xfd), now: later, add: true)
+        #expect(answered == .moved)
+    }
+
+    /// Stale entries give their room first.
+    @Test func staleEntriesAreEvictedFirst() {
+        var config = NeighborCache.Configuration()
+        config.capacity = 2
+        var cache = NeighborCache(configuration: config)
+        let a = IPv4Address(10, 0, 0, 1), b = IPv4Address(10, 0, 0, 2), c = IPv4Address(10, 0, 0, 3)
+        cache.learn(a, is: .local(1), now: .zero, add: true)
+        _ = cache.expire(now: .zero + .seconds(61))
+        cache.learn(b, is: .local(2), now: .zero + .seconds(61), add: true)
+        let added = cache.learn(c, is: .local(3), now: .zero + .seconds(62), add: true)
+        #expect(added == .recorded)
+        #expect(cache.entries[a] == nil && cache.entries[b] != nil && cache.entries[c] != nil)
+    }
 }
