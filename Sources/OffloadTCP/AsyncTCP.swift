@@ -57,7 +57,9 @@ public final class AsyncTCP: Sendable {
         self.wake = wake
     }
 
-    /// For the driver: runs `body` with the stack, under the lock.
+    /// For the driver: runs `body` with the stack, under the lock. Not for sends on a
+    /// connection the async API has: it takes that connection's completions for its own
+    /// sends, and would take these too.
     public func withStack<R: Sendable>(now: Instant, _ body: (TCPStack) throws -> R) rethrows -> R {
         try core.withLock { core in
             core.now = now
