@@ -206,8 +206,10 @@ public final class Engine<Port: Link & ~Copyable> {
     private func refreshPortMTUs(now: Instant) {
         nextMTURefresh = now + .seconds(1)
         for port in 0..<portCount {
-            guard let mtu = ports[port].currentMTU(), mtu != portMTUs[port] else { continue }
-            portMTUs.store(max(68, mtu), port: port)
+            guard let asked = ports[port].currentMTU() else { continue }
+            let mtu = max(68, asked)  // as `LinkCapabilities` keeps it
+            guard mtu != portMTUs[port] else { continue }
+            portMTUs.store(mtu, port: port)
             counters.mtuChanges &+= 1
         }
     }

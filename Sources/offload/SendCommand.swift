@@ -86,13 +86,13 @@ struct SendCommand: ParsableCommand {
         let t = application.reportedTotals
         let elapsed = application.elapsed
         endpoint.say("sent \(t.bytesSent) bytes in \(elapsed): \(String(format: "%.3f", gigabits(t.bytesSent, over: elapsed))) "
-              + "Gbit/s; received \(t.bytesReceived) bytes")
+                     + "Gbit/s; received \(t.bytesReceived) bytes")
         endpoint.say("connections \(t.connections) (failed \(t.failed.count)); retransmitted segments "
-              + "\(t.segmentsRetransmitted) (timeouts \(t.timeouts), fast \(t.fastRetransmits)); completions "
-              + "\(t.completions) in \(t.completionRanges) ranges, \(application.failedCompletions) failed")
+                     + "\(t.segmentsRetransmitted) (timeouts \(t.timeouts), fast \(t.fastRetransmits)); completions "
+                     + "\(t.completions) in \(t.completionRanges) ranges, \(application.failedCompletions) failed")
         if waitForRest {
             endpoint.say("stack at rest: \(stack.isQuiescent ? "yes" : "no") (connections \(stack.connectionCount), "
-                  + "sockets \(stack.socketCount))")
+                         + "sockets \(stack.socketCount))")
         }
         for f in t.failed.prefix(10) { endpoint.say("failed: \(f)") }
         for u in application.unfinished.prefix(10) { endpoint.say("unfinished: \(u)") }

@@ -62,12 +62,12 @@ struct ServeCommand: ParsableCommand {
             application, banner: "offload serve: \(endpoint.host.address) port \(port), \(mode) mode, on \(endpoint.host.link)")
         let t = application.totals
         endpoint.say("served \(t.connections) connections: received \(t.bytesReceived) bytes, sent \(t.bytesSent) bytes, "
-              + "retransmitted segments \(t.segmentsRetransmitted) (timeouts \(t.timeouts), fast \(t.fastRetransmits)), "
-              + "completions \(t.completions) in \(t.completionRanges) ranges, failed \(t.failed.count)")
+                     + "retransmitted segments \(t.segmentsRetransmitted) (timeouts \(t.timeouts), fast \(t.fastRetransmits)), "
+                     + "completions \(t.completions) in \(t.completionRanges) ranges, failed \(t.failed.count)")
         let s = stack.counters
         endpoint.say("stack: syn cookies sent \(s.synCookiesSent), accepted \(s.synCookiesAccepted), rejected "
-              + "\(s.synCookiesRejected); SYNs dropped (backlog full) \(s.synsDroppedBacklogFull); resets sent "
-              + "\(s.resetsSent); open connections \(stack.connectionCount)")
+                     + "\(s.synCookiesRejected); SYNs dropped (backlog full) \(s.synsDroppedBacklogFull); resets sent "
+                     + "\(s.resetsSent); open connections \(stack.connectionCount)")
         for f in t.failed.prefix(10) { endpoint.say("failed: \(f)") }
         if let limit = connections, t.connections < limit || !t.failed.isEmpty { throw ExitCode(1) }
     }
@@ -194,7 +194,7 @@ final class ServeApplication: TCPApplication {
         totals.add(c)
         let received = c.counters.bytesReceived, sent = c.counters.bytesSent - c.counters.bytesRetransmitted
         say("connection \(c.id): received \(received) bytes, sent \(sent) bytes in \(now - s.started), "
-              + "retransmitted segments \(c.counters.segmentsRetransmitted)\(c.error.map { ", \($0)" } ?? "")")
+            + "retransmitted segments \(c.counters.segmentsRetransmitted)\(c.error.map { ", \($0)" } ?? "")")
         return true
     }
 }
