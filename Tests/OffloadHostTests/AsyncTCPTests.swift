@@ -43,6 +43,17 @@ import OffloadTCP
         return (connection, sent, message.address)
     }
 
+    /// The sockets `runtime`'s stack still holds, once none is left or after 2 s.
+    static func socketsLeft(in runtime: HostRuntime<SocketPairLink>) async throws -> Int {
+        let clock = MonotonicClock()
+        var sockets = 1
+        for _ in 0..<200 where sockets > 0 {
+            sockets = runtime.tcp.withStack(now: clock.now) { $0.socketCount }
+            if sockets > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        return sockets
+    }
+
     @Test(arguments: [false, true])
     func anEchoServerAndAClient(engineThread: Bool) async throws {
         let (server, client) = try Self.hosts(engineThread: engineThread)
@@ -200,13 +211,7 @@ import OffloadTCP
         #expect(status == .failed(.aborted), "the queued send waited for its completion")
         #expect(returned == address, "and got its buffer back")
         // Both connections' sockets go: the given-up one and the aborted one.
-        let clock = MonotonicClock()
-        var sockets = 1
-        for _ in 0..<200 where sockets > 0 {
-            sockets = client.tcp.withStack(now: clock.now) { $0.socketCount }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(sockets == 0)
+        #expect(try await Self.socketsLeft(in: client) == 0)
     }
 
     /// Port 0 is refused with its reason, for listening and connecting alike (it was taken:
@@ -232,13 +237,7 @@ import OffloadTCP
             _ = try await client.tcp.connect(to: IPv4Address(10, 0, 0, 1), port: 9)
         }
         // The failed connection's socket is released: the application never had it to close.
-        let clock = MonotonicClock()
-        var sockets = 1
-        for _ in 0..<200 where sockets > 0 {
-            sockets = client.tcp.withStack(now: clock.now) { $0.socketCount }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(sockets == 0, "the refused connection's socket is left in the stack")
+        #expect(try await Self.socketsLeft(in: client) == 0, "the refused connection's socket is left in the stack")
     }
 }
 /// Carries a buffer into a task that sends it.
