@@ -1,9 +1,9 @@
 /// What a device still has to do to a frame: the offload work that travels with it.
 ///
-/// These are the two offloads of the virtio-net header (and of Linux's `skb`): a partial
-/// L4 checksum, where the checksum field holds only the pseudo-header sum and the ones'
-/// complement of the bytes from `checksumStart` on still has to be folded in; and TCP
-/// segmentation, where one super-frame of up to 64 KiB stands for several MSS-sized frames.
+/// These are the offloads of the virtio-net header (and of Linux's `skb`): a partial L4
+/// checksum, where the checksum field holds only the pseudo-header sum and the ones'
+/// complement of the bytes from `checksumStart` on still has to be folded in; and TCP and
+/// UDP segmentation, where one super-frame of up to 64 KiB stands for several frames.
 public enum OffloadMetadata: Equatable, Hashable, Sendable {
     /// The frame is complete: every checksum is final.
     case none
@@ -12,6 +12,11 @@ public enum OffloadMetadata: Equatable, Hashable, Sendable {
     /// A TCP super-segment: cut the payload after `headerLength` bytes into `segmentSize`
     /// pieces; each resulting frame's checksum is partial as in `partialChecksum`.
     case tcpSegmentation(
+        segmentSize: UInt16, headerLength: UInt16, checksumStart: UInt16, checksumOffset: UInt16)
+    /// A UDP super-datagram (Linux's UDP GSO, `UDP_SEGMENT`, as QUIC stacks send): cut the
+    /// payload after the UDP header into `segmentSize` pieces, each its own datagram with
+    /// the same headers; each checksum is partial as in `partialChecksum`.
+    case udpSegmentation(
         segmentSize: UInt16, headerLength: UInt16, checksumStart: UInt16, checksumOffset: UInt16)
 
     /// Whether the frame's L4 checksum is partial (as it is in a TCP super-segment too). A
@@ -28,7 +33,17 @@ public enum OffloadMetadata: Equatable, Hashable, Sendable {
         switch self {
         case .none: return nil
         case .partialChecksum(let start, let offset): return (Int(start), Int(offset))
-        case .tcpSegmentation(_, _, let start, let offset): return (Int(start), Int(offset))
+        case .tcpSegmentation(_, _, let start, let offset), .udpSegmentation(_, _, let start, let offset):
+            return (Int(start), Int(offset))
+        }
+    }
+
+    /// Whether the frame stands for several (a TCP or UDP super-frame).
+    @inlinable
+    public var isSuperFrame: Bool {
+        switch self {
+        case .none, .partialChecksum: return false
+        case .tcpSegmentation, .udpSegmentation: return true
         }
     }
 }
@@ -61,16 +76,22 @@ extension OffloadMetadata {
 
 extension OffloadMetadata {
     /// Whether an Ethernet + IPv4 `frame` with this metadata leaves a port of `mtu` as
-    /// frames of at most `mtu` bytes of IP packet: it is that small, or it is a TCP
-    /// super-frame whose segments (its headers, options included, and `segmentSize` bytes)
-    /// are.
+    /// frames of at most `mtu` bytes of IP packet: it is that small, or it is a super-frame
+    /// whose segments (its headers, TCP options included, and `segmentSize` bytes) are.
     @inlinable
     public func fits(_ frame: UnsafeRawBufferPointer, mtu: Int) -> Bool {
         if frame.count &- 14 <= mtu { return true }
-        guard case .tcpSegmentation(let segmentSize, _, _, _) = self, frame.count > 14 else { return false }
+        guard frame.count > 14 else { return false }
         let ipHeader = Int(frame[14] & 0x0f) &<< 2
-        guard 14 + ipHeader + 12 < frame.count else { return false }
-        let tcpHeader = Int(frame[14 + ipHeader + 12] >> 4) &<< 2
-        return ipHeader + tcpHeader + Int(segmentSize) <= mtu
+        switch self {
+        case .tcpSegmentation(let segmentSize, _, _, _):
+            guard 14 + ipHeader + 12 < frame.count else { return false }
+            let tcpHeader = Int(frame[14 + ipHeader + 12] >> 4) &<< 2
+            return ipHeader + tcpHeader + Int(segmentSize) <= mtu
+        case .udpSegmentation(let segmentSize, _, _, _):
+            return ipHeader + 8 + Int(segmentSize) <= mtu
+        case .none, .partialChecksum:
+            return false
+        }
     }
 }

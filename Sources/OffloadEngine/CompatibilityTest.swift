@@ -89,6 +89,11 @@ public struct CompatibilityTest: Sendable {
             // a hint, as virtio-net's: the kernel gives the skb's linear length there.)
             let tcpHeaderLength = Int(ipBytes[packet.headerLength + 12] >> 4) &* 4
             guard packet.headerLength + tcpHeaderLength + Int(segmentSize) <= mtu else { throw .badOffloadMetadata }
+        case .udpSegmentation(let segmentSize, _, let start, let offset):
+            guard packet.protocol == .udp, segmentSize > 0 else { throw .badOffloadMetadata }
+            try checkPartialLocation(packet, start: Int(start), offset: Int(offset), l4Start: l4Start)
+            try checkL4(packet, partial: true)
+            guard packet.headerLength + 8 + Int(segmentSize) <= mtu else { throw .badOffloadMetadata }
         }
     }
 

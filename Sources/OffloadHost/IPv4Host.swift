@@ -150,8 +150,18 @@ public final class IPv4Host {
             do {
                 let datagram = try UDPPacket(checking: packet.payload)
                 let header = try UDPRepr.parse(datagram, source: ip.source, destination: ip.destination, checksums: policy)
+                // A UDP GSO super-datagram stands for datagrams of `segmentSize` bytes (the last
+                // may be shorter): each is delivered on its own, as Linux cuts them on receive.
+                var payload = datagram.payload[...]
+                if case .udpSegmentation(let size, _, _, _) = metadata, size > 0 {
+                    while payload.count > Int(size) {
+                        udp.deliver(to: header.destinationPort, UDPDatagram(peer: ip.source, peerPort: header.sourcePort,
+                                                                           payload: Array(payload.prefix(Int(size)))))
+                        payload = payload.dropFirst(Int(size))
+                    }
+                }
                 udp.deliver(to: header.destinationPort, UDPDatagram(peer: ip.source, peerPort: header.sourcePort,
-                                                                   payload: Array(datagram.payload)))
+                                                                   payload: Array(payload)))
             } catch {
                 if case .badChecksum = error { return drop(.badChecksum) }
                 return drop(.malformedUDP)

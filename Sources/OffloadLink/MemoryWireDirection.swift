@@ -172,8 +172,8 @@ struct MemoryWireDirection {
     ) throws(LinkError) {
         let length = header.count + payloads.byteCount
         guard length <= slotSize else { throw .frameTooLarge(size: length, max: slotSize) }
-        if !carriesMetadata, case .tcpSegmentation = metadata {
-            throw .unsupportedOffload("TCP segmentation (the wire was made without offload metadata)")
+        if !carriesMetadata, metadata.isSuperFrame {
+            throw .unsupportedOffload("a super-frame (the wire was made without offload metadata)")
         }
         counters.transmitted &+= 1
         counters.transmittedBytes &+= UInt64(length)

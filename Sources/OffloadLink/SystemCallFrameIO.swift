@@ -299,7 +299,7 @@ struct FrameIO: ~Copyable {
     /// Writes one frame with one `writev`: [virtio-net header] + header + payload slices.
     /// Without the virtio-net header a partial checksum is finished here (in a 2-byte
     /// scratch that replaces the field in the gather list, so no frame byte is copied) and
-    /// TSO is refused.
+    /// a super-frame is refused.
     mutating func transmit(
         header: UnsafeRawBufferPointer, payloads: PayloadSlices, metadata: OffloadMetadata,
         maxFrameSize: Int, counters: inout SystemLinkCounters
@@ -325,8 +325,8 @@ struct FrameIO: ~Copyable {
                                    start: Int(start), offset: Int(offset))
                 try appendFrame(header: header, payloads: payloads, checksumField: Int(start) &+ Int(offset))
                 finishedInSoftware = true
-            case .tcpSegmentation:
-                throw .unsupportedOffload("TCP segmentation (TSO) without the virtio-net header")
+            case .tcpSegmentation, .udpSegmentation:
+                throw .unsupportedOffload("a super-frame (TSO, UDP GSO) without the virtio-net header")
             }
         }
         var written: Int
@@ -402,8 +402,8 @@ struct FrameIO: ~Copyable {
             let field = Int(start) &+ Int(offset)
             (slot + field).copyMemory(from: UnsafeRawPointer(scratch + 32), byteCount: 2)
             counters.checksumsCompletedInSoftware &+= 1
-        case .tcpSegmentation where !virtioNetHeader:
-            throw .unsupportedOffload("TCP segmentation (TSO) without the virtio-net header")
+        case .tcpSegmentation where !virtioNetHeader, .udpSegmentation where !virtioNetHeader:
+            throw .unsupportedOffload("a super-frame (TSO, UDP GSO) without the virtio-net header")
         default:
             break
         }

@@ -12,6 +12,7 @@ public struct VirtioNetHeader: Equatable, Hashable, Sendable {
     public static let gsoTCPv4: UInt8 = 1
     public static let gsoUDP: UInt8 = 3
     public static let gsoTCPv6: UInt8 = 4
+    public static let gsoUDPL4: UInt8 = 5   // VIRTIO_NET_HDR_GSO_UDP_L4 (UDP GSO, Linux 4.18)
     public static let gsoECN: UInt8 = 0x80
 
     public var flags: UInt8
@@ -69,11 +70,14 @@ public struct VirtioNetHeader: Equatable, Hashable, Sendable {
         case .tcpSegmentation(let size, let headerLength, let start, let offset):
             self.init(flags: Self.flagNeedsChecksum, gsoType: Self.gsoTCPv4, headerLength: headerLength,
                       gsoSize: size, checksumStart: start, checksumOffset: offset)
+        case .udpSegmentation(let size, let headerLength, let start, let offset):
+            self.init(flags: Self.flagNeedsChecksum, gsoType: Self.gsoUDPL4, headerLength: headerLength,
+                      gsoSize: size, checksumStart: start, checksumOffset: offset)
         }
     }
 
     /// The offload work this header describes (the direction: device to engine). A header
-    /// that asks for something this stack does not do (IPv6 or UDP GSO, ECN) is an error.
+    /// that asks for something this stack does not do (IPv6 GSO, UFO, ECN) is an error.
     @inlinable
     public func metadata() throws(WireError) -> OffloadMetadata {
         let needsChecksum = flags & Self.flagNeedsChecksum != 0
@@ -81,13 +85,16 @@ public struct VirtioNetHeader: Equatable, Hashable, Sendable {
         case Self.gsoNone:
             return needsChecksum
                 ? .partialChecksum(checksumStart: checksumStart, checksumOffset: checksumOffset) : .none
-        case Self.gsoTCPv4:
+        case Self.gsoTCPv4, Self.gsoUDPL4:
             guard needsChecksum else {
                 throw .badField(format: .virtioNet, field: "flags (GSO without NEEDS_CSUM)", value: Int(flags))
             }
             guard gsoSize > 0 else { throw .badField(format: .virtioNet, field: "gso_size", value: 0) }
-            return .tcpSegmentation(segmentSize: gsoSize, headerLength: headerLength,
-                                    checksumStart: checksumStart, checksumOffset: checksumOffset)
+            return gsoType == Self.gsoTCPv4
+                ? .tcpSegmentation(segmentSize: gsoSize, headerLength: headerLength,
+                                   checksumStart: checksumStart, checksumOffset: checksumOffset)
+                : .udpSegmentation(segmentSize: gsoSize, headerLength: headerLength,
+                                   checksumStart: checksumStart, checksumOffset: checksumOffset)
         default:
             throw .unsupported(format: .virtioNet, what: "gso_type \(gsoType)")
         }

@@ -148,6 +148,13 @@ func refillIPChecksum(_ frame: inout [UInt8]) {
         let huge = OffloadMetadata.tcpSegmentation(segmentSize: 9000, headerLength: 54, checksumStart: 34, checksumOffset: 16)
         #expect(failure(tcpFrame(payload: 8000), huge) == .badOffloadMetadata)
         #expect(failure(tcpFrame(payload: 8000)) == .oversize)
+        // UDP GSO likewise: only UDP, each datagram (headers and segment) within the MTU.
+        func uso(_ size: UInt16) -> OffloadMetadata {
+            .udpSegmentation(segmentSize: size, headerLength: 42, checksumStart: 34, checksumOffset: 6)
+        }
+        #expect(failure(udpFrame(payload: 3000), uso(1472)) == nil)
+        #expect(failure(udpFrame(payload: 3000), uso(1473)) == .badOffloadMetadata)
+        #expect(failure(tcpFrame(payload: 3000), uso(1000)) == .badOffloadMetadata)
     }
 
     /// A TSO super-segment's segment size leaves room for its headers as they are: with 12

@@ -20,6 +20,7 @@ struct VirtioNetHeaderTests {
             .none,
             .partialChecksum(checksumStart: 34, checksumOffset: 16),
             .tcpSegmentation(segmentSize: 1448, headerLength: 66, checksumStart: 34, checksumOffset: 16),
+            .udpSegmentation(segmentSize: 1000, headerLength: 42, checksumStart: 34, checksumOffset: 6),
         ]
         for m in cases {
             let h = VirtioNetHeader(m)

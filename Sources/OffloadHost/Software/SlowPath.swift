@@ -301,8 +301,9 @@ public final class SlowPath {
     /// rewritten as any packet of the flow and sent on in fragments.
     private func tooBig(_ item: consuming ExceptionItem, key: FlowKey, _ forward: FlowAction.Forward, mtu: Int) {
         if item.buffer.bytes[20] & 0x40 != 0 { return fragmentationNeeded(item, mtu: mtu) }
-        // A TCP super-frame comes with DF set from every stack that makes them.
-        if case .tcpSegmentation = item.buffer.offload { return reinsertDrop(item, "too-big-super-frame") }
+        // A super-frame comes with DF set from the stacks that make them (Linux: TCP always,
+        // UDP GSO unless path MTU discovery is off).
+        if item.buffer.offload.isSuperFrame { return reinsertDrop(item, "too-big-super-frame") }
         // Fragments carry a whole transport checksum.
         if let (start, offset) = item.buffer.offload.partialChecksumLocation {
             OffloadMetadata.finishChecksum(in: item.buffer.mutableBytes, start: start, offset: offset)
