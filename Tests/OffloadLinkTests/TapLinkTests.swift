@@ -140,7 +140,7 @@ struct TapLinkTests {
         #expect(pool.available == 4, "no buffer kept")
     }
 
-    @Test("plain TAP refuses TSO super-frames and frames over its maximum",
+    @Test("plain TAP refuses super-frames (TSO, UDP GSO) and frames over its maximum",
           .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func plainTapRefusals() throws {
         guard Root.check() else { return }
@@ -149,10 +149,16 @@ struct TapLinkTests {
         var tap = try TapLink(name: namespace.interfaceName("otr"), mode: .plain)
         let frame = [UInt8](repeating: 0, count: 3000)
         frame.withUnsafeBytes { bytes in
-            #expect(throws: LinkError.unsupportedOffload("TCP segmentation (TSO) without the virtio-net header")) {
+            let refusal = LinkError.unsupportedOffload("a super-frame (TSO, UDP GSO) without the virtio-net header")
+            #expect(throws: refusal) {
                 try tap.transmit(header: UnsafeRawBufferPointer(rebasing: bytes[0..<1000]), payloads: .none,
                                  metadata: .tcpSegmentation(segmentSize: 1448, headerLength: 54,
                                                             checksumStart: 34, checksumOffset: 16))
+            }
+            #expect(throws: refusal) {
+                try tap.transmit(header: UnsafeRawBufferPointer(rebasing: bytes[0..<1000]), payloads: .none,
+                                 metadata: .udpSegmentation(segmentSize: 1000, headerLength: 42,
+                                                            checksumStart: 34, checksumOffset: 6))
             }
             #expect(throws: LinkError.frameTooLarge(size: 3000, max: TapLink.maxFrameSize(.plain))) {
                 try tap.transmit(bytes)
