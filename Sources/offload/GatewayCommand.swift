@@ -32,6 +32,11 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: "The port that faces the outside, by device name: flows leaving by it are source-NATed to its address.")
     var natOutside: String?
 
+    @Option(name: .customLong("forward"), help: ArgumentHelp(
+        "A port forward through the NAT: PROTO:PORT=ADDRESS:PORT (tcp or udp) sends what comes to the outside address at the first port to the inside address and port (repeatable; needs --nat-outside).",
+        valueName: "proto:port=address:port"))
+    var forwards: [ForwardSpec] = []
+
     @Flag(help: "Audit mode: every packet the software re-inserts is checked (engine marks, compatibility test).")
     var audit = false
 
@@ -104,6 +109,11 @@ struct GatewayCommand: ParsableCommand {
         }
         for route in routes where !ports.contains(where: { $0.address.contains(route.nextHop) }) {
             throw ValidationError("the next hop \(route.nextHop) of route \(route) is on no port's subnet")
+        }
+        if !forwards.isEmpty, natOutside == nil { throw ValidationError("--forward needs --nat-outside") }
+        let outsidePorts = forwards.map { "\($0.protocolName):\($0.outsidePort)" }
+        guard Set(outsidePorts).count == outsidePorts.count else {
+            throw ValidationError("an outside port is forwarded by two --forward options")
         }
     }
 
@@ -188,6 +198,14 @@ struct GatewayCommand: ParsableCommand {
         }
         let outside = natOutside.flatMap { name in ports.firstIndex { $0.link.deviceName == name } }.map(UInt16.init)
         let policy = GatewayPolicy(ports: gatewayPorts, routes: table, outsidePort: outside, clock: clock)
+        for forward in forwards {
+            do throws(GatewayPolicy.PortForwardError) {
+                try policy.forwardPort(protocol: forward.protocolNumber, outsidePort: forward.outsidePort,
+                                       to: forward.address, port: forward.insidePort)
+            } catch {
+                throw RunError(message: "offload gateway: --forward \(forward): \(error)")
+            }
+        }
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion,
                                 processing: processing.value, policy: policy, cacheSeed: .random(in: .min ... .max))
         slowPath.decisionDelayMicroseconds = decisionDelay
@@ -199,6 +217,7 @@ struct GatewayCommand: ParsableCommand {
                   + (outside == UInt16(i) ? ", NAT outside" : ""))
         }
         for route in table.routes { say("route \(route)") }
+        for forward in forwards { say("forward \(forward)") }
         say("order guard \(noOrderGuard ? "off" : "on"), audit \(audit ? "on" : "off"), processing \(processing)"
               + (decisionDelay > 0 ? ", \(decisionDelay) µs per new flow's decision" : ""))
         func seconds(_ d: Double) -> String { d == d.rounded() ? String(Int(d)) : String(d) }
@@ -293,6 +312,31 @@ struct RouteSpec: ExpressibleByArgument, CustomStringConvertible {
     }
 
     var description: String { "\(prefix)=\(nextHop)" }
+}
+
+/// `--forward tcp:8080=10.1.0.2:80`: a port forward through the NAT.
+struct ForwardSpec: ExpressibleByArgument, CustomStringConvertible {
+    let protocolName: String
+    let outsidePort: UInt16
+    let address: IPv4Address
+    let insidePort: UInt16
+
+    init?(argument: String) {
+        let sides = argument.split(separator: "=", maxSplits: 1).map(String.init)
+        guard sides.count == 2 else { return nil }
+        let outside = sides[0].split(separator: ":").map(String.init)
+        let inside = sides[1].split(separator: ":").map(String.init)
+        guard outside.count == 2, ["tcp", "udp"].contains(outside[0]), let from = UInt16(outside[1]), from > 0,
+              inside.count == 2, let address = try? IPv4Address(parsing: inside[0]), let to = UInt16(inside[1]), to > 0
+        else { return nil }
+        protocolName = outside[0]
+        outsidePort = from
+        self.address = address
+        insidePort = to
+    }
+
+    var protocolNumber: UInt8 { protocolName == "tcp" ? 6 : 17 }
+    var description: String { "\(protocolName):\(outsidePort)=\(address):\(insidePort)" }
 }
 
 enum ProcessingSpec: String, ExpressibleByArgument, CustomStringConvertible {

@@ -83,6 +83,11 @@ struct CommandErrorTests {
         ("gateway --port tap:offex=10.77.0.1/24 --stats nan", "--stats is a number of seconds from 0"),
         ("gateway --port tap:offex=10.77.0.1/24 --duration 1e300", "--duration is a number of seconds from 0"),
         ("gateway --port tap:offex=10.77.0.1/24 --table-size 0", "--table-size is 1 to"),
+        ("gateway --port tap:offex=10.77.0.1/24 --forward tcp:80=10.77.0.2:80", "--forward needs --nat-outside"),
+        ("gateway --port tap:offex=10.77.0.1/24 --nat-outside offex --forward sctp:80=10.77.0.2:80",
+         "is invalid for '--forward"),
+        ("gateway --port tap:offex=10.77.0.1/24 --nat-outside offex --forward tcp:80=10.77.0.2:80 "
+            + "--forward tcp:80=10.77.0.3:80", "an outside port is forwarded by two --forward options"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --msl nan", "--msl is a number of seconds above 0"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --receive-buffer 0", "--receive-buffer is 1024 bytes"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --mode source --bytes=-1", "--bytes cannot be negative"),

@@ -289,6 +289,35 @@ extension GatewayInteropTests {
         #expect(TapVethGateway.counter("dropped: transmit-failed", in: output) == 0, "\(output)")
     }
 
+    /// A port forward (`--forward tcp:8080=10.77.31.2:80`): a Linux host outside connects to
+    /// the NAT's outside address at 8080 and reaches a server inside on port 80, which sees
+    /// who connected; a port not forwarded is refused. The gateway had no way to reach a
+    /// server behind it.
+    @Test("A port forward reaches a server behind the NAT", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func portForward() throws {
+        guard Root.check() else { return }
+        let world = try GatewayNamespaces(audit: false, orderGuard: true, arguments: "--forward tcp:8080=10.77.31.2:80")
+        defer { world.tearDown() }
+        let server = world.client.start("""
+            python3 -c 'import socket
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("10.77.31.2", 80))
+            s.listen(4); s.settimeout(8)
+            c, a = s.accept(); d = c.recv(64); c.sendall(d + (" from %s" % a[0]).encode()); c.close()'
+            """, timeout: 10)
+        world.client.waitForSocket(port: 80, seconds: 5)
+        let run = world.server.run("""
+            python3 -c 'import socket
+            c = socket.create_connection(("10.77.32.1", 8080), timeout=3); c.sendall(b"hello")
+            print("got", c.recv(64).decode())
+            try:
+                socket.create_connection(("10.77.32.1", 8081), timeout=3); print("8081 open")
+            except ConnectionRefusedError: print("8081 refused")'
+            """, timeout: 15)
+        _ = server.finish()
+        #expect(run.output.contains("got hello from \(GatewayNamespaces.serverAddress)"), "\(run.output)")
+        #expect(run.output.contains("8081 refused"), "\(run.output)")
+    }
+
     /// UDP GSO (`UDP_SEGMENT`, as QUIC stacks send) through the gateway: the server's
     /// kernel hands its packet socket UDP super-datagrams (virtio-net GSO type UDP_L4), which
     /// the gateway translates like any datagram of the flow and sends on whole to the
@@ -413,7 +442,7 @@ final class GatewayNamespaces {
     let metricsPath: String
 
     init(audit: Bool, orderGuard: Bool, threads: Int = 2, decisionDelayMicroseconds: Int = 0,
-         capture: Bool = false, spinMicroseconds: Int? = nil) throws {
+         capture: Bool = false, spinMicroseconds: Int? = nil, arguments: String = "") throws {
         client = NetworkNamespace(prefix: "ogc")
         server = NetworkNamespace(prefix: "ogs")
         let inside = client.interfaceName("ogc"), outside = server.interfaceName("ogs")
@@ -431,6 +460,7 @@ final class GatewayNamespaces {
         if decisionDelayMicroseconds > 0 { command += " --decision-delay \(decisionDelayMicroseconds)" }
         if capture { command += " --pcap \(scratch)/gateway.pcap" }
         if let spinMicroseconds { command += " --spin \(spinMicroseconds)" }
+        if !arguments.isEmpty { command += " " + arguments }
         gateway = Shell.start(command, timeout: 320)
         // The TAP devices exist once the gateway has opened them.
         guard Shell.waitForInterfaces([inside, outside]) else {

@@ -505,3 +505,60 @@ import OffloadWire
         #expect(policy.nat?.entries(of: client) == before.0 && policy.nat?.entries(of: otherInside) == before.1)
     }
 }
+
+/// Port forwarding (destination NAT): a server behind the gateway reached at the NAT's
+/// outside address. The gateway had source NAT only: what came to its outside address was
+/// a reply to a mapping or refused as for the gateway itself (port unreachable).
+@Suite struct PortForwardTests {
+    static let server = IPv4Address(10, 1, 0, 2), outsider = IPv4Address(10, 2, 0, 2)
+    static let natIP = IPv4Address(10, 2, 0, 1)
+
+    @Test func aForwardIsAMappingMadeInAdvanceAndNeverReleased() throws {
+        var nat = NAT44(outsideAddress: Self.natIP, linger: .seconds(1))
+        let web = NAT44.Inside(protocol: 6, address: Self.server, port: 80)
+        try nat.forward(outsidePort: 8080, to: web)
+        #expect(nat.reverse(protocol: 6, outsidePort: 8080) == web)
+        #expect(try nat.map(web, now: .zero) == 8080, "what the server sends from its port leaves from the forwarded one")
+        let other = NAT44.Inside(protocol: 6, address: IPv4Address(10, 1, 0, 3), port: 8080)
+        #expect(try nat.map(other, now: .zero) != 8080, "no other inside host gets the forwarded port")
+        #expect(nat.reverse(protocol: 17, outsidePort: 8080) == nil, "per protocol")
+        nat.entryBegan(web)
+        nat.entryEnded(web, now: .zero)
+        nat.releaseIdle(now: .zero + .seconds(1000))
+        nat.release(web)
+        #expect(nat.reverse(protocol: 6, outsidePort: 8080) == web, "never released")
+        #expect(throws: NAT44.Failure.alreadyForwarded(protocol: 6, port: 8080)) {
+            try nat.forward(outsidePort: 8080, to: NAT44.Inside(protocol: 6, address: Self.server, port: 81))
+        }
+    }
+
+    @Test func aNewFlowToAForwardedPortReachesTheServerAndItsRepliesLeaveFromThatPort() throws {
+        let policy = try GatewayNATSimulationTests.policy(clock: VirtualClock())
+        policy.addNeighbor(port: 0, address: Self.server, hardwareAddress: .local(0xc1))
+        policy.addNeighbor(port: 1, address: Self.outsider, hardwareAddress: .local(0x51))
+        try policy.forwardPort(protocol: 6, outsidePort: 8080, to: Self.server, port: 80)
+        let inbound = FlowKey(ingressPort: 1, protocol: 6, source: Self.outsider, destination: Self.natIP,
+                              sourcePort: 50000, destinationPort: 8080)
+        guard case .install(.forward(let f)) = policy.decide(inbound, send: GatewayPolicyCallTests.none) else {
+            Issue.record("the inbound flow is forwarded: \(policy.decide(inbound, send: GatewayPolicyCallTests.none))")
+            return
+        }
+        #expect(f.outputPort == 0 && f.destinationMAC == .local(0xc1))
+        #expect(f.translatedDestination == Self.server && f.translatedDestinationPort == 80)
+        #expect(f.translatedSource == nil, "the server sees who connected")
+        guard let (replyKey, replyAction) = policy.replyFlow(of: inbound, forward: f, send: GatewayPolicyCallTests.none),
+              case .forward(let back) = replyAction else {
+            Issue.record("the replies have their entry"); return
+        }
+        #expect(replyKey.source == Self.server && replyKey.sourcePort == 80)
+        #expect(back.translatedSource == Self.natIP && back.translatedSourcePort == 8080)
+        // Nothing else is forwarded, and a second forward of the port is refused.
+        let elsewhere = FlowKey(ingressPort: 1, protocol: 6, source: Self.outsider, destination: Self.natIP,
+                                sourcePort: 50000, destinationPort: 8081)
+        #expect(policy.decide(elsewhere, send: GatewayPolicyCallTests.none)
+                    == .unreachable(code: ICMPv4Packet.UnreachableCode.port, reason: "no-listener"))
+        #expect(throws: GatewayPolicy.PortForwardError.alreadyForwarded(protocol: 6, port: 8080)) {
+            try policy.forwardPort(protocol: 6, outsidePort: 8080, to: IPv4Address(10, 1, 0, 3), port: 80)
+        }
+    }
+}

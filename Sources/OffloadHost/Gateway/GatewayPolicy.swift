@@ -68,6 +68,35 @@ public final class GatewayPolicy: SlowPathPolicy {
         }
     }
 
+    /// Why a port forward could not be made.
+    public enum PortForwardError: Error, Equatable, Sendable, CustomStringConvertible {
+        /// The gateway has no NAT (no outside port): there is no outside address to forward from.
+        case noNAT
+        /// The outside port, or the inside end, is forwarded already.
+        case alreadyForwarded(protocol: UInt8, port: UInt16)
+
+        public var description: String {
+            switch self {
+            case .noNAT: "a port forward needs the NAT (an outside port)"
+            case .alreadyForwarded(let p, let port):
+                "\(p == 6 ? "tcp" : p == 17 ? "udp" : "protocol \(p)") port \(port), or its inside end, is forwarded already"
+            }
+        }
+    }
+
+    /// Forwards TCP or UDP (`protocol` 6 or 17) that comes to the NAT's outside address at
+    /// `outsidePort` to `address`:`port` inside (destination NAT: a server behind the
+    /// gateway); what that server sends from its port leaves from `outsidePort`.
+    public func forwardPort(protocol proto: UInt8, outsidePort: UInt16, to address: IPv4Address,
+                            port: UInt16) throws(PortForwardError) {
+        guard nat != nil else { throw .noNAT }
+        do throws(NAT44.Failure) {
+            try nat!.forward(outsidePort: outsidePort, to: NAT44.Inside(protocol: proto, address: address, port: port))
+        } catch {
+            throw .alreadyForwarded(protocol: proto, port: outsidePort)
+        }
+    }
+
     /// Records a neighbour that never expires, and that ARP does not change (a static ARP entry).
     public func addNeighbor(port: UInt16, address: IPv4Address, hardwareAddress: MACAddress) {
         neighbors[Int(port)].addPermanent(address, is: hardwareAddress)

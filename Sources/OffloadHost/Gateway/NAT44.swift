@@ -13,6 +13,10 @@ import OffloadCore
 /// from its last use. The default of 90 s after a UDP entry's 30 s idle timeout keeps a UDP
 /// mapping at least 2 minutes after its last packet (RFC 4787 REQ-5), and a closed TCP
 /// connection's port about as long as Linux keeps it in TIME_WAIT.
+///
+/// A port forward (`forward`) is a mapping made in advance and never released: what comes
+/// to its outside port goes to its inside end (destination NAT, for a server behind the
+/// gateway), and what that end sends from its port leaves from the forwarded one.
 public struct NAT44: Sendable {
     public struct Inside: Hashable, Sendable {
         public var `protocol`: UInt8
@@ -31,6 +35,8 @@ public struct NAT44: Sendable {
         /// Every port of the range is in use for that protocol (for a protocol without
         /// ports, its one mapping).
         case portsExhausted(protocol: UInt8)
+        /// A port forward's outside port, or its inside end, is forwarded already.
+        case alreadyForwarded(protocol: UInt8, port: UInt16)
     }
 
     struct Mapping: Sendable {
@@ -41,6 +47,8 @@ public struct NAT44: Sendable {
         var idleSince: Instant
         /// Whether it is in `lingering`.
         var lingers: Bool
+        /// A port forward's: never released.
+        var isForward = false
     }
 
     public let outsideAddress: IPv4Address
@@ -104,6 +112,17 @@ public struct NAT44: Sendable {
         return candidate
     }
 
+    /// Forwards what comes to `outsidePort` (of `inside`'s protocol) to `inside`, and maps
+    /// `inside` to it for what it sends, for as long as the NAT lives. Made before any
+    /// traffic: the port must not be mapped yet, nor `inside`.
+    public mutating func forward(outsidePort: UInt16, to inside: Inside) throws(Failure) {
+        guard inward[Self.slot(inside.protocol, outsidePort)] == nil, outward[inside] == nil else {
+            throw .alreadyForwarded(protocol: inside.protocol, port: outsidePort)
+        }
+        outward[inside] = Mapping(port: outsidePort, entries: 0, idleSince: .zero, lingers: false, isForward: true)
+        inward[Self.slot(inside.protocol, outsidePort)] = inside
+    }
+
     /// The outside port of `inside`, if mapped (nothing is made).
     public func port(of inside: Inside) -> UInt16? { outward[inside]?.port }
 
@@ -149,13 +168,15 @@ public struct NAT44: Sendable {
         return n
     }
 
-    /// Releases the mapping of `inside` now, whatever uses it.
+    /// Releases the mapping of `inside` now, whatever uses it (a port forward stays).
     public mutating func release(_ inside: Inside) {
-        guard let m = outward.removeValue(forKey: inside) else { return }
+        guard let m = outward[inside], !m.isForward else { return }
+        outward[inside] = nil
         inward[Self.slot(inside.protocol, m.port)] = nil
     }
 
     private mutating func idle(_ inside: Inside, since now: Instant) {
+        guard !outward[inside]!.isForward else { return }
         outward[inside]!.idleSince = now
         if !outward[inside]!.lingers {
             outward[inside]!.lingers = true
