@@ -532,12 +532,13 @@ import OffloadWire
         }
     }
 
-    @Test func aNewFlowToAForwardedPortReachesTheServerAndItsRepliesLeaveFromThatPort() throws {
+    @Test(arguments: [UInt8(6), 17])
+    func aNewFlowToAForwardedPortReachesTheServerAndItsRepliesLeaveFromThatPort(protocol proto: UInt8) throws {
         let policy = try GatewayNATSimulationTests.policy(clock: VirtualClock())
         policy.addNeighbor(port: 0, address: Self.server, hardwareAddress: .local(0xc1))
         policy.addNeighbor(port: 1, address: Self.outsider, hardwareAddress: .local(0x51))
-        try policy.forwardPort(protocol: 6, outsidePort: 8080, to: Self.server, port: 80)
-        let inbound = FlowKey(ingressPort: 1, protocol: 6, source: Self.outsider, destination: Self.natIP,
+        try policy.forwardPort(protocol: proto, outsidePort: 8080, to: Self.server, port: 80)
+        let inbound = FlowKey(ingressPort: 1, protocol: proto, source: Self.outsider, destination: Self.natIP,
                               sourcePort: 50000, destinationPort: 8080)
         guard case .install(.forward(let f)) = policy.decide(inbound, send: GatewayPolicyCallTests.none) else {
             Issue.record("the inbound flow is forwarded: \(policy.decide(inbound, send: GatewayPolicyCallTests.none))")
@@ -553,12 +554,12 @@ import OffloadWire
         #expect(replyKey.source == Self.server && replyKey.sourcePort == 80)
         #expect(back.translatedSource == Self.natIP && back.translatedSourcePort == 8080)
         // Nothing else is forwarded, and a second forward of the port is refused.
-        let elsewhere = FlowKey(ingressPort: 1, protocol: 6, source: Self.outsider, destination: Self.natIP,
+        let elsewhere = FlowKey(ingressPort: 1, protocol: proto, source: Self.outsider, destination: Self.natIP,
                                 sourcePort: 50000, destinationPort: 8081)
         #expect(policy.decide(elsewhere, send: GatewayPolicyCallTests.none)
                     == .unreachable(code: ICMPv4Packet.UnreachableCode.port, reason: "no-listener"))
-        #expect(throws: GatewayPolicy.PortForwardError.alreadyForwarded(protocol: 6, port: 8080)) {
-            try policy.forwardPort(protocol: 6, outsidePort: 8080, to: IPv4Address(10, 1, 0, 3), port: 80)
+        #expect(throws: GatewayPolicy.PortForwardError.alreadyForwarded(protocol: proto, port: 8080)) {
+            try policy.forwardPort(protocol: proto, outsidePort: 8080, to: IPv4Address(10, 1, 0, 3), port: 80)
         }
     }
 }
