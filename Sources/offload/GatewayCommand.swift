@@ -55,6 +55,12 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Microseconds the idle engine and software threads keep polling before they sleep until a frame arrives or the other wakes them: more answers sooner, less leaves the cores to the hosts around it.", valueName: "microseconds"))
     var spin: UInt32 = IdleSpin.defaultMicroseconds
 
+    @Option(help: ArgumentHelp("The nice value of the gateway's threads, -20 to 19 (default -10, as Open vSwitch runs its forwarding daemon): a woken thread that waits behind the hosts for a core makes the packets wait. Without CAP_SYS_NICE the default is skipped with a note; a value given here is an error.", valueName: "nice"))
+    var nice: Int32?
+
+    /// The gateway's threads' nice value unless `--nice` says otherwise.
+    static let defaultNice: Int32 = -10
+
     @Option(help: "Connection table capacity (entries).")
     var tableSize = 65_536
 
@@ -91,6 +97,7 @@ struct GatewayCommand: ParsableCommand {
         try OptionChecks.seconds(stats, "--stats")
         guard (1...(1 << 30)).contains(tableSize) else { throw ValidationError("--table-size is 1 to 1073741824 entries") }
         guard threads == 1 || threads == 2 else { throw ValidationError("--threads is 1 or 2") }
+        if let nice, !ThreadNice.range.contains(nice) { throw ValidationError("--nice is -20 to 19") }
         // Entries idle for up to 2^32 table ticks (about 52 days) can be told apart.
         for (name, seconds) in [("--tcp-idle", tcpIdle), ("--udp-idle", udpIdle)] where !(seconds > 0 && seconds <= 4_000_000) {
             throw ValidationError("\(name) is a number of seconds above 0 and at most 4000000")
@@ -209,6 +216,13 @@ struct GatewayCommand: ParsableCommand {
         let slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion,
                                 processing: processing.value, policy: policy, cacheSeed: .random(in: .min ... .max))
         slowPath.decisionDelayMicroseconds = decisionDelay
+        // Before the software's thread starts: it takes this thread's value.
+        do throws(ThreadNice.Refused) {
+            try ThreadNice.set(nice ?? Self.defaultNice)
+        } catch {
+            guard nice == nil else { throw RunError(message: "offload gateway: --nice: \(error)") }
+            printToStandardError("offload gateway: \(error); the threads run at nice \(ThreadNice.current)")
+        }
         let loop = try EngineLoop(engine: engine, slowPath: slowPath, softwareThread: threads == 2)
         loop.spinBeforeSleeping = .microseconds(Int64(spin))
 
@@ -219,7 +233,8 @@ struct GatewayCommand: ParsableCommand {
         for route in table.routes { say("route \(route)") }
         for forward in forwards { say("forward \(forward)") }
         say("order guard \(noOrderGuard ? "off" : "on"), audit \(audit ? "on" : "off"), processing \(processing)"
-              + (decisionDelay > 0 ? ", \(decisionDelay) µs per new flow's decision" : ""))
+              + (decisionDelay > 0 ? ", \(decisionDelay) µs per new flow's decision" : "")
+              + ", threads at nice \(ThreadNice.current)")
         func seconds(_ d: Double) -> String { d == d.rounded() ? String(Int(d)) : String(d) }
         say("idle timeouts: TCP \(seconds(tcpIdle)) s, UDP \(seconds(udpIdle)) s")
 

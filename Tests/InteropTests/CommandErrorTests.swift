@@ -36,6 +36,13 @@ struct CommandErrorTests {
         }
     }
 
+    /// A nice value asked for and not granted stops the gateway; only the default is skipped.
+    @Test func aNiceValueWithoutThePrivilegeToSetIt() {
+        guard Root.check() else { return }
+        Self.expectOneClearLine("gateway --port tap:offenice=10.77.9.1/24 --duration 1 --nice=-5",
+                                prefix: "setpriv --bounding-set -sys_nice ", "--nice: cannot run at nice -5")
+    }
+
     @Test func aTapNameInUse() throws {
         guard Root.check() else { return }
         let holder = Shell.start("\(Self.binary) host --link tap:offebusy --address 10.77.9.2/24 --duration 4", timeout: 10)
@@ -88,6 +95,7 @@ struct CommandErrorTests {
          "is invalid for '--forward"),
         ("gateway --port tap:offex=10.77.0.1/24 --nat-outside offex --forward tcp:80=10.77.0.2:80 "
             + "--forward tcp:80=10.77.0.3:80", "an outside port is forwarded by two --forward options"),
+        ("gateway --port tap:offex=10.77.0.1/24 --nice 20", "--nice is -20 to 19"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --msl nan", "--msl is a number of seconds above 0"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --receive-buffer 0", "--receive-buffer is 1024 bytes"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --mode source --bytes=-1", "--bytes cannot be negative"),

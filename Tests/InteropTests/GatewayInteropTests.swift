@@ -426,6 +426,29 @@ extension GatewayInteropTests {
                             timeout: 10)
         #expect(set.output.contains("idle timeouts: TCP 7440 s, UDP 120 s"), "\(set.output)")
     }
+    /// The gateway's threads run at nice -10 unless `--nice` says otherwise, every one of
+    /// them (the software's thread takes the value from the thread that starts it); without
+    /// CAP_SYS_NICE the default is skipped with a note and the gateway runs on.
+    @Test("The gateway's threads run at its nice value", .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func threadsRunAtTheNiceValue() throws {
+        guard Root.check() else { return }
+        let binary = GatewayNamespaces.offloadBinary
+        func niceValues(_ arguments: String, prefix: String = "") -> (values: [Int], output: String) {
+            let run = Shell.run("\(prefix)\(binary) gateway --port tap:ognice=10.77.9.1/24 --stats 0 --duration 1.5 "
+                                + "\(arguments) 2>&1 & sleep 0.8; ps -L -o nice= -p $! | sed 's/^ */nice /'; wait",
+                                timeout: 10)
+            let values = run.output.split(separator: "\n").filter { $0.hasPrefix("nice ") }.compactMap { Int($0.dropFirst(5)) }
+            return (values, run.output)
+        }
+        let byDefault = niceValues("")
+        #expect(byDefault.values.count >= 2 && byDefault.values.allSatisfy { $0 == -10 }, "\(byDefault.output)")
+        #expect(byDefault.output.contains("threads at nice -10"), "\(byDefault.output)")
+        let given = niceValues("--nice 4")
+        #expect(given.values.count >= 2 && given.values.allSatisfy { $0 == 4 }, "\(given.output)")
+        let unprivileged = niceValues("", prefix: "setpriv --bounding-set -sys_nice ")
+        #expect(unprivileged.values.count >= 2 && unprivileged.values.allSatisfy { $0 == 0 }, "\(unprivileged.output)")
+        #expect(unprivileged.output.contains("cannot run at nice -10"), "\(unprivileged.output)")
+    }
 }
 
 /// Two namespaces, client (10.77.31.2/24) and server (10.77.32.2/24), and `offload gateway`

@@ -88,6 +88,13 @@ int offload_eventfd_signal(int fd);
 /// Reads and clears the eventfd's count. The count (0 if it was clear) or -errno.
 int64_t offload_eventfd_drain(int fd);
 
+/// Sets the calling thread's nice value (-20 to 19; threads it creates start with it).
+/// Lowering it needs CAP_SYS_NICE. 0 or -errno.
+int offload_thread_set_nice(int nice);
+
+/// The calling thread's nice value in `*nice`. 0 or -errno.
+int offload_thread_nice(int *nice);
+
 #endif // __linux__
 
 #endif
