@@ -66,7 +66,7 @@ final class EngineThread<Port: Link & ~Copyable>: @unchecked Sendable {
                 if newData || engine.exceptions.count > 0 || engine.tcp.events.count > 0 { host.wakeIfSleeping() }
                 if idle.shouldSleep(worked: worked || engine.tcp.hasOutput, now: now) {
                     sleeps.add(1, ordering: .relaxed)
-                    try? wakeup.sleep(timeoutMilliseconds: timeout(now: now)) { engine.hasSoftwareMessages }
+                    _ = try? wakeup.sleep(timeoutMilliseconds: timeout(now: now)) { engine.hasSoftwareMessages }
                 }
             }
             published.withLock { $0 = EngineSnapshot(engine) }

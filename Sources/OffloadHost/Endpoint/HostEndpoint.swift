@@ -173,7 +173,7 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
         }
         if engineThread != nil {
             // The rings only: what the engine left since the caller last looked.
-            try? poller.sleep(timeoutMilliseconds: Int32(timeout)) {
+            _ = try? poller.sleep(timeoutMilliseconds: Int32(timeout)) {
                 slowPath.hasWork || policy.hasEngineEvents || engineDelivered
             }
         } else {
