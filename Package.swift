@@ -47,7 +47,7 @@ let package = Package(
             ]),
         // Namespaces, shell commands with time limits, the root check: shared by the tests that touch Linux.
         .target(name: "OffloadTestSupport", path: "Tests/OffloadTestSupport"),
-        .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore"]),
+        .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore", "COffloadShim"]),
         .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire"], resources: [.copy("Fixtures")]),
         .testTarget(name: "OffloadLinkTests", dependencies: ["OffloadLink", "OffloadSim", "OffloadTestSupport"]),
         .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadWire", "OffloadSim"]),

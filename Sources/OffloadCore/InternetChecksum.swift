@@ -62,15 +62,16 @@ public struct InternetChecksum: Sendable {
         return UInt16(truncatingIfNeeded: s)
     }
 
-    /// Sum of the bytes as native 32-bit words (odd tail zero-padded), unfolded.
+    /// Sum of the bytes as native words (odd tail zero-padded), unfolded: only its value
+    /// modulo 0xFFFF, what `fold` keeps, is defined.
     ///
     /// Four independent accumulators over 64-bit loads let the CPU add in parallel; each
     /// takes at most 2^32 additions of 32-bit values before it could carry out, far beyond
     /// any packet.
     ///
-    /// From 256 bytes on, a C loop with 256-bit vectors (AVX2, chosen at load time) takes the
-    /// bulk: Swift has no per-function target features, and the vectors double the rate on
-    /// full-size frames.
+    /// From 256 bytes on, a C loop with vectors (AVX-512 or AVX2, chosen at load time) takes
+    /// the bulk: Swift has no per-function target features, and the vectors double the rate
+    /// on full-size frames.
     @inlinable
     public static func nativeSum(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         guard var p = bytes.baseAddress else { return 0 }

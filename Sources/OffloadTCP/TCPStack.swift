@@ -203,8 +203,8 @@ public final class TCPStack {
         return ranges
     }
 
-    /// Copies out up to `buffer.count` received bytes; returns how many (0: none yet, or
-    /// the end; see `isAtEndOfInput`).
+    /// Copies out up to `buffer.count` received bytes; returns how many (0: none yet, the
+    /// end, or a socket that is gone; `status` tells them apart: `isAtEndOfInput`, or nil).
     public func read(_ socket: TCPSocket, into buffer: UnsafeMutableRawBufferPointer) -> Int {
         var done = 0
         read(socket, max: buffer.count) { piece in

@@ -1,4 +1,5 @@
 import Testing
+import COffloadShim
 @testable import OffloadCore
 
 /// The plain RFC 1071 loop, byte by byte, as the reference.
@@ -36,6 +37,32 @@ func referenceChecksum(_ bytes: [UInt8]) -> UInt16 {
         var rng = SeededRandom(seed: UInt64(length))
         let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
         #expect(bytes.withUnsafeBytes { InternetChecksum.checksum($0) } == referenceChecksum(bytes))
+    }
+
+    /// Each vector loop (AVX-512, AVX2, whichever this CPU has; with none, `nativeSum`'s own
+    /// choice takes it all) at lengths around its
+    /// block sizes and at every alignment, and past the 8 MiB after which the AVX-512 loop
+    /// empties its 32-bit lanes: the sum of what it took, with the rest summed in Swift,
+    /// folds to the reference.
+    @Test(arguments: [512, 256, 0])
+    func eachVectorLoopMatchesTheReference(bits: Int32) {
+        func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt16 {
+            var consumed = 0
+            let wide = offload_checksum_wide_sum_using(bits, bytes.baseAddress, bytes.count, &consumed)
+            let rest = InternetChecksum.nativeSum(UnsafeRawBufferPointer(rebasing: bytes[consumed...]))
+            #expect(consumed % 64 == 0 && consumed <= bytes.count)
+            return ~InternetChecksum.fold(wide &+ rest).bigEndian
+        }
+        var rng = SeededRandom(seed: UInt64(bits) + 1071)
+        let bytes = (0..<4200).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        for length in [63, 64, 65, 127, 128, 129, 191, 192, 255, 256, 1500, 4096] {
+            for offset in 0..<4 {
+                let piece = Array(bytes[offset..<(offset + length)])
+                #expect(piece.withUnsafeBytes { checksum($0) } == referenceChecksum(piece), "\(length) at +\(offset)")
+            }
+        }
+        let large = [UInt8](repeating: 0xff, count: 9 << 20) + [0x12, 0x34]
+        #expect(large.withUnsafeBytes { checksum($0) } == ~UInt16(0x1234))
     }
 
     @Test func allOnesDoesNotOverflow() {

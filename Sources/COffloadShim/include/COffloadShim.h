@@ -22,10 +22,14 @@ int offload_stop_requested(void);
 /// the C global `stdout` itself).
 void offload_stdout_line_buffered(void);
 
-/// The Internet checksum's inner loop with 256-bit vectors where the CPU has them: sums the
-/// longest multiple of 64 bytes as native 32-bit words into a 64-bit total and says how many
-/// bytes it took in `consumed` (0 on a CPU without AVX2: the caller sums everything).
+/// The Internet checksum's inner loop with the widest vectors the CPU has (AVX-512 or AVX2,
+/// chosen when the library loads): sums the longest multiple of 64 bytes into a 64-bit total
+/// equal, modulo 0xFFFF, to their native 16-bit words' sum, and says how many bytes it took
+/// in `consumed` (0 on a CPU without AVX2: the caller sums everything).
 uint64_t offload_checksum_wide_sum(const void *bytes, size_t count, size_t *consumed);
+
+/// The same with vectors of at most `bits` (512, 256; 0 for none), for tests of each loop.
+uint64_t offload_checksum_wide_sum_using(int bits, const void *bytes, size_t count, size_t *consumed);
 
 /// Reads CLOCK_REALTIME in nanoseconds (for capture time stamps).
 int64_t offload_realtime_ns(void);
