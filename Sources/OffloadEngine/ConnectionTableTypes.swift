@@ -76,6 +76,8 @@ public struct ConnectionTableCounters: Hashable, Sendable, CounterTable {
     public var removed: UInt64 = 0
     /// Entries removed by `expireIdle` for being idle or stale.
     public var expired: UInt64 = 0
+    /// Slots `expireIdle` examined (the idle sweep's work).
+    public var swept: UInt64 = 0
     /// Calls of `invalidateAll`.
     public var invalidations: UInt64 = 0
     /// Inserts refused because the translation notices had no room for what they would announce.
@@ -89,7 +91,7 @@ public struct ConnectionTableCounters: Hashable, Sendable, CounterTable {
     public var rows: [(String, UInt64)] {
         [("table inserted", inserted), ("table replaced", replaced), ("table evicted", evicted),
          ("table rejected full", rejectedFull), ("table removed", removed), ("table expired", expired),
-         ("table invalidations", invalidations), ("table rejected: notice room", rejectedNoticeRoom),
+         ("table slots swept", swept), ("table invalidations", invalidations), ("table rejected: notice room", rejectedNoticeRoom),
          ("table notices lost", noticesLost)]
     }
 }

@@ -210,6 +210,7 @@ extension ConnectionTable {
             }
             expiryCursor = (i &+ 1) & mask
         }
+        counters.swept &+= UInt64(work)
         return n
     }
 

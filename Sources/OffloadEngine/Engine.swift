@@ -33,8 +33,11 @@ public final class Engine<Port: Link & ~Copyable> {
         public var tableHashSeed: UInt64 = 0x6f66_666c_6f61_6421
         /// How long an entry may sit unused before it is removed (B9).
         public var idleTimeouts = IdleTimeouts()
-        /// Table slots examined for idle entries per poll: bounded work, never a stall.
+        /// The idle sweep examines the whole table once per `expirySweep`, a slice at each
+        /// poll in proportion to the time since the last, and at most `expiryBudget` slots in
+        /// one poll: bounded work, never a stall. An entry goes at most a sweep after its timeout.
         public var expiryBudget = 64
+        public var expirySweep = Duration.seconds(1)
         /// B10: per-source fairness of new flows in the exception queue (nil turns it off).
         /// The queue's bound keeps a flood of new flows off the fast path; this keeps one
         /// source's flood from taking the whole queue and starving other sources' new flows.
@@ -95,6 +98,7 @@ public final class Engine<Port: Link & ~Copyable> {
     private let portMTU: UnsafeMutablePointer<Atomic<Int>>
     /// When the ports' MTUs are next asked for.
     private var nextMTURefresh = Instant.zero
+    private var expiryPacer: ExpiryPacer
     /// The offloaded TCP connections (seed 003), and their events to the host.
     public let tcp: TCPOffloadTable
     /// Offloaded connections' entries (and their slots) that idled out in this poll's expiry scan.
@@ -139,6 +143,7 @@ public final class Engine<Port: Link & ~Copyable> {
         translationNotices = notices
         table = ConnectionTable(capacity: configuration.tableCapacity, hashSeed: configuration.tableHashSeed,
                                 translationNotices: notices)
+        expiryPacer = ExpiryPacer(sweep: configuration.expirySweep, slotCount: table.slotCount, now: clock.now)
         let mtus = PortMTUs((0..<portCount).map { ports[$0].capabilities.mtu })
         reinsertion = ReinsertionQueue(ring: messages, audit: configuration.audit, portMTU: mtus, clock: clock,
                                        translationNotices: notices, log: log)
@@ -190,11 +195,14 @@ public final class Engine<Port: Link & ~Copyable> {
         }
         for port in 0..<portCount { work &+= pollPort(UInt16(port), now: now) }
         work &+= pollOffloadedTCP(now: now)
-        counters.expired &+= UInt64(table.expireIdle(now: now, timeouts: configuration.idleTimeouts,
-                                                     budget: configuration.expiryBudget) { key, _, action in
-            rtpStatistics[key] = nil
-            if case .offloadedTCP(let slot) = action { expiredOffloaded.append((key, slot)) }
-        })
+        let expirySlots = expiryPacer.slotsDue(now: now, budget: configuration.expiryBudget)
+        if expirySlots > 0 {
+            counters.expired &+= UInt64(table.expireIdle(now: now, timeouts: configuration.idleTimeouts,
+                                                         budget: expirySlots) { key, _, action in
+                rtpStatistics[key] = nil
+                if case .offloadedTCP(let slot) = action { expiredOffloaded.append((key, slot)) }
+            })
+        }
         if !expiredOffloaded.isEmpty { restoreOffloadedEntries(&expiredOffloaded, now: now) }
         if now >= nextMTURefresh { refreshPortMTUs(now: now) }
         return work > 0

@@ -21,7 +21,6 @@ struct EngineBench {
         config.tableCapacity = tableCapacity
         config.bufferCount = 1024
         config.queueCapacity = 4096
-        config.expiryBudget = 0
         configure(&config)
         let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: clock,
                                                    maxFrameSize: { _ in 128 }, framesInFlight: 256)

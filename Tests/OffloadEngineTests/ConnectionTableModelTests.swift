@@ -293,6 +293,7 @@ import OffloadCore
                 }
                 #expect(n == reported.count)
                 #expect(Set(reported).count == reported.count, "\(what): reported twice")
+                model.counters.swept += UInt64(budget)
                 for k in reported {
                     #expect(model.entries[k] != nil && model.expirable(k, nowTick: nowTick, timeouts: timeouts),
                             "\(what): \(k) was not expirable")

@@ -66,6 +66,25 @@ func tcpSegment(flags: TCPFlags) -> [UInt8] {
 }
 
 @Suite struct EngineLifecycleTests {
+    /// The idle sweep follows the time, not the poll rate: an engine polled 100,000 times in
+    /// 10 ms (as a spinning one is) examines about 1% of its table, once a second's sweep
+    /// would (it examined 64 slots at every poll, the whole table 4,000 times over).
+    @Test func theIdleSweepFollowsTheTimeNotThePolls() {
+        let b = LifecycleBench()
+        let slots = b.engine.table.slotCount
+        let before = b.engine.table.counters.swept
+        for _ in 0..<100_000 {
+            b.clock.advance(by: .nanoseconds(100))
+            b.engine.poll(now: b.clock.now)
+        }
+        let swept = Int(b.engine.table.counters.swept - before)
+        #expect(swept <= slots / 100 + 1 && swept >= slots / 100 - 1, "\(swept) of \(slots) slots")
+        // A whole second sweeps the whole table.
+        b.clock.advance(by: .seconds(1))
+        for _ in 0..<slots { b.engine.poll(now: b.clock.now) }
+        #expect(Int(b.engine.table.counters.swept - before) == swept + slots)
+    }
+
     @Test func idleEntriesExpireByProtocolTimeout() {
         let b = LifecycleBench()
         #expect(b.send(udpFrame()) == 1)
