@@ -91,8 +91,8 @@ public struct ConnectionTableCounters: Hashable, Sendable, CounterTable {
     public var rows: [(String, UInt64)] {
         [("table inserted", inserted), ("table replaced", replaced), ("table evicted", evicted),
          ("table rejected full", rejectedFull), ("table removed", removed), ("table expired", expired),
-         ("table slots swept", swept), ("table invalidations", invalidations), ("table rejected: notice room", rejectedNoticeRoom),
-         ("table notices lost", noticesLost)]
+         ("table slots swept", swept), ("table invalidations", invalidations),
+         ("table rejected: notice room", rejectedNoticeRoom), ("table notices lost", noticesLost)]
     }
 }
 
