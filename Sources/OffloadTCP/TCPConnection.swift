@@ -245,7 +245,10 @@ public final class TCPConnection {
         case .synSent where sendQueue.isEmpty:
             enterClosed(error: nil)
         case .synSent, .synReceived:
-            // The FIN follows the queued data once the handshake is done (RFC 9293 3.10.4).
+            // The FIN follows the queued data once the handshake is done: RFC 9293 3.10.4 for
+            // SYN-RECEIVED. In SYN-SENT the RFC deletes the connection and fails the queued
+            // sends; here messages sent before the handshake (a zero-copy API queues them)
+            // are delivered, as the application asked, and the close waits for them.
             finSequence = sendQueue.end
         case .established:
             finSequence = sendQueue.end

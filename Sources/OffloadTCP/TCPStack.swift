@@ -230,9 +230,10 @@ public final class TCPStack {
         guard let entry = sockets[socket] else { return }
         entry.closedByApplication = true
         // A connection closed during its handshake with data queued carries the data once it
-        // is established (the FIN follows it), on the engine when it is offloaded. With
-        // nothing queued, a connection still in SYN-SENT just ends (RFC 9293 3.10.4), as it
-        // does without an engine: it did not retry its SYN to be offloaded and closed.
+        // is established (the FIN follows it), on the engine when it is offloaded (in
+        // SYN-SENT a deliberate departure from RFC 9293 3.10.4: see `TCPConnection.close`).
+        // With nothing queued, a connection still in SYN-SENT just ends, as the RFC has it
+        // and as it does without an engine: it did not retry its SYN to be offloaded and closed.
         let state = entry.connection.state
         if entry.offload == nil, offloadPort != nil, entry.mayOffload,
            state == .synSent && !entry.connection.sendQueue.isEmpty || state == .synReceived {

@@ -96,6 +96,8 @@ struct CommandErrorTests {
         ("gateway --port tap:offex=10.77.0.1/24 --nat-outside offex --forward tcp:80=10.77.0.2:80 "
             + "--forward tcp:80=10.77.0.3:80", "an outside port is forwarded by two --forward options"),
         ("gateway --port tap:offex=10.77.0.1/24 --nice 20", "--nice is -20 to 19"),
+        ("gateway --port tap:offex=10.77.0.1/24 --nat-outside offex --forward tcp:80=10.77.0.2:80",
+         "10.77.0.2 is not a host inside"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --msl nan", "--msl is a number of seconds above 0"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --receive-buffer 0", "--receive-buffer is 1024 bytes"),
         ("serve --link tap:offex --address 10.77.0.3/24 --port 7 --mode source --bytes=-1", "--bytes cannot be negative"),

@@ -84,6 +84,71 @@ import OffloadWire
         world.expectAtRest()
     }
 
+    /// A UDP GSO super-datagram with DF clear (Linux clears it on one longer than the MTU
+    /// unless the socket asks for path MTU discovery) whose datagrams do not fit the next
+    /// hop: cut into its datagrams, as Linux's own forwarding does, each sent on in
+    /// fragments ahead of the flow's next packet. It was dropped as too-big-super-frame.
+    @Test(arguments: [SlowPath.Processing.partial, .complete])
+    func aUDPSuperDatagramWithoutDFLeavesAsItsDatagramsInFragments(processing: SlowPath.Processing) throws {
+        let world = try GatewayWorld(processing: processing, outsideMTU: Self.mtu, insideFrameSize: 8192,
+                                     insideCarriesOffloadMetadata: true)
+        world.sim.schedule(at: .zero) { world.sendUDP(to: GatewayWorld.serverIP, payload: 1) }
+        world.run(seconds: 0.2)
+        // Datagrams of 1472, 1472 and 100 bytes, each byte its datagram's number.
+        let sizes = [1472, 1472, 100]
+        let payload = sizes.enumerated().flatMap { i, n in [UInt8](repeating: UInt8(i + 1), count: n) }
+        var frame = [UInt8](repeating: 0, count: 42 + payload.count)
+        frame.withUnsafeMutableBytes { raw in
+            EthernetRepr(destination: GatewayWorld.insideMAC, source: world.client.hardwareAddress, etherType: .ipv4)
+                .emit(into: raw)
+            IPv4Repr(source: GatewayWorld.clientIP, destination: GatewayWorld.serverIP, protocol: .udp,
+                     payloadLength: 8 + payload.count, identification: 0x5000, dontFragment: false)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
+            UnsafeMutableRawBufferPointer(rebasing: raw[42...]).copyBytes(from: payload)
+            UDPRepr(sourcePort: 40000, destinationPort: 9, payloadLength: payload.count)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[34...]), source: GatewayWorld.clientIP,
+                      destination: GatewayWorld.serverIP, checksums: .partial)
+        }
+        let superDatagram = OffloadMetadata.udpSegmentation(segmentSize: 1472, headerLength: 42, checksumStart: 34,
+                                                            checksumOffset: 6)
+        try frame.withUnsafeBytes { try world.clientWire.transmit(header: $0, payloads: .none, metadata: superDatagram) }
+        world.sendUDP(to: GatewayWorld.serverIP, payload: 3)
+        world.run(seconds: 0.2)
+
+        let packets = Self.udpPackets(world.atServer)
+        // The first datagram, two fragments for each of the two full ones, the short one
+        // whole, the last datagram.
+        try #require(packets.count == 7, "\(packets.count) packets")
+        #expect(packets[0][42] == 1 && packets[6][42] == 3)
+        var pieces: [UInt16: [(offset: Int, more: Bool, payload: [UInt8])]] = [:]
+        for f in packets[1...5] {
+            try f.withUnsafeBytes { raw in
+                let ip = try IPv4Packet(checking: UnsafeRawBufferPointer(rebasing: raw[14...]))
+                #expect(ip.totalLength <= Self.mtu && ip.verifyChecksum && !ip.dontFragment)
+                #expect(ip.source == GatewayWorld.outsideIP && ip.timeToLive == 63, "NAT and TTL as for any packet")
+                pieces[ip.identification, default: []].append((ip.fragmentOffset, ip.moreFragments, Array(ip.payload)))
+            }
+        }
+        // One identification per datagram, one more each, as Linux's GSO numbers them.
+        #expect(pieces.keys.sorted() == [0x5000, 0x5001, 0x5002])
+        for (i, id) in pieces.keys.sorted().enumerated() {
+            var datagram: [UInt8] = []
+            for piece in pieces[id]!.sorted(by: { $0.offset < $1.offset }) {
+                #expect(piece.offset == datagram.count, "each piece follows the one before")
+                datagram += piece.payload
+            }
+            #expect(pieces[id]!.filter { !$0.more }.count == 1, "MF clear on the last piece alone")
+            #expect(datagram.count == 8 + sizes[i] && datagram[8...].allSatisfy { $0 == UInt8(i + 1) })
+            let checksumHolds = datagram.withUnsafeBytes { raw in
+                (try? UDPPacket(checking: raw))?.verifyChecksum(source: GatewayWorld.outsideIP,
+                                                                destination: GatewayWorld.serverIP)
+            }
+            #expect(checksumHolds == true, "datagram \(i)")
+        }
+        #expect(world.slowPath.fragmented == 1 && world.slowPath.dropped["too-big-super-frame"] == nil)
+        world.expectAtRest()
+    }
+
     /// In audit mode the compatibility test refuses fragments (B7), so the software does not
     /// make them: the packet is dropped once, by name, not counted as sent on and then lost.
     @Test func underAuditATooBigPacketWithoutDFIsDroppedByName() throws {

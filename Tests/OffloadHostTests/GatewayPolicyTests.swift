@@ -562,4 +562,16 @@ import OffloadWire
             try policy.forwardPort(protocol: proto, outsidePort: 8080, to: IPv4Address(10, 1, 0, 3), port: 80)
         }
     }
+
+    /// A forward leads to a host inside: not to the gateway's own addresses (its flows would
+    /// wait for an ARP answer from itself) and not out of the outside port again (where the
+    /// replies, not translated back, were refused).
+    @Test func aForwardToNoHostInsideIsRefused() throws {
+        let policy = try GatewayNATSimulationTests.policy(clock: VirtualClock())
+        for address in [IPv4Address(10, 1, 0, 1), Self.natIP, Self.outsider] {
+            #expect(throws: GatewayPolicy.PortForwardError.notInside(address), "\(address)") {
+                try policy.forwardPort(protocol: 6, outsidePort: 8080, to: address, port: 80)
+            }
+        }
+    }
 }

@@ -32,7 +32,8 @@ final class GatewayWorld {
     /// `outsideMTU`: the server's link takes smaller packets than the client's (2034 bytes,
     /// or `insideFrameSize` less the Ethernet header).
     init(seed: UInt64 = 1, audit: Bool = false, orderGuard: Bool = true, processing: SlowPath.Processing = .partial,
-         outsideMTU: Int = 2034, insideFrameSize: Int = 2048, udpIdle: Duration? = nil) throws {
+         outsideMTU: Int = 2034, insideFrameSize: Int = 2048, insideCarriesOffloadMetadata: Bool = false,
+         udpIdle: Duration? = nil) throws {
         sim = Simulation(seed: seed)
         var config = Engine<MemoryLink>.Configuration()
         config.bufferSize = max(config.bufferSize, insideFrameSize + Engine<MemoryLink>.headroom)
@@ -45,7 +46,8 @@ final class GatewayWorld {
         config.audit = AuditSwitch(audit)
         config.orderGuard = orderGuard
         let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: sim.clock, seed: seed,
-                                                   maxFrameSize: { $0 == 1 ? outsideMTU + 14 : insideFrameSize })
+                                                   maxFrameSize: { $0 == 1 ? outsideMTU + 14 : insideFrameSize },
+                                                   carriesOffloadMetadata: { $0 == 0 && insideCarriesOffloadMetadata })
         self.engine = engine
         clientWire = wires[0]
         serverWire = wires[1]

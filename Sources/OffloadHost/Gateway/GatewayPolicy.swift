@@ -74,10 +74,15 @@ public final class GatewayPolicy: SlowPathPolicy {
         case noNAT
         /// The outside port, or the inside end, is forwarded already.
         case alreadyForwarded(protocol: UInt8, port: UInt16)
+        /// The inside end is not a host inside: one of the gateway's own addresses, or an
+        /// address no inside port routes to (the outside's, or none).
+        case notInside(IPv4Address)
 
         public var description: String {
             switch self {
             case .noNAT: "a port forward needs the NAT (an outside port)"
+            case .notInside(let address):
+                "\(address) is not a host inside: a port forward leads to an address an inside port routes to"
             case .alreadyForwarded(let p, let port):
                 "\(p == 6 ? "tcp" : p == 17 ? "udp" : "protocol \(p)") port \(port), or its inside end, is forwarded already"
             }
@@ -90,6 +95,10 @@ public final class GatewayPolicy: SlowPathPolicy {
     public func forwardPort(protocol proto: UInt8, outsidePort: UInt16, to address: IPv4Address,
                             port: UInt16) throws(PortForwardError) {
         guard nat != nil else { throw .noNAT }
+        guard !ports.contains(where: { $0.address.address == address }),
+              let (egress, _) = routes.nextHop(for: address), egress != self.outsidePort, Int(egress) < ports.count else {
+            throw .notInside(address)
+        }
         do throws(NAT44.Failure) {
             try nat!.forward(outsidePort: outsidePort, to: NAT44.Inside(protocol: proto, address: address, port: port))
         } catch {

@@ -68,7 +68,14 @@ public final class SlowPath {
         if reinsertion.translationNotices != nil { policy.translationsWillBeAnnounced() }
     }
 
-    deinit { asReceived.deallocate() }
+    /// Where a UDP super-datagram's datagrams are made one at a time before they are cut
+    /// into fragments (`sendDatagramsInFragments`), made at the first.
+    private var datagramScratch: UnsafeMutableRawBufferPointer?
+
+    deinit {
+        asReceived.deallocate()
+        datagramScratch?.deallocate()
+    }
 
     /// Frames the software can originate now: room in the queue (beyond what a packet in
     /// hand may need) and buffers of its own (taking back those the engine has sent).
@@ -301,8 +308,11 @@ public final class SlowPath {
     /// rewritten as any packet of the flow and sent on in fragments.
     private func tooBig(_ item: consuming ExceptionItem, key: FlowKey, _ forward: FlowAction.Forward, mtu: Int) {
         if item.buffer.bytes[20] & 0x40 != 0 { return fragmentationNeeded(item, mtu: mtu) }
-        // A super-frame comes with DF set from the stacks that make them (Linux: TCP always,
-        // UDP GSO unless path MTU discovery is off).
+        if case .udpSegmentation(let size, _, _, _) = item.buffer.offload {
+            return sendDatagramsInFragments(item, key: key, forward, segmentSize: Int(size), mtu: mtu)
+        }
+        // A TCP super-frame comes with DF set from the stacks that make them (Linux's TCP
+        // always): one without is dropped by name rather than segmented here.
         if item.buffer.offload.isSuperFrame { return reinsertDrop(item, "too-big-super-frame") }
         // Fragments carry a whole transport checksum.
         if let (start, offset) = item.buffer.offload.partialChecksumLocation {
@@ -313,6 +323,55 @@ public final class SlowPath {
             return reinsertDrop(item, "not-rewritable")
         }
         sendFragments(item, port: forward.outputPort, mtu: mtu)
+    }
+
+    /// A UDP super-datagram whose datagrams do not fit the next hop, DF clear (Linux clears
+    /// it on a super-datagram longer than the MTU unless the socket asks for path MTU
+    /// discovery): cut into its datagrams, each rewritten as any packet of the flow and sent
+    /// on in fragments, as Linux's own forwarding does. Every piece leaves as a frame of the
+    /// software's own but the last, written over the packet itself, which goes back with the
+    /// flow's count: the flow's later packets follow them all. All go, or none.
+    private func sendDatagramsInFragments(_ item: consuming ExceptionItem, key: FlowKey, _ forward: FlowAction.Forward,
+                                          segmentSize: Int, mtu: Int) {
+        guard !queue.audit.isOn else { return reinsertDrop(item, "fragmenting-under-audit") }
+        guard let datagrams = UDPSegmentation(frame: item.buffer.bytes, segmentSize: segmentSize) else {
+            return reinsertDrop(item, "not-segmentable")
+        }
+        let scratch = datagramScratch ?? .allocate(byteCount: EthernetFrame.headerLength + 65_535, alignment: 16)
+        datagramScratch = scratch
+        /// Datagram `i`, made and rewritten in the scratch buffer, and its fragments.
+        func datagram(_ i: Int) -> IPv4Fragmentation? {
+            let length = datagrams.write(i, into: scratch)
+            let frame = UnsafeMutableRawBufferPointer(rebasing: scratch[..<length])
+            guard length > 0, SlowPath.rewrite(frame, forward, key: key, partialL4: false) else { return nil }
+            return IPv4Fragmentation(frame: UnsafeRawBufferPointer(frame), mtu: mtu)
+        }
+        var pieces = 0
+        for i in 0..<datagrams.count {
+            guard let fragments = datagram(i) else { return reinsertDrop(item, "not-fragmentable") }
+            pieces += fragments.pieces.count
+        }
+        guard let pool = fragmentPool(for: mtu) else { return reinsertDrop(item, "no-room-to-fragment") }
+        if pool.available < pieces { _ = pool.reclaim() }
+        guard pieces - 1 <= min(queue.room - SlowPath.messagesPerPacket, pool.available) else {
+            return reinsertDrop(item, "no-room-to-fragment")
+        }
+        var last = 0
+        for i in 0..<datagrams.count {
+            let fragments = datagram(i)!
+            for piece in fragments.pieces.indices {
+                if i == datagrams.count - 1, piece == fragments.pieces.count - 1 {
+                    last = fragments.write(piece, into: item.buffer.mutableBytes)
+                } else {
+                    originate(port: forward.outputPort, from: pool) { fragments.write(piece, into: $0) }
+                }
+            }
+        }
+        guard last > 0, (try? item.buffer.setCount(last)) != nil else { return reinsertDrop(item, "not-fragmentable") }
+        item.buffer.offload = .none
+        fragmented &+= 1
+        let origin = Origin(item)
+        send(origin.reinsertion(item.buffer, .transmit(port: forward.outputPort)))
     }
 
     private func fragmentationNeeded(_ item: consuming ExceptionItem, mtu: Int) {
@@ -332,7 +391,7 @@ public final class SlowPath {
         guard let fragments = IPv4Fragmentation(frame: item.buffer.bytes, mtu: mtu) else {
             return reinsertDrop(item, "not-fragmentable")
         }
-        guard let pool = fragmentPool() else { return reinsertDrop(item, "no-room-to-fragment") }
+        guard let pool = fragmentPool(for: mtu) else { return reinsertDrop(item, "no-room-to-fragment") }
         if pool.available < fragments.pieces.count { _ = pool.reclaim() }
         guard fragments.pieces.count - 1 <= min(queue.room - SlowPath.messagesPerPacket, pool.available) else {
             return reinsertDrop(item, "no-room-to-fragment")
@@ -367,8 +426,9 @@ public final class SlowPath {
     /// the largest packet makes into the smallest (each piece at least 8 bytes less than the
     /// MTU, for IP options; at most 1024). Nil while buffers of the old pool are still out
     /// (the engine returns them as it sends them).
-    private func fragmentPool() -> BufferPool? {
-        let mtus = (smallest: queue.portMTU.smallest, largest: queue.portMTU.largest)
+    private func fragmentPool(for mtu: Int) -> BufferPool? {
+        // The MTU the packet is cut for counts too: the engine may have stored another since.
+        let mtus = (smallest: min(queue.portMTU.smallest, mtu), largest: max(queue.portMTU.largest, mtu))
         if let pool = fragmentBuffers {
             if mtus == fragmentBuffersMTUs { return pool }
             _ = pool.reclaim()
