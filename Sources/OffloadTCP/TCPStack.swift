@@ -92,6 +92,18 @@ public final class TCPStack {
     /// RSTs and cookie SYN-ACKs, sent at the next poll.
     private var control: [(TCPConnectionID, TCPRepr)] = []
     static let controlQueueLimit = 1024
+    /// The MTU of the link the stack sends on, when it caps the MSS below the configured
+    /// one: a new connection advertises and sends segments of at most this less 40 bytes
+    /// (the IPv4 and TCP headers). Set it again when the link's MTU changes; connections
+    /// already open keep theirs.
+    public var linkMTU: Int?
+    /// The connections' configuration, the MSS capped by `linkMTU`.
+    private var connectionConfiguration: TCPConfiguration {
+        var tcp = configuration.tcp
+        // At least 88 bytes, as Linux (TCP_MIN_MSS): an MTU of 68 leaves too little to be useful.
+        if let linkMTU { tcp.maximumSegmentSize = max(88, min(tcp.maximumSegmentSize, linkMTU - 40)) }
+        return tcp
+    }
     /// Where established connections are offloaded to (T1), if anywhere.
     public weak var offloadPort: (any TCPOffloadPort)?
     /// Established connections not offloaded yet.
@@ -118,7 +130,7 @@ public final class TCPStack {
         let id = try ephemeralID(to: remote, port: remotePort)
         let iss = sequenceNumbers.next(local: address, localPort: id.localPort, remote: remote, remotePort: remotePort,
                                        now: now)
-        let connection = TCPConnection(connecting: id, initialSendSequence: iss, configuration: configuration.tcp,
+        let connection = TCPConnection(connecting: id, initialSendSequence: iss, configuration: connectionConfiguration,
                                        timestampOffset: UInt32(truncatingIfNeeded: random.next()), now: now)
         counters.connectionsOpened &+= 1
         return register(connection, listener: nil)
@@ -340,7 +352,7 @@ public final class TCPStack {
                 return
             }
             counters.synCookiesAccepted &+= 1
-            let connection = TCPConnection(cookieACK: segment, id: id, mss: Int(mss), configuration: configuration.tcp,
+            let connection = TCPConnection(cookieACK: segment, id: id, mss: Int(mss), configuration: connectionConfiguration,
                                            timestampOffset: UInt32(truncatingIfNeeded: random.next()), now: now)
             let socket = register(connection, listener: listener.port)
             connection.receive(segment, payload: payload, now: now)
@@ -361,7 +373,7 @@ public final class TCPStack {
             let iss = sequenceNumbers.next(local: id.local, localPort: id.localPort, remote: id.remote,
                                            remotePort: id.remotePort, now: now)
             let connection = TCPConnection(accepting: segment, id: id, initialSendSequence: iss,
-                                           configuration: configuration.tcp,
+                                           configuration: connectionConfiguration,
                                            timestampOffset: UInt32(truncatingIfNeeded: random.next()), now: now)
             listener.halfOpen += 1
             _ = register(connection, listener: listener.port)
@@ -378,7 +390,7 @@ public final class TCPStack {
         let reply = TCPRepr(sourcePort: id.localPort, destinationPort: id.remotePort, sequenceNumber: isn.rawValue,
                             acknowledgmentNumber: segment.sequenceNumber &+ 1, flags: [.syn, .ack],
                             windowSize: UInt16(min(configuration.tcp.receiveBufferSize, 65_535)),
-                            maxSegmentSize: min(mss, UInt16(clamping: configuration.tcp.maximumSegmentSize)))
+                            maxSegmentSize: min(mss, UInt16(clamping: connectionConfiguration.maximumSegmentSize)))
         if queueControl(id, reply) { counters.synCookiesSent &+= 1 }
     }
 

@@ -616,6 +616,52 @@ extension TCPOffloadTests {
         let outcome = try Self.echo(seed: 5, bytes: 100_000, maxFrameSize: 1400 + 14)
         #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
     }
+
+    /// After the link's MTU shrinks while the hosts run (`ip link set … mtu`; the engines
+    /// read it each second), a new connection advertises the MSS the new MTU leaves, both
+    /// ways, and its data crosses in frames that fit. It advertised the MSS of the MTU the
+    /// link had when the host started.
+    @Test(arguments: [false, true])
+    func aNewConnectionTakesTheLinksNewMTU(offload: Bool) throws {
+        var synMSS: [UInt16] = [], largest = 0
+        let w = try TwoEndpoints(seed: 9, offload: offload, observe: { frame, _ in
+            guard frame.count > 54, frame[23] == 6 else { return }
+            largest = max(largest, frame.count)
+            let tcp = 14 + Int(frame[14] & 0x0f) * 4
+            guard frame[tcp + 13] & 0x02 != 0, frame[tcp + 20] == 2 else { return }  // a SYN, its first option the MSS
+            synMSS.append(UInt16(frame[tcp + 22]) << 8 | UInt16(frame[tcp + 23]))
+        })
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 7)
+        var accepted: [TCPSocket] = []
+        w.sim.addProcess("applications") {
+            if let s = tb.accept(port: 7) { accepted.append(s) }
+            return false
+        }
+        let first = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        w.sim.run(until: w.sim.clock.now + .seconds(1)) { ta.status(first)?.state != .established }
+        #expect(synMSS == [1460, 1460])
+
+        w.linkA.setMTU(1000)
+        w.linkB.setMTU(1000)
+        // Time passes (the engines read their ports' MTUs each second).
+        for tick in 1...4 { w.sim.schedule(at: w.sim.clock.now + .milliseconds(500 * Int64(tick))) {} }
+        w.sim.run(until: w.sim.clock.now + .seconds(2)) { true }
+        largest = 0
+        let second = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        w.sim.run(until: w.sim.clock.now + .seconds(1)) { ta.status(second)?.state != .established }
+        #expect(synMSS.suffix(2) == [960, 960], "\(synMSS)")
+        guard case .queued = ta.send(TxBuffer(copying: [UInt8](repeating: 7, count: 20_000)), on: second) else {
+            Issue.record("the message is queued"); return
+        }
+        var received = 0
+        w.sim.run(until: w.sim.clock.now + .seconds(5)) {
+            if let s = accepted.last { received += tb.read(s, max: 1 << 20) { _ in } }
+            return received < 20_000
+        }
+        #expect(received == 20_000)
+        #expect(largest <= 1014, "the largest frame after the change: \(largest) bytes")
+    }
 }
 
 extension TCPOffloadTests {

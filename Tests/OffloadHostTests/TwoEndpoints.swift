@@ -11,6 +11,8 @@ import OffloadTCP
 final class TwoEndpoints {
     let sim: Simulation
     let a: HostEndpoint<MemoryLink>, b: HostEndpoint<MemoryLink>
+    /// A's and B's ends of the wire (copies: `setMTU` on one changes the wire).
+    let linkA: MemoryLink, linkB: MemoryLink
 
     /// `tso`: the wire carries offload metadata, so the engines send TSO super-segments of
     /// up to 64 KiB (delivered whole, as GRO would). `hostileCopies`: the wire is two wires
@@ -63,6 +65,8 @@ final class TwoEndpoints {
             (linkA, linkB) = pair(seed)
         }
         if let witness { linkA.witnessPayloads(witness) }
+        self.linkA = linkA
+        self.linkB = linkB
         let configA = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.6.0.1/24"), hardwareAddress: .local(1))
         let configB = IPv4Host.Configuration(interface: try IPv4CIDR(parsing: "10.6.0.2/24"), hardwareAddress: .local(2))
         var tcpB = tcp

@@ -38,10 +38,8 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
                 engine engineConfiguration: Engine<Port>.Configuration = .init(), offload: Bool = false,
                 clock: any Clock, makePort: () throws -> Port) throws {
         engine = try Engine(configuration: engineConfiguration, portCount: 1, clock: clock) { _ in try makePort() }
-        var tcp = tcp
-        let mtu = engine.withPort(0) { $0.capabilities.mtu }
-        tcp.tcp.maximumSegmentSize = min(tcp.tcp.maximumSegmentSize, mtu - 40)
         host = IPv4Host(configuration, tcp: tcp)
+        host.tcp!.linkMTU = engine.portMTUs[0]
         self.clock = clock
         policy = HostPolicy(host: host, clock: clock, offloadTo: offload ? engine : nil)
         slowPath = SlowPath(exceptions: engine.exceptions, reinsertion: engine.reinsertion, processing: .complete,
@@ -94,11 +92,19 @@ public final class HostEndpoint<Port: Link & ~Copyable> {
     /// the software takes what crossed and lets the host send. Returns whether anything moved.
     @discardableResult
     public func turn(now: Instant) -> Bool {
+        followLinkMTU()
         if engineThread != nil { return hostTurn() }
         var worked = engine.poll(now: now)
         if slowPath.step(max: engine.configuration.burstSize) > 0 { worked = true }
         if engine.hasSoftwareMessages { worked = engine.poll(now: now) || worked }
         return worked
+    }
+
+    /// New connections take the link's MTU as the engine last read it (each second): after
+    /// `ip link set … mtu` a smaller one gets segments that still fit.
+    private func followLinkMTU() {
+        let mtu = engine.portMTUs[0]
+        if host.tcp!.linkMTU != mtu { host.tcp!.linkMTU = mtu }
     }
 
     /// A turn for a scheduler that runs a process again while it has work and otherwise
