@@ -365,7 +365,7 @@ public final class Engine<Port: Link & ~Copyable> {
                                       partialL4: partialL4) {
         case .rewritten:
             table.recordHit(at: e, bytes: buffer.count, now: now)
-            if e.pointee.carriesRTP { recordRTP(key, buffer.bytes, now: now) }
+            if e.pointee.carriesRTP { recordRTP(key, buffer.bytes, offload: buffer.offload, now: now) }
             let flags = key.protocol == 6 ? Self.connectionFlags(buffer.bytes) : 0
             if transmit(buffer, port: e.pointee.outputPort) { counters.fastPath &+= 1 }
             if flags != 0 { connectionChanged(key, flags: flags) }
@@ -520,7 +520,7 @@ public final class Engine<Port: Link & ~Copyable> {
             }
         }
         if verdict.sendsOut, let flow = countedFlow, let h = entry, table.entry(at: h).pointee.carriesRTP {
-            recordRTP(flow, buffer.bytes, now: now)
+            recordRTP(flow, buffer.bytes, offload: buffer.offload, now: now)
         }
         switch verdict {
         case .transmit(let port):
@@ -634,16 +634,25 @@ public final class Engine<Port: Link & ~Copyable> {
     func drop(_ reason: EngineDropReason) { counters[drop: reason] &+= 1 }
 
     /// Adds an RTP packet (Ethernet + IPv4 + UDP + RTP) to its flow's statistics; a payload
-    /// that is not RTP version 2 is left out.
-    private func recordRTP(_ key: FlowKey, _ frame: UnsafeRawBufferPointer, now: Instant) {
-        let rtp = 14 + Int(frame[14] & 0xf) * 4 + 8
-        guard frame.count >= rtp + 12, frame[rtp] >> 6 == 2, let base = frame.baseAddress else { return }
-        let sequence = UInt16(bigEndian: base.loadUnaligned(fromByteOffset: rtp + 2, as: UInt16.self))
-        let timestamp = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: rtp + 4, as: UInt32.self))
-        let ssrc = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: rtp + 8, as: UInt32.self))
-        let rate = RTPFlowStatistics.clockRate(payloadType: frame[rtp + 1] & 0x7f)
-        rtpStatistics[key, default: RTPFlowStatistics()].record(
-            sequence: sequence, timestamp: timestamp, ssrc: ssrc, arrival: now, clockRate: rate)
+    /// that is not RTP version 2 is left out. A UDP GSO super-datagram carries an RTP packet
+    /// in each of its datagrams, `segmentSize` bytes apart: each is added.
+    private func recordRTP(_ key: FlowKey, _ frame: UnsafeRawBufferPointer, offload: OffloadMetadata, now: Instant) {
+        guard let base = frame.baseAddress else { return }
+        var step = 0
+        if case .udpSegmentation(let size, _, _, _) = offload { step = Int(size) }
+        var rtp = 14 + Int(frame[14] & 0xf) * 4 + 8
+        while frame.count >= rtp + 12 {
+            if frame[rtp] >> 6 == 2 {
+                let sequence = UInt16(bigEndian: base.loadUnaligned(fromByteOffset: rtp + 2, as: UInt16.self))
+                let timestamp = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: rtp + 4, as: UInt32.self))
+                let ssrc = UInt32(bigEndian: base.loadUnaligned(fromByteOffset: rtp + 8, as: UInt32.self))
+                let rate = RTPFlowStatistics.clockRate(payloadType: frame[rtp + 1] & 0x7f)
+                rtpStatistics[key, default: RTPFlowStatistics()].record(
+                    sequence: sequence, timestamp: timestamp, ssrc: ssrc, arrival: now, clockRate: rate)
+            }
+            guard step > 0 else { return }
+            rtp += step
+        }
     }
 
     /// The FIN, SYN and RST flags of an Ethernet + IPv4 + TCP frame.

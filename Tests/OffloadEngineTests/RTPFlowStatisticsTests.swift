@@ -1,6 +1,8 @@
 import Testing
 import OffloadCore
 import OffloadEngine
+import OffloadLink
+import OffloadWire
 
 @Suite struct RTPFlowStatisticsTests {
     /// 20 ms G.711 packets (160 timestamp units at 8 kHz), arriving `offsets` ms late.
@@ -59,5 +61,49 @@ import OffloadEngine
         let other = s.record(sequence: 2, timestamp: 160, ssrc: 2, arrival: .zero, clockRate: 8000)
         #expect(first && !other)
         #expect(s.packets == 1)
+    }
+}
+
+/// RTP through the engine in a UDP GSO super-datagram: each of its datagrams is an RTP packet
+/// of its own, and each is counted. Only the first was.
+@Suite struct RTPSuperDatagramTests {
+    @Test func eachDatagramOfASuperDatagramIsCounted() throws {
+        let clock = VirtualClock()
+        var config = Engine<MemoryLink>.Configuration()
+        config.bufferSize = 8192 + Engine<MemoryLink>.headroom
+        let (engine, wires) = Engine.onMemoryWires(configuration: config, portCount: 2, clock: clock,
+                                                   maxFrameSize: { _ in 8192 }, carriesOffloadMetadata: { _ in true })
+        var source = wires[0]
+        let src = IPv4Address(10, 1, 0, 2), dst = IPv4Address(10, 2, 0, 2), segment = 172
+        let key = FlowKey(ingressPort: 0, protocol: 17, source: src, destination: dst, sourcePort: 5004, destinationPort: 5006)
+        engine.reinsertion.send(.install(key, .forward(.init(outputPort: 1, destinationMAC: .local(2),
+                                                             sourceMAC: .local(1), carriesRTP: true))))
+        engine.poll(now: clock.now)
+        // Three RTP packets of 160 bytes of G.711 (12 + 160 bytes each), sequence 100 to 102.
+        let payloadLength = 3 * segment
+        var frame = [UInt8](repeating: 0, count: 42 + payloadLength)
+        frame.withUnsafeMutableBytes { raw in
+            EthernetRepr(destination: .local(1), source: .local(9), etherType: .ipv4).emit(into: raw)
+            IPv4Repr(source: src, destination: dst, protocol: .udp, payloadLength: 8 + payloadLength)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[14...]), checksums: .verify)
+            for i in 0..<3 {
+                let rtp = 42 + i * segment
+                raw[rtp] = 0x80
+                raw[rtp + 1] = 0  // PCMU
+                raw.storeBytes(of: UInt16(100 + i).bigEndian, toByteOffset: rtp + 2, as: UInt16.self)
+                raw.storeBytes(of: UInt32(1000 + 160 * i).bigEndian, toByteOffset: rtp + 4, as: UInt32.self)
+                raw.storeBytes(of: UInt32(7).bigEndian, toByteOffset: rtp + 8, as: UInt32.self)
+            }
+            UDPRepr(sourcePort: 5004, destinationPort: 5006, payloadLength: payloadLength)
+                .emit(into: UnsafeMutableRawBufferPointer(rebasing: raw[34...]), source: src, destination: dst,
+                      checksums: .partial)
+        }
+        let superDatagram = OffloadMetadata.udpSegmentation(segmentSize: UInt16(segment), headerLength: 42,
+                                                            checksumStart: 34, checksumOffset: 6)
+        try frame.withUnsafeBytes { try source.transmit(header: $0, payloads: .none, metadata: superDatagram) }
+        engine.poll(now: clock.now)
+        #expect(engine.counters.fastPath == 1)
+        let stats = engine.rtpStatistics[key]
+        #expect(stats?.packets == 3 && stats?.expected == 3 && stats?.lost == 0, "\(String(describing: stats))")
     }
 }
