@@ -339,7 +339,7 @@ public final class SlowPath {
         }
         let scratch = datagramScratch ?? .allocate(byteCount: EthernetFrame.headerLength + 65_535, alignment: 16)
         datagramScratch = scratch
-        /// Datagram `i`, made and rewritten in the scratch buffer, and its fragments.
+        // Datagram `i`, made and rewritten in the scratch buffer, and its fragments.
         func datagram(_ i: Int) -> IPv4Fragmentation? {
             let length = datagrams.write(i, into: scratch)
             let frame = UnsafeMutableRawBufferPointer(rebasing: scratch[..<length])
