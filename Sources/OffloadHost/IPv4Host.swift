@@ -190,7 +190,22 @@ public final class IPv4Host {
         case .echoReply(let id, let seq, _):
             counters.echoRepliesReceived &+= 1
             echoReplies.append((id, seq))
-        case .destinationUnreachable, .timeExceeded:
+        case .destinationUnreachable(let code, let mtu, let quoted, _):
+            counters.icmpErrorsReceived &+= 1
+            // Fragmentation needed for a TCP segment of ours (RFC 1191): the quote holds its
+            // IP header and at least the first 8 bytes of its TCP header (ports, sequence).
+            let data = message.data
+            let quotedHeader = Int(data[0] & 0x0f) * 4
+            guard code == 4, quoted.protocol == .tcp, quoted.source == address, let tcp,
+                  data.count >= quotedHeader + 8 else { return }
+            let ports = UnsafeRawBufferPointer(rebasing: data[quotedHeader...])
+            tcp.pathMTUDecreased(to: Int(mtu), remote: quoted.destination,
+                                 remotePort: UInt16(ports[2]) << 8 | UInt16(ports[3]),
+                                 localPort: UInt16(ports[0]) << 8 | UInt16(ports[1]),
+                                 quotedSequence: UInt32(ports[4]) << 24 | UInt32(ports[5]) << 16
+                                     | UInt32(ports[6]) << 8 | UInt32(ports[7]),
+                                 now: now)
+        case .timeExceeded:
             counters.icmpErrorsReceived &+= 1
         }
     }

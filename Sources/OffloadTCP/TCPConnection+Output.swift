@@ -140,6 +140,37 @@ extension TCPConnection {
         counters.tailLossProbes &+= 1
     }
 
+    /// RFC 1191: the path to the peer takes packets of at most `mtu` bytes, as an ICMP
+    /// "fragmentation needed" for a segment of ours said (it quoted `quotedSequence`).
+    /// Segments from now on fit it, and the flight, lost at the hop that said so, is sent
+    /// again at the new size, with the congestion window started again in segments of it.
+    /// Ignored: a message that quotes no sequence number in flight (RFC 5927 4.1: one an
+    /// off-path sender made up), an MTU below IPv4's 68, and one that would not lower the
+    /// segment size. Returns whether it changed.
+    package func pathMTUDecreased(to mtu: Int, quotedSequence: SequenceNumber, now: Instant) -> Bool {
+        let d = block.delegated
+        guard state.isSynchronized, mtu >= 68, d.sendUnacknowledged <= quotedSequence,
+              quotedSequence < d.sendMax else { return false }
+        // The MSS counts no TCP options (RFC 6691); at least 88 bytes, as Linux's TCP_MIN_MSS.
+        let mss = max(88, mtu - 40)
+        guard mss < min(block.constant.localMSS, block.constant.remoteMSS) else { return false }
+        block.constant.remoteMSS = mss
+        counters.pathMTUDecreases &+= 1
+        startCongestionControl()
+        timedSegment = nil
+        tailLossProbeDeadline = nil
+        tailLossProbeDue = false
+        recoveryRetransmissions.removeAll()
+        inNewRenoRecovery = false
+        windowInflation = 0
+        newRenoRecover = d.sendMax
+        block.delegated.duplicateACKs = 0
+        retransmitNow = nil
+        block.delegated.sendNext = d.sendUnacknowledged
+        needsPoll = true
+        return true
+    }
+
     /// RFC 6298 5.4 to 5.7, RFC 5681 eq. 4, RFC 6675 5.1: back to SND.UNA with a window of one.
     private func retransmissionTimeout(now: Instant) {
         block.delegated.consecutiveTimeouts += 1

@@ -14,6 +14,8 @@ public struct TCPConnectionCounters: Hashable, Sendable {
     /// Retransmissions found lost during SACK recovery, and sent again.
     public var lostRetransmissions: UInt64 = 0
     public var retransmissionTimeouts: UInt64 = 0
+    /// Times an ICMP "fragmentation needed" lowered the segment size (RFC 1191).
+    public var pathMTUDecreases: UInt64 = 0
     public var zeroWindowProbes: UInt64 = 0
     /// Tail loss probes sent (RFC 8985 section 7).
     public var tailLossProbes: UInt64 = 0

@@ -394,6 +394,21 @@ public final class TCPStack {
         if queueControl(id, reply) { counters.synCookiesSent &+= 1 }
     }
 
+    /// An ICMP "fragmentation needed" (RFC 1191) that quotes a segment this stack sent from
+    /// `localPort` to `remote`:`remotePort`: the connection's segments from now on fit
+    /// `mtu` (see `TCPConnection.pathMTUDecreased`); an offloaded one's engine is told.
+    public func pathMTUDecreased(to mtu: Int, remote: IPv4Address, remotePort: UInt16, localPort: UInt16,
+                                 quotedSequence: UInt32, now: Instant) {
+        let id = TCPConnectionID(local: address, localPort: localPort, remote: remote, remotePort: remotePort)
+        guard let entry = connections[id] else { return }
+        if entry.offload != nil {
+            offloadPort?.pathMTUDecreased(UInt32(truncatingIfNeeded: entry.socket.rawValue), mtu: mtu,
+                                          quotedSequence: quotedSequence)
+            return
+        }
+        _ = entry.connection.pathMTUDecreased(to: mtu, quotedSequence: SequenceNumber(quotedSequence), now: now)
+    }
+
     /// RFC 9293 3.10.7.1: a RST for a segment nobody wants (never for a RST).
     private func resetUnwanted(_ segment: TCPRepr, id: TCPConnectionID) {
         guard !segment.flags.contains(.rst) else { return }

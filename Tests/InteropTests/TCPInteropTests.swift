@@ -316,6 +316,47 @@ struct TCPInteropTests {
     /// as a blackhole route in the namespace: our SYN-ACKs go to the namespace (`--gateway`),
     /// which drops them, so every half-open connection stays and the SYN queue is full. While
     /// the flood runs, a 16 MiB transfer completes and a new connection after it is accepted.
+    /// Path MTU discovery (RFC 1191) with Linux as the router: the kernel of the TAP's
+    /// namespace forwards to a second namespace over a veth whose end on its side has MTU
+    /// 1000, and answers our
+    /// 1500-byte segments (DF set) with "fragmentation needed". Our connection, offloaded,
+    /// lowers its segment size and the file arrives whole; it stalled in retransmissions.
+    @Test("Through a Linux router to a smaller MTU: fragmentation needed lowers our segment size",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func pathMTUDiscoveryThroughALinuxRouter() throws {
+        guard Root.check() else { return }
+        let link = TCPLink(prefix: "otm", subnet: 66)
+        let far = NetworkNamespace(prefix: "otf")
+        defer { link.tearDown(); far.tearDown() }
+        let (near, away) = (link.namespace.interfaceName("otr"), far.interfaceName("otr"))
+        // The router's end takes 1000 bytes; the far end 1500, so the far host's SYN-ACK says
+        // MSS 1460 and the small MTU is one the path has, not the peer.
+        Shell.must("ip -n \(link.namespace.name) link add \(near) mtu 1000 type veth peer name \(away) netns \(far.name)")
+        link.namespace.must("ip addr add 10.77.67.1/24 dev \(near)")
+        link.namespace.must("ip link set \(near) up")
+        link.namespace.must("sysctl -qw net.ipv4.ip_forward=1")
+        far.must("ip addr add 10.77.67.2/24 dev \(away)")
+        far.must("ip link set \(away) up")
+        far.must("ip route add default via 10.77.67.1")
+        let data = link.makeRandomFile(bytes: 8 << 20)
+        let digest = "\(link.scratch)/far.sha256"
+        let sink = far.start("socat -u TCP-LISTEN:5066,reuseaddr SYSTEM:'sha256sum > \(digest)'", timeout: 120)
+        far.waitForSocket(port: 5066)
+        let run = try link.offload("send --to 10.77.67.2:5066 --gateway \(link.kernelAddress) --file \(data.path) "
+                                   + "--msl 0.5 --wait-for-rest", timeout: 100)
+        _ = sink.finish()
+        let received = Shell.run("cat \(digest)").output.prefix(64).description
+        #expect(run.status == 0, "offload send failed: \(run.output)")
+        #expect(received == data.sha256, "sha256 sent \(data.sha256), received \(received)")
+        #expect(run.output.contains("stack at rest: yes"), "\(run.output)")
+        let needed = Tshark.count(in: link.capture, matching: "icmp.type == 3 && icmp.code == 4 && icmp.mtu == 1000")
+        #expect(needed >= 1, "Linux said fragmentation needed \(needed) times")
+        let tooLargeLater = Tshark.count(in: link.capture, matching: "ip.src == \(link.ourAddress) && ip.len > 1000 "
+                                         + "&& frame.number > 200")
+        #expect(tooLargeLater == 0, "\(tooLargeLater) packets over 1000 bytes after the start")
+        link.checkOffloaded(run, connections: 1, sent: 8 << 20)
+    }
+
     @Test("A SYN flood: a transfer completes and a new connection is accepted during it",
           .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
     func synFlood() throws {

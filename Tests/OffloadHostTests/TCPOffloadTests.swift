@@ -617,6 +617,69 @@ extension TCPOffloadTests {
         #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
     }
 
+    /// Path MTU discovery (RFC 1191): a hop in A's path takes 1000-byte packets and answers
+    /// bigger ones, DF set, with "fragmentation needed". A's connection lowers its segment
+    /// size and sends its flight again, on the host's path and on the engine's (the host
+    /// takes the ICMP in and tells the engine). Our TCP ignored the message, and the
+    /// transfer stalled in retransmissions of segments that could never pass.
+    @Test(arguments: [false, true])
+    func aConnectionFollowsFragmentationNeeded(offload: Bool) throws {
+        var largestAfter = 0, answered = 0
+        let w = try TwoEndpoints(seed: 4, offload: offload, observe: { frame, from in
+            guard from == 0, frame.count > 34, frame[23] == 6 else { return }
+            if frame.count > 1014 { answered += 1 } else { largestAfter = max(largestAfter, frame.count) }
+        }, pathMTU: 1000)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 7)
+        var server: TCPSocket?
+        let bytes = 300_000
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        var queued = false, received = 0
+        w.sim.addProcess("applications") {
+            if server == nil { server = tb.accept(port: 7) }
+            if !queued, ta.status(client)?.state == .established {
+                guard case .queued = ta.send(TxBuffer(copying: [UInt8](repeating: 5, count: bytes)), on: client) else {
+                    return false
+                }
+                queued = true
+            }
+            if let s = server { received += tb.read(s, max: 1 << 20) { _ in } }
+            return false
+        }
+        for tick in 1...40 { w.sim.schedule(at: w.sim.clock.now + .milliseconds(250 * Int64(tick))) {} }
+        w.sim.run(until: w.sim.clock.now + .seconds(10)) { received < bytes }
+        #expect(received == bytes, "\(received) of \(bytes) bytes")
+        #expect(answered > 0, "the hop answered some segments")
+        #expect(largestAfter <= 1014)
+        #expect(ta.isOffloaded(client) == offload)
+    }
+
+    /// RFC 5927 4.1: a "fragmentation needed" is believed only when it quotes a sequence
+    /// number in flight (one an off-path sender cannot know), only to lower the segment
+    /// size, and never for an MTU below IPv4's 68.
+    @Test func fragmentationNeededIsBelievedOnlyForASegmentInFlight() throws {
+        let w = try TwoEndpoints(seed: 6, offload: false)
+        let (ta, tb) = (w.a.tcp, w.b.tcp)
+        try tb.listen(port: 7)
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        w.sim.run(until: w.sim.clock.now + .seconds(1)) { ta.status(client)?.state != .established }
+        let connection = try #require(ta.connection(client))
+        guard case .queued = ta.send(TxBuffer(copying: [UInt8](repeating: 1, count: 50_000)), on: client) else {
+            Issue.record("queued"); return
+        }
+        _ = w.a.turn(now: w.sim.clock.now)
+        let d = connection.block.delegated
+        try #require(d.sendUnacknowledged < d.sendMax, "data in flight")
+        let before = connection.block.constant.segmentSize
+        #expect(!connection.pathMTUDecreased(to: 1000, quotedSequence: d.sendMax + 100_000, now: w.sim.clock.now))
+        #expect(!connection.pathMTUDecreased(to: 1000, quotedSequence: d.sendUnacknowledged - 1, now: w.sim.clock.now))
+        #expect(!connection.pathMTUDecreased(to: 60, quotedSequence: d.sendUnacknowledged, now: w.sim.clock.now))
+        #expect(!connection.pathMTUDecreased(to: 9000, quotedSequence: d.sendUnacknowledged, now: w.sim.clock.now))
+        #expect(connection.block.constant.segmentSize == before && connection.counters.pathMTUDecreases == 0)
+        #expect(connection.pathMTUDecreased(to: 1000, quotedSequence: d.sendUnacknowledged, now: w.sim.clock.now))
+        #expect(connection.block.constant.segmentSize == 960 - (connection.block.constant.timestamps ? 12 : 0))
+    }
+
     /// After the link's MTU shrinks while the hosts run (`ip link set … mtu`; the engines
     /// read it each second), a new connection advertises the MSS the new MTU leaves, both
     /// ways, and its data crosses in frames that fit. It advertised the MSS of the MTU the

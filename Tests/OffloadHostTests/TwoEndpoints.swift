@@ -4,6 +4,7 @@ import OffloadHost
 import OffloadLink
 import OffloadSim
 import OffloadTCP
+import OffloadWire
 
 /// Two hosts behind their engines (`HostEndpoint`), joined by a memory wire and run by a
 /// simulation: every frame crosses an engine, and with `offload` the engines run the
@@ -23,7 +24,8 @@ final class TwoEndpoints {
     init(seed: UInt64, impairments: Impairments = .none, offload: Bool = true, tso: Bool = false,
          tcp: TCPStack.Configuration = .init(), engine: Engine<MemoryLink>.Configuration = .init(),
          hostileCopies: Double = 0, witness: ((UnsafeRawBufferPointer) -> Void)? = nil,
-         observe: ((_ frame: [UInt8], _ from: Int) -> Void)? = nil, maxFrameSize: Int? = nil) throws {
+         observe: ((_ frame: [UInt8], _ from: Int) -> Void)? = nil, maxFrameSize: Int? = nil,
+         pathMTU: Int? = nil) throws {
         let sim = Simulation(seed: seed)
         self.sim = sim
         var engine = engine
@@ -37,7 +39,7 @@ final class TwoEndpoints {
                             maxFrameSize: maxFrameSize, framesInFlight: tso ? 128 : 1024, carriesOffloadMetadata: tso)
         }
         let linkA: MemoryLink, linkB: MemoryLink
-        if hostileCopies > 0 || observe != nil {
+        if hostileCopies > 0 || observe != nil || pathMTU != nil {
             let (a, relayA) = pair(seed), (relayB, b) = pair(seed &+ 1)
             (linkA, linkB) = (a, b)
             var ends = [relayA, relayB]
@@ -50,6 +52,12 @@ final class TwoEndpoints {
                     moved += (try? ends[from].receive(into: pool, max: 32) { frames.append((Array($0.bytes), $0.offload)) }) ?? 0
                     for (var frame, metadata) in frames {
                         observe?(frame, from)
+                        // A hop with a smaller MTU in A's path: what does not fit, DF set, is
+                        // answered as a router would.
+                        if let pathMTU, from == 0, let answer = Self.fragmentationNeeded(frame, mtu: pathMTU) {
+                            _ = try? answer.withUnsafeBytes { try ends[0].transmit($0) }
+                            continue
+                        }
                         func send() {
                             try? frame.withUnsafeBytes { try ends[1 - from].transmit(header: $0, payloads: .none, metadata: metadata) }
                         }
@@ -75,6 +83,30 @@ final class TwoEndpoints {
         b = try HostEndpoint(host: configB, tcp: tcpB, engine: engine, offload: offload, clock: sim.clock) { linkB }
         sim.addProcess("a") { [unowned self] in self.step(self.a) }
         sim.addProcess("b") { [unowned self] in self.step(self.b) }
+    }
+
+    /// A router's ICMP "fragmentation needed" (RFC 1191) for an IPv4 frame longer than `mtu`
+    /// with DF set, sent back to its sender from 10.6.0.254; nil for any other frame.
+    static func fragmentationNeeded(_ frame: [UInt8], mtu: Int) -> [UInt8]? {
+        frame.withUnsafeBytes { raw -> [UInt8]? in
+            guard let ethernet = try? EthernetFrame(checking: raw), ethernet.etherType == .ipv4,
+                  let ip = try? IPv4Packet(checking: ethernet.payload), ip.totalLength > mtu, ip.dontFragment,
+                  let quoted = try? IPv4Repr.parse(ip, checksums: .ignore), ip.payload.count >= 8 else { return nil }
+            let icmp = ICMPv4Repr.destinationUnreachable(code: 4, nextHopMTU: UInt16(mtu), quoted: quoted,
+                                                         quotedDataLength: 8)
+            let packet = IPv4Repr(source: IPv4Address(10, 6, 0, 254), destination: ip.source, protocol: .icmp,
+                                  payloadLength: icmp.bufferLength)
+            var answer = [UInt8](repeating: 0, count: 14 + packet.bufferLength)
+            answer.withUnsafeMutableBytes { out in
+                EthernetRepr(destination: ethernet.source, source: ethernet.destination, etherType: .ipv4).emit(into: out)
+                let message = UnsafeMutableRawBufferPointer(rebasing: out[34...])
+                UnsafeMutableRawBufferPointer(rebasing: message[icmp.headerLength...])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: ip.payload[..<8]))
+                icmp.emit(into: message, checksums: .verify)
+                packet.emit(into: UnsafeMutableRawBufferPointer(rebasing: out[14...]), checksums: .verify)
+            }
+            return answer
+        }
     }
 
     private func step(_ endpoint: HostEndpoint<MemoryLink>) -> Bool {

@@ -191,6 +191,10 @@ extension Engine where Port: ~Copyable {
         case .nextHop(let host, let mac):
             guard let slot = tcp.byHost[host] else { return }
             tcp.slots[Int(slot)]?.headers.destinationMAC = mac
+        case .pathMTU(let host, let mtu, let sequence):
+            guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection,
+                  connection.pathMTUDecreased(to: mtu, quotedSequence: SequenceNumber(sequence), now: now) else { return }
+            tcp.schedule.markReady(slot)
         case .close(let host):
             guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection else { return }
             tcp.slots[Int(slot)]!.closing = true

@@ -198,4 +198,8 @@ extension HostPolicy: TCPOffloadPort {
     public func close(_ id: UInt32) {
         if let offload { command(.close(host: id), offload) }
     }
+
+    public func pathMTUDecreased(_ id: UInt32, mtu: Int, quotedSequence: UInt32) {
+        if let offload { command(.pathMTU(host: id, mtu: mtu, quotedSequence: quotedSequence), offload) }
+    }
 }
