@@ -192,19 +192,25 @@ public final class IPv4Host {
             echoReplies.append((id, seq))
         case .destinationUnreachable(let code, let mtu, let quoted, _):
             counters.icmpErrorsReceived &+= 1
-            // Fragmentation needed for a TCP segment of ours (RFC 1191): the quote holds its
-            // IP header and at least the first 8 bytes of its TCP header (ports, sequence).
+            // About a TCP segment of ours: the quote holds its IP header and at least the
+            // first 8 bytes of its TCP header (ports, sequence number).
             let data = message.data
             let quotedHeader = Int(data[0] & 0x0f) * 4
-            guard code == 4, quoted.protocol == .tcp, quoted.source == address, let tcp,
-                  data.count >= quotedHeader + 8 else { return }
-            let ports = UnsafeRawBufferPointer(rebasing: data[quotedHeader...])
-            tcp.pathMTUDecreased(to: Int(mtu), remote: quoted.destination,
-                                 remotePort: UInt16(ports[2]) << 8 | UInt16(ports[3]),
-                                 localPort: UInt16(ports[0]) << 8 | UInt16(ports[1]),
-                                 quotedSequence: UInt32(ports[4]) << 24 | UInt32(ports[5]) << 16
-                                     | UInt32(ports[6]) << 8 | UInt32(ports[7]),
-                                 now: now)
+            guard quoted.protocol == .tcp, quoted.source == address, let tcp, data.count >= quotedHeader + 8 else {
+                return
+            }
+            let tcpHeader = UnsafeRawBufferPointer(rebasing: data[quotedHeader...])
+            let localPort = UInt16(tcpHeader[0]) << 8 | UInt16(tcpHeader[1])
+            let remotePort = UInt16(tcpHeader[2]) << 8 | UInt16(tcpHeader[3])
+            let sequence = UInt32(tcpHeader[4]) << 24 | UInt32(tcpHeader[5]) << 16
+                | UInt32(tcpHeader[6]) << 8 | UInt32(tcpHeader[7])
+            if code == 4 {
+                tcp.pathMTUDecreased(to: Int(mtu), remote: quoted.destination, remotePort: remotePort,
+                                     localPort: localPort, quotedSequence: sequence, now: now)
+            } else {
+                tcp.destinationUnreachable(code: code, remote: quoted.destination, remotePort: remotePort,
+                                           localPort: localPort, quotedSequence: sequence)
+            }
         case .timeExceeded:
             counters.icmpErrorsReceived &+= 1
         }

@@ -171,6 +171,19 @@ extension TCPConnection {
         return true
     }
 
+    /// RFC 1122 4.2.3.9: an ICMP protocol or port unreachable (code 2 or 3) that quotes our
+    /// SYN ends a connection still in SYN-SENT as refused, as Linux does. Net and host
+    /// unreachable are soft errors, which never abort (RFC 1122), and in the synchronized
+    /// states a hard error is taken as soft (RFC 5927 4.2: anyone may forge one). Returns
+    /// whether the connection ended.
+    package func destinationUnreachable(code: UInt8, quotedSequence: SequenceNumber) -> Bool {
+        guard state == .synSent, code == 2 || code == 3,
+              quotedSequence == block.constant.initialSendSequence else { return false }
+        enterClosed(error: .connectionRefused)
+        needsPoll = true
+        return true
+    }
+
     /// RFC 6298 5.4 to 5.7, RFC 5681 eq. 4, RFC 6675 5.1: back to SND.UNA with a window of one.
     private func retransmissionTimeout(now: Instant) {
         block.delegated.consecutiveTimeouts += 1

@@ -409,6 +409,17 @@ public final class TCPStack {
         _ = entry.connection.pathMTUDecreased(to: mtu, quotedSequence: SequenceNumber(quotedSequence), now: now)
     }
 
+    /// An ICMP destination unreachable other than fragmentation needed, quoting a segment
+    /// this stack sent: a refused SYN ends its connection (see
+    /// `TCPConnection.destinationUnreachable`). Offloaded connections are synchronized, where
+    /// such a message changes nothing.
+    public func destinationUnreachable(code: UInt8, remote: IPv4Address, remotePort: UInt16, localPort: UInt16,
+                                       quotedSequence: UInt32) {
+        let id = TCPConnectionID(local: address, localPort: localPort, remote: remote, remotePort: remotePort)
+        guard let entry = connections[id], entry.offload == nil else { return }
+        _ = entry.connection.destinationUnreachable(code: code, quotedSequence: SequenceNumber(quotedSequence))
+    }
+
     /// RFC 9293 3.10.7.1: a RST for a segment nobody wants (never for a RST).
     private func resetUnwanted(_ segment: TCPRepr, id: TCPConnectionID) {
         guard !segment.flags.contains(.rst) else { return }

@@ -628,7 +628,7 @@ extension TCPOffloadTests {
         let w = try TwoEndpoints(seed: 4, offload: offload, observe: { frame, from in
             guard from == 0, frame.count > 34, frame[23] == 6 else { return }
             if frame.count > 1014 { answered += 1 } else { largestAfter = max(largestAfter, frame.count) }
-        }, pathMTU: 1000)
+        }, pathAnswer: { TwoEndpoints.fragmentationNeeded($0, mtu: 1000) })
         let (ta, tb) = (w.a.tcp, w.b.tcp)
         try tb.listen(port: 7)
         var server: TCPSocket?
@@ -652,6 +652,29 @@ extension TCPOffloadTests {
         #expect(answered > 0, "the hop answered some segments")
         #expect(largestAfter <= 1014)
         #expect(ta.isOffloaded(client) == offload)
+    }
+
+    /// RFC 1122 4.2.3.9: a router's port (or protocol) unreachable for our SYN ends the
+    /// connect at once, refused, as Linux's does; net and host unreachable are soft errors,
+    /// and the SYN is tried again. It went on retrying its SYN to the timeout.
+    @Test(arguments: [(UInt8(3), true), (UInt8(2), true), (UInt8(1), false), (UInt8(0), false)])
+    func aRefusedSYNEndsTheConnect(code: UInt8, refused: Bool) throws {
+        let w = try TwoEndpoints(seed: 8, offload: true, pathAnswer: { frame in
+            TwoEndpoints.unreachable(frame, code: code) { ip in
+                ip.protocol == .tcp && ip.payload.count > 13 && ip.payload[13] & 0x02 != 0  // a SYN
+            }
+        })
+        let ta = w.a.tcp
+        try w.b.tcp.listen(port: 7)
+        let client = try ta.connect(to: w.b.host.address, port: 7, now: w.sim.clock.now)
+        for tick in 1...8 { w.sim.schedule(at: w.sim.clock.now + .milliseconds(250 * Int64(tick))) {} }
+        w.sim.run(until: w.sim.clock.now + .seconds(2)) { ta.status(client)?.state == .synSent }
+        if refused {
+            #expect(ta.status(client)?.state == .closed && ta.status(client)?.error == .connectionRefused,
+                    "\(String(describing: ta.status(client)))")
+        } else {
+            #expect(ta.status(client)?.state == .synSent, "a soft error: still trying")
+        }
     }
 
     /// RFC 5927 4.1: a "fragmentation needed" is believed only when it quotes a sequence

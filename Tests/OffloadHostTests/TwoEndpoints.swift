@@ -25,7 +25,7 @@ final class TwoEndpoints {
          tcp: TCPStack.Configuration = .init(), engine: Engine<MemoryLink>.Configuration = .init(),
          hostileCopies: Double = 0, witness: ((UnsafeRawBufferPointer) -> Void)? = nil,
          observe: ((_ frame: [UInt8], _ from: Int) -> Void)? = nil, maxFrameSize: Int? = nil,
-         pathMTU: Int? = nil) throws {
+         pathAnswer: (([UInt8]) -> [UInt8]?)? = nil) throws {
         let sim = Simulation(seed: seed)
         self.sim = sim
         var engine = engine
@@ -39,7 +39,7 @@ final class TwoEndpoints {
                             maxFrameSize: maxFrameSize, framesInFlight: tso ? 128 : 1024, carriesOffloadMetadata: tso)
         }
         let linkA: MemoryLink, linkB: MemoryLink
-        if hostileCopies > 0 || observe != nil || pathMTU != nil {
+        if hostileCopies > 0 || observe != nil || pathAnswer != nil {
             let (a, relayA) = pair(seed), (relayB, b) = pair(seed &+ 1)
             (linkA, linkB) = (a, b)
             var ends = [relayA, relayB]
@@ -52,9 +52,9 @@ final class TwoEndpoints {
                     moved += (try? ends[from].receive(into: pool, max: 32) { frames.append((Array($0.bytes), $0.offload)) }) ?? 0
                     for (var frame, metadata) in frames {
                         observe?(frame, from)
-                        // A hop with a smaller MTU in A's path: what does not fit, DF set, is
-                        // answered as a router would.
-                        if let pathMTU, from == 0, let answer = Self.fragmentationNeeded(frame, mtu: pathMTU) {
+                        // A router in A's path that answers some of A's frames (with an ICMP
+                        // error) instead of passing them on.
+                        if let pathAnswer, from == 0, let answer = pathAnswer(frame) {
                             _ = try? answer.withUnsafeBytes { try ends[0].transmit($0) }
                             continue
                         }
@@ -88,11 +88,18 @@ final class TwoEndpoints {
     /// A router's ICMP "fragmentation needed" (RFC 1191) for an IPv4 frame longer than `mtu`
     /// with DF set, sent back to its sender from 10.6.0.254; nil for any other frame.
     static func fragmentationNeeded(_ frame: [UInt8], mtu: Int) -> [UInt8]? {
+        unreachable(frame, code: 4, mtu: mtu) { ip in ip.totalLength > mtu && ip.dontFragment }
+    }
+
+    /// A router's ICMP destination unreachable with `code` (and `mtu` for code 4) for an IPv4
+    /// frame that `applies` to, sent back to its sender from 10.6.0.254; nil for any other.
+    static func unreachable(_ frame: [UInt8], code: UInt8, mtu: Int = 0,
+                            when applies: (IPv4Packet) -> Bool) -> [UInt8]? {
         frame.withUnsafeBytes { raw -> [UInt8]? in
             guard let ethernet = try? EthernetFrame(checking: raw), ethernet.etherType == .ipv4,
-                  let ip = try? IPv4Packet(checking: ethernet.payload), ip.totalLength > mtu, ip.dontFragment,
+                  let ip = try? IPv4Packet(checking: ethernet.payload), applies(ip),
                   let quoted = try? IPv4Repr.parse(ip, checksums: .ignore), ip.payload.count >= 8 else { return nil }
-            let icmp = ICMPv4Repr.destinationUnreachable(code: 4, nextHopMTU: UInt16(mtu), quoted: quoted,
+            let icmp = ICMPv4Repr.destinationUnreachable(code: code, nextHopMTU: UInt16(mtu), quoted: quoted,
                                                          quotedDataLength: 8)
             let packet = IPv4Repr(source: IPv4Address(10, 6, 0, 254), destination: ip.source, protocol: .icmp,
                                   payloadLength: icmp.bufferLength)
