@@ -206,7 +206,7 @@ public final class IPv4Host {
                 | UInt32(tcpHeader[6]) << 8 | UInt32(tcpHeader[7])
             if code == 4 {
                 tcp.pathMTUDecreased(to: Int(mtu), remote: quoted.destination, remotePort: remotePort,
-                                     localPort: localPort, quotedSequence: sequence, now: now)
+                                     localPort: localPort, quotedSequence: sequence)
             } else {
                 tcp.destinationUnreachable(code: code, remote: quoted.destination, remotePort: remotePort,
                                            localPort: localPort, quotedSequence: sequence)

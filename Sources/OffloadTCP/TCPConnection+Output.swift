@@ -147,10 +147,19 @@ extension TCPConnection {
     /// Ignored: a message that quotes no sequence number in flight (RFC 5927 4.1: one an
     /// off-path sender made up), an MTU below IPv4's 68, and one that would not lower the
     /// segment size. Returns whether it changed.
-    package func pathMTUDecreased(to mtu: Int, quotedSequence: SequenceNumber, now: Instant) -> Bool {
+    package func pathMTUDecreased(to mtu: Int, quotedSequence: SequenceNumber) -> Bool {
         let d = block.delegated
-        guard state.isSynchronized, mtu >= 68, d.sendUnacknowledged <= quotedSequence,
-              quotedSequence < d.sendMax else { return false }
+        guard d.sendUnacknowledged <= quotedSequence, quotedSequence < d.sendMax else { return false }
+        return segmentsMustFit(mtu: mtu)
+    }
+
+    /// The same for the host's own link, whose MTU shrank (`ip link set … mtu`): no
+    /// message to check.
+    package func linkMTUDecreased(to mtu: Int) -> Bool { segmentsMustFit(mtu: mtu) }
+
+    private func segmentsMustFit(mtu: Int) -> Bool {
+        let d = block.delegated
+        guard state.isSynchronized, mtu >= 68 else { return false }
         // The MSS counts no TCP options (RFC 6691); at least 88 bytes, as Linux's TCP_MIN_MSS.
         let mss = max(88, mtu - 40)
         guard mss < min(block.constant.localMSS, block.constant.remoteMSS) else { return false }

@@ -15,9 +15,10 @@ public protocol TCPOffloadPort: AnyObject {
     func upload(_ host: UInt32)
     /// The application closed: the connection comes back once its data is acknowledged.
     func close(_ host: UInt32)
-    /// The path to the peer takes packets of at most `mtu` bytes (RFC 1191): see
-    /// `TCPConnection.pathMTUDecreased`.
-    func pathMTUDecreased(_ host: UInt32, mtu: Int, quotedSequence: UInt32)
+    /// The path to the peer takes packets of at most `mtu` bytes: an ICMP message quoting
+    /// `quotedSequence` said so (RFC 1191, `TCPConnection.pathMTUDecreased`), or the host's
+    /// own link shrank (nil).
+    func pathMTUDecreased(_ host: UInt32, mtu: Int, quotedSequence: UInt32?)
 }
 
 extension TCPStack {

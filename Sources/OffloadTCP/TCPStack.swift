@@ -94,9 +94,21 @@ public final class TCPStack {
     static let controlQueueLimit = 1024
     /// The MTU of the link the stack sends on, when it caps the MSS below the configured
     /// one: a new connection advertises and sends segments of at most this less 40 bytes
-    /// (the IPv4 and TCP headers). Set it again when the link's MTU changes; connections
-    /// already open keep theirs.
-    public var linkMTU: Int?
+    /// (the IPv4 and TCP headers). Set it again when the link's MTU changes: when it
+    /// shrinks, open connections send smaller segments from then on too, as Linux's do.
+    public var linkMTU: Int? {
+        didSet {
+            guard let mtu = linkMTU, let old = oldValue, mtu < old else { return }
+            for entry in sockets.values {
+                if entry.offload != nil {
+                    offloadPort?.pathMTUDecreased(UInt32(truncatingIfNeeded: entry.socket.rawValue), mtu: mtu,
+                                                  quotedSequence: nil)
+                } else {
+                    _ = entry.connection.linkMTUDecreased(to: mtu)
+                }
+            }
+        }
+    }
     /// The connections' configuration, the MSS capped by `linkMTU`.
     private var connectionConfiguration: TCPConfiguration {
         var tcp = configuration.tcp
@@ -398,7 +410,7 @@ public final class TCPStack {
     /// `localPort` to `remote`:`remotePort`: the connection's segments from now on fit
     /// `mtu` (see `TCPConnection.pathMTUDecreased`); an offloaded one's engine is told.
     public func pathMTUDecreased(to mtu: Int, remote: IPv4Address, remotePort: UInt16, localPort: UInt16,
-                                 quotedSequence: UInt32, now: Instant) {
+                                 quotedSequence: UInt32) {
         let id = TCPConnectionID(local: address, localPort: localPort, remote: remote, remotePort: remotePort)
         guard let entry = connections[id] else { return }
         if entry.offload != nil {
@@ -406,7 +418,7 @@ public final class TCPStack {
                                           quotedSequence: quotedSequence)
             return
         }
-        _ = entry.connection.pathMTUDecreased(to: mtu, quotedSequence: SequenceNumber(quotedSequence), now: now)
+        _ = entry.connection.pathMTUDecreased(to: mtu, quotedSequence: SequenceNumber(quotedSequence))
     }
 
     /// An ICMP destination unreachable other than fragmentation needed, quoting a segment

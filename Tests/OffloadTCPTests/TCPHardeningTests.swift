@@ -397,7 +397,7 @@ final class ScriptedPeer {
         func applicationRead(_ host: UInt32) {}
         func upload(_ host: UInt32) {}
         func close(_ host: UInt32) {}
-        func pathMTUDecreased(_ host: UInt32, mtu: Int, quotedSequence: UInt32) {}
+        func pathMTUDecreased(_ host: UInt32, mtu: Int, quotedSequence: UInt32?) {}
     }
 
     /// With offload on, a close during the handshake waits for the offload, which carries it

@@ -193,7 +193,8 @@ extension Engine where Port: ~Copyable {
             tcp.slots[Int(slot)]?.headers.destinationMAC = mac
         case .pathMTU(let host, let mtu, let sequence):
             guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection,
-                  connection.pathMTUDecreased(to: mtu, quotedSequence: SequenceNumber(sequence), now: now) else { return }
+                  sequence.map({ connection.pathMTUDecreased(to: mtu, quotedSequence: SequenceNumber($0)) })
+                    ?? connection.linkMTUDecreased(to: mtu) else { return }
             tcp.schedule.markReady(slot)
         case .close(let host):
             guard let slot = tcp.byHost[host], let connection = tcp.slots[Int(slot)]?.connection else { return }

@@ -23,8 +23,9 @@ public enum TCPOffloadCommand {
     /// connection comes back for its FIN and TIME_WAIT, which are the host's (T9).
     case close(host: UInt32)
     /// The path to the peer takes packets of at most `mtu` bytes: an ICMP "fragmentation
-    /// needed" the host took in said so, quoting `quotedSequence` (RFC 1191).
-    case pathMTU(host: UInt32, mtu: Int, quotedSequence: UInt32)
+    /// needed" the host took in said so, quoting `quotedSequence` (RFC 1191), or the host's
+    /// own link shrank (nil).
+    case pathMTU(host: UInt32, mtu: Int, quotedSequence: UInt32?)
 }
 
 /// A connection on its way to the engine: the state machine with its whole control block

@@ -199,7 +199,7 @@ extension HostPolicy: TCPOffloadPort {
         if let offload { command(.close(host: id), offload) }
     }
 
-    public func pathMTUDecreased(_ id: UInt32, mtu: Int, quotedSequence: UInt32) {
+    public func pathMTUDecreased(_ id: UInt32, mtu: Int, quotedSequence: UInt32?) {
         if let offload { command(.pathMTU(host: id, mtu: mtu, quotedSequence: quotedSequence), offload) }
     }
 }
