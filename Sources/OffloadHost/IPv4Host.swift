@@ -200,10 +200,9 @@ public final class IPv4Host {
                 return
             }
             let tcpHeader = UnsafeRawBufferPointer(rebasing: data[quotedHeader...])
-            let localPort = UInt16(tcpHeader[0]) << 8 | UInt16(tcpHeader[1])
-            let remotePort = UInt16(tcpHeader[2]) << 8 | UInt16(tcpHeader[3])
-            let sequence = UInt32(tcpHeader[4]) << 24 | UInt32(tcpHeader[5]) << 16
-                | UInt32(tcpHeader[6]) << 8 | UInt32(tcpHeader[7])
+            let localPort = UInt16(bigEndian: tcpHeader.loadUnaligned(fromByteOffset: 0, as: UInt16.self))
+            let remotePort = UInt16(bigEndian: tcpHeader.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+            let sequence = UInt32(bigEndian: tcpHeader.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
             if code == 4 {
                 tcp.pathMTUDecreased(to: Int(mtu), remote: quoted.destination, remotePort: remotePort,
                                      localPort: localPort, quotedSequence: sequence)

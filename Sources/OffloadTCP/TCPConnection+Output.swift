@@ -158,7 +158,6 @@ extension TCPConnection {
     package func linkMTUDecreased(to mtu: Int) -> Bool { segmentsMustFit(mtu: mtu) }
 
     private func segmentsMustFit(mtu: Int) -> Bool {
-        let d = block.delegated
         guard state.isSynchronized, mtu >= 68 else { return false }
         // The MSS counts no TCP options (RFC 6691); at least 88 bytes, as Linux's TCP_MIN_MSS.
         let mss = max(88, mtu - 40)
@@ -170,12 +169,7 @@ extension TCPConnection {
         tailLossProbeDeadline = nil
         tailLossProbeDue = false
         recoveryRetransmissions.removeAll()
-        inNewRenoRecovery = false
-        windowInflation = 0
-        newRenoRecover = d.sendMax
-        block.delegated.duplicateACKs = 0
-        retransmitNow = nil
-        block.delegated.sendNext = d.sendUnacknowledged
+        sendAgainFromUnacknowledged()
         needsPoll = true
         return true
     }
@@ -227,6 +221,12 @@ extension TCPConnection {
         block.delegated.congestion.onRetransmissionTimeout(
             flightSize: flightSize, now: now, firstInSeries: block.delegated.consecutiveTimeouts == 1)
         scoreboard.retransmissionTimeout()
+        sendAgainFromUnacknowledged()
+    }
+
+    /// Every segment in flight is to be sent again, from SND.UNA, and any recovery under
+    /// way ends (after a timeout, or a smaller path MTU).
+    private func sendAgainFromUnacknowledged() {
         inNewRenoRecovery = false
         windowInflation = 0
         newRenoRecover = block.delegated.sendMax
