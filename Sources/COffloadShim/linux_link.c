@@ -112,10 +112,12 @@ int offload_interface_set_up(const char *name, int up) {
 }
 
 int offload_packet_socket_open(const char *name, int virtio_net_header, int receive_buffer_bytes,
+                               unsigned ring_frame_size, struct offload_packet_ring **ring,
                                int *interface_index) {
     char ifname[IFNAMSIZ];
     int rc = copy_name(ifname, name);
     if (rc < 0) return rc;
+    if (ring) *ring = NULL;
     unsigned index = if_nametoindex(ifname);
     if (index == 0) return errno ? -errno : -ENODEV;
 
@@ -133,6 +135,13 @@ int offload_packet_socket_open(const char *name, int virtio_net_header, int rece
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer_bytes, sizeof receive_buffer_bytes) < 0)
             goto fail;
     }
+    if (ring_frame_size > 0) {
+        rc = offload_packet_ring_attach(fd, ring_frame_size, (size_t)(receive_buffer_bytes > 0 ? receive_buffer_bytes : 1 << 20), ring);
+        if (rc < 0) {
+            close(fd);
+            return rc;
+        }
+    }
     struct sockaddr_ll address;
     memset(&address, 0, sizeof address);
     address.sll_family = AF_PACKET;
@@ -147,6 +156,10 @@ int offload_packet_socket_open(const char *name, int virtio_net_header, int rece
     return fd;
 fail:
     rc = -errno;
+    if (ring && *ring) {
+        offload_packet_ring_release(*ring);
+        *ring = NULL;
+    }
     close(fd);
     return rc;
 }

@@ -27,6 +27,10 @@ public struct PacketSocketLink: ~Copyable, Link {
     public let capabilities: LinkCapabilities
     /// The receive buffer the kernel granted (it reports twice the bytes asked for).
     public let receiveBufferBytes: Int
+    /// Slots of the receive ring (PACKET_RX_RING), 0 without one. The kernel copies each
+    /// frame into the next slot, and a poll takes frames from there without a system call;
+    /// a frame larger than a slot (a GSO super-frame) waits in the receive buffer, in order.
+    public let receiveRingFrames: Int
     /// Frames and bytes in and out, drops by reason (`drops.kernelBuffer` = `kernelDrops`).
     public private(set) var counters = SystemLinkCounters()
     /// Frames the kernel saw for this socket and frames it dropped for want of buffer space,
@@ -48,11 +52,17 @@ public struct PacketSocketLink: ~Copyable, Link {
     /// Needs CAP_NET_RAW (and CAP_NET_ADMIN for a receive buffer above the system maximum).
     public init(
         interface: String, virtioNetHeader: Bool = true,
-        receiveBufferBytes: Int = PacketSocketLink.defaultReceiveBufferBytes
+        receiveBufferBytes: Int = PacketSocketLink.defaultReceiveBufferBytes, receiveRing: Bool = true
     ) throws(LinkError) {
         var index: Int32 = 0
         let requested = Int32(clamping: receiveBufferBytes)
-        let fd = offload_packet_socket_open(interface, virtioNetHeader ? 1 : 0, requested, &index)
+        let read = offload_interface_mtu(interface)
+        let mtu = read > 0 ? Int(read) : 1500
+        var ring: OpaquePointer?
+        // A slot holds the kernel's header, the virtio-net header and a frame of the MTU
+        // (with room for a VLAN tag), the kernel's alignment between them.
+        let slot = receiveRing ? UInt32(mtu + 18 + 128) : 0
+        let fd = offload_packet_socket_open(interface, virtioNetHeader ? 1 : 0, requested, slot, &ring, &index)
         guard fd >= 0 else {
             let code = -fd
             var subject = "interface \(interface)"
@@ -60,14 +70,13 @@ public struct PacketSocketLink: ~Copyable, Link {
             if code == EPERM || code == EACCES { subject += " (needs CAP_NET_RAW)" }
             throw SystemCall.error("open packet socket", code, subject)
         }
-        let read = offload_interface_mtu(interface)
-        let mtu = read > 0 ? Int(read) : 1500
         let plainMax = mtu + 18
         let maxFrame = virtioNetHeader ? 65536 + 14 : plainMax
         self.interface = interface
         self.interfaceIndex = index
         self.virtioNetHeader = virtioNetHeader
         self.receiveBufferBytes = Int(offload_socket_receive_buffer(fd))
+        self.receiveRingFrames = ring.map { Int(offload_packet_ring_frames($0)) } ?? 0
         self.capabilities = LinkCapabilities(
             maxFrameSize: maxFrame,
             partialChecksums: virtioNetHeader,
@@ -78,12 +87,13 @@ public struct PacketSocketLink: ~Copyable, Link {
         // Without the header a veth may still hand over GSO super-frames; those that do not
         // fit are counted as truncated.
         minimumReceiveSpace = maxFrame
-        io = FrameIO(descriptor: fd, source: .socket, virtioNetHeader: virtioNetHeader)
+        io = FrameIO(descriptor: fd, source: .socket, virtioNetHeader: virtioNetHeader, ring: ring)
     }
 
     deinit { SystemCall.close(io.descriptor) }
 
-    /// Reads up to `max` frames with one `recvmmsg` (fewer when the pool has fewer buffers).
+    /// Reads up to `max` frames from the receive ring, or with one `recvmmsg` without one
+    /// (fewer when the pool has fewer buffers).
     /// Throws when the pool's buffers are smaller than `capabilities.maxFrameSize`.
     public mutating func receive(
         into pool: BufferPool, max: Int, _ body: (consuming PacketBuffer) -> Void

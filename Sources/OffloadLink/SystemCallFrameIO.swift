@@ -79,6 +79,9 @@ struct FrameIO: ~Copyable {
     let descriptor: Int32
     let source: Source
     let virtioNetHeader: Bool
+    /// A packet socket's receive ring, when it has one: frames are read from it, not with
+    /// `recvmmsg`. Released with this value.
+    private let ring: OpaquePointer?
     private var vector: UnsafeMutablePointer<iovec>
     private var vectorCapacity: Int
     private var vectorCount = 0
@@ -106,10 +109,11 @@ struct FrameIO: ~Copyable {
     private let sendFrames: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private let sendLengths: UnsafeMutablePointer<Int>
 
-    init(descriptor: Int32, source: Source, virtioNetHeader: Bool, slices: Int = 64) {
+    init(descriptor: Int32, source: Source, virtioNetHeader: Bool, ring: OpaquePointer? = nil, slices: Int = 64) {
         self.descriptor = descriptor
         self.source = source
         self.virtioNetHeader = virtioNetHeader
+        self.ring = ring
         vectorCapacity = slices
         vector = .allocate(capacity: slices)
         scratch = .allocate(byteCount: 64, alignment: 16)
@@ -128,6 +132,7 @@ struct FrameIO: ~Copyable {
     }
 
     deinit {
+        offload_packet_ring_release(ring)
         vector.deallocate()
         scratch.deallocate()
         receiveVector.deallocate()
@@ -192,11 +197,17 @@ struct FrameIO: ~Copyable {
         return received
     }
 
-    /// One `recvmmsg` for up to `max` frames (at most 64): a buffer from the pool for each
-    /// frame it might bring, and those it did not fill go straight back.
+    /// Up to `max` frames (at most 64) from the receive ring, or with one `recvmmsg`: a
+    /// buffer from the pool for each frame it might bring, and those not filled go back.
     private mutating func receiveFromSocket(
         into pool: BufferPool, max: Int, counters: inout SystemLinkCounters, _ body: (consuming PacketBuffer) -> Void
     ) throws(LinkError) -> Int {
+        // An empty ring costs one load, and no buffer leaves the pool.
+        if let ring {
+            let waiting = offload_packet_ring_waiting(ring, descriptor)
+            if waiting < 0 { try receiveFailed(code: -waiting, counters: &counters) }
+            if waiting <= 0 { return 0 }
+        }
         // Every buffer of a pool has the same room.
         var taken = 0, room = 0
         while taken < Swift.min(max, Self.batchCapacity), let buffer = pool.take() {
@@ -208,27 +219,19 @@ struct FrameIO: ~Copyable {
         }
         guard taken > 0 else { return 0 }
         let headerSize = virtioNetHeader ? VirtioNetHeader.size : 0
-        let n = Int(offload_packet_socket_receive(descriptor, Int32(taken), batchFrames, room,
-                                                  batchHeaders, Int32(headerSize), batchLengths, batchTagged))
+        let n = if let ring {
+            Int(offload_packet_ring_receive(ring, descriptor, Int32(taken), batchFrames, room,
+                                            batchHeaders, Int32(headerSize), batchLengths, batchTagged))
+        } else {
+            Int(offload_packet_socket_receive(descriptor, Int32(taken), batchFrames, room,
+                                              batchHeaders, Int32(headerSize), batchLengths, batchTagged))
+        }
         // The buffers no frame came into go back to the pool before any frame is handed on.
         let filled = Swift.max(n, 0)
         (batch + filled).deinitialize(count: taken &- filled)
         if n < 0 {
-            let code = -Int32(n)
-            if code == EAGAIN || code == EWOULDBLOCK { return 0 }
-            // The kernel could not describe a frame's offload state in a virtio-net header:
-            // that frame is gone, the rest wait for the next poll.
-            if code == EINVAL && virtioNetHeader {
-                counters.drops.kernelHandover &+= 1
-                return 0
-            }
-            // The interface went down: the kernel says so once, and attaches the socket again
-            // when it comes back up. Not the end of the link.
-            if code == ENETDOWN {
-                counters.interfaceDown &+= 1
-                return 0
-            }
-            throw SystemCall.error("recvmmsg", code, "descriptor \(descriptor)")
+            try receiveFailed(code: Int32(-n), counters: &counters)
+            return 0
         }
         var received = 0
         for i in 0..<filled {
@@ -243,6 +246,25 @@ struct FrameIO: ~Copyable {
             }
         }
         return received
+    }
+
+    /// What a failed socket receive means: nothing waiting, a frame lost (counted), or an
+    /// error that ends the link (thrown).
+    private func receiveFailed(code: Int32, counters: inout SystemLinkCounters) throws(LinkError) {
+        if code == EAGAIN || code == EWOULDBLOCK { return }
+        // The kernel could not describe a frame's offload state in a virtio-net header: that
+        // frame is gone, the rest wait for the next poll.
+        if code == EINVAL && virtioNetHeader {
+            counters.drops.kernelHandover &+= 1
+            return
+        }
+        // The interface went down: the kernel says so once, and attaches the socket again
+        // when it comes back up. Not the end of the link.
+        if code == ENETDOWN {
+            counters.interfaceDown &+= 1
+            return
+        }
+        throw SystemCall.error(ring == nil ? "recvmmsg" : "receive ring", code, "descriptor \(descriptor)")
     }
 
     /// Checks one frame the kernel reported `reported` bytes for (its virtio-net header, if

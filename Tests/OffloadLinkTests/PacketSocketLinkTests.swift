@@ -129,6 +129,49 @@ struct PacketSocketLinkTests {
         #expect(largestBatch == 8, "a call takes as many frames as the pool has buffers")
     }
 
+    /// Frames waiting in the receive ring come out in order, and a frame too large for a
+    /// ring slot (a UDP super-datagram of 3 × 1000 bytes, where a slot holds 1500) comes
+    /// whole from the socket's queue, in its place between the others. Without the ring
+    /// (`recvmmsg`) the same frames come the same way.
+    @Test("the receive ring: frames in order, one larger than a slot whole and in its place",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)), arguments: [true, false])
+    func receiveRing(ring: Bool) throws {
+        guard Root.check() else { return }
+        var namespace = NetworkNamespace(prefix: "lpkt")
+        defer { namespace.tearDown() }
+        let (ours, peer) = Self.vethPair(&namespace)
+        var link = try PacketSocketLink(interface: ours, receiveBufferBytes: 1 << 20, receiveRing: ring)
+        #expect((link.receiveRingFrames > 0) == ring, "\(link.receiveRingFrames) slots")
+        namespace.must("ip neigh replace 10.77.2.2 lladdr \(Self.ourMAC) dev \(peer)")
+        // Datagram i starts with i; number 10 goes as one super-datagram cut at 1000 bytes
+        // (UDP_SEGMENT is option 103), the rest as 100 bytes each.
+        namespace.must("""
+            python3 -c 'import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            g = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); g.setsockopt(socket.SOL_UDP, 103, 1000)
+            for i in range(21): (g if i == 10 else s).sendto(bytes([i]) * (3000 if i == 10 else 100), ("10.77.2.2", 5590))'
+            """)
+        let pool = BufferPool(count: 64, bufferSize: 128 + link.capabilities.maxFrameSize, headroom: 128)
+        var numbers: [Int] = [], superFrame: (length: Int, metadata: OffloadMetadata)?
+        for _ in 0..<100 where numbers.count < 21 {
+            _ = try link.receive(into: pool, max: 8) { frame in
+                let bytes = frame.bytes
+                // IPv4 UDP to port 5590 (0x15d6).
+                guard bytes.count > 42, bytes[23] == 17, bytes[36] == 0x15, bytes[37] == 0xd6 else { return }
+                numbers.append(Int(bytes[42]))
+                if bytes[42] == 10 { superFrame = (bytes.count, frame.offload) }
+            }
+            usleep(1000)
+        }
+        #expect(numbers == Array(0..<21), "\(numbers)")
+        #expect(superFrame?.length == 14 + 20 + 8 + 3000, "\(String(describing: superFrame))")
+        if case .udpSegmentation(1000, _, _, _)? = superFrame?.metadata {} else {
+            Issue.record("the super-datagram's GSO metadata: \(String(describing: superFrame?.metadata))")
+        }
+        #expect(link.counters.drops.total == 0, "\(link.counters)")
+        #expect(pool.inUse == 0)
+    }
+
     /// The interface goes down and comes back: the socket's receive reports it once
     /// (ENETDOWN), counted, not thrown, and the link works again after. Thrown, it ended
     /// `offload host` and any loop on the link.
@@ -143,7 +186,8 @@ struct PacketSocketLinkTests {
         let pool = BufferPool(count: 8, bufferSize: 2048, headroom: 64)
         Shell.must("ip link set \(ours) down")
         var received = 0
-        for _ in 0..<3 { received += try link.receive(into: pool, max: 8) { _ in } }
+        // A link with a receive ring looks for the socket's error after 256 empty polls.
+        for _ in 0..<600 { received += try link.receive(into: pool, max: 8) { _ in } }
         #expect(received == 0 && link.counters.interfaceDown == 1, "\(link.counters)")
         Shell.must("ip link set \(ours) up")
         let probe = try LinkProbe(descriptor: link.descriptor, bufferSize: 2048)

@@ -36,13 +36,19 @@ int offload_interface_set_mtu(const char *name, int mtu);
 /// Sets (up != 0) or clears IFF_UP on an interface by name. 0 or -errno.
 int offload_interface_set_up(const char *name, int up);
 
+/// A packet socket's receive ring (PACKET_RX_RING, TPACKET_V2), opaque.
+struct offload_packet_ring;
+
 /// Opens an AF_PACKET SOCK_RAW socket on interface `name` for every protocol (ETH_P_ALL),
 /// non-blocking and close-on-exec, ignoring frames this host sends on the interface
 /// (PACKET_IGNORE_OUTGOING), with PACKET_VNET_HDR when `virtio_net_header` is set, and a
 /// receive buffer of `receive_buffer_bytes` (SO_RCVBUFFORCE, falling back to SO_RCVBUF;
 /// 0 keeps the default). The interface index goes to `interface_index` when not NULL.
 /// Returns the descriptor or -errno (-ENODEV: no such interface).
+/// With `ring_frame_size` > 0, a receive ring of that slot size and `receive_buffer_bytes`
+/// goes in before the bind (`offload_packet_ring_attach`) and comes back in `ring`.
 int offload_packet_socket_open(const char *name, int virtio_net_header, int receive_buffer_bytes,
+                               unsigned ring_frame_size, struct offload_packet_ring **ring,
                                int *interface_index);
 
 /// Reads and resets the socket's PACKET_STATISTICS: frames the socket saw (drops included)
@@ -61,6 +67,28 @@ int offload_socket_receive_buffer(int fd);
 /// none waiting).
 int offload_packet_socket_receive(int fd, int count, void *const *frames, size_t capacity,
                                   void *headers, int header_size, size_t *lengths, unsigned char *vlan_tagged);
+
+/// Gives `fd` (not yet bound, so no frame waits outside the ring) a receive ring of slots of
+/// `frame_size` bytes (kernel header, virtio-net header and frame) in about `ring_bytes`;
+/// frames larger than a slot wait in the socket's queue, their slot marked. 0 or -errno.
+int offload_packet_ring_attach(int fd, unsigned frame_size, size_t ring_bytes, struct offload_packet_ring **ring);
+
+/// Unmaps the ring and frees it (the socket is closed separately).
+void offload_packet_ring_release(struct offload_packet_ring *ring);
+
+/// The ring's slot count.
+unsigned offload_packet_ring_frames(const struct offload_packet_ring *ring);
+
+/// 1 when a frame waits in the ring, 0 when none does, or -errno when an error was pending
+/// on the socket (it is looked for, and cleared, after every 256 calls that found nothing).
+int offload_packet_ring_waiting(struct offload_packet_ring *ring, int fd);
+
+/// `offload_packet_socket_receive` from the ring: copies up to `count` (at most 64) waiting
+/// frames out and gives their slots back, reading a frame too large for its slot from the
+/// socket. Same arguments and results (-EAGAIN when none waits).
+int offload_packet_ring_receive(struct offload_packet_ring *ring, int fd, int count, void *const *frames,
+                                size_t capacity, void *headers, int header_size, size_t *lengths,
+                                unsigned char *vlan_tagged);
 
 /// Sends up to 64 whole frames (each `lengths[i]` bytes at `frames[i]`) with one sendmmsg;
 /// returns how many went, or -errno.

@@ -51,7 +51,7 @@ public final class SoftwareThread: @unchecked Sendable {
                 if done > 0 { engineWakeup?.wakeIfSleeping() }
                 if idle.shouldSleep(worked: done > 0, now: clock.now) {
                     // The timeout runs the policy's timers (ARP retries) while no packet comes.
-                    try? wakeup.sleep(timeoutMilliseconds: 10) { slowPath.hasWork }
+                    _ = try? wakeup.sleep(timeoutMilliseconds: 10) { slowPath.hasWork }
                 }
             }
             finished.signal()
