@@ -3,6 +3,7 @@
 #include "OffloadLinux.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <sys/resource.h>
 
 /* PRIO_PROCESS with who 0 names the calling thread: Linux keeps a nice value per thread. */
@@ -16,5 +17,11 @@ int offload_thread_nice(int *nice) {
     if (value == -1 && errno != 0) return -errno;
     *nice = value;
     return 0;
+}
+int offload_cpus_available(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -errno;
+    return CPU_COUNT(&set);
 }
 #endif // __linux__

@@ -49,8 +49,8 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("A model knob: microseconds the software spends deciding each new flow (a slower host; shows what the order guard prevents).", valueName: "microseconds"))
     var decisionDelay: UInt32 = 0
 
-    @Option(help: "Threads: 2 runs the software on a thread of its own beside the engine's; 1 runs it between the engine's polls.")
-    var threads = 2
+    @Option(help: "Threads: 2 runs the software on a thread of its own beside the engine's; 1 runs it between the engine's polls. (default: 2 where the process may run on more than 2 CPUs, else 1)")
+    var threads: Int?
 
     @Option(help: ArgumentHelp("Microseconds the idle engine and software threads keep polling before they sleep until a frame arrives or the other wakes them: more answers sooner, less leaves the cores to the hosts around it.", valueName: "microseconds"))
     var spin: UInt32 = IdleSpin.defaultMicroseconds
@@ -96,7 +96,7 @@ struct GatewayCommand: ParsableCommand {
         try OptionChecks.seconds(duration, "--duration")
         try OptionChecks.seconds(stats, "--stats")
         guard (1...(1 << 30)).contains(tableSize) else { throw ValidationError("--table-size is 1 to 1073741824 entries") }
-        guard threads == 1 || threads == 2 else { throw ValidationError("--threads is 1 or 2") }
+        if let threads, threads != 1 && threads != 2 { throw ValidationError("--threads is 1 or 2") }
         if let nice, !ThreadNice.range.contains(nice) { throw ValidationError("--nice is -20 to 19") }
         // Entries idle for up to 2^32 table ticks (about 52 days) can be told apart.
         for (name, seconds) in [("--tcp-idle", tcpIdle), ("--udp-idle", udpIdle)] where !(seconds > 0 && seconds <= 4_000_000) {
@@ -223,7 +223,9 @@ struct GatewayCommand: ParsableCommand {
             guard nice == nil else { throw RunError(message: "offload gateway: --nice: \(error)") }
             printToStandardError("offload gateway: \(error); the threads run at nice \(ThreadNice.current)")
         }
-        let loop = try EngineLoop(engine: engine, slowPath: slowPath, softwareThread: threads == 2)
+        let cpus = SoftwareThread.availableCPUs
+        let softwareThread = threads.map { $0 == 2 } ?? SoftwareThread.wantedByDefault(cpus: cpus ?? 1)
+        let loop = try EngineLoop(engine: engine, slowPath: slowPath, softwareThread: softwareThread)
         loop.spinBeforeSleeping = .microseconds(Int64(spin))
 
         for (i, spec) in ports.enumerated() {
@@ -234,7 +236,9 @@ struct GatewayCommand: ParsableCommand {
         for forward in forwards { say("forward \(forward)") }
         say("order guard \(noOrderGuard ? "off" : "on"), audit \(audit ? "on" : "off"), processing \(processing)"
               + (decisionDelay > 0 ? ", \(decisionDelay) µs per new flow's decision" : "")
-              + ", threads at nice \(ThreadNice.current)")
+              + (softwareThread ? ", 2 threads" : ", 1 thread")
+              + (threads == nil ? " (\(cpus.map { $0 == 1 ? "1 CPU" : "\($0) CPUs" } ?? "CPUs unknown"))" : "")
+              + " at nice \(ThreadNice.current)")
         func seconds(_ d: Double) -> String { d == d.rounded() ? String(Int(d)) : String(d) }
         say("idle timeouts: TCP \(seconds(tcpIdle)) s, UDP \(seconds(udpIdle)) s")
 

@@ -1,5 +1,6 @@
 #if os(Linux)
 import Foundation
+import OffloadHost
 import OffloadTestSupport
 import Testing
 
@@ -426,6 +427,25 @@ extension GatewayInteropTests {
                             timeout: 10)
         #expect(set.output.contains("idle timeouts: TCP 7440 s, UDP 120 s"), "\(set.output)")
     }
+    /// Without `--threads`, the software gets a thread of its own only where the gateway may
+    /// run on more than two CPUs: on one or two, it runs between the engine's polls.
+    @Test("The gateway's thread count by default follows the CPUs it may run on",
+          .enabled(if: Root.shouldRun, Comment(rawValue: Root.reason)))
+    func threadsByDefault() throws {
+        guard Root.check() else { return }
+        #expect(!SoftwareThread.wantedByDefault(cpus: 1) && !SoftwareThread.wantedByDefault(cpus: 2))
+        #expect(SoftwareThread.wantedByDefault(cpus: 3) && SoftwareThread.wantedByDefault(cpus: 64))
+        let binary = GatewayNamespaces.offloadBinary
+        let one = Shell.run("taskset -c 0 \(binary) gateway --port tap:ogthr=10.77.9.1/24 --stats 0 --duration 0.3", timeout: 10)
+        #expect(one.output.contains(", 1 thread (1 CPU) at nice"), "\(one.output)")
+        let cpus = SoftwareThread.availableCPUs ?? 0
+        let all = Shell.run("\(binary) gateway --port tap:ogthr=10.77.9.1/24 --stats 0 --duration 0.3", timeout: 10)
+        let expected = cpus > 2 ? "2 threads (\(cpus) CPUs)" : cpus == 2 ? "1 thread (2 CPUs)" : "1 thread (1 CPU)"
+        #expect(all.output.contains(expected), "\(all.output)")
+        let given = Shell.run("\(binary) gateway --port tap:ogthr=10.77.9.1/24 --stats 0 --duration 0.3 --threads 2", timeout: 10)
+        #expect(given.output.contains(", 2 threads at nice"), "\(given.output)")
+    }
+
     /// The gateway's threads run at nice -10 unless `--nice` says otherwise, every one of
     /// them (the software's thread takes the value from the thread that starts it); without
     /// CAP_SYS_NICE the default is skipped with a note and the gateway runs on.
@@ -440,12 +460,12 @@ extension GatewayInteropTests {
             let values = run.output.split(separator: "\n").filter { $0.hasPrefix("nice ") }.compactMap { Int($0.dropFirst(5)) }
             return (values, run.output)
         }
-        let byDefault = niceValues("")
+        let byDefault = niceValues("--threads 2")
         #expect(byDefault.values.count >= 2 && byDefault.values.allSatisfy { $0 == -10 }, "\(byDefault.output)")
-        #expect(byDefault.output.contains("threads at nice -10"), "\(byDefault.output)")
-        let given = niceValues("--nice 4")
+        #expect(byDefault.output.contains("2 threads at nice -10"), "\(byDefault.output)")
+        let given = niceValues("--threads 2 --nice 4")
         #expect(given.values.count >= 2 && given.values.allSatisfy { $0 == 4 }, "\(given.output)")
-        let unprivileged = niceValues("", prefix: "setpriv --bounding-set -sys_nice ")
+        let unprivileged = niceValues("--threads 2", prefix: "setpriv --bounding-set -sys_nice ")
         #expect(unprivileged.values.count >= 2 && unprivileged.values.allSatisfy { $0 == 0 }, "\(unprivileged.output)")
         #expect(unprivileged.output.contains("cannot run at nice -10"), "\(unprivileged.output)")
     }

@@ -34,7 +34,7 @@ import OffloadWire
         configuration.announcesTranslations = true
         let clock = MonotonicClock()
         let descriptors = [inside, outside], addresses = [GatewayWorld.insideMAC, GatewayWorld.outsideMAC]
-        let engine = try Engine(configuration: configuration, portCount: 2, clock: clock) { i in
+        let engine = Engine(configuration: configuration, portCount: 2, clock: clock) { i in
             SocketPairLink(adopting: descriptors[i], address: addresses[i])
         }
         let policy = GatewayPolicy(

@@ -123,6 +123,9 @@ int offload_thread_set_nice(int nice);
 /// The calling thread's nice value in `*nice`. 0 or -errno.
 int offload_thread_nice(int *nice);
 
+/// The CPUs the calling thread may run on (its affinity mask), or -errno.
+int offload_cpus_available(void);
+
 #endif // __linux__
 
 #endif

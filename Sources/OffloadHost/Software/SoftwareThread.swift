@@ -3,6 +3,7 @@ import Synchronization
 import OffloadCore
 import OffloadEngine
 import OffloadLink
+import COffloadShim
 
 /// The host software on a thread of its own: runs a `SlowPath` while the engine polls on
 /// another thread. When there is nothing to do it spins briefly, then blocks on `wakeup`
@@ -27,6 +28,19 @@ public final class SoftwareThread: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private var thread: Thread?
+    /// Whether the software should have a thread of its own where the process may run on
+    /// `cpus` CPUs: only with more than two. On two, the hosts a gateway serves need the
+    /// cores too, and a second spinning thread takes one from them: measured in connection
+    /// storms and TCP streams between two namespaces, the gateway did better on one thread in
+    /// 14 of 18 alternating runs (BENCHMARKS.md, 2026-12-03).
+    public static func wantedByDefault(cpus: Int) -> Bool { cpus > 2 }
+
+    /// The CPUs this thread may run on (its affinity mask); nil if it cannot be read.
+    public static var availableCPUs: Int? {
+        let n = offload_cpus_available()
+        return n > 0 ? Int(n) : nil
+    }
+
     /// How long it keeps looking for work before it sleeps: a packet often follows soon (a
     /// SYN-ACK after a SYN), and waking a sleeping thread costs tens of microseconds.
     public var spinBeforeSleeping = IdleSpin.defaultSpin
