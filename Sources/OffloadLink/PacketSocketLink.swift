@@ -18,7 +18,8 @@ import OffloadWire
 /// Kernel drops (receive buffer overflow) are in `kernelDrops` after `updateKernelStatistics()`.
 public struct PacketSocketLink: ~Copyable, Link {
     /// The default receive buffer: 8 MiB, enough for TCP bursts at tens of Gbit/s between
-    /// two polls (the kernel default of 208 KiB overflows).
+    /// two polls (the kernel default of 208 KiB overflows). The receive ring gets as many
+    /// bytes of slots; the buffer then holds the frames too large for a slot.
     public static let defaultReceiveBufferBytes = 8 << 20
 
     public let interface: String
