@@ -57,6 +57,9 @@ public final class TCPStack {
         /// and for connections of our own).
         var listener: UInt16?
         var closedByApplication = false
+        /// Nobody will read what the connection received (the application aborted it, or it
+        /// ended before anyone accepted it): the socket goes without waiting for that.
+        var discardsInput = false
         /// Set while the engine runs the connection (see `TCPStack+Offload`).
         var offload: Offload?
         /// Whether the connection may be offloaded (not after the engine gave it back).
@@ -241,7 +244,12 @@ public final class TCPStack {
     @discardableResult
     public func read(_ socket: TCPSocket, max: Int, _ body: (UnsafeRawBufferPointer) -> Void) -> Int {
         guard let entry = sockets[socket] else { return 0 }
-        guard entry.offload != nil, let port = offloadPort else { return entry.connection.read(max: max, body) }
+        guard entry.offload != nil, let port = offloadPort else {
+            let n = entry.connection.read(max: max, body)
+            // A connection that ended kept its socket for these bytes.
+            releaseIfDone(socket)
+            return n
+        }
         // The receive buffer is the host's memory; the engine is told the window moved.
         let n = entry.connection.readReceived(max: max, body)
         if n > 0 { port.applicationRead(UInt32(truncatingIfNeeded: socket.rawValue)) }
@@ -249,7 +257,8 @@ public final class TCPStack {
     }
 
     /// Shuts the sending side (a FIN after the queued data). The socket stays readable; it
-    /// is released once the connection has ended and its completions are taken.
+    /// is released once the connection has ended, its completions are taken and what it
+    /// received is read (`abort` gives up what is unread).
     public func close(_ socket: TCPSocket) {
         guard let entry = sockets[socket] else { return }
         entry.closedByApplication = true
@@ -277,10 +286,12 @@ public final class TCPStack {
         releaseIfDone(socket)
     }
 
-    /// Ends the connection with a RST; queued messages complete as failed.
+    /// Ends the connection with a RST; queued messages complete as failed, and bytes
+    /// received and not read are given up.
     public func abort(_ socket: TCPSocket) {
         guard let entry = sockets[socket] else { return }
         entry.closedByApplication = true
+        entry.discardsInput = true
         if entry.offload != nil {
             entry.offload!.abortWhenBack = true
             upload(socket)
@@ -541,7 +552,8 @@ public final class TCPStack {
                 } else {
                     listener.halfOpen -= 1
                 }
-                entry.closedByApplication = true // never accepted: nobody will close it
+                entry.closedByApplication = true // never accepted: nobody will close it, or read it
+                entry.discardsInput = true
                 _ = entry.connection.takeCompletions()
                 entry.completions.removeAll()
             }
@@ -549,7 +561,8 @@ public final class TCPStack {
         releaseIfDone(socket)
     }
 
-    /// Releases a socket nobody needs any more. Only after `ended` forgot its connection and
+    /// Releases a socket nobody needs any more: closed, its completions taken and what it
+    /// received read (unless nobody will). Only after `ended` forgot its connection and
     /// its last RST left: a connection that an abort or a close ended between two polls stays
     /// (with its socket) until the next poll sends what it has and calls `ended`, or the
     /// 4-tuple would stay taken for good and the RST unsent.
@@ -557,7 +570,8 @@ public final class TCPStack {
         guard let entry = sockets[socket], entry.closedByApplication, entry.offload == nil,
               entry.connection.state == .closed, entry.connection.pendingReset == nil,
               connections[entry.connection.id] !== entry,
-              entry.buffers.isEmpty, entry.completions.isEmpty, entry.connection.completions.isEmpty
+              entry.buffers.isEmpty, entry.completions.isEmpty, entry.connection.completions.isEmpty,
+              entry.discardsInput || entry.connection.receiveBuffer.isEmpty
         else { return }
         sockets[socket] = nil
     }
