@@ -32,7 +32,7 @@ public final class SoftwareThread: @unchecked Sendable {
     /// `cpus` CPUs: only with more than two. On two, the hosts a gateway serves need the
     /// cores too, and a second spinning thread takes one from them: measured in connection
     /// storms and TCP streams between two namespaces, the gateway did better on one thread in
-    /// 17 of 22 alternating comparisons (BENCHMARKS.md, 2026-12-03).
+    /// 17 of 24 alternating comparisons (BENCHMARKS.md, 2026-12-03).
     public static func wantedByDefault(cpus: Int) -> Bool { cpus > 2 }
 
     /// The CPUs this thread may run on (its affinity mask); nil if it cannot be read.
